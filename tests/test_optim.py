@@ -22,7 +22,8 @@ def make_params(seed: int = 0, dtype: torch.dtype = torch.float64) -> list[torch
 def make_grads(params: list[torch.Tensor], steps: int, seed: int = 1) -> list[list[torch.Tensor]]:
     """Fixed gradients for every step (independent of the weights, so both sides see the same)."""
     gen = torch.Generator().manual_seed(seed)
-    return [[torch.randn(p.shape, generator=gen, dtype=p.dtype) for p in params] for _ in range(steps)]
+    return [[torch.randn(p.shape, generator=gen, dtype=p.dtype) for p in params]
+            for _ in range(steps)]
 
 
 def run_optimizer(opt: torch.optim.Optimizer, params, grads, lrs) -> None:
@@ -166,7 +167,9 @@ def test_closure_is_evaluated_with_grad_and_its_loss_returned():
     assert w.item() == pytest.approx(3.0 - 0.1 * 6.0)
 
 
-@pytest.mark.parametrize("kwargs", [{"lr": -0.1}, {"momentum": -0.5}, {"weight_decay": float("nan")}])
+@pytest.mark.parametrize(
+    "kwargs", [{"lr": -0.1}, {"momentum": -0.5}, {"weight_decay": float("nan")}]
+)
 def test_rejects_invalid_hyperparameters(kwargs):
     with pytest.raises(ValueError):
         PaperSGD(make_params(), **kwargs)
