@@ -121,6 +121,7 @@ class PaperSchedule:
             raise RuntimeError(f"lr schedule already stopped after epoch {self.epoch}")
         if epoch != self.epoch + 1:
             raise ValueError(f"lr schedule: expected epoch {self.epoch + 1}, got {epoch}")
+        val_error = float(val_error)  # a numpy scalar in the state would break weights_only
         if not 0.0 <= val_error <= 1.0:
             raise ValueError(f"lr schedule: val_error must be a fraction in [0, 1], "
                              f"got {val_error}")

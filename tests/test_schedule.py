@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -181,3 +182,14 @@ def test_step_checks_epoch_order_and_error_units():
     s.step(1, 0.5)
     with pytest.raises(ValueError, match="expected epoch 2"):
         s.step(1, 0.5)
+
+
+def test_numpy_errors_leave_a_weights_only_loadable_state():
+    s = PaperSchedule(patience=1)
+    s.step(1, np.float64(0.5))
+    s.step(2, np.float32(0.5))  # plateau: drop with this error recorded
+    buffer = io.BytesIO()
+    torch.save(s.state_dict(), buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+    assert state["drops"] == [[3, 0.01, pytest.approx(0.001), 0.5]]

@@ -1,0 +1,156 @@
+"""Training checkpoints: atomic saves, safe loads, and the RNG state needed to resume exactly."""
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import pickle
+import random
+import secrets
+from typing import Any, Union
+
+import numpy as np
+import torch
+
+from alexnet2012.errors import UsageError
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+FORMAT = "alexnet2012.checkpoint"
+VERSION = 1
+
+
+def save_checkpoint(path: PathLike, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` so that ``path`` always holds a complete checkpoint.
+
+    The file is written to a temporary file in the same directory, flushed and fsynced, then
+    renamed over ``path`` (``os.replace`` is atomic), and the directory is fsynced where the
+    OS allows it. A crash or an error while saving leaves the previous file untouched, and
+    the temporary file is removed on error. ``state`` must hold only tensors and plain
+    Python values (dict, list, tuple, str, int, float, bool, None, ...), so that
+    :func:`load_checkpoint` can read it with ``weights_only=True``; anything else raises
+    ``TypeError`` before the file is touched.
+    An OS error (missing directory, no space, no permission) raises ``UsageError``.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
+    _check_plain(state, "state")
+    payload = {"format": FORMAT, "version": VERSION, "state": state}
+    created = False
+    try:
+        with open(tmp, "xb") as f:
+            created = True
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        if created:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise UsageError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from exc
+        raise
+    _fsync_directory(directory)
+
+
+_LEAVES = (str, bytes, int, float, bool, complex, type(None), torch.dtype, torch.device)
+_CONTAINERS = (dict, collections.OrderedDict, list, tuple, set, torch.Size)
+
+
+def _check_plain(obj: Any, where: str) -> None:
+    """Refuse, before writing, what ``weights_only=True`` could not load back at resume time.
+
+    Types are matched exactly: a numpy scalar (``np.float64`` subclasses ``float``) would be
+    saved fine and then make the whole checkpoint unloadable.
+    """
+    if isinstance(obj, torch.Tensor) or type(obj) in _LEAVES:
+        return
+    if type(obj) not in _CONTAINERS:
+        raise TypeError(f"checkpoint {where} is a {type(obj).__module__}.{type(obj).__qualname__}:"
+                        " store tensors and plain Python values only")
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj)
+    for key, value in items:
+        _check_plain(key, f"{where} key {key!r}")
+        _check_plain(value, f"{where}[{key!r}]")
+
+
+def _fsync_directory(directory: str) -> None:
+    """Make the rename durable; some systems (Windows) cannot open a directory, so skip there."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` and return its ``state``.
+
+    Uses ``torch.load(weights_only=True)``, so a file can never run code. A missing,
+    unreadable, truncated, corrupt or foreign file raises ``UsageError`` with one line naming
+    the file and what to do.
+    """
+    path = os.fspath(path)
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError as exc:
+        raise UsageError(f"checkpoint {path} does not exist: check the path") from exc
+    except (IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+        raise UsageError(f"cannot read checkpoint {path}: {exc.strerror}") from exc
+    except Exception as exc:  # damaged or foreign files raise many types, OSError included
+        raise UsageError(f"checkpoint {path} is corrupt or not an alexnet2012 checkpoint "
+                         f"({_reason(exc)}): delete it or use an older one") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise UsageError(f"{path} is not an alexnet2012 checkpoint (no format marker): "
+                         "point at a file written by this project's training")
+    if payload.get("version") != VERSION:
+        raise UsageError(f"checkpoint {path} has format version {payload.get('version')!r}, "
+                         f"this alexnet2012 reads version {VERSION}: use a matching version")
+    return payload["state"]
+
+
+def _reason(exc: Exception) -> str:
+    """A short, one-line account of why torch could not read a file."""
+    if isinstance(exc, EOFError):
+        return "the file is empty or ends early"
+    if isinstance(exc, pickle.UnpicklingError):
+        return "it holds objects other than tensors and plain Python values"
+    message = str(exc).strip().split("\n")[0].split(". ")[0][:120]
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def rng_state() -> dict[str, Any]:
+    """The state of every random generator training uses, as tensors and plain values.
+
+    Covers torch's CPU generator, each CUDA device's generator (only if CUDA is initialised:
+    a process that never used CUDA has no CUDA randomness to restore), Python's ``random``
+    and numpy's global ``np.random`` (MT19937 key stored as an int64 tensor).
+    """
+    version, internal, gauss_next = random.getstate()
+    kind, key, pos, has_gauss, cached_gaussian = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+        "python": [version, list(internal), gauss_next],
+        "numpy": [kind, torch.from_numpy(key.astype(np.int64)), pos, has_gauss, cached_gaussian],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore generators captured by :func:`rng_state`.
+
+    CUDA states are restored for the devices that exist here (the first ``device_count()``);
+    on a machine without CUDA they are ignored, as no CUDA randomness will be drawn.
+    """
+    torch.set_rng_state(state["torch"].cpu())
+    if torch.cuda.is_available():
+        for index, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state.cpu(), index)
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    kind, key, pos, has_gauss, cached_gaussian = state["numpy"]
+    key = key.cpu().numpy().astype(np.uint32)
+    np.random.set_state((kind, key, pos, has_gauss, cached_gaussian))
