@@ -52,11 +52,11 @@ class PaperSchedule:
     adds up to more than ``threshold``.
 
     Defaults (the paper gives no numbers; PAPER_NOTES "Learning"): ``threshold=0.001``
-    (0.1 percentage point, i.e. 50 of the 50,000 validation images) and ``patience=5``.
-    [C]'s run spent 24, 26 and 28 epochs at 0.01, 0.001 and 1e-4: drops came only once the
-    curve was clearly flat, not at the first noisy epoch. Five epochs without a 0.1-pt gain
-    is a flat curve well past epoch-to-epoch noise, and costs at most about a fifth of
-    such a stretch in waiting; with a best at epoch 19 it drops at epoch 25, as [C] did.
+    (0.1 percentage point, 50 of the 50,000 validation images: a smaller change is noise,
+    not progress) and ``patience=5``. [C]'s run spent 24, 26 and 28 epochs at 0.01, 0.001
+    and 1e-4, so its drops were not hair-trigger. Five epochs ride out one or two noisy
+    epochs while spending at most about a fifth of such a stretch at a rate that has stopped
+    helping; a best at epoch 19 followed by five flat epochs drops at epoch 25, as [C] did.
 
     Fixed mode: with ``drop_epochs`` (e.g. :data:`C_DROP_EPOCHS`) the plateau rule is off
     (``max_drops``, ``patience`` and ``threshold`` are unused): "drop at epoch 25" means

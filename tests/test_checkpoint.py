@@ -127,7 +127,9 @@ BAD_FILES = {
     "truncated": (write_truncated, "corrupt"),
     "zero bytes": (lambda path: path.write_bytes(b""), "empty or ends early"),
     "garbage": (lambda path: path.write_bytes(b"not a checkpoint\n" * 100), "corrupt"),
-    "foreign pickle": (lambda path: path.write_bytes(pickle.dumps(Foreign(), protocol=2)), "corrupt"),
+    "foreign pickle": (
+        lambda path: path.write_bytes(pickle.dumps(Foreign(), protocol=2)), "corrupt"
+    ),
     "model weights only": (
         write_torch_file(torch.nn.Linear(2, 2).state_dict()), "no format marker"
     ),
