@@ -1,0 +1,69 @@
+"""Weights in the single-tensor ("grouped") layout of Caffe's bvlc_alexnet and groups=2 ports.
+
+Keys ``conv1.weight`` ... ``fc8.bias``; every layer's tensor is column 0's half followed by
+column 1's along the output dimension; conv2, conv4 and conv5 are ``groups=2`` convolutions
+(their input dimension is one column's); fc6's inputs are column 0's 128x6x6 maps then column
+1's, flattened channel-major, which is this package's own order, so no permutation is needed.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from torch import Tensor
+
+from alexnet2012 import paper
+from alexnet2012.model import AlexNet
+
+
+def _check_two_columns(model: AlexNet) -> None:
+    if model.num_columns != 2:
+        raise ValueError("the grouped layout exists only for the two-column net (columns=2)")
+
+
+def grouped_state_dict(model: AlexNet) -> dict[str, Tensor]:
+    """The model's weights as single tensors per layer (on the CPU), e.g. conv1.weight (96,3,11,11)."""
+    _check_two_columns(model)
+    out = {}
+    for layer in paper.LAYERS:
+        modules = model._modules_of(layer)
+        for kind in ("weight", "bias"):
+            out[f"{layer.name}.{kind}"] = torch.cat(
+                [getattr(m, kind).detach().cpu() for m in modules]).clone()
+    return out
+
+
+def load_grouped_state_dict(model: AlexNet, state_dict: Mapping[str, Tensor]) -> None:
+    """Load weights in the grouped layout into ``model``, whatever its placement.
+
+    Raises ``KeyError`` for a missing or unexpected key and ``ValueError`` for a wrong shape,
+    naming the key, before anything is written.
+    """
+    _check_two_columns(model)
+    expected = grouped_state_dict_shapes(model)
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    if missing or unexpected:
+        raise KeyError(f"grouped state dict keys do not match: missing {missing}, "
+                       f"unexpected {unexpected}")
+    for key, shape in expected.items():
+        if tuple(state_dict[key].shape) != shape:
+            raise ValueError(f"{key}: expected shape {shape}, got {tuple(state_dict[key].shape)}")
+    with torch.no_grad():
+        for layer in paper.LAYERS:
+            modules = model._modules_of(layer)
+            for kind in ("weight", "bias"):
+                parts = state_dict[f"{layer.name}.{kind}"].chunk(len(modules))
+                for module, part in zip(modules, parts):
+                    getattr(module, kind).copy_(part)
+
+
+def grouped_state_dict_shapes(model: AlexNet) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor of the grouped layout for ``model``."""
+    shapes = {}
+    for layer in paper.LAYERS:
+        modules = model._modules_of(layer)
+        for kind in ("weight", "bias"):
+            first = tuple(getattr(modules[0], kind).shape)
+            shapes[f"{layer.name}.{kind}"] = (first[0] * len(modules),) + first[1:]
+    return shapes

@@ -1,0 +1,194 @@
+"""The two-column AlexNet (P §3, Figure 2), on one device or with one column per device.
+
+The layer list is ``paper.LAYERS``; the columns cross wherever a layer ``sees="both"`` (conv3,
+fc6, fc7, fc8), and nowhere else. Parameters live per column (``columns.0.conv1.weight`` ...,
+``fc8.weight``), whatever the placement, so a checkpoint trained on two GPUs loads anywhere.
+
+Two ways to run the same function:
+- one device (``devices=None``): both columns in the same kernels, the columns' weights
+  concatenated and the own-column layers as grouped convolutions (``groups=2``), LRN and dropout
+  computed per column;
+- per column (``devices`` given, e.g. ``("cuda:0", "cuda:1")``): column k's layers run on device
+  k and activations move between devices only where a layer sees both columns; fc8 sits on the
+  first device, as in the 2012 code.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from alexnet2012 import paper
+from alexnet2012.layers import Conv2d2012, conv2d_2012, local_response_norm, paper_dropout
+
+DeviceLike = Union[str, torch.device]
+
+
+def resolve_devices(devices: Optional[Sequence[DeviceLike]], columns: int) -> Optional[list[torch.device]]:
+    """Check a placement: one existing device per column (``None``: wherever the module goes)."""
+    if devices is None:
+        return None
+    if isinstance(devices, (str, torch.device)):
+        devices = [devices]
+    resolved = []
+    for name in devices:
+        try:
+            device = torch.device(name)
+        except RuntimeError as exc:
+            raise ValueError(f"{name!r} is not a device name (use e.g. 'cpu', 'cuda:0')") from exc
+        if device.type == "cuda":
+            count = torch.cuda.device_count()
+            index = 0 if device.index is None else device.index
+            if index >= count:
+                have = ", ".join(f"cuda:{i}" for i in range(count)) or "none"
+                raise ValueError(f"CUDA device {device} does not exist on this machine "
+                                 f"(CUDA devices: {have})")
+            device = torch.device("cuda", index)
+        resolved.append(device)
+    if len(resolved) != columns:
+        raise ValueError(f"devices needs one device per column: {columns} for columns={columns}, "
+                         f"got {len(resolved)}")
+    return resolved
+
+
+def column_widths(layer: paper.Layer, columns: int, num_classes: int) -> int:
+    """Kernels (or neurons) of ``layer`` in one column of a ``columns``-column net."""
+    if not layer.split:
+        return num_classes
+    if columns == 2 or layer.halved_in_one_column:
+        return layer.width // 2
+    return layer.width
+
+
+class Column(nn.Module):
+    """One column (one of the paper's two GPUs): its share of conv1-conv5, fc6 and fc7."""
+
+    def __init__(self, in_features: dict[str, int], out_features: dict[str, int]):
+        super().__init__()
+        for layer in paper.LAYERS:
+            if not layer.split:
+                continue
+            cin, cout = in_features[layer.name], out_features[layer.name]
+            if layer.kind == "conv":
+                module = Conv2d2012(cin, cout, layer.kernel, layer.stride, layer.pad)
+            else:
+                module = nn.Linear(cin, cout)
+            self.add_module(layer.name, module)
+
+
+class AlexNet(nn.Module):
+    """The paper's network: ``forward(x)`` maps images ``(N, 3, S, S)`` to logits
+    ``(N, num_classes)`` on the first device.
+
+    Args:
+        num_classes: width of fc8.
+        input_size: 224 (the 2012 code's convolution: conv1's last windows overhang the right and
+            bottom edges by 3 zero pixels) or 227 (no padding); both give 55x55 conv1 maps
+            (PAPER_NOTES "224 vs 227").
+        devices: ``None`` (one device: wherever the module is moved) or one device per column.
+        columns: 2, or 1 for the paper's one-column comparison net (half the kernels in
+            conv1-conv4; conv5 and the fc layers at full size, P §3.2).
+        lrn: local response normalization after conv1 and conv2 (P §3.3 ablation when False).
+        overlapping_pool: 3x3 pooling with stride 2 (P §3.4); False gives 2x2 stride 2.
+    """
+
+    def __init__(self, num_classes: int = paper.NUM_CLASSES, *, input_size: int = paper.CROP_SIZE,
+                 devices: Optional[Sequence[DeviceLike]] = None, columns: int = paper.COLUMNS,
+                 lrn: bool = True, overlapping_pool: bool = True):
+        super().__init__()
+        if input_size not in paper.INPUT_SIZES:
+            raise ValueError(f"input_size must be one of {paper.INPUT_SIZES} "
+                             f"(224: the 2012 code's padding, 227: none), got {input_size}")
+        if columns not in (1, 2):
+            raise ValueError(f"columns must be 1 or 2, got {columns}")
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be positive, got {num_classes}")
+        self.num_classes, self.input_size, self.num_columns = num_classes, input_size, columns
+        self.lrn, self.overlapping_pool = lrn, overlapping_pool
+        self.pool = ((paper.POOL_KERNEL, paper.POOL_STRIDE) if overlapping_pool
+                     else (paper.POOL_ABLATION, paper.POOL_ABLATION))
+        self.devices = resolve_devices(devices, columns)
+
+        widths = {layer.name: column_widths(layer, columns, num_classes) for layer in paper.LAYERS}
+        in_features, previous = {}, None
+        for layer in paper.LAYERS:
+            if previous is None:
+                cin = 3
+            else:
+                cin = widths[previous.name] * (columns if layer.sees == "both" else 1)
+                if layer.kind == "fc" and previous.kind == "conv":
+                    cin *= paper.POOLED_SIZE ** 2
+            in_features[layer.name] = cin
+            previous = layer
+        self.columns = nn.ModuleList(Column(in_features, widths) for _ in range(columns))
+        self.fc8 = nn.Linear(in_features["fc8"], num_classes)
+        self.reset_parameters()
+        if self.devices is not None:
+            for column, device in zip(self.columns, self.devices):
+                column.to(device)
+            self.fc8.to(self.devices[0])
+
+    def reset_parameters(self) -> None:
+        """The paper's initialisation (P §5): weights N(0, 0.01); biases 1 in conv2, conv4,
+        conv5, fc6, fc7 and 0 elsewhere. Drawn column by column, in layer order."""
+        for layer in paper.LAYERS:
+            for module in self._modules_of(layer):
+                nn.init.normal_(module.weight, 0.0, paper.INIT_STD)
+                nn.init.constant_(module.bias, layer.bias_init)
+
+    def _modules_of(self, layer: paper.Layer) -> list[nn.Module]:
+        if not layer.split:
+            return [getattr(self, layer.name)]
+        return [getattr(column, layer.name) for column in self.columns]
+
+    def _after(self, layer: paper.Layer, h: Tensor, groups: int) -> Tensor:
+        """ReLU, LRN, max-pool, dropout after ``layer`` (P §3.5 order), per column."""
+        if layer.relu:
+            h = F.relu(h, inplace=True)
+        if layer.lrn and self.lrn:
+            h = local_response_norm(h, groups)
+        if layer.pool:
+            h = F.max_pool2d(h, *self.pool)
+        if layer.dropout:
+            h = paper_dropout(h, paper.DROPOUT_P, self.training, groups)
+        return h
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or x.shape[1] != 3 or x.shape[2:] != (self.input_size, self.input_size):
+            raise ValueError(f"expected images of shape (N, 3, {self.input_size}, "
+                             f"{self.input_size}), got {tuple(x.shape)}")
+        if self.devices is None:
+            return self._forward_one_device(x)
+        return self._forward_per_column(x)
+
+    def _forward_one_device(self, x: Tensor) -> Tensor:
+        """Both columns in the same kernels: concatenated weights, grouped convolutions."""
+        x = x.to(self.fc8.weight.device, non_blocking=True)
+        groups = self.num_columns
+        for layer in paper.LAYERS:
+            modules = self._modules_of(layer)
+            if layer.kind == "conv":
+                weight = torch.cat([m.weight for m in modules])
+                bias = torch.cat([m.bias for m in modules])
+                x = conv2d_2012(x, weight, bias, layer.stride, layer.pad,
+                                groups if layer.sees == "own" else 1)
+            else:
+                x = x.flatten(1)  # channel-major: column 0's maps, then column 1's
+                x = torch.cat([m(x) for m in modules], dim=1)
+            x = self._after(layer, x, groups if layer.split else 1)
+        return x
+
+    def _forward_per_column(self, x: Tensor) -> Tensor:
+        """Column k on device k; activations cross devices only where a layer sees both."""
+        devices = [next(column.parameters()).device for column in self.columns]
+        hs = [x.to(device, non_blocking=True) for device in devices]
+        for layer in paper.LAYERS:
+            if layer.sees == "both":
+                flat = [h.flatten(1) if layer.kind == "fc" else h for h in hs]
+                targets = devices if layer.split else devices[:1]
+                hs = [torch.cat([h.to(d, non_blocking=True) for h in flat], dim=1) for d in targets]
+            modules = self._modules_of(layer)
+            hs = [self._after(layer, module(h), 1) for module, h in zip(modules, hs)]
+        return hs[0]

@@ -1,0 +1,146 @@
+"""The paper's numbers, in one place (../shared/PAPER_NOTES.md is the source for each).
+
+[P] = Krizhevsky, Sutskever, Hinton, NIPS 2012; [C] = the original 2012 code (layers-145.cfg).
+The architecture is described as data, in the spirit of [C]'s ``layers-145.cfg``: ``LAYERS`` lists
+every layer with what it sees. ``sees="both"`` marks where the columns cross: the input of conv3
+and of every fully connected layer (P §3.5, Figure 2). ``model.py`` builds the network from it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One layer of the two-column net, as in [C]'s layer config.
+
+    ``width`` is the total over both columns (kernels or neurons); each column holds half.
+    ``sees``: ``"image"`` (the input image, conv1), ``"own"`` (its own column's previous maps
+    only), or ``"both"`` (both columns' outputs: the columns cross here).
+    ``split=False`` means a single layer, not split into columns (fc8, on the first device).
+    ``halved_in_one_column``: in the paper's one-column comparison net (P §3.2) this layer has
+    half the kernels; the others (conv5 and the fc layers) keep their full size.
+    """
+
+    name: str
+    kind: str  # "conv" or "fc"
+    width: int
+    sees: str
+    kernel: int = 0
+    stride: int = 1
+    pad: int = 0
+    bias_init: float = 0.0
+    relu: bool = True
+    lrn: bool = False
+    pool: bool = False
+    dropout: bool = False
+    split: bool = True
+    halved_in_one_column: bool = False
+
+
+# P §3.5 and Figure 2; bias constants from P §5; LRN and pooling placement from P §3.5.
+LAYERS: tuple[Layer, ...] = (
+    Layer("conv1", "conv", 96, "image", kernel=11, stride=4, lrn=True, pool=True,
+          halved_in_one_column=True),
+    Layer("conv2", "conv", 256, "own", kernel=5, pad=2, bias_init=1.0, lrn=True, pool=True,
+          halved_in_one_column=True),
+    Layer("conv3", "conv", 384, "both", kernel=3, pad=1, halved_in_one_column=True),
+    Layer("conv4", "conv", 384, "own", kernel=3, pad=1, bias_init=1.0, halved_in_one_column=True),
+    Layer("conv5", "conv", 256, "own", kernel=3, pad=1, bias_init=1.0, pool=True),
+    Layer("fc6", "fc", 4096, "both", bias_init=1.0, dropout=True),
+    Layer("fc7", "fc", 4096, "both", bias_init=1.0, dropout=True),
+    Layer("fc8", "fc", 1000, "both", relu=False, split=False),  # width = num_classes
+)
+
+COLUMNS = 2
+NUM_CLASSES = 1000
+IMAGE_SIZE = 256  # P §2: shorter side rescaled to 256, central 256x256 crop
+INPUT_SIZES = (224, 227)  # 224: [C]'s overhanging conv1; 227: Caffe's, no padding
+POOLED_SIZE = 6  # conv5's maps after the last pool: 6x6 (9216 = 6*6*256 into fc6)
+
+# Local response normalization, P §3.3. [C] divides alpha by n ("scale /= size"), which is
+# what torch.nn.LocalResponseNorm does with alpha=1e-4: the default here (PAPER_NOTES "LRN").
+LRN_SIZE = 5
+LRN_ALPHA = 1e-4
+LRN_BETA = 0.75
+LRN_K = 2.0
+
+POOL_KERNEL, POOL_STRIDE = 3, 2  # overlapping pooling, P §3.4 (z=3, s=2)
+POOL_ABLATION = 2  # z = s = 2, the non-overlapping comparison
+DROPOUT_P = 0.5  # P §4.2
+
+# Learning, P §5.
+BATCH_SIZE = 128
+MOMENTUM = 0.9
+WEIGHT_DECAY = 5e-4
+LEARNING_RATE = 0.01
+LR_FACTOR = 10.0
+LR_DROPS = 3
+EPOCHS = 90
+INIT_STD = 0.01
+DROP_EPOCHS_2012 = (25, 51, 79)  # [C]'s run: 0.01 -> 1e-3 -> 1e-4 -> 1e-5
+
+# Data, P §4.1.
+CROP_SIZE = 224
+LIGHTING_STD = 0.1
+# Reference ImageNet RGB PCA on the [0,1] scale (fb.resnet.torch), PAPER_NOTES "Data".
+IMAGENET_EIGENVALUES = (0.2175, 0.0188, 0.0045)
+IMAGENET_EIGENVECTORS = (  # columns are the components, rows R, G, B
+    (-0.5675, 0.7192, 0.4009),
+    (-0.5808, -0.0045, -0.8140),
+    (-0.5836, -0.6948, 0.4203),
+)
+TRAIN_IMAGES_2012 = 1_281_167
+
+# Sizes.
+PARAMETERS = 60_965_224  # 1000 classes
+# Per-layer neurons as printed in P §3 (conv1..fc8). The first does not match conv1's
+# 55x55x96 = 290,400 outputs: a known slip in the paper (PAPER_NOTES "Architecture").
+PAPER_NEURONS = (253_440, 186_624, 64_896, 64_896, 43_264, 4096, 4096, 1000)
+PAPER_NEURONS_TOTAL_QUOTED = 650_000
+PAPER_PARAMETERS_QUOTED = 60_000_000
+# Output maps per layer (height = width, channels over both columns), P Figure 2.
+FEATURE_MAPS = {"conv1": (55, 96), "pool1": (27, 96), "conv2": (27, 256), "pool2": (13, 256),
+                "conv3": (13, 384), "conv4": (13, 384), "conv5": (13, 256), "pool5": (6, 256)}
+
+
+@dataclass(frozen=True)
+class Result:
+    """An error rate reported for the paper's net or a well-known reproduction of it."""
+
+    source: str
+    dataset: str
+    top1: float
+    top5: Optional[float]
+    note: str = ""
+
+
+# PAPER_NOTES "Results to compare against" (error rates in %).
+RESULTS: tuple[Result, ...] = (
+    Result("P Table 1", "ILSVRC-2010 test", 37.5, 17.0, "1 CNN"),
+    Result("P Table 2", "ILSVRC-2012 val", 40.7, 18.2, "1 CNN"),
+    Result("[C] log, layers-145", "ILSVRC-2012 val", 40.66, 18.21, "epoch 91"),
+    Result("[C] log, layers-145", "ILSVRC-2012 val", 40.25, 17.99, "135 epochs, 10-view"),
+    Result("Caffe bvlc_alexnet", "ILSVRC-2012 val", 42.9, 19.8, "centre crop"),
+    Result("torchvision alexnet", "ILSVRC-2012 val", 43.48, 20.93,
+           "one-column variant, centre crop"),
+)
+
+# Ablations the paper reports: change in top-1 / top-5 error (percentage points) from the
+# named feature (negative = the feature helps). None where the paper gives no figure.
+ABLATIONS: dict[str, tuple[float, Optional[float]]] = {
+    "two columns vs one (P §3.2)": (-1.7, -1.2),
+    "local response normalization (P §3.3)": (-1.4, -1.2),
+    "overlapping pooling (P §3.4)": (-0.4, -0.3),
+    "PCA lighting noise (P §4.1, 'over 1%')": (-1.0, None),
+    "removing any middle conv layer (P §7)": (2.0, None),
+}
+
+
+def result_for(dataset: str) -> Result:
+    """The paper's own 1-CNN figure on ``dataset`` (``"ILSVRC-2012 val"`` or ``"ILSVRC-2010 test"``)."""
+    for r in RESULTS:
+        if r.source.startswith("P ") and r.dataset == dataset:
+            return r
+    raise KeyError(dataset)

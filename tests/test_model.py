@@ -1,0 +1,316 @@
+"""The network against the paper (PAPER_NOTES "Architecture") and against computations written
+out here: shapes, counts, placements, column independence, init, dropout, grouped weights."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from alexnet2012 import AlexNet, grouped_state_dict, load_grouped_state_dict, paper
+
+torch.set_num_threads(2)
+
+
+def small_batch(n=2, size=224, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, size, size, generator=g) * 50
+
+
+def column_outputs(model, x, names):
+    """Each column's pre-activation output of the named layers (forward hooks)."""
+    seen = {}
+    hooks = []
+    for k, column in enumerate(model.columns):
+        for name in names:
+            hooks.append(getattr(column, name).register_forward_hook(
+                lambda m, i, o, key=(name, k): seen.__setitem__(key, o.detach().clone())))
+    model(x)
+    for h in hooks:
+        h.remove()
+    return seen
+
+
+def test_parameter_count_matches_the_paper_and_a_hand_count():
+    by_hand = (96 * 3 * 11 * 11 + 96 + 256 * 48 * 25 + 256 + 384 * 256 * 9 + 384
+               + 384 * 192 * 9 + 384 + 256 * 192 * 9 + 256 + 4096 * 9216 + 4096
+               + 4096 * 4096 + 4096 + 1000 * 4096 + 1000)
+    count = sum(p.numel() for p in AlexNet().parameters())
+    assert count == by_hand == paper.PARAMETERS == 60_965_224
+
+
+@pytest.mark.parametrize("size", [224, 227])
+def test_logits_shape_for_both_input_sizes(size):
+    assert AlexNet(10, input_size=size)(small_batch(3, size)).shape == (3, 10)
+
+
+@pytest.mark.parametrize("size", [0, 223, 225, 256])
+def test_other_input_sizes_are_refused_naming_the_accepted_ones(size):
+    with pytest.raises(ValueError, match="224.*227"):
+        AlexNet(input_size=size)
+
+
+def test_images_of_the_wrong_size_are_refused():
+    with pytest.raises(ValueError, match=r"\(N, 3, 224, 224\)"):
+        AlexNet()(small_batch(1, 227))
+
+
+def test_layer_shapes_per_column():
+    model = AlexNet(devices=("cpu", "cpu"))
+    names = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7"]
+    out = column_outputs(model, small_batch(1), names)
+    expected = {"conv1": (48, 55, 55), "conv2": (128, 27, 27), "conv3": (192, 13, 13),
+                "conv4": (192, 13, 13), "conv5": (128, 13, 13), "fc6": (2048,), "fc7": (2048,)}
+    for name, shape in expected.items():
+        for k in range(2):
+            assert tuple(out[name, k].shape[1:]) == shape, name
+    weights = {"conv1": (48, 3, 11, 11), "conv2": (128, 48, 5, 5), "conv3": (192, 256, 3, 3),
+               "conv4": (192, 192, 3, 3), "conv5": (128, 192, 3, 3), "fc6": (2048, 9216),
+               "fc7": (2048, 4096)}
+    for name, shape in weights.items():
+        assert tuple(getattr(model.columns[1], name).weight.shape) == shape
+    assert tuple(model.fc8.weight.shape) == (1000, 4096)
+
+
+def test_one_column_comparison_net_halves_conv1_to_conv4_only():
+    model = AlexNet(columns=1)
+    col = model.columns[0]
+    assert [getattr(col, n).weight.shape[0] for n in ("conv1", "conv2", "conv3", "conv4", "conv5")] \
+        == [48, 128, 192, 192, 256]
+    assert tuple(col.fc6.weight.shape) == (4096, 256 * 36)
+    assert tuple(col.fc7.weight.shape) == (4096, 4096)
+    assert model(small_batch(2)).shape == (2, 1000)
+
+
+@pytest.mark.parametrize("kwargs", [dict(lrn=False), dict(overlapping_pool=False)])
+def test_ablation_switches_keep_the_output_shape(kwargs):
+    assert AlexNet(7, **kwargs)(small_batch(2)).shape == (2, 7)
+
+
+def test_ablation_switches_change_the_function():
+    x = small_batch(2)
+    torch.manual_seed(0)
+    base = AlexNet(7).eval()
+    for kwargs in (dict(lrn=False), dict(overlapping_pool=False)):
+        other = AlexNet(7, **kwargs).eval()
+        other.load_state_dict(base.state_dict())
+        assert not torch.allclose(base(x), other(x), atol=1e-6), kwargs
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_one_device_and_two_devices_compute_the_same_function_and_gradients(train):
+    torch.manual_seed(0)
+    one = AlexNet(10)
+    two = AlexNet(10, devices=("cpu", "cpu"))
+    two.load_state_dict(one.state_dict())  # same parameter names whatever the placement
+    one.train(train)
+    two.train(train)
+    x = small_batch(4)
+    target = torch.tensor([0, 3, 5, 9])
+    outputs, grads = [], []
+    for model in (one, two):
+        torch.manual_seed(123)  # same dropout masks
+        out = model(x)
+        F.cross_entropy(out, target).backward()
+        outputs.append(out.detach())
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    assert torch.allclose(outputs[0], outputs[1], rtol=1e-5, atol=1e-6)
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        assert torch.allclose(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-7), name
+
+
+def test_columns_cross_only_at_conv3_and_the_fc_layers():
+    torch.manual_seed(0)
+    model = AlexNet(10, devices=("cpu", "cpu")).eval()
+    x = small_batch(2)
+    names = ["conv2", "conv3", "fc6"]
+    before = column_outputs(model, x, names)
+    with torch.no_grad():
+        model.columns[1].conv1.weight.add_(torch.randn_like(model.columns[1].conv1.weight) * 0.05)
+    after = column_outputs(model, x, names)
+    assert torch.equal(before["conv2", 0], after["conv2", 0])  # conv2 sees its own column only
+    assert not torch.allclose(before["conv2", 1], after["conv2", 1])
+    assert not torch.allclose(before["conv3", 0], after["conv3", 0])  # conv3 sees both
+    assert not torch.allclose(before["fc6", 0], after["fc6", 0])
+
+
+def test_conv4_and_conv5_see_their_own_column_only():
+    torch.manual_seed(0)
+    model = AlexNet(10, devices=("cpu", "cpu")).eval()
+    x = small_batch(2)
+    before = column_outputs(model, x, ["conv4", "conv5", "fc6"])
+    with torch.no_grad():
+        model.columns[1].conv3.weight.mul_(1.5)
+    after = column_outputs(model, x, ["conv4", "conv5", "fc6"])
+    assert torch.equal(before["conv4", 0], after["conv4", 0])
+    assert torch.equal(before["conv5", 0], after["conv5", 0])
+    assert not torch.allclose(before["fc6", 0], after["fc6", 0])
+
+
+def test_initialisation_follows_the_paper():
+    torch.manual_seed(0)
+    model = AlexNet()
+    ones = {"conv2", "conv4", "conv5", "fc6", "fc7"}
+    for layer in paper.LAYERS:
+        modules = [model.fc8] if layer.name == "fc8" else [getattr(c, layer.name) for c in model.columns]
+        w = torch.cat([m.weight.flatten() for m in modules])
+        assert abs(w.std().item() - 0.01) < 0.0005, layer.name
+        assert abs(w.mean().item()) < 0.0005, layer.name
+        for m in modules:
+            assert torch.all(m.bias == (1.0 if layer.name in ones else 0.0)), layer.name
+
+
+def test_dropout_is_the_papers_not_inverted():
+    torch.manual_seed(0)
+    model = AlexNet(10, devices=("cpu", "cpu"))
+    fc7_in = {}
+    model.columns[0].fc7.register_forward_pre_hook(lambda m, i: fc7_in.__setitem__("x", i[0]))
+    fc6_out = {}
+    for k in range(2):
+        model.columns[k].fc6.register_forward_hook(
+            lambda m, i, o, k=k: fc6_out.__setitem__(k, F.relu(o.detach())))
+    x = small_batch(8)
+    model.train()
+    model(x)
+    relu6 = torch.cat([fc6_out[0], fc6_out[1]], dim=1)
+    seen = fc7_in["x"]
+    kept = seen != 0
+    assert torch.equal(seen[kept], relu6[kept])  # kept units pass unscaled
+    live = relu6 != 0
+    dropped = (live & ~kept).sum().item() / live.sum().item()
+    assert 0.45 < dropped < 0.55
+    model.eval()
+    model(x)
+    assert torch.allclose(fc7_in["x"], 0.5 * torch.cat([fc6_out[0], fc6_out[1]], dim=1))
+
+
+def test_eval_mode_is_deterministic_and_train_mode_is_not():
+    model = AlexNet(10)
+    x = small_batch(2)
+    model.eval()
+    assert torch.equal(model(x), model(x))
+    model.train()
+    assert not torch.equal(model(x), model(x))
+
+
+def test_the_224_input_is_the_227_input_with_three_zero_rows_and_columns_appended():
+    torch.manual_seed(0)
+    m224 = AlexNet(10, input_size=224).eval()
+    m227 = AlexNet(10, input_size=227).eval()
+    m227.load_state_dict(m224.state_dict())
+    x = small_batch(2, 224)
+    padded = torch.zeros(2, 3, 227, 227)
+    padded[:, :, :224, :224] = x
+    assert torch.allclose(m224(x), m227(padded), atol=1e-5)
+    assert 1 + math.ceil((224 - 11) / 4) == 55 == (227 - 11) // 4 + 1
+
+
+def reference_grouped_forward(sd, x, size):
+    """The whole net in the single-tensor layout, written with torch.nn.functional only."""
+    if size == 224:
+        x = F.pad(x, (0, 3, 0, 3))
+
+    def lrn(h):
+        a, b = h.chunk(2, dim=1)
+        return torch.cat([F.local_response_norm(a, 5, 1e-4, 0.75, 2.0),
+                          F.local_response_norm(b, 5, 1e-4, 0.75, 2.0)], dim=1)
+
+    h = F.max_pool2d(lrn(F.relu(F.conv2d(x, sd["conv1.weight"], sd["conv1.bias"], stride=4))), 3, 2)
+    h = F.max_pool2d(lrn(F.relu(F.conv2d(h, sd["conv2.weight"], sd["conv2.bias"], padding=2,
+                                         groups=2))), 3, 2)
+    h = F.relu(F.conv2d(h, sd["conv3.weight"], sd["conv3.bias"], padding=1))
+    h = F.relu(F.conv2d(h, sd["conv4.weight"], sd["conv4.bias"], padding=1, groups=2))
+    h = F.max_pool2d(F.relu(F.conv2d(h, sd["conv5.weight"], sd["conv5.bias"], padding=1,
+                                     groups=2)), 3, 2)
+    h = 0.5 * F.relu(F.linear(h.flatten(1), sd["fc6.weight"], sd["fc6.bias"]))
+    h = 0.5 * F.relu(F.linear(h, sd["fc7.weight"], sd["fc7.bias"]))
+    return F.linear(h, sd["fc8.weight"], sd["fc8.bias"])
+
+
+@pytest.mark.parametrize("size", [224, 227])
+def test_grouped_state_dict_has_the_caffe_shapes_and_the_same_function(size):
+    torch.manual_seed(0)
+    model = AlexNet(input_size=size).eval()
+    sd = grouped_state_dict(model)
+    shapes = {"conv1.weight": (96, 3, 11, 11), "conv2.weight": (256, 48, 5, 5),
+              "conv3.weight": (384, 256, 3, 3), "conv4.weight": (384, 192, 3, 3),
+              "conv5.weight": (256, 192, 3, 3), "fc6.weight": (4096, 9216),
+              "fc7.weight": (4096, 4096), "fc8.weight": (1000, 4096)}
+    assert {k: tuple(v.shape) for k, v in sd.items() if k.endswith("weight")} == shapes
+    assert torch.equal(sd["conv1.weight"][:48], model.columns[0].conv1.weight)
+    assert torch.equal(sd["fc6.weight"][2048:], model.columns[1].fc6.weight)
+    x = small_batch(2, size)
+    with torch.no_grad():
+        assert torch.allclose(model(x), reference_grouped_forward(sd, x, size), rtol=1e-4, atol=1e-5)
+
+
+def test_grouped_state_dict_round_trip_into_both_placements():
+    torch.manual_seed(0)
+    source = AlexNet(10).eval()
+    sd = grouped_state_dict(source)
+    x = small_batch(2)
+    expected = source(x)
+    for devices in (None, ("cpu", "cpu")):
+        torch.manual_seed(99)
+        target = AlexNet(10, devices=devices).eval()
+        load_grouped_state_dict(target, sd)
+        assert torch.allclose(target(x), expected, atol=1e-6)
+        for name, tensor in grouped_state_dict(target).items():
+            assert torch.equal(tensor, sd[name])
+
+
+def test_grouped_state_dict_errors_name_the_key():
+    model = AlexNet(10)
+    sd = grouped_state_dict(model)
+    bad = dict(sd)
+    del bad["conv3.bias"]
+    with pytest.raises(KeyError, match="conv3.bias"):
+        load_grouped_state_dict(model, bad)
+    bad = dict(sd, extra=torch.zeros(1))
+    with pytest.raises(KeyError, match="extra"):
+        load_grouped_state_dict(model, bad)
+    bad = dict(sd)
+    bad["conv2.weight"] = torch.zeros(256, 96, 5, 5)
+    before = model.columns[0].conv2.weight.clone()
+    with pytest.raises(ValueError, match="conv2.weight"):
+        load_grouped_state_dict(model, bad)
+    assert torch.equal(model.columns[0].conv2.weight, before)  # nothing written
+
+
+def test_grouped_layout_needs_two_columns():
+    with pytest.raises(ValueError, match="columns=2"):
+        grouped_state_dict(AlexNet(columns=1))
+
+
+def test_device_errors_are_clear():
+    with pytest.raises(ValueError, match="cuda:7 does not exist"):
+        AlexNet(devices=("cuda:7", "cpu"))
+    with pytest.raises(ValueError, match="one device per column"):
+        AlexNet(devices=("cpu",))
+    with pytest.raises(ValueError, match="not a device name"):
+        AlexNet(devices=("gpu0", "cpu"))
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("devices", [None, ("cuda:0", "cpu"), ("cuda:0", "cuda:0")])
+def test_cuda_placements_match_the_cpu(devices):
+    torch.manual_seed(0)
+    reference = AlexNet(10).eval()
+    model = AlexNet(10, devices=devices)
+    model.load_state_dict(reference.state_dict())
+    if devices is None:
+        model.cuda()
+    model.eval()
+    x = small_batch(4)
+    out = model(x)
+    assert out.device.type == "cuda"
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    assert torch.allclose(out.cpu(), reference(x), rtol=1e-3, atol=1e-4)
+    model.train()
+    F.cross_entropy(model(x), torch.arange(4, device=out.device)).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
