@@ -1,0 +1,54 @@
+"""Top-1/top-5 error from the centre crop or the paper's ten views (P §4.1)."""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+
+def view_probabilities(model: nn.Module, x: Tensor) -> Tensor:
+    """Class probabilities for a batch: ``x`` is ``(B, 3, S, S)`` (one view) or
+    ``(B, V, 3, S, S)``; with several views, the mean of the views' *softmax outputs*
+    (P §4.1 "averaging the predictions made by the network's softmax layer"), not of logits."""
+    if x.dim() == 4:
+        return model(x).softmax(dim=1)
+    b, v = x.shape[:2]
+    return model(x.flatten(0, 1)).softmax(dim=1).view(b, v, -1).mean(dim=1)
+
+
+def topk_errors(probs: Tensor, targets: Tensor, k: int = 5) -> tuple[Tensor, Tensor]:
+    """Per-image top-1 and top-k misses (0/1 tensors); k is capped at the number of classes."""
+    k = min(k, probs.shape[1])
+    top = probs.topk(k, dim=1).indices
+    hit_k = (top == targets[:, None]).any(dim=1)
+    return (top[:, 0] != targets).float(), (~hit_k).float()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], *,
+             progress: bool = False, desc: str = "eval") -> dict[str, float]:
+    """Error rates (fractions) and mean loss of ``model`` over ``batches`` in eval mode.
+
+    The loss is the negative log of the (view-averaged) probability of the true class.
+    Sums stay on the device until the end: one synchronisation per evaluation.
+    """
+    was_training = model.training
+    model.eval()
+    sums = None
+    count = 0
+    for x, y in tqdm(batches, desc=desc, disable=not progress, leave=False, unit="batch"):
+        probs = view_probabilities(model, x)
+        y = y.to(probs.device, non_blocking=True)
+        top1, top5 = topk_errors(probs, y)
+        nll = F.nll_loss(probs.clamp_min(1e-12).log(), y, reduction="sum")
+        batch = torch.stack([top1.sum(), top5.sum(), nll])
+        sums = batch if sums is None else sums + batch
+        count += y.shape[0]
+    model.train(was_training)
+    if count == 0:
+        raise ValueError("no images to evaluate")
+    top1, top5, loss = (sums / count).tolist()
+    return {"top1": top1, "top5": top5, "loss": loss, "images": count}
