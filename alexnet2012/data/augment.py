@@ -1,0 +1,145 @@
+"""Per-pixel work on uint8 batches, the same code on any device (PAPER_NOTES "Data", P §4.1).
+
+Two stages, so each runs where it is cheapest:
+
+1. ``crop_flip`` / ``centre_view`` / ``ten_views``: uint8 (B, 256, 256, 3) -> uint8 crops
+   (..., S, S, 3), HWC. Pure copies; the loader runs them in its worker processes.
+2. ``to_input``: uint8 crops -> float32 (..., 3, S, S) on the network's scale: pixel values on
+   0..255 minus the mean image's *central* crop (whatever the crop's position; [C], and Caffe),
+   plus the per-image lighting shift (``Lighting``). The loader runs it on the target device
+   (the GPU when there is one), after the uint8 crops have crossed from the workers.
+
+``augment`` chains them for a whole training batch. The scale is 0..255 because the paper's
+N(0, 0.01) initialisation is calibrated for it ([C] and Caffe feed 0..255 minus the mean).
+S is 224 (the paper) or 227 (Caffe's equivalent geometry; PAPER_NOTES "Architecture").
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from alexnet2012.errors import UsageError
+
+IMAGE_SIZE = 256
+CROP_SIZES = (224, 227)
+LIGHTING_MODES = ("paper", "2012", "none")
+LIGHTING_STD = 0.1  # P §4.1: a_i ~ N(0, 0.1)
+COLOR_NOISE_2012 = 0.1  # [C]'s --color-noise coefficient: noise a_i*sqrt(l_i) with a_i ~ N(0, 0.1), then /1.1
+
+
+def check_crop(size: int) -> int:
+    """``size`` if it is a crop size the network takes (224 or 227), else a ``UsageError``."""
+    if size not in CROP_SIZES:
+        raise UsageError(f"crop must be 224 (the paper) or 227 (Caffe's geometry), not {size}")
+    return size
+
+
+def centre_offset(size: int, full: int = IMAGE_SIZE) -> int:
+    """Offset of the centre crop, rounded like torchvision's ``CenterCrop``: 16 for 224, 14 for 227."""
+    return int(round((full - size) / 2.0))
+
+
+def crop_flip(images: torch.Tensor, oy: np.ndarray, ox: np.ndarray, flip: np.ndarray, size: int) -> torch.Tensor:
+    """Crop image i at (oy[i], ox[i]) to ``size`` x ``size`` and mirror it left-right where flip[i]."""
+    out = _empty((len(images), size, size, 3), torch.uint8, images.device)
+    for i, (y, x, f) in enumerate(zip(np.asarray(oy).tolist(), np.asarray(ox).tolist(), np.asarray(flip).tolist())):
+        crop = images[i, y:y + size, x:x + size]
+        out[i] = crop.flip(1) if f else crop
+    return out
+
+
+def centre_view(images: torch.Tensor, size: int) -> torch.Tensor:
+    """The centre crop of every image: (B, S, S, 3)."""
+    c = centre_offset(size, images.shape[1])
+    return images[:, c:c + size, c:c + size].contiguous()
+
+
+def ten_views(images: torch.Tensor, size: int) -> torch.Tensor:
+    """P §4.1's ten test patches, (B, 10, S, S, 3), in [C]'s order: top-left, top-right, centre,
+    bottom-left, bottom-right, then each of those five mirrored left-right.
+
+    The mirrored views are mirror images of the first five crops ([C]); for S = 224 these are
+    the same ten patches as torchvision's ``TenCrop`` (in another order). For S = 227 the centre
+    offset 14 is not symmetric (256 - 227 = 29), and torchvision's flipped centre is one pixel away.
+    """
+    far, c = images.shape[1] - size, centre_offset(size, images.shape[1])
+    crops = [images[:, y:y + size, x:x + size] for y, x in ((0, 0), (0, far), (c, c), (far, 0), (far, far))]
+    return torch.stack(crops + [v.flip(2) for v in crops], dim=1)
+
+
+def mean_crop(mean_image: np.ndarray, size: int) -> torch.Tensor:
+    """The central ``size`` x ``size`` crop of the (3, 256, 256) [0,1] mean image, on the 0..255 scale."""
+    c = centre_offset(size, mean_image.shape[1])
+    return torch.from_numpy(np.ascontiguousarray(mean_image[:, c:c + size, c:c + size], np.float32) * 255)
+
+
+@dataclass(frozen=True)
+class Lighting:
+    """P §4.1's PCA lighting noise, from the training set's RGB eigen-decomposition on [0,1].
+
+    ``paper`` (default): add ``[p1 p2 p3] [a1 l1, a2 l2, a3 l3]^T`` on the [0,1] scale (the usual
+    reading of the paper, e.g. fb.resnet.torch), i.e. 255 times that on the network's 0..255 scale.
+    ``2012``: what [C] did (``convdata.py`` / ``convdata_jpeg.py``, ``get_next_batch`` of the cropped
+    ImageNet providers): the crop minus the mean crop, plus ``P (a * sqrt(l))`` with l the eigenvalues
+    on the 0..255 scale and a ~ N(0, 0.1) (noise of stdev sqrt(l) times ``--color-noise`` 0.1), the
+    whole crop then divided by 1 + 0.1 ("so that the overall scale of the training data doesn't
+    become too different from the test data"); test crops are not divided. ``none``: no noise.
+    """
+
+    mode: str
+    eigenvalues: np.ndarray
+    eigenvectors: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.mode not in LIGHTING_MODES:
+            raise UsageError(f"lighting must be one of {', '.join(LIGHTING_MODES)}, not {self.mode!r}")
+
+    @property
+    def scale(self) -> float:
+        """Factor applied to the whole mean-subtracted, noised crop."""
+        return 1.0 / (1.0 + COLOR_NOISE_2012) if self.mode == "2012" else 1.0
+
+    def shift(self, alpha: torch.Tensor) -> torch.Tensor | None:
+        """Per-image RGB shift on the 0..255 scale, (B, 3), for draws ``alpha`` (B, 3); None for ``none``."""
+        if self.mode == "none":
+            return None
+        weights = self.eigenvalues if self.mode == "paper" else np.sqrt(self.eigenvalues)
+        basis = torch.as_tensor(self.eigenvectors * weights * 255.0, dtype=torch.float32, device=alpha.device)
+        return alpha.to(torch.float32) @ basis.T
+
+
+def to_input(crops: torch.Tensor, mean: torch.Tensor, shift: torch.Tensor | None = None,
+             scale: float = 1.0) -> torch.Tensor:
+    """uint8 crops (B, ..., S, S, 3) -> float32 (B, ..., 3, S, S): ``(crop - mean + shift) * scale``.
+
+    ``mean``: (3, S, S) on 0..255 (``mean_crop``); ``shift``: (B, 3) on 0..255 or None.
+    """
+    out = _empty((*crops.shape[:-3], 3, *crops.shape[-3:-1]), torch.float32, crops.device)
+    out.copy_(crops.movedim(-1, -3))
+    out.sub_(mean.to(crops.device))
+    if shift is not None:
+        out.add_(shift.view(len(crops), *[1] * (out.dim() - 4), 3, 1, 1))
+    if scale != 1.0:
+        out.mul_(scale)
+    return out
+
+
+def augment(images: torch.Tensor, oy: np.ndarray, ox: np.ndarray, flip: np.ndarray, alpha: torch.Tensor,
+            mean: torch.Tensor, lighting: Lighting) -> torch.Tensor:
+    """A whole training batch: uint8 (B, 256, 256, 3) -> float32 (B, 3, S, S), S = ``mean``'s size."""
+    crops = crop_flip(images, oy, ox, flip, mean.shape[-1])
+    return to_input(crops, mean, lighting.shift(alpha), lighting.scale)
+
+
+def _empty(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``torch.empty``, except that on the CPU the memory comes from numpy, whose large allocations ask
+    the kernel for transparent huge pages: first-touching a fresh 77 MB batch is then about twice
+    as fast as with torch's allocator (measured here), which matters at thousands of images/s."""
+    if device.type != "cpu":
+        return torch.empty(shape, dtype=dtype, device=device)
+    return torch.from_numpy(np.empty(shape, dtype=_NUMPY_DTYPES[dtype]))
+
+
+_NUMPY_DTYPES = {torch.uint8: np.uint8, torch.float32: np.float32}

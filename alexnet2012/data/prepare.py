@@ -1,0 +1,149 @@
+"""``prepare_cache``: the paper's preprocessing, done once (PAPER_NOTES "Data", P §2).
+
+Every image is decoded and cut to 256x256 (``decode.py``) into the cache (``cache.py``), in
+parallel over CPU cores with a progress bar. Workers write rows into the memmap and report back;
+the parent records which rows are done and, every few thousand rows or 30 seconds and on any
+exit (Ctrl-C included), syncs the image file and then saves the row status, so a re-run resumes
+where the last one stopped without redoing finished rows. An unreadable file (truncated, zero
+bytes, not an image) is listed with its reason in ``CACHE/<split>_bad.tsv`` and never stops the
+run. After the training split, one streaming pass computes ``stats.json`` (``stats.py``).
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from alexnet2012.data import cache as fmt
+from alexnet2012.data.decode import BadImage, load_256
+from alexnet2012.data.imagenet import ImageNet
+from alexnet2012.data.stats import compute_stats, load_stats, save_stats
+from alexnet2012.errors import UsageError
+
+CHUNK = 32  # rows per worker task
+CHECKPOINT_ROWS, CHECKPOINT_SECONDS = 5000, 30.0
+
+
+def prepare_cache(src_root: str | os.PathLike, cache_dir: str | os.PathLike, *, splits: tuple[str, ...] = ("train", "val"),
+                  workers: int | None = None, year: int = 2012, devkit: str | os.PathLike | None = None,
+                  progress: bool = True) -> dict:
+    """Decode ``splits`` of the ILSVRC copy at ``src_root`` into ``cache_dir``; resumes; returns a summary.
+
+    ``workers``: decoding processes (None: one per CPU core; 0 or 1: in this process). The summary
+    has, per split, ``rows``, ``done`` (usable images), ``bad`` (unreadable), ``decoded_now`` and
+    ``bad_files`` ([(path, reason)]); and ``stats`` (path of stats.json) when train was prepared.
+    """
+    cache = Path(cache_dir)
+    datasets = [ImageNet(src_root, split, year=year, devkit=devkit) for split in splits]  # layout errors first
+    cache.mkdir(parents=True, exist_ok=True)
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    summary: dict = {}
+    for data in datasets:
+        labels = _labels_in_manifest(cache, data)
+        summary[data.split] = _prepare_split(cache, data, labels, workers, progress)
+    if "train" in splits:
+        stats_file = cache / "stats.json"
+        train = summary["train"]
+        if train["decoded_now"] or not stats_file.is_file() or load_stats(cache).num_images != train["done"]:
+            split = fmt.open_split(cache, "train")
+            save_stats(cache, compute_stats(split.images, split.usable, progress=progress))
+        summary["stats"] = str(stats_file)
+    return summary
+
+
+def _labels_in_manifest(cache: Path, data: ImageNet) -> list[int]:
+    """Labels of ``data`` as indices into the cache's class list (created from the first split prepared)."""
+    manifest = fmt.read_manifest(cache)
+    if manifest is None:
+        fmt.write_manifest(cache, data.root, data.year, data.wnids, data.classes)
+        return list(data.targets)
+    if manifest["year"] != data.year:
+        raise UsageError(f"{cache} holds ILSVRC-{manifest['year']}, not {data.year}: use another CACHE folder")
+    index = {w: i for i, w in enumerate(manifest["wnids"])}
+    unknown = sorted(set(data.wnids) - set(index))
+    if unknown:
+        raise UsageError(f"the {data.split} split has {len(unknown)} class(es) the cache's class list lacks "
+                         f"(e.g. {unknown[0]}): prepare train and {data.split} from the same ILSVRC copy")
+    return [index[data.wnids[t]] for t in data.targets]
+
+
+def _prepare_split(cache: Path, data: ImageNet, labels: list[int], workers: int, progress: bool) -> dict:
+    split = data.split
+    paths = [os.path.relpath(p, data.root) for p, _ in data.samples]
+    index = list(zip(paths, (str(label) for label in labels)))
+    if fmt.index_path(cache, split).is_file():
+        if fmt.read_tsv(fmt.index_path(cache, split)) != index:
+            raise UsageError(f"{cache} already holds a {split} split made from a different list of files: "
+                             f"delete its {split}_* files or use a new CACHE folder")
+    else:
+        _create_split(cache, split, len(paths))
+        fmt.write_tsv(fmt.index_path(cache, split), ("path", "label"), index)  # last: marks the split as created
+    status = np.load(fmt.status_path(cache, split))
+    bad = dict(fmt.read_tsv(fmt.bad_path(cache, split))) if fmt.bad_path(cache, split).is_file() else {}
+    todo = np.flatnonzero(status == fmt.PENDING)
+    image_file = str(fmt.images_path(cache, split))
+    tasks = [(image_file, str(data.root), [(int(r), paths[r]) for r in todo[i:i + CHUNK]])
+             for i in range(0, len(todo), CHUNK)]
+
+    def checkpoint() -> None:
+        with open(image_file, "rb+") as f:
+            os.fsync(f.fileno())  # rows written by the workers reach the disk before they are marked done
+        fmt.save_status(cache, split, status)
+        fmt.write_tsv(fmt.bad_path(cache, split), ("path", "reason"), sorted(bad.items()))
+
+    pool = multiprocessing.Pool(workers) if workers > 1 and len(tasks) > 1 else None
+    results = pool.imap_unordered(_decode_rows, tasks) if pool else map(_decode_rows, tasks)
+    bar = tqdm(total=len(paths), initial=len(paths) - len(todo), desc=split, unit="img",
+               disable=None if progress else True)
+    last, since = time.monotonic(), 0
+    try:
+        for outcome in results:
+            for row, reason in outcome:
+                status[row] = fmt.DONE if reason is None else fmt.BAD
+                if reason is not None:
+                    bad[paths[row]] = reason
+            bar.update(len(outcome))
+            since += len(outcome)
+            if since >= CHECKPOINT_ROWS or time.monotonic() - last > CHECKPOINT_SECONDS:
+                checkpoint()
+                last, since = time.monotonic(), 0
+    finally:
+        if pool:
+            pool.terminate()
+        bar.close()
+        checkpoint()
+    return {"rows": len(paths), "done": int((status == fmt.DONE).sum()), "bad": int((status == fmt.BAD).sum()),
+            "decoded_now": len(todo), "bad_files": sorted(bad.items())}
+
+
+def _create_split(cache: Path, split: str, rows: int) -> None:
+    path = fmt.images_path(cache, split)
+    need = rows * int(np.prod(fmt.ROW_SHAPE))
+    have = path.stat().st_size if path.exists() else 0
+    free = shutil.disk_usage(cache).free
+    if need - have > free:
+        raise UsageError(f"the {split} cache needs {need / 1e9:.1f} GB in {cache}, which has {free / 1e9:.1f} GB free: "
+                         f"free some space or choose another CACHE folder")
+    np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(rows, *fmt.ROW_SHAPE)).flush()
+    fmt.save_status(cache, split, np.zeros(rows, np.uint8))
+    fmt.bad_path(cache, split).unlink(missing_ok=True)
+
+
+def _decode_rows(task: tuple[str, str, list[tuple[int, str]]]) -> list[tuple[int, str | None]]:
+    """Decode some rows into the image file; (row, None) for success, (row, reason) for a bad file."""
+    image_file, root, rows = task
+    images = np.load(image_file, mmap_mode="r+")
+    outcome = []
+    for row, path in rows:
+        try:
+            images[row] = load_256(os.path.join(root, path))
+            outcome.append((row, None))
+        except BadImage as exc:
+            outcome.append((row, str(exc)))
+    images.flush()
+    return outcome
