@@ -1,0 +1,297 @@
+"""The run report: ``report.md`` and ``curves.png`` from a replication run folder.
+
+A run folder (written by ``scripts/replicate.py``) holds ``config.json``, ``metrics.jsonl``
+(one JSON object per epoch), ``drops.json`` and ``results.json``; the docstring of
+:func:`read_run` gives the fields read. Error rates are fractions in [0, 1] in the files and
+percentages in the report, next to the paper's figures (``paper.RESULTS``, in %).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
+
+from alexnet2012 import paper
+from alexnet2012.errors import UsageError
+from alexnet2012.plot import learning_curves
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+_KINDS: dict[str, Callable[[Any], bool]] = {
+    "a positive integer": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+    "a number": _number,
+    "a positive number": lambda v: _number(v) and v > 0,
+    "a fraction in [0, 1]": lambda v: _number(v) and 0 <= v <= 1,
+    "a string": lambda v: isinstance(v, str),
+    "a list": lambda v: isinstance(v, list),
+    "an object": lambda v: isinstance(v, dict),
+}
+_ERRORS = {"top1": "a fraction in [0, 1]", "top5": "a fraction in [0, 1]"}
+_CONFIG = {"settings": "an object", "device_names": "a list", "torch": "a string",
+           "dataset": "a string", "num_classes": "a positive integer",
+           "train_images": "a positive integer", "val_images": "a positive integer",
+           "deviations": "a list"}
+_EPOCH = {"epoch": "a positive integer", "lr": "a number", "train_loss": "a number",
+          "images_per_s": "a positive number"}
+_EPOCH_OPTIONAL = {"val_top1": "a fraction in [0, 1]", "val_top5": "a fraction in [0, 1]"}
+_DROP = {"epoch": "a positive integer", "old_lr": "a number", "new_lr": "a number",
+         "val_error": "a fraction in [0, 1]", "reason": "a string"}
+_RESULTS = {"center": "an object", "wall_time_s": "a number",
+            "epochs_trained": "a positive integer", "stopped_because": "a string"}
+
+
+def _check(obj: Any, where: str, required: dict[str, str],
+           optional: Optional[dict[str, str]] = None) -> dict[str, Any]:
+    """``obj`` if it is a JSON object whose fields have the given kinds; ``UsageError`` if not.
+
+    ``optional`` fields may be absent or null."""
+    if not isinstance(obj, dict):
+        raise UsageError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    for name in required:
+        if name not in obj:
+            raise UsageError(f"{where}: missing '{name}'")
+    for name, kind in {**required, **(optional or {})}.items():
+        value = obj.get(name)
+        if (name in required or value is not None) and not _KINDS[kind](value):
+            raise UsageError(f"{where}: '{name}' must be {kind}, got {value!r}")
+    return obj
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{path}: missing (is this a run folder written by "
+                         "scripts/replicate.py?)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot read: {exc}") from None
+
+
+def _parse(text: str, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+
+
+def _read_json(path: Path) -> Any:
+    return _parse(_read_text(path), str(path))
+
+
+@dataclass(frozen=True)
+class Run:
+    """The contents of a run folder."""
+
+    config: dict[str, Any]
+    metrics: list[dict[str, Any]]
+    drops: list[dict[str, Any]]
+    results: dict[str, Any]
+
+
+def read_run(run_dir: PathLike) -> Run:
+    """Read and check a run folder; any missing file or field raises a one-line ``UsageError``.
+
+    Fields read (errors are fractions in [0, 1]):
+    ``config.json``: settings (object), device_names (list), torch, dataset (str), num_classes,
+    train_images, val_images (int), deviations (list of str).
+    ``metrics.jsonl``: one object per line, epochs increasing: epoch, lr, train_loss,
+    images_per_s, and val_top1, val_top5 (absent or null for an epoch without validation).
+    ``drops.json``: a list of objects: epoch (the first at new_lr), old_lr, new_lr, val_error,
+    reason. ``results.json``: center {top1, top5}, optional ten_view {top1, top5},
+    wall_time_s, epochs_trained, stopped_because.
+    """
+    folder = Path(run_dir)
+    if not folder.is_dir():
+        raise UsageError(f"{folder}: not a run folder (no such directory)")
+    path = folder / "config.json"
+    config = _check(_read_json(path), str(path), _CONFIG)
+
+    path = folder / "metrics.jsonl"
+    metrics: list[dict[str, Any]] = []
+    for number, line in enumerate(_read_text(path).splitlines(), start=1):
+        if line.strip():
+            where = f"{path} line {number}"
+            metrics.append(_check(_parse(line, where), where, _EPOCH, _EPOCH_OPTIONAL))
+            if len(metrics) > 1 and metrics[-1]["epoch"] <= metrics[-2]["epoch"]:
+                raise UsageError(f"{where}: epoch {metrics[-1]['epoch']} after epoch "
+                                 f"{metrics[-2]['epoch']}: epochs must increase")
+    if not metrics:
+        raise UsageError(f"{path}: no epochs")
+
+    path = folder / "drops.json"
+    drops = _read_json(path)
+    if not isinstance(drops, list):
+        raise UsageError(f"{path}: expected a JSON list, got {type(drops).__name__}")
+    for i, drop in enumerate(drops):
+        _check(drop, f"{path} item {i + 1}", _DROP)
+
+    path = folder / "results.json"
+    results = _check(_read_json(path), str(path), _RESULTS)
+    _check(results["center"], f"{path} 'center'", _ERRORS)
+    if results.get("ten_view") is not None:
+        _check(results["ten_view"], f"{path} 'ten_view'", _ERRORS)
+    return Run(config, metrics, drops, results)
+
+
+def _pct(fraction: Optional[float]) -> str:
+    return "-" if fraction is None else f"{100 * fraction:.2f}"
+
+
+def _points(run_view: dict[str, float], row: paper.Result) -> str:
+    """This run's view minus ``row``, in percentage points, top-1 / top-5 (``-`` if not run)."""
+    if not run_view:
+        return "-"
+    top5 = "-" if row.top5 is None else f"{100 * run_view['top5'] - row.top5:+.2f}"
+    return f"{100 * run_view['top1'] - row.top1:+.2f} / {top5}"
+
+
+def chance_error(num_classes: int) -> tuple[float, float]:
+    """Top-1 and top-5 error (fractions) of guessing uniformly among ``num_classes`` classes."""
+    return 1 - 1 / num_classes, 1 - min(5, num_classes) / num_classes
+
+
+def comparison(results: dict[str, Any], dataset: str, num_classes: Optional[int] = None
+               ) -> tuple[list[str], list[list[str]], list[str]]:
+    """Headers, rows and notes comparing this run's test errors with every ``paper.RESULTS`` row.
+
+    Differences (this run minus the row, points) are given only for rows on ``dataset``; the
+    paper's own figure for it (``paper.result_for``) is marked. ``num_classes`` adds chance.
+    """
+    center, ten_view = results["center"], results.get("ten_view") or {}
+    headers = ["", "dataset", "top-1 %", "top-5 %", "run centre - row (pt)",
+               "run ten-view - row (pt)"]
+    rows = [[label + ("" if view else " (not run)"), dataset, _pct(view.get("top1")),
+             _pct(view.get("top5")), "", ""]
+            for label, view in (("this run, centre crop", center),
+                                ("this run, ten views", ten_view))]
+    notes = []
+    if num_classes is not None:
+        top1, top5 = map(_pct, chance_error(num_classes))
+        rows.append([f"chance ({num_classes} classes)", dataset, top1, top5, "", ""])
+        notes.append(f"Chance error with {num_classes} classes: {top1}% top-1, {top5}% top-5.")
+    try:
+        own: Optional[paper.Result] = paper.result_for(dataset)
+    except KeyError:
+        own = None
+    for r in paper.RESULTS:
+        label = f"{r.source} ({r.note})" + (" <- the paper's figure" if r == own else "")
+        same = r.dataset == dataset
+        rows.append([label, r.dataset, str(r.top1), "-" if r.top5 is None else str(r.top5),
+                     _points(center, r) if same else "", _points(ten_view, r) if same else ""])
+    if any(r.dataset == dataset for r in paper.RESULTS):
+        notes.insert(0, "Differences are this run's error minus the row's, in percentage "
+                        "points (top-1 / top-5): positive means this run's error is higher.")
+        return headers, rows, notes
+    notes.insert(0, "The paper's figures are on ImageNet (ILSVRC, 1000 classes) and are "
+                    f"NOT comparable with this run on {dataset}.")
+    return headers[:4], [row[:4] for row in rows], notes  # no differences to show
+
+
+def format_comparison(results: dict[str, Any], dataset: str,
+                      num_classes: Optional[int] = None) -> str:
+    """The comparison as a plain-text table with its notes, for the terminal."""
+    headers, rows, notes = comparison(results, dataset, num_classes)
+    widths = [max(len(row[i]) for row in [headers] + rows) for i in range(len(headers))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
+             for row in [headers, ["-" * w for w in widths]] + rows]
+    return "\n".join(lines + notes)
+
+
+def _markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    def line(cells: Sequence[Any]) -> str:
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+    return "\n".join([line(headers), line(["---"] * len(headers))] + [line(r) for r in rows])
+
+
+# Settings that switch off a feature the paper ablates: (setting, value when off, ABLATIONS key).
+_ABLATION_SWITCHES = (
+    ("columns", 1, "two columns vs one (P §3.2)"),
+    ("lrn", False, "local response normalization (P §3.3)"),
+    ("overlapping_pool", False, "overlapping pooling (P §3.4)"),
+    ("lighting", "none", "PCA lighting noise (P §4.1, 'over 1%')"),
+)
+
+
+def _ablation_section(settings: dict[str, Any]) -> list[str]:
+    rows = []
+    for setting, off, key in _ABLATION_SWITCHES:
+        if setting in settings and settings[setting] == off:
+            top1, top5 = paper.ABLATIONS[key]
+            rows.append([key, f"{setting}={off}", f"{top1:+g}",
+                         "not given" if top5 is None else f"{top5:+g}"])
+    if not rows:
+        return []
+    return ["## Ablation", "",
+            "This run switches off a feature whose effect the paper reports. The paper's figures "
+            "are the change in error the feature brings (negative: it lowers error), so expect "
+            "this run's error to be higher than the full net's by about that much.", "",
+            _markdown_table(["feature switched off", "setting", "paper: top-1 change (pt)",
+                             "top-5 change (pt)"], rows), ""]
+
+
+def _hms(seconds: float) -> str:
+    s = round(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def _value(v: Any) -> str:
+    return ", ".join(map(str, v)) if isinstance(v, list) else str(v)
+
+
+def _markdown(run: Run) -> str:
+    config, results, metrics = run.config, run.results, run.metrics
+    dataset = config["dataset"]
+    headers, rows, notes = comparison(results, dataset, config["num_classes"])
+    # Every epoch trains on the same images, so the overall rate (total images / total time)
+    # is the harmonic mean of the per-epoch rates.
+    overall = len(metrics) / sum(1 / m["images_per_s"] for m in metrics)
+    lines = [f"# AlexNet (2012) replication: {dataset}", "", "## Results", "",
+             _markdown_table(headers, rows), "", *notes, "",
+             f"Trained {results['epochs_trained']} epochs; stopped: {results['stopped_because']}. "
+             f"Wall time {_hms(results['wall_time_s'])}; {overall:.1f} images/s over all "
+             "epochs (the harmonic mean of the per-epoch rates: total images / total time).",
+             ""]
+    lines += _ablation_section(config["settings"])
+    lines += ["## Setup", "",
+              f"Dataset: {dataset}, {config['num_classes']} classes, "
+              f"{config['train_images']:,} training and {config['val_images']:,} validation "
+              f"images. Devices: {_value(config['device_names']) or 'none recorded'}; "
+              f"torch {config['torch']}.", "",
+              _markdown_table(["setting", "value"],
+                              [[k, _value(v)] for k, v in config["settings"].items()]), "",
+              "### Deviations from the paper", ""]
+    lines += [f"- {d}" for d in config["deviations"]] or ["- none"]
+    lines += ["", "## Learning-rate drops", ""]
+    if run.drops:
+        lines.append(_markdown_table(
+            ["from epoch", "lr", "val error before (%)", "reason"],
+            [[d["epoch"], f"{d['old_lr']:g} -> {d['new_lr']:g}", _pct(d["val_error"]), d["reason"]]
+             for d in run.drops]))
+    else:
+        lines.append("none")
+    lines += ["", "## Learning curves", "", "![learning curves](curves.png)", "",
+              "## Per epoch", "",
+              _markdown_table(["epoch", "lr", "train loss", "val top-1 (%)", "val top-5 (%)",
+                               "images/s"],
+                              [[m["epoch"], f"{m['lr']:g}", f"{m['train_loss']:.4f}",
+                                _pct(m.get("val_top1")), _pct(m.get("val_top5")),
+                                f"{m['images_per_s']:.1f}"] for m in metrics]), ""]
+    return "\n".join(lines)
+
+
+def write_report(run_dir: PathLike) -> Path:
+    """Write ``report.md`` and ``curves.png`` into ``run_dir``; return the report's path."""
+    run = read_run(run_dir)
+    folder = Path(run_dir)
+    learning_curves(run.metrics, run.drops, folder / "curves.png",
+                    title=f"AlexNet (2012) replication: {run.config['dataset']}")
+    path = folder / "report.md"
+    path.write_text(_markdown(run), encoding="utf-8")
+    return path

@@ -1,0 +1,286 @@
+"""report.md, format_comparison and curves.png from run folders written here with known numbers.
+
+Expected percentages, differences, chance levels and pixel positions are worked out in the
+tests (from PAPER_NOTES "Results to compare against"), not read back from the code.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from alexnet2012 import plot
+from alexnet2012.errors import UsageError
+from alexnet2012.report import format_comparison, write_report
+
+SETTINGS = {"data": "/data/ilsvrc", "devices": ["cuda:0", "cuda:1"], "input_size": 224,
+            "batch_size": 128, "epochs": 90, "seed": 0, "workers": 8, "year": 2012, "columns": 2,
+            "lrn": True, "overlapping_pool": True, "lighting": "paper", "patience": 5,
+            "threshold": 0.001}
+METRICS = [
+    {"epoch": 1, "lr": 0.01, "train_loss": 2.3, "train_top1": 0.9, "val_loss": 2.2,
+     "val_top1": 0.9, "val_top5": 0.5, "images_per_s": 100.0, "epoch_time_s": 30, "elapsed_s": 30},
+    {"epoch": 2, "lr": 0.01, "train_loss": 2.0, "val_top1": None, "images_per_s": 300.0},
+    {"epoch": 3, "lr": 0.001, "train_loss": 1.5, "val_top1": 0.6, "val_top5": 0.25,
+     "images_per_s": 300.0},
+]
+DROPS = [{"epoch": 3, "old_lr": 0.01, "new_lr": 0.001, "val_error": 0.9,
+          "reason": "no improvement for 5 epochs"}]
+RESULTS = {"center": {"top1": 0.4123, "top5": 0.1877, "loss": 1.8},
+           "ten_view": {"top1": 0.4011, "top5": 0.1802},
+           "wall_time_s": 3723.4, "epochs_trained": 3, "stopped_because": "epoch limit"}
+IMAGENET_2012 = "ILSVRC-2012 val"
+PAPER_SOURCES = ["P Table 1", "P Table 2", "[C] log, layers-145", "Caffe bvlc_alexnet",
+                 "torchvision alexnet"]
+
+
+def write_run(folder: Path, dataset: str = IMAGENET_2012, num_classes: int = 1000,
+              settings: dict | None = None, deviations: tuple[str, ...] = (),
+              metrics: list | None = None, drops: list | None = None,
+              results: dict | None = None) -> Path:
+    """A run folder as scripts/replicate.py writes it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {"settings": {**SETTINGS, **(settings or {})}, "device_names": ["cpu (2 cores)"],
+              "torch": "2.14.1", "dataset": dataset, "num_classes": num_classes,
+              "train_images": 1000, "val_images": 200, "demo": dataset.startswith("synthetic"),
+              "deviations": list(deviations)}
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "metrics.jsonl").write_text(
+        "".join(json.dumps(m) + "\n" for m in (METRICS if metrics is None else metrics)))
+    (folder / "drops.json").write_text(json.dumps(DROPS if drops is None else drops))
+    (folder / "results.json").write_text(json.dumps(RESULTS if results is None else results))
+    return folder
+
+
+def table_line(text: str, first_cell: str) -> str:
+    """The markdown table line whose first cell starts with ``first_cell``."""
+    lines = [ln for ln in text.splitlines() if ln.startswith(f"| {first_cell}")]
+    assert len(lines) == 1, (first_cell, lines)
+    return lines[0]
+
+
+# ---- report.md ----------------------------------------------------------------------------
+
+def test_imagenet_report_compares_with_every_paper_row(tmp_path):
+    report = write_report(write_run(tmp_path / "run"))
+    assert report == tmp_path / "run" / "report.md"
+    text = report.read_text()
+    assert text.startswith("# ") and IMAGENET_2012 in text.splitlines()[0]
+    assert "| 41.23 | 18.77 |" in table_line(text, "this run, centre crop")
+    assert "| 40.11 | 18.02 |" in table_line(text, "this run, ten views")
+    for source in PAPER_SOURCES:
+        assert f"| {source}" in text
+    # P Table 2 (40.7 / 18.2) is the paper's own figure on ILSVRC-2012 val.
+    paper_row = table_line(text, "P Table 2")
+    assert "the paper's figure" in paper_row
+    centre = f"{41.23 - 40.7:+.2f} / {18.77 - 18.2:+.2f}"  # +0.53 / +0.57
+    ten_view = f"{40.11 - 40.7:+.2f} / {18.02 - 18.2:+.2f}"  # -0.59 / -0.18
+    assert f"| {centre} | {ten_view} |" in paper_row
+    caffe = f"{41.23 - 42.9:+.2f} / {18.77 - 19.8:+.2f}"
+    assert caffe in table_line(text, "Caffe bvlc_alexnet")
+    # P Table 1 is on ILSVRC-2010 test: shown, but no difference and not marked.
+    table1 = table_line(text, "P Table 1")
+    assert table1.endswith("|  |  |") and "the paper's figure" not in table1
+    assert "NOT comparable" not in text
+    assert "## Ablation" not in text
+
+
+def test_report_setup_drops_epochs_and_timing(tmp_path):
+    text = write_report(write_run(tmp_path)).read_text()
+    assert "cpu (2 cores)" in text and "torch 2.14.1" in text
+    assert "| devices | cuda:0, cuda:1 |" in text and "| batch_size | 128 |" in text
+    assert "### Deviations from the paper\n\n- none\n" in text
+    assert "| 3 | 0.01 -> 0.001 | 90.00 | no improvement for 5 epochs |" in text
+    assert "| 1 | 0.01 | 2.3000 | 90.00 | 50.00 | 100.0 |" in text
+    assert "| 2 | 0.01 | 2.0000 | - | - | 300.0 |" in text  # an epoch without validation
+    assert "| 3 | 0.001 | 1.5000 | 60.00 | 25.00 | 300.0 |" in text
+    assert "Wall time 1:02:03" in text  # 3723.4 s
+    # The same images every epoch at 100, 300 and 300 images/s: total images / total time.
+    n = 1000
+    assert f"{3 * n / (n / 100 + n / 300 + n / 300):.1f} images/s" in text  # 180.0
+    assert "![learning curves](curves.png)" in text
+    assert (tmp_path / "curves.png").is_file()
+
+
+@pytest.mark.parametrize("classes", [10, 3])
+def test_demo_report_says_not_comparable_and_gives_chance(tmp_path, classes):
+    dataset = f"synthetic demo ({classes} classes)"
+    deviations = (f"{classes} classes instead of 1000", "batch 32 instead of 128")
+    results = {**RESULTS, "ten_view": None}
+    text = write_report(write_run(tmp_path, dataset, classes, deviations=deviations,
+                                  results=results)).read_text()
+    top1 = 100 * (classes - 1) / classes  # guess one class of `classes`
+    top5 = 100 * (classes - min(5, classes)) / classes  # 5 guesses (all of them if fewer)
+    assert f"| chance ({classes} classes) | {dataset} | {top1:.2f} | {top5:.2f} |" in text
+    assert f"{top1:.2f}% top-1, {top5:.2f}% top-5" in text
+    assert "NOT comparable" in text and "ImageNet" in text
+    assert "the paper's figure" not in text and "+0." not in text
+    assert "| this run, ten views (not run) |" in text
+    for source in PAPER_SOURCES:
+        assert f"| {source}" in text
+    for deviation in deviations:
+        assert f"\n- {deviation}\n" in text
+
+
+@pytest.mark.parametrize("setting, value, feature, delta", [
+    ("columns", 1, "two columns vs one", "| -1.7 | -1.2 |"),
+    ("lrn", False, "local response normalization", "| -1.4 | -1.2 |"),
+    ("overlapping_pool", False, "overlapping pooling", "| -0.4 | -0.3 |"),
+    ("lighting", "none", "PCA lighting", "| -1 | not given |"),
+])
+def test_ablation_note_names_the_switch_and_the_papers_delta(tmp_path, setting, value, feature,
+                                                             delta):
+    text = write_report(write_run(tmp_path, settings={setting: value})).read_text()
+    assert "## Ablation" in text
+    line = table_line(text, feature)
+    assert f"| {setting}={value} |" in line and line.endswith(delta)
+    assert text.count("(P §") == 1  # only the one switch that is off
+
+
+def test_no_drops(tmp_path):
+    text = write_report(write_run(tmp_path, drops=[])).read_text()
+    assert "## Learning-rate drops\n\nnone\n" in text
+
+
+# ---- format_comparison --------------------------------------------------------------------
+
+def test_format_comparison_plain_text_on_ilsvrc_2010():
+    text = format_comparison({"center": {"top1": 0.3812, "top5": 0.1650}}, "ILSVRC-2010 test")
+    assert "|" not in text
+    (table1,) = [ln for ln in text.splitlines() if ln.startswith("P Table 1")]
+    assert "the paper's figure" in table1
+    assert f"{38.12 - 37.5:+.2f} / {16.50 - 17.0:+.2f}" in table1  # +0.62 / -0.50
+    (table2,) = [ln for ln in text.splitlines() if ln.startswith("P Table 2")]
+    assert "the paper's figure" not in table2 and "+" not in table2
+    assert "this run, ten views (not run)" in text and "chance" not in text
+
+
+def test_format_comparison_demo_gives_chance():
+    text = format_comparison(RESULTS, "synthetic demo (10 classes)", num_classes=10)
+    assert "NOT comparable" in text and "90.00% top-1, 50.00% top-5" in text
+
+
+# ---- bad run folders ----------------------------------------------------------------------
+
+def test_missing_metrics_file(tmp_path):
+    (write_run(tmp_path) / "metrics.jsonl").unlink()
+    with pytest.raises(UsageError, match=r"metrics\.jsonl: missing"):
+        write_report(tmp_path)
+
+
+def test_malformed_metrics_line_is_named(tmp_path):
+    with open(write_run(tmp_path) / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": 4, "lr": 0.001,\n')
+    with pytest.raises(UsageError, match=r"metrics\.jsonl line 4: not valid JSON"):
+        write_report(tmp_path)
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("results.json", {**RESULTS, "center": {"top1": 40.66, "top5": 18.21}},
+     r"results\.json 'center': 'top1' must be a fraction in \[0, 1\], got 40.66"),
+    ("results.json", {"center": RESULTS["center"]}, r"results\.json: missing 'wall_time_s'"),
+    ("drops.json", {"epoch": 3}, r"drops\.json: expected a JSON list"),
+    ("drops.json", [{**DROPS[0], "new_lr": "0.001"}], r"drops\.json item 1: 'new_lr' must be"),
+    ("config.json", [], r"config\.json: expected a JSON object"),
+    ("metrics.jsonl", METRICS[:1] + METRICS[:1], r"metrics\.jsonl line 2: epoch 1 after epoch 1"),
+    ("metrics.jsonl", [], r"metrics\.jsonl: no epochs"),
+])
+def test_bad_files_name_the_file_and_the_problem(tmp_path, name, content, message):
+    write_run(tmp_path)
+    lines = [json.dumps(m) for m in content] if name.endswith(".jsonl") else [json.dumps(content)]
+    (tmp_path / name).write_text("\n".join(lines))
+    with pytest.raises(UsageError, match=message):
+        write_report(tmp_path)
+
+
+def test_not_a_folder(tmp_path):
+    with pytest.raises(UsageError, match="not a run folder"):
+        write_report(tmp_path / "nowhere")
+
+
+# ---- curves.png ---------------------------------------------------------------------------
+
+def colours(image: Image.Image, box: tuple[int, int, int, int]) -> set[tuple[int, int, int]]:
+    """The colours inside ``box`` (left, top, right, bottom), edges excluded."""
+    left, top, right, bottom = box
+    return {c for _, c in image.crop((left + 1, top + 1, right, bottom)).getcolors(1 << 20)}
+
+
+def test_axes_maps_the_tick_range_onto_the_box():
+    axes = plot.Axes((10, 20, 110, 220), [0, 5, 10], [0, 50, 100])
+    assert axes.px(0, 0) == (10, 220)  # bottom left
+    assert axes.px(10, 100) == (110, 20)  # top right
+    assert axes.px(5, 25) == (60, 170)
+
+
+def test_nice_ticks():
+    assert plot.nice_ticks(0, 90.5, target=8, min_step=1) == [0, 20, 40, 60, 80, 100]
+    assert plot.nice_ticks(0, 1.5, target=8, min_step=1) == [0, 1, 2]
+    assert plot.nice_ticks(2.196, 2.304) == pytest.approx([2.18, 2.2, 2.22, 2.24, 2.26, 2.28,
+                                                           2.3, 2.32])
+    assert plot.tick_label(2.2, 0.02) == "2.20" and plot.tick_label(40, 20) == "40"
+
+
+def test_curves_png_has_both_panels_and_the_drop_line(tmp_path):
+    write_report(write_run(tmp_path))
+    with Image.open(tmp_path / "curves.png") as image:
+        assert image.format == "PNG" and image.size == (1200, 500)
+        image = image.convert("RGB")
+    loss_axes, error_axes = plot.layout(METRICS, DROPS)
+    assert plot.LOSS_COLOR in colours(image, loss_axes.box)
+    assert {plot.TOP1_COLOR, plot.TOP5_COLOR} <= colours(image, error_axes.box)
+    assert plot.LOSS_COLOR not in colours(image, error_axes.box)
+    # Each point sits where the axes put it: loss 1.5 at epoch 3, top-1 60% at epoch 3.
+    assert image.getpixel(tuple(map(round, loss_axes.px(3, 1.5)))) == plot.LOSS_COLOR
+    assert image.getpixel(tuple(map(round, error_axes.px(3, 60)))) == plot.TOP1_COLOR
+    # The drop to 0.001 from epoch 3 is a dashed line between epochs 2 and 3, in both panels.
+    for axes in (loss_axes, error_axes):
+        x = axes.px(2.5, 0)[0]
+        assert axes.px(2, 0)[0] < x < axes.px(3, 0)[0]
+        _, top, _, bottom = axes.box
+        column = [image.getpixel((round(x), y)) for y in range(top + 30, bottom - 1)]
+        dashes = sum(c == plot.DROP_COLOR for c in column)
+        assert 0.3 * len(column) < dashes < 0.9 * len(column)  # dashed, not solid
+
+
+def test_curves_without_drops_have_no_drop_line(tmp_path):
+    plot.learning_curves(METRICS, [], tmp_path / "plain.png")
+    plot.learning_curves(METRICS, DROPS, tmp_path / "drops.png")
+    with Image.open(tmp_path / "plain.png") as plain, Image.open(tmp_path / "drops.png") as drops:
+        plain, drops = plain.convert("RGB"), drops.convert("RGB")
+    loss_axes, error_axes = plot.layout(METRICS, [])
+    for axes in (loss_axes, error_axes):
+        assert plot.DROP_COLOR not in colours(plain, axes.box)
+        assert plot.DROP_COLOR in colours(drops, axes.box)
+
+
+def test_one_epoch_without_validation(tmp_path):
+    path = tmp_path / "one.png"
+    plot.learning_curves([{"epoch": 1, "lr": 0.01, "train_loss": 6.9}], [], path)
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+    loss_axes, error_axes = plot.layout([{"epoch": 1, "train_loss": 6.9}], [])
+    assert image.getpixel(tuple(map(round, loss_axes.px(1, 6.9)))) == plot.LOSS_COLOR
+    assert not {plot.TOP1_COLOR, plot.TOP5_COLOR} & colours(image, error_axes.box)
+
+
+def test_long_run_fits_on_the_axes(tmp_path):
+    metrics = [{"epoch": e, "train_loss": 7 / e, "val_top1": 0.4 + 0.6 / e,
+                "val_top5": 0.2 + 0.6 / e} for e in range(1, 121)]
+    drops = [{"epoch": e, "new_lr": lr} for e, lr in ((25, 1e-3), (51, 1e-4), (79, 1e-5))]
+    plot.learning_curves(metrics, drops, tmp_path / "long.png")
+    loss_axes, error_axes = plot.layout(metrics, drops)
+    assert loss_axes.xticks[0] == 0 and loss_axes.xticks[-1] >= 120.5
+    assert loss_axes.yticks[0] <= 7 / 120 and loss_axes.yticks[-1] >= 7
+    assert error_axes.yticks[0] <= 100 * (0.2 + 0.6 / 120) and error_axes.yticks[-1] == 100
+    with Image.open(tmp_path / "long.png") as image:
+        image = image.convert("RGB")
+    assert image.getpixel(tuple(map(round, error_axes.px(120, 100 * (0.4 + 0.6 / 120))))) \
+        == plot.TOP1_COLOR
+
+
+def test_no_epochs_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="no epochs"):
+        plot.learning_curves([], [], tmp_path / "none.png")
