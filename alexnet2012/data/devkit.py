@@ -102,8 +102,9 @@ def _read_archive(path: Path) -> dict[str, bytes]:
                 if member.isfile() and (name == "meta.mat" or name.endswith("_ground_truth.txt")):
                     files[name] = tar.extractfile(member).read()
             return files
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise UsageError(f"cannot read devkit archive {path} ({exc}): re-download it or extract it") from None
+    except (tarfile.TarError, OSError, EOFError):
+        raise UsageError(f"cannot read devkit archive {path} (not a readable .tar or .tar.gz): "
+                         f"re-download it or extract it") from None
 
 
 def _parse_meta(raw: bytes, where: str) -> tuple[dict[int, str], dict[str, tuple[str, ...]]]:

@@ -4,7 +4,8 @@ Every image is decoded and cut to 256x256 (``decode.py``) into the cache (``cach
 parallel over CPU cores with a progress bar. Workers write rows into the memmap and report back;
 the parent records which rows are done and, every few thousand rows or 30 seconds and on any
 exit (Ctrl-C included), syncs the image file and then saves the row status, so a re-run resumes
-where the last one stopped without redoing finished rows. An unreadable file (truncated, zero
+where the last one stopped without redoing recorded rows (only the tasks in flight at the
+interruption, at most ``CHUNK`` rows per worker, are decoded again). An unreadable file (truncated, zero
 bytes, not an image) is listed with its reason in ``CACHE/<split>_bad.tsv`` and never stops the
 run. After the training split, one streaming pass computes ``stats.json`` (``stats.py``).
 """

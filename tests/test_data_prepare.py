@@ -1,0 +1,220 @@
+"""The paper's preprocessing into the cache: 256x256 rows, aspect handling, the ILSVRC oddities,
+the bad-file report, resuming after an interruption, parallel workers (PAPER_NOTES "Data")."""
+import csv
+import subprocess
+import sys
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from torchvision import transforms
+
+from alexnet2012.data import cache_info, make_synthetic_imagenet, prepare_cache
+from alexnet2012.data import prepare as prepare_module
+from alexnet2012.data.decode import load_256
+from alexnet2012.errors import UsageError
+
+REPO = Path(__file__).resolve().parents[1]
+TORCHVISION_256 = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(256)])
+
+
+def reference_row(path) -> np.ndarray:
+    """What torchvision's standard pipeline makes of the file: Pillow decode, RGB, Resize(256), CenterCrop(256)."""
+    with Image.open(path) as img:
+        return np.asarray(TORCHVISION_256(img.convert("RGB")))
+
+
+def cache_rows(cache: Path, split: str) -> tuple[np.ndarray, list[list[str]], np.ndarray]:
+    """The cache read back with plain numpy/csv: images, index rows, status."""
+    images = np.load(cache / f"{split}_images.npy")
+    with open(cache / f"{split}_index.tsv") as f:
+        index = list(csv.reader(f, delimiter="\t"))[1:]
+    return images, index, np.load(cache / f"{split}_status.npy")
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("synthetic") / "imagenet"
+    make_synthetic_imagenet(root, classes=3, train_per_class=5, val_per_class=3, seed=1)
+    return root
+
+
+@pytest.fixture(scope="module")
+def prepared(synthetic, tmp_path_factory) -> tuple[Path, dict]:
+    cache = tmp_path_factory.mktemp("cache")
+    return cache, prepare_cache(synthetic, cache, workers=0, progress=False)
+
+
+@pytest.mark.parametrize("size", [(640, 480), (300, 700), (256, 256), (100, 60), (257, 1000)])
+def test_decode_matches_torchvision_resize_and_centre_crop(tmp_path, size):
+    rng = np.random.default_rng(sum(size))
+    pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    pixels[: size[1] // 3] = (255, 0, 0)  # structure, so that a wrong crop offset shows
+    path = tmp_path / "x.png"
+    Image.fromarray(pixels).save(path)
+    row = load_256(path)
+    assert row.shape == (256, 256, 3) and row.dtype == np.uint8
+    np.testing.assert_array_equal(row, reference_row(path))
+
+
+def test_aspect_is_kept_and_the_centre_is_cut(tmp_path):
+    # A 1024x512 image: left quarter red, middle half green, right quarter blue. Scaled to 512x256,
+    # the central 256 columns are exactly the green half.
+    pixels = np.zeros((512, 1024, 3), np.uint8)
+    pixels[:, :256] = (255, 0, 0)
+    pixels[:, 256:768] = (0, 255, 0)
+    pixels[:, 768:] = (0, 0, 255)
+    Image.fromarray(pixels).save(tmp_path / "wide.png")
+    row = load_256(tmp_path / "wide.png")
+    assert (row[:, 1:-1] == (0, 255, 0)).all()  # the outer columns may blend with the neighbours
+
+
+def test_rows_are_the_decoded_images_and_oddities_are_handled(synthetic, prepared):
+    cache, summary = prepared
+    oddities = {row[0]: (row[1], row[2]) for row in csv.reader(open(synthetic / "oddities.tsv"), delimiter="\t")}
+    oddities.pop("path")
+    kinds = sorted(kind for kind, _ in oddities.values())
+    assert kinds == ["cmyk", "cmyk", "empty", "grayscale", "grayscale", "png", "truncated", "truncated"]
+    # The oddities are what they claim to be.
+    for path, (kind, _) in oddities.items():
+        file = synthetic / path
+        if kind == "empty":
+            assert file.stat().st_size == 0
+        elif kind == "truncated":
+            with pytest.raises(OSError), Image.open(file) as img:
+                img.load()
+        else:
+            with Image.open(file) as img:
+                assert (img.format, img.mode) == {"grayscale": ("JPEG", "L"), "cmyk": ("JPEG", "CMYK"),
+                                                  "png": ("PNG", "RGB")}[kind]
+
+    for split in ("train", "val"):
+        images, index, status = cache_rows(cache, split)
+        assert images.shape == (len(index), 256, 256, 3)
+        bad = {path: reason for path, reason in csv.reader(open(cache / f"{split}_bad.tsv"), delimiter="\t")}
+        bad.pop("path")
+        expected_bad = {p for p, (_, outcome) in oddities.items() if outcome == "bad" and p.startswith(split)}
+        assert set(bad) == expected_bad
+        assert {p: r for p, r in summary[split]["bad_files"]} == bad
+        for (path, label), state, row in zip(index, status, images):
+            if path in bad:
+                assert state == 2
+                assert bad[path] == ("empty file (0 bytes)" if oddities[path][0] == "empty"
+                                     else "cannot decode: image file is truncated " + bad[path].split("truncated ")[1])
+            else:
+                assert state == 1
+                np.testing.assert_array_equal(row, reference_row(synthetic / path))
+        assert summary[split]["done"] == len(index) - len(bad) == (status == 1).sum()
+    info = cache_info(cache)
+    assert (info.num_classes, info.train_images, info.val_images) == (3, 15 - 2, 9 - 1)
+
+
+def test_labels_follow_sorted_wnids_and_the_devkit(synthetic, prepared):
+    cache, _ = prepared
+    wnids = sorted(p.name for p in (synthetic / "train").iterdir())
+    _, index, _ = cache_rows(cache, "train")
+    assert [int(label) for _, label in index] == [wnids.index(Path(p).parent.name) for p, _ in index]
+    # Val: the devkit's ID -> WNID map, read here with scipy the way torchvision's parser does.
+    import scipy.io
+    meta = scipy.io.loadmat(synthetic / "ILSVRC2012_devkit_t12" / "data" / "meta.mat", squeeze_me=True)["synsets"]
+    id_to_wnid = {int(m[0]): str(m[1]) for m in meta if int(m[4]) == 0}
+    truth = [int(x) for x in (synthetic / "ILSVRC2012_devkit_t12" / "data" /
+                              "ILSVRC2012_validation_ground_truth.txt").read_text().split()]
+    _, index, _ = cache_rows(cache, "val")
+    assert [int(label) for _, label in index] == [wnids.index(id_to_wnid[truth[int(p[-13:-5]) - 1]])
+                                                   for p, _ in index]
+
+
+def test_unreadable_files_of_every_kind_are_reported_not_fatal(tmp_path):
+    root = tmp_path / "root"
+    wnid = root / "train" / "n00000001"
+    wnid.mkdir(parents=True)
+    Image.new("RGB", (300, 200), (1, 2, 3)).save(wnid / "good.JPEG")
+    (wnid / "html.JPEG").write_text("<html>404 not found</html>")
+    (wnid / "empty.JPEG").write_bytes(b"")
+    summary = prepare_cache(root, tmp_path / "cache", splits=("train",), workers=0, progress=False)
+    assert dict(summary["train"]["bad_files"]) == {"train/n00000001/html.JPEG": "not an image Pillow can identify",
+                                                    "train/n00000001/empty.JPEG": "empty file (0 bytes)"}
+    assert summary["train"]["done"] == 1
+
+
+def test_resume_after_interruption_redoes_nothing(synthetic, prepared, tmp_path, monkeypatch):
+    calls = []
+
+    def interrupted_after_7(path):
+        if len(calls) == 7:
+            raise KeyboardInterrupt
+        calls.append(path)
+        return load_256(path)
+
+    monkeypatch.setattr(prepare_module, "CHUNK", 4)  # rows per task: finished tasks are recorded
+    monkeypatch.setattr(prepare_module, "load_256", interrupted_after_7)
+    cache = tmp_path / "cache"
+    with pytest.raises(KeyboardInterrupt):
+        prepare_cache(synthetic, cache, workers=0, progress=False)
+    images, index, status = cache_rows(cache, "train")
+    assert list(status != 0) == [True] * 4 + [False] * 11  # the first task's rows were recorded on the way out
+    recorded = {str(synthetic / path) for path, _ in index[:4]}
+    assert recorded < set(calls)
+
+    calls.clear()
+    monkeypatch.setattr(prepare_module, "load_256", lambda path: calls.append(path) or load_256(path))
+    summary = prepare_cache(synthetic, cache, workers=0, progress=False)
+    assert summary["train"]["decoded_now"] == 15 - 4 and summary["val"]["decoded_now"] == 9
+    assert not recorded & set(calls) and len(calls) == 15 - 4 + 9
+    reference, _ = prepared
+    for split in ("train", "val"):
+        for a, b in zip(cache_rows(cache, split), cache_rows(reference, split)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert (cache / "stats.json").read_text() == (reference / "stats.json").read_text()
+
+    calls.clear()
+    summary = prepare_cache(synthetic, cache, workers=0, progress=False)
+    assert calls == [] and summary["train"]["decoded_now"] == 0
+
+
+def test_parallel_workers_give_the_same_cache(synthetic, prepared, tmp_path, monkeypatch):
+    monkeypatch.setattr(prepare_module, "CHUNK", 4)  # several tasks, so that the pool is used
+    pools = []
+    monkeypatch.setattr(prepare_module.multiprocessing, "Pool", lambda n: pools.append(n) or Pool(n))
+    cache = tmp_path / "cache"
+    prepare_cache(synthetic, cache, workers=2, progress=False)
+    assert pools == [2, 2]
+    reference, _ = prepared
+    for name in ("train_images.npy", "train_index.tsv", "train_status.npy", "train_bad.tsv", "val_images.npy",
+                 "val_bad.tsv", "stats.json", "mean_image.npy", "manifest.json"):
+        assert (cache / name).read_bytes() == (reference / name).read_bytes(), name
+
+
+def test_a_different_source_is_refused(synthetic, prepared, tmp_path):
+    cache, _ = prepared
+    other = tmp_path / "other"
+    make_synthetic_imagenet(other, classes=3, train_per_class=4, val_per_class=1, seed=1)
+    with pytest.raises(UsageError, match="already holds a train split made from a different list of files"):
+        prepare_cache(other, cache, workers=0, progress=False)
+
+
+def test_not_enough_disk_is_a_usage_error(synthetic, tmp_path, monkeypatch):
+    monkeypatch.setattr(prepare_module.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 10**6})())
+    with pytest.raises(UsageError, match=r"the train cache needs 0.0 GB in .*, which has 0.0 GB free"):
+        prepare_cache(synthetic, tmp_path / "cache", workers=0, progress=False)
+
+
+@pytest.mark.slow
+def test_scripts_end_to_end(tmp_path):
+    run = [sys.executable, "-X", "faulthandler"]
+    out = subprocess.run([*run, str(REPO / "scripts/make_synthetic_imagenet.py"), str(tmp_path / "src"),
+                          "--classes", "2", "--train-per-class", "3", "--val-per-class", "2"],
+                         capture_output=True, text=True, check=True)
+    assert "wrote 2 classes" in out.stdout
+    out = subprocess.run([*run, str(REPO / "scripts/prepare_imagenet.py"), str(tmp_path / "src"),
+                          str(tmp_path / "cache"), "--workers", "1", "--quiet"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "train: 5 of 6 images usable, 1 unreadable" in out.stdout
+    assert (tmp_path / "cache" / "stats.json").is_file()
+    bad = subprocess.run([*run, str(REPO / "scripts/prepare_imagenet.py"), str(tmp_path / "nothing"),
+                          str(tmp_path / "cache2")], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr.count("\n") == 1 and bad.stderr.startswith("error: ") and "is not a folder" in bad.stderr
