@@ -1,0 +1,163 @@
+"""``scripts/replicate.py``: the whole replication in one command, or the built-in demo.
+
+With ``--data`` it prepares the ImageNet cache when it is missing (and reuses it when present),
+trains on the paper's schedule, evaluates with the ten views and writes the report. Without
+``--data`` it runs the demo: a small synthetic ImageNet-layout set, generated, prepared,
+trained on and evaluated end to end on whatever the machine has.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from alexnet2012 import paper
+from alexnet2012.data import cache_info, prepare_cache
+from alexnet2012.data.synthetic import make_synthetic_imagenet
+from alexnet2012.errors import UsageError
+from alexnet2012.report import format_comparison, write_report
+from alexnet2012.train import Run, TrainConfig, check_devices, deviations
+
+# The demo: sized to learn well below chance in a few minutes on 2 CPU cores (measured; see
+# README "Demo"). The paper's init sits near chance for the first epochs, then learns.
+DEMO = dict(classes=10, train_per_class=100, val_per_class=20, batch_size=32, epochs=14,
+            patience=3)
+DEMO_DATA = Path("experiments/demo_data")
+
+
+def default_devices() -> str:
+    """``cuda:0`` where CUDA is available, else ``cpu``."""
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Train and evaluate the 2012 AlexNet the paper's way "
+                                "and compare with the paper. Without --data: the synthetic demo.")
+    p.add_argument("--data", help="ImageNet root (train/, val/, devkit) or a prepared cache")
+    p.add_argument("--cache", help="where the prepared cache goes (default: DATA_cache beside DATA)")
+    p.add_argument("--year", type=int, choices=(2012, 2010), default=2012)
+    p.add_argument("--devices", help="cuda:0,cuda:1 (one column per GPU) | cuda:0 | cpu "
+                   "(default: cuda:0 if available, else cpu)")
+    p.add_argument("--input-size", type=int, choices=paper.INPUT_SIZES)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--accumulate", type=int, default=1,
+                   help="split each batch into this many chunks (same update, less memory)")
+    p.add_argument("--epochs", type=int, help=f"epoch limit (default {paper.EPOCHS})")
+    p.add_argument("--out", help="run folder (default experiments/runs/<time>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, help="data loader processes (default: 4, demo 2)")
+    p.add_argument("--columns", type=int, choices=(1, 2), default=2)
+    p.add_argument("--no-lrn", action="store_true", help="ablation: no LRN (P §3.3)")
+    p.add_argument("--no-overlap", action="store_true", help="ablation: 2x2 pooling (P §3.4)")
+    p.add_argument("--lighting", choices=("paper", "2012", "none"), default="paper")
+    p.add_argument("--lr", type=float, default=paper.LEARNING_RATE)
+    p.add_argument("--lr-drops", help="fixed drop epochs, e.g. 25,51,79 (the 2012 run)")
+    p.add_argument("--patience", type=int, help="plateau rule: epochs without improvement (5)")
+    p.add_argument("--threshold", type=float, default=0.001,
+                   help="plateau rule: improvement that counts, as a fraction (0.001)")
+    p.add_argument("--checkpoint-minutes", type=float, default=30.0)
+    p.add_argument("--no-ten-view", action="store_true", help="skip the final ten-view test")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p.parse_args(argv)
+
+
+def _int_list(text: str, option: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise UsageError(f"{option} takes comma-separated epochs, e.g. 25,51,79; got {text!r}") from None
+
+
+def _devices(text: Optional[str]) -> Optional[tuple[str, ...]]:
+    return None if text is None else tuple(d.strip() for d in text.split(",") if d.strip())
+
+
+def resolve_cache(args: argparse.Namespace, workers: int, progress: bool) -> tuple[str, str]:
+    """The prepared cache for ``--data`` (prepared now if missing) and the dataset's name: the
+    ILSVRC set the paper reports on, or, for a set without ImageNet's 1000 classes, its folder."""
+    data = Path(args.data)
+    if not data.is_dir():
+        raise UsageError(f"--data {data}: no such directory (give the ImageNet root with train/ "
+                         "and val/, or a cache made by scripts/prepare_imagenet.py)")
+    if (data / "stats.json").exists():
+        cache = data
+    else:
+        cache = Path(args.cache) if args.cache else data.with_name(data.name + "_cache")
+        prepare_cache(data, cache, workers=workers, year=args.year, progress=progress)
+    info = cache_info(cache)
+    if info.num_classes != paper.NUM_CLASSES:
+        return str(cache), f"{data.name} ({info.num_classes} classes)"
+    return str(cache), "ILSVRC-2012 val" if info.year == 2012 else "ILSVRC-2010 test"
+
+
+def demo_cache(workers: int, progress: bool) -> str:
+    """Generate (once) and prepare (once) the demo's synthetic set; returns the cache."""
+    images, cache = DEMO_DATA / "images", DEMO_DATA / "cache"
+    spec = {k: DEMO[k] for k in ("classes", "train_per_class", "val_per_class")}
+    marker = DEMO_DATA / "spec.json"
+    if not marker.exists() or json.loads(marker.read_text()) != spec:
+        shutil.rmtree(DEMO_DATA, ignore_errors=True)  # a partial or older demo set
+        print(f"demo: generating a synthetic ImageNet-layout set in {images} "
+              f"({spec['classes']} classes, {spec['train_per_class']} train and "
+              f"{spec['val_per_class']} val images per class)")
+        make_synthetic_imagenet(images, **spec, seed=0)
+        marker.write_text(json.dumps(spec))
+    prepare_cache(images, cache, workers=workers, progress=progress)
+    return str(cache)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The run's settings: the paper's, or the demo's where the demo differs."""
+    demo = args.data is None
+    out = args.out or f"experiments/runs/{'demo-' if demo else ''}{time.strftime('%Y%m%d-%H%M%S')}"
+    workers = args.workers if args.workers is not None else (2 if demo else 4)
+    devices = _devices(args.devices or default_devices())
+    check_devices(devices, args.columns)  # before any data is generated or prepared
+    progress = not args.quiet
+    if demo:
+        cache, dataset = demo_cache(workers, progress), f"synthetic demo ({DEMO['classes']} classes)"
+        notes = ["synthetic demo data (generated shapes and textures), not ImageNet: the "
+                 "paper's figures are not comparable"]
+    else:
+        cache, dataset = resolve_cache(args, workers, progress)
+        notes = []
+    return TrainConfig(
+        cache=cache, out=out, devices=devices,
+        input_size=args.input_size or paper.CROP_SIZE,
+        batch_size=args.batch_size or (DEMO["batch_size"] if demo else paper.BATCH_SIZE),
+        accumulate=args.accumulate,
+        eval_batch_size=args.batch_size or (DEMO["batch_size"] if demo else paper.BATCH_SIZE),
+        epochs=args.epochs or (DEMO["epochs"] if demo else paper.EPOCHS),
+        seed=args.seed, workers=workers, columns=args.columns, lrn=not args.no_lrn,
+        overlapping_pool=not args.no_overlap, lighting=args.lighting, lr=args.lr,
+        lr_drops=_int_list(args.lr_drops, "--lr-drops") if args.lr_drops else None,
+        patience=args.patience or (DEMO["patience"] if demo else 5), threshold=args.threshold,
+        ten_view=not args.no_ten_view, checkpoint_minutes=args.checkpoint_minutes,
+        dataset=dataset, deviations=notes)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    progress = not args.quiet
+    if args.resume:
+        if not args.out:
+            raise UsageError("--resume needs --out, the run folder to continue")
+        run = Run.resume(args.out, progress=progress, devices=_devices(args.devices),
+                         epochs=args.epochs, workers=args.workers)
+    else:
+        run = Run(config_from_args(args), progress=progress)
+    config = run.config
+    print(f"run folder: {config.out}; devices: {', '.join(config.devices)}")
+    differences = deviations(config, run.num_classes)
+    print("differences from the paper:" + "".join(f"\n  - {d}" for d in differences or ["none"]))
+    results = run.run()
+    report = write_report(config.out)
+    print(format_comparison(results, config.dataset))
+    print(f"report: {report}")
+    return 0

@@ -1,0 +1,404 @@
+"""Training the paper's way (P §5): PaperSGD, batch 128, the lr/10-on-plateau schedule,
+centre-crop validation every epoch, the ten-view test at the end, exact resume.
+
+A run folder holds ``config.json``, ``metrics.jsonl`` (one line per epoch), ``drops.json``,
+``results.json``, ``checkpoint.pt`` (the latest; written atomically at the end of every epoch
+and every ``checkpoint_minutes``), and the report written by :mod:`alexnet2012.report`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from alexnet2012 import paper
+from alexnet2012.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from alexnet2012.data import cache_info, eval_loader, train_loader
+from alexnet2012.errors import UsageError
+from alexnet2012.evaluate import evaluate
+from alexnet2012.model import AlexNet, resolve_devices
+from alexnet2012.optim import PaperSGD
+from alexnet2012.schedule import PaperSchedule
+
+CHECKPOINT = "checkpoint.pt"
+RUN_FILES = ("config.json", "metrics.jsonl", CHECKPOINT, "results.json")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run; the defaults are the paper's (P §5, PAPER_NOTES)."""
+
+    cache: str
+    out: str
+    devices: tuple[str, ...] = ("cpu",)
+    input_size: int = paper.CROP_SIZE
+    batch_size: int = paper.BATCH_SIZE
+    accumulate: int = 1  # split each batch into this many chunks (same gradient, less memory)
+    eval_batch_size: int = paper.BATCH_SIZE
+    epochs: int = paper.EPOCHS
+    seed: int = 0
+    workers: int = 4
+    columns: int = paper.COLUMNS
+    lrn: bool = True
+    overlapping_pool: bool = True
+    lighting: str = "paper"
+    lr: float = paper.LEARNING_RATE
+    lr_drops: Optional[tuple[int, ...]] = None  # e.g. (25, 51, 79): [C]'s run, no plateau rule
+    patience: int = 5
+    threshold: float = 0.001
+    ten_view: bool = True
+    checkpoint_minutes: float = 30.0
+    dataset: str = "ILSVRC-2012 val"
+    deviations: list[str] = field(default_factory=list)  # extra notes, e.g. from the demo
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        config = cls(**{k: v for k, v in d.items() if k in known})
+        config.devices = tuple(config.devices)
+        config.lr_drops = None if config.lr_drops is None else tuple(config.lr_drops)
+        return config
+
+
+def check_devices(devices: tuple[str, ...], columns: int) -> None:
+    """One or two existing devices (one per column); a one-column net takes one."""
+    if len(devices) not in (1, 2):
+        raise UsageError(f"--devices takes one or two devices, got {len(devices)}")
+    if columns == 1 and len(devices) != 1:
+        raise UsageError("--columns 1 runs on one device: give a single --devices entry")
+    try:
+        resolve_devices(devices, len(devices))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def check_config(config: TrainConfig, train_images: int) -> None:
+    """Refuse settings that cannot run, with one line each."""
+    check_devices(config.devices, config.columns)
+    if config.input_size not in paper.INPUT_SIZES:
+        raise UsageError(f"--input-size must be one of {paper.INPUT_SIZES}, got {config.input_size}")
+    if config.batch_size < 1 or config.accumulate < 1 or config.eval_batch_size < 1:
+        raise UsageError("--batch-size, --accumulate and --eval-batch-size must be positive")
+    if config.batch_size % config.accumulate:
+        raise UsageError(f"--batch-size {config.batch_size} is not divisible by --accumulate "
+                         f"{config.accumulate}: each chunk must hold the same number of images")
+    if config.batch_size > train_images:
+        raise UsageError(f"--batch-size {config.batch_size} is larger than the training set "
+                         f"({train_images} images): no full batch to train on")
+    if config.epochs < 1:
+        raise UsageError(f"--epochs must be at least 1, got {config.epochs}")
+    if not (config.lr > 0):
+        raise UsageError(f"--lr must be positive, got {config.lr}")
+
+
+def build_model(config: TrainConfig, num_classes: int) -> AlexNet:
+    """The network placed as ``config.devices`` says: one device, or one column per device."""
+    kwargs = dict(input_size=config.input_size, columns=config.columns, lrn=config.lrn,
+                  overlapping_pool=config.overlapping_pool)
+    if len(config.devices) == 1:
+        return AlexNet(num_classes, **kwargs).to(config.devices[0])
+    return AlexNet(num_classes, devices=config.devices, **kwargs)
+
+
+def build_schedule(config: TrainConfig) -> PaperSchedule:
+    """The plateau rule, or the fixed drop epochs when ``config.lr_drops`` is set."""
+    return PaperSchedule(lr=config.lr, patience=config.patience, threshold=config.threshold,
+                         max_epochs=config.epochs, drop_epochs=config.lr_drops)
+
+
+def deviations(config: TrainConfig, num_classes: int) -> list[str]:
+    """How a run differs from the paper's, in words for the report."""
+    out = list(config.deviations)
+    if num_classes != paper.NUM_CLASSES:
+        out.append(f"{num_classes} classes instead of {paper.NUM_CLASSES}: chance is "
+                   f"{100 * (1 - 1 / num_classes):.1f}% top-1 error")
+    if config.batch_size != paper.BATCH_SIZE:
+        out.append(f"batch {config.batch_size} instead of {paper.BATCH_SIZE}")
+    if config.epochs != paper.EPOCHS:
+        out.append(f"at most {config.epochs} epochs instead of about {paper.EPOCHS}")
+    if config.lr_drops is not None:
+        out.append(f"lr dropped at fixed epochs {list(config.lr_drops)} (the 2012 code's run) "
+                   "instead of on validation plateaus")
+    if config.input_size != paper.CROP_SIZE:
+        out.append(f"{config.input_size}x{config.input_size} crops (Caffe's) instead of 224x224")
+    if config.lighting != "paper":
+        out.append(f"lighting noise: {config.lighting} (the paper's formula on [0,1] is 'paper')")
+    if config.columns != paper.COLUMNS:
+        out.append("one column (the paper's one-GPU comparison net, P §3.2)")
+    if not config.lrn:
+        out.append("no local response normalization (ablation, P §3.3)")
+    if not config.overlapping_pool:
+        out.append("non-overlapping 2x2 pooling (ablation, P §3.4)")
+    return out
+
+
+def device_names(devices: tuple[str, ...]) -> list[str]:
+    """Human-readable names of the devices, e.g. 'cuda:0 (NVIDIA H100 80GB HBM3)'."""
+    names = []
+    for d in devices:
+        device = torch.device(d)
+        if device.type == "cuda":
+            names.append(f"{d} ({torch.cuda.get_device_name(device)})")
+        else:
+            names.append(f"{d} ({platform.processor() or platform.machine()}, "
+                         f"{os.cpu_count()} cores, {torch.get_num_threads()} threads)")
+    return names
+
+
+class Diverged(UsageError):
+    """The training loss became NaN or infinite."""
+
+
+class _LossWatch:
+    """Per-step losses kept on the device and checked for finiteness only now and then, so
+    that no step waits for the host; :meth:`check` names the first bad step."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[int, torch.Tensor]] = []
+        self.total = 0.0
+        self.steps = 0
+
+    def add(self, step: int, loss: torch.Tensor) -> None:
+        self.pending.append((step, loss.detach()))
+
+    def check(self, epoch: int) -> Optional[float]:
+        """Fold pending losses into the total; raise :class:`Diverged` on a non-finite one.
+        Returns the mean of the pending losses (None if there were none)."""
+        if not self.pending:
+            return None
+        values = torch.stack([l.float() for _, l in self.pending]).cpu()
+        finite = torch.isfinite(values)
+        if not finite.all():
+            step = self.pending[int((~finite).nonzero()[0])][0]
+            raise Diverged(f"the training loss became {values[~finite][0].item()} at epoch "
+                           f"{epoch}, batch {step + 1}; stopped without saving, the last good "
+                           "checkpoint is kept (lower --lr or check the data)")
+        self.pending = []
+        self.total += values.sum().item()
+        self.steps += len(values)
+        return values.mean().item()
+
+
+class Run:
+    """One training run in its folder: fresh or resumed from its checkpoint."""
+
+    def __init__(self, config: TrainConfig, *, checkpoint: Optional[dict[str, Any]] = None,
+                 progress: bool = True, log: Callable[[str], None] = print):
+        self.config, self.progress, self.log = config, progress, log
+        self.dir = Path(config.out)
+        info = cache_info(config.cache)
+        self.num_classes, self.train_images = info.num_classes, info.train_images
+        self.val_images = info.val_images
+        check_config(config, self.train_images)
+        self.dev = torch.device(config.devices[0])
+        if checkpoint is None:
+            self._start_folder()
+        torch.manual_seed(config.seed)
+        self.model = build_model(config, self.num_classes)
+        self.optimizer = PaperSGD(self.model.parameters(), lr=config.lr)
+        self.schedule = build_schedule(config)
+        self.epoch, self.batch, self.elapsed = 1, 0, 0.0
+        self.partial = {"loss": 0.0, "steps": 0, "seconds": 0.0}
+        self.drop_log: list[dict[str, Any]] = []
+        self.finished, self.stop_reason = False, ""
+        if checkpoint is not None:
+            self._restore(checkpoint)
+
+    # -- the run folder ---------------------------------------------------------------
+    @classmethod
+    def resume(cls, out: str, *, progress: bool = True, log: Callable[[str], None] = print,
+               **overrides: Any) -> "Run":
+        """The run in folder ``out``, from its checkpoint; ``overrides`` may change settings
+        that do not alter the computation (devices, workers, epochs, checkpoint_minutes)."""
+        path = Path(out) / CHECKPOINT
+        if not path.exists():
+            raise UsageError(f"--resume: no checkpoint at {path}; start without --resume")
+        checkpoint = load_checkpoint(path)
+        config = TrainConfig.from_dict(checkpoint["config"])
+        for key, value in overrides.items():
+            if value is not None:
+                setattr(config, key, tuple(value) if key == "devices" else value)
+        config.out = str(out)
+        return cls(config, checkpoint=checkpoint, progress=progress, log=log)
+
+    def _start_folder(self) -> None:
+        """Create the run folder and its config.json; never over an existing run."""
+        existing = [n for n in RUN_FILES if (self.dir / n).exists()]
+        if existing:
+            raise UsageError(f"{self.dir} already holds a run ({', '.join(existing)}); use "
+                             "--resume to continue it or --out to start a new one")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._write_json("config.json", {
+            "settings": asdict(self.config), "device_names": device_names(self.config.devices),
+            "torch": torch.__version__, "dataset": self.config.dataset,
+            "num_classes": self.num_classes, "train_images": self.train_images,
+            "val_images": self.val_images, "demo": self.config.dataset.startswith("synthetic"),
+            "deviations": deviations(self.config, self.num_classes)})
+
+    def _write_json(self, name: str, obj: Any) -> None:
+        tmp = self.dir / f".{name}.tmp"
+        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+        os.replace(tmp, self.dir / name)
+
+    def _restore(self, ckpt: dict[str, Any]) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.schedule.load_state_dict(ckpt["schedule"])
+        self.epoch, self.batch, self.elapsed = ckpt["epoch"], ckpt["batch"], ckpt["elapsed_s"]
+        self.partial, self.drop_log = ckpt["partial"], ckpt["drop_log"]
+        self.finished, self.stop_reason = ckpt["finished"], ckpt["stop_reason"]
+        set_rng_state(ckpt["rng"])
+        metrics = self.dir / "metrics.jsonl"
+        if metrics.exists():  # drop epochs logged after this checkpoint was written
+            lines = [l for l in metrics.read_text().splitlines()
+                     if l.strip() and json.loads(l)["epoch"] < self.epoch]
+            metrics.write_text("".join(l + "\n" for l in lines))
+        where = "finished" if self.finished else f"epoch {self.epoch}, batch {self.batch}"
+        self.log(f"resumed from {self.dir / CHECKPOINT} ({where})")
+
+    def save(self) -> None:
+        """Write the checkpoint: everything needed to continue exactly from here."""
+        save_checkpoint(self.dir / CHECKPOINT, {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(), "epoch": self.epoch, "batch": self.batch,
+            "elapsed_s": self.elapsed, "partial": dict(self.partial),
+            "drop_log": list(self.drop_log), "finished": self.finished,
+            "stop_reason": self.stop_reason, "rng": rng_state(),
+            "config": asdict(self.config), "num_classes": self.num_classes})
+
+    # -- training ---------------------------------------------------------------------
+    def _step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One SGD step on a batch (in ``accumulate`` chunks); returns the mean loss."""
+        self.optimizer.zero_grad(set_to_none=True)
+        total = None
+        for xc, yc in zip(x.chunk(self.config.accumulate), y.chunk(self.config.accumulate)):
+            loss = F.cross_entropy(self.model(xc), yc.to(self.dev, non_blocking=True))
+            (loss / self.config.accumulate).backward()
+            total = loss.detach() if total is None else total + loss.detach()
+        self.optimizer.step()
+        return total / self.config.accumulate
+
+    def train_epoch(self) -> float:
+        """Train the current epoch from ``self.batch`` on; returns its mean training loss."""
+        c = self.config
+        loader = train_loader(c.cache, batch_size=c.batch_size, crop=c.input_size, seed=c.seed,
+                              epoch=self.epoch, start_batch=self.batch, workers=c.workers,
+                              device=str(self.dev), lighting=c.lighting)
+        total = len(loader) + self.batch
+        watch = _LossWatch()
+        watch.total, watch.steps = self.partial["loss"], self.partial["steps"]
+        lr = self.optimizer.param_groups[0]["lr"]
+        bar = tqdm(total=total * c.batch_size, initial=self.batch * c.batch_size, unit="img",
+                   desc=f"epoch {self.epoch}/{c.epochs}", disable=not self.progress,
+                   dynamic_ncols=True, smoothing=0.1)
+        last_save = time.monotonic()
+        started = time.perf_counter()
+        self.model.train()
+        for x, y in loader:
+            watch.add(self.batch, self._step(x, y))
+            self.batch += 1
+            bar.update(c.batch_size)
+            due = time.monotonic() - last_save >= 60 * c.checkpoint_minutes
+            if due or self.batch % 20 == 0 or self.batch == total:
+                recent = watch.check(self.epoch)
+                bar.set_postfix(loss=f"{recent:.3f}", lr=f"{lr:g}", refresh=False)
+            if due and self.batch < total:
+                self._sync()
+                seconds = time.perf_counter() - started
+                self.partial = {"loss": watch.total, "steps": watch.steps,
+                                "seconds": self.partial["seconds"] + seconds}
+                self.elapsed += seconds
+                started = time.perf_counter()
+                self.save()
+                last_save = time.monotonic()
+        watch.check(self.epoch)
+        self._sync()
+        bar.close()
+        seconds = time.perf_counter() - started
+        self.elapsed += seconds
+        self.partial["seconds"] += seconds
+        self.partial.update(loss=watch.total, steps=watch.steps)
+        return watch.total / max(1, watch.steps)
+
+    def _sync(self) -> None:
+        for d in self.config.devices:
+            if torch.device(d).type == "cuda":
+                torch.cuda.synchronize(d)
+
+    def validate(self, views: int = 1) -> dict[str, float]:
+        """Top-1/top-5 error on the validation split from ``views`` (1 or 10) views."""
+        c = self.config
+        batches = eval_loader(c.cache, "val", batch_size=c.eval_batch_size, crop=c.input_size,
+                              views=views, workers=c.workers, device=str(self.dev))
+        return evaluate(self.model, batches, progress=self.progress,
+                        desc=f"{'10-view' if views == 10 else 'centre'} eval")
+
+    def run(self) -> dict[str, Any]:
+        """Train until the schedule stops or the epoch limit, then test; returns the results."""
+        c = self.config
+        while not self.finished:
+            train_loss = self.train_epoch()
+            val = self.validate()
+            images = self.partial["steps"] * c.batch_size
+            line = {"epoch": self.epoch, "lr": self.optimizer.param_groups[0]["lr"],
+                    "train_loss": train_loss, "val_loss": val["loss"], "val_top1": val["top1"],
+                    "val_top5": val["top5"],
+                    "images_per_s": images / max(self.partial["seconds"], 1e-9),
+                    "epoch_time_s": self.partial["seconds"], "elapsed_s": self.elapsed}
+            self.log(f"epoch {self.epoch}: train loss {train_loss:.4f}, val top-1 "
+                     f"{100 * val['top1']:.2f}%, top-5 {100 * val['top5']:.2f}%, "
+                     f"{line['images_per_s']:.1f} img/s")
+            decision = self.schedule.step(self.epoch, val["top1"])
+            if decision.dropped:
+                self.drop_log.append({"epoch": self.epoch + 1, "old_lr": line["lr"],
+                                      "new_lr": decision.lr, "val_error": val["top1"],
+                                      "reason": decision.reason})
+                self.log(f"lr drop: {decision.reason}")
+            for group in self.optimizer.param_groups:
+                group["lr"] = decision.lr
+            with open(self.dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(line) + "\n")
+            self._write_json("drops.json", self.drop_log)
+            self.finished = decision.stop
+            if decision.stop:
+                self.stop_reason = decision.reason
+                self.log(f"training stops: {decision.reason}")
+            self.epoch, self.batch = self.epoch + 1, 0
+            self.partial = {"loss": 0.0, "steps": 0, "seconds": 0.0}
+            self.save()
+        return self.test()
+
+    def test(self) -> dict[str, Any]:
+        """The final centre-crop and (unless disabled) ten-view errors, into results.json."""
+        results: dict[str, Any] = {"center": self.validate(1)}
+        if self.config.ten_view:
+            results["ten_view"] = self.validate(10)
+        results.update(wall_time_s=self.elapsed, epochs_trained=self.epoch - 1,
+                       stopped_because=self.stop_reason)
+        self._write_json("results.json", results)
+        return results
+
+
+def load_trained_model(path: str, devices: Optional[tuple[str, ...]] = None) -> tuple[AlexNet, TrainConfig]:
+    """The network saved in a run's checkpoint, on ``devices`` (default: the run's own), in
+    eval mode; a two-GPU run loads on one device or the CPU, and the other way round."""
+    checkpoint = load_checkpoint(path)
+    try:
+        config = TrainConfig.from_dict(checkpoint["config"])
+        state, num_classes = checkpoint["model"], checkpoint["num_classes"]
+    except (KeyError, TypeError) as exc:
+        raise UsageError(f"checkpoint {path} is not a training checkpoint (missing {exc})") from None
+    if devices:
+        config.devices = devices
+    check_devices(config.devices, config.columns)
+    model = build_model(config, num_classes)
+    model.load_state_dict(state)
+    return model.eval(), config

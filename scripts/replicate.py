@@ -1,0 +1,10 @@
+#!/usr/bin/env python
+"""Train the 2012 AlexNet the paper's way and report its error next to the paper's.
+
+Without --data: the built-in demo on a generated synthetic set. See --help.
+"""
+from alexnet2012.errors import run_cli
+from alexnet2012.replicate import main
+
+if __name__ == "__main__":
+    run_cli(main)

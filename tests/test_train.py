@@ -1,0 +1,175 @@
+"""The replication harness end to end on a tiny synthetic set: outputs, exact resume, and the
+failures a user meets (one line, non-zero exit, nothing overwritten)."""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from alexnet2012 import replicate
+from alexnet2012.checkpoint import load_checkpoint
+from alexnet2012.data import cache_info, make_synthetic_imagenet, prepare_cache
+from alexnet2012.train import Run, TrainConfig
+
+REPO = Path(__file__).resolve().parents[1]
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A 3-class synthetic ILSVRC folder (24 train, 9 val images) and its prepared cache."""
+    root = tmp_path_factory.mktemp("tiny")
+    make_synthetic_imagenet(root / "imagenet", classes=3, train_per_class=8, val_per_class=3,
+                            seed=1, workers=1)
+    prepare_cache(root / "imagenet", root / "cache", workers=1, progress=False)
+    return root
+
+
+def config(tiny, out, **kw):
+    settings = dict(cache=str(tiny / "cache"), out=str(out), batch_size=8, eval_batch_size=8,
+                    epochs=2, workers=0, dataset="synthetic test", ten_view=False)
+    settings.update(kw)
+    return TrainConfig(**settings)
+
+
+def run_cli(*args, cwd=REPO):
+    env = dict(os.environ, OMP_NUM_THREADS="2")
+    return subprocess.run([sys.executable, "scripts/replicate.py", "--quiet", *map(str, args)],
+                          cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
+
+
+def digest(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def test_two_epochs_write_every_output(tiny, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = replicate.main([str(a) for a in ("--data", tiny / "cache", "--out", out, "--epochs", 2,
+                                            "--batch-size", 8, "--workers", 0, "--quiet")])
+    assert code == 0
+    for name in ("config.json", "metrics.jsonl", "drops.json", "results.json", "report.md",
+                 "curves.png", "checkpoint.pt"):
+        assert (out / name).is_file(), name
+    lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [l["epoch"] for l in lines] == [1, 2]
+    for l in lines:
+        assert 0 <= l["val_top1"] <= 1 and 0 <= l["val_top5"] <= 1 and l["images_per_s"] > 0
+        assert l["lr"] == 0.01
+    results = json.loads((out / "results.json").read_text())
+    assert set(results) >= {"center", "ten_view", "wall_time_s", "epochs_trained"}
+    assert results["epochs_trained"] == 2
+    usable_val = cache_info(tiny / "cache").val_images  # the set plants unreadable files
+    assert 0 < usable_val <= 9
+    assert results["center"]["images"] == usable_val == results["ten_view"]["images"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["num_classes"] == 3 and config["train_images"] > 0
+    assert any("batch 8 instead of 128" in d for d in config["deviations"])
+    report = (out / "report.md").read_text()
+    assert f"{100 * results['center']['top1']:.2f}" in report
+    assert "differences from the paper" in capsys.readouterr().out
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+class Crash(Exception):
+    pass
+
+
+def test_a_run_killed_and_resumed_ends_with_the_same_weights(tiny, tmp_path, monkeypatch):
+    whole = Run(config(tiny, tmp_path / "whole"), progress=False, log=lambda s: None)
+    whole.run()
+    expected = whole.model.state_dict()
+
+    per_epoch = cache_info(tiny / "cache").train_images // 8
+    assert per_epoch >= 2
+    steps = {"n": 0}
+    real_step = Run._step
+
+    def crashing_step(self, x, y):
+        steps["n"] += 1
+        if steps["n"] == per_epoch + 2:  # epoch 2, batch 2: after a mid-epoch checkpoint
+            raise Crash()
+        return real_step(self, x, y)
+
+    monkeypatch.setattr(Run, "_step", crashing_step)
+    cut = config(tiny, tmp_path / "cut", checkpoint_minutes=0.0)  # a checkpoint after every step
+    with pytest.raises(Crash):
+        Run(cut, progress=False, log=lambda s: None).run()
+    monkeypatch.setattr(Run, "_step", real_step)
+    saved = load_checkpoint(tmp_path / "cut" / "checkpoint.pt")
+    assert (saved["epoch"], saved["batch"]) == (2, 1)  # resumes mid-epoch
+
+    torch.manual_seed(12345)  # a different process state: the checkpoint must restore it all
+    resumed = Run.resume(str(tmp_path / "cut"), progress=False, log=lambda s: None)
+    resumed.run()
+    got = resumed.model.state_dict()
+    assert got.keys() == expected.keys()
+    for name in expected:
+        assert torch.equal(got[name], expected[name]), name
+    metrics = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(l)["epoch"] for l in metrics] == [1, 2]
+
+
+def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_path):
+    out = tmp_path / "nan"
+    result = run_cli("--data", tiny / "cache", "--out", out, "--batch-size", 8, "--workers", 0,
+                     "--lr", "1e30", "--checkpoint-minutes", 0)
+    assert result.returncode == 2
+    message = result.stderr.strip().splitlines()
+    assert len(message) == 1 and "Traceback" not in result.stderr
+    assert message[0].startswith("error: the training loss became") and "epoch 1, batch" in message[0]
+    bad_batch = int(message[0].split("batch ")[1].split(";")[0])
+    assert bad_batch >= 2  # the first step is finite; the huge update breaks the next ones
+    saved = load_checkpoint(out / "checkpoint.pt")
+    assert saved["batch"] == bad_batch - 1
+    assert all(torch.isfinite(t).all() for t in saved["model"].values())
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data", "/no/such/dir"], "no such directory"),
+    (["--devices", "cuda:9"], "does not exist"),
+    (["--batch-size", 8, "--accumulate", 3], "not divisible by --accumulate 3"),
+    (["--batch-size", 100], "larger than the training set"),
+])
+def test_bad_input_is_one_line_and_exit_2(tiny, tmp_path, args, message):
+    full = ["--data", tiny / "cache", "--out", tmp_path / "run", "--workers", 0]
+    if args[0] == "--data":
+        full = full[2:]
+    result = run_cli(*full, *args)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_a_wrong_layout_names_what_was_expected(tmp_path):
+    (tmp_path / "imagenet" / "something").mkdir(parents=True)
+    result = run_cli("--data", tmp_path / "imagenet", "--out", tmp_path / "run")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "train" in lines[0]
+
+
+def test_an_existing_run_is_never_overwritten(tiny, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    before = digest(out / "metrics.jsonl")
+    result = run_cli("--data", tiny / "cache", "--out", out, "--workers", 0, "--batch-size", 8)
+    assert result.returncode == 2 and "--resume" in result.stderr
+    assert digest(out / "metrics.jsonl") == before
+
+
+def test_a_corrupt_checkpoint_is_reported_and_left_alone(tiny, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes(b"PK\x03\x04 definitely not a checkpoint")
+    before = digest(out / "checkpoint.pt")
+    result = run_cli("--resume", "--out", out)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "corrupt" in lines[0] and str(out / "checkpoint.pt") in lines[0]
+    assert digest(out / "checkpoint.pt") == before
