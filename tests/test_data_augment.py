@@ -59,7 +59,7 @@ def test_training_input_formula(mode):
     rng = np.random.default_rng(2)
     mean_image = rng.random((3, 256, 256)).astype(np.float32)
     oy, ox, flip = np.array([3, 0, 32, 16]), np.array([30, 1, 0, 16]), np.array([False, True, True, False])
-    alpha = torch.from_numpy(rng.normal(0, 0.1, (4, 3)).astype(np.float32))
+    alpha = rng.normal(0, 0.1, (4, 3)).astype(np.float32)
     lighting = Lighting(mode, EIGENVALUES, EIGENVECTORS)
     x = augment(images, oy, ox, flip, alpha, mean_crop(mean_image, 224), lighting)
     assert x.shape == (4, 3, 224, 224) and x.dtype == torch.float32
@@ -68,7 +68,7 @@ def test_training_input_formula(mode):
     for i in range(4):
         crop = images.numpy()[i, oy[i]:oy[i] + 224, ox[i]:ox[i] + 224]
         crop = (crop[:, ::-1] if flip[i] else crop).transpose(2, 0, 1).astype(np.float64)
-        a = alpha[i].numpy().astype(np.float64)
+        a = alpha[i].astype(np.float64)
         if mode == "paper":  # P §4.1 on [0,1]: add P (a * lambda), i.e. 255 times that on 0..255
             expected = crop - central_mean + 255 * (EIGENVECTORS @ (a * EIGENVALUES))[:, None, None]
         elif mode == "2012":  # [C]: (crop - mean + P (a * sqrt(lambda_255))) / 1.1
@@ -83,7 +83,7 @@ def test_lighting_shift_has_the_paper_direction_and_magnitude():
     # Over many draws, the shift's component along eigenvector k has standard deviation 0.1 * l_k
     # (on [0,1]) and nothing else: shifts projected on the eigenvectors are independent.
     plan = make_plan(np.arange(30000), 30000, 224, seed=0, epoch=0)
-    alpha = torch.from_numpy(plan.alpha[0])
+    alpha = plan.alpha[0]
     paper = Lighting("paper", EIGENVALUES, EIGENVECTORS).shift(alpha).double().numpy() / 255
     along = paper @ EIGENVECTORS  # coordinates in the (orthonormal) eigenbasis
     np.testing.assert_allclose(along.std(axis=0), 0.1 * EIGENVALUES, rtol=0.03)

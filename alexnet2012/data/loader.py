@@ -2,7 +2,8 @@
 
 A ``torch.utils.data.DataLoader`` over a *batch-level* dataset (``batch_size=None``): item b is
 batch b, read from the memmap with one gather. Its worker processes do the reading and the
-uint8 cropping/flipping (``augment.crop_flip`` etc.); the float stage (``augment.to_input``: mean
+uint8 cropping/flipping (``augment.crop_flip`` etc.) and the per-image lighting shift (3 numbers);
+the float stage (``augment.to_input``: mean
 subtraction, lighting, HWC -> CHW) runs on the target device in the calling process, after the
 uint8 crops arrive (pinned, ``non_blocking``, when the target is CUDA).
 
@@ -50,17 +51,18 @@ class _CacheBatches(Dataset):
 
 
 class _TrainBatches(_CacheBatches):
-    def __init__(self, cache: Path, labels: np.ndarray, plan: EpochPlan, start_batch: int, crop: int) -> None:
+    def __init__(self, cache: Path, labels: np.ndarray, plan: EpochPlan, start_batch: int, crop: int,
+                 lighting: Lighting) -> None:
         super().__init__(cache, "train", labels)
-        self.plan, self.start_batch, self.crop = plan, start_batch, crop
+        self.plan, self.start_batch, self.crop, self.lighting = plan, start_batch, crop, lighting
 
     def __len__(self) -> int:
         return len(self.plan) - self.start_batch
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         b, p = self.start_batch + i, self.plan
         crops = crop_flip(self.read(p.rows[b]), p.oy[b], p.ox[b], p.flip[b], self.crop)
-        return crops, torch.from_numpy(self.labels[p.rows[b]]), torch.from_numpy(p.alpha[b])
+        return crops, torch.from_numpy(self.labels[p.rows[b]]), self.lighting.shift(p.alpha[b])
 
 
 class _EvalBatches(_CacheBatches):
@@ -72,11 +74,11 @@ class _EvalBatches(_CacheBatches):
     def __len__(self) -> int:
         return -(-len(self.rows) // self.batch_size)
 
-    def __getitem__(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, b: int) -> tuple[torch.Tensor, torch.Tensor, None]:
         rows = self.rows[b * self.batch_size:(b + 1) * self.batch_size]
         images = self.read(rows)
         crops = ten_views(images, self.crop) if self.views == 10 else centre_view(images, self.crop)
-        return crops, torch.from_numpy(self.labels[rows])
+        return crops, torch.from_numpy(self.labels[rows]), None
 
 
 @dataclass
@@ -86,20 +88,17 @@ class Batches:
     loader: DataLoader
     device: torch.device
     mean: torch.Tensor
-    lighting: Lighting | None
+    scale: float = 1.0
 
     def __len__(self) -> int:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for crops, labels, *alpha in self.loader:
+        for crops, labels, shift in self.loader:
             crops = crops.to(self.device, non_blocking=True)
-            labels = labels.to(self.device, non_blocking=True)
-            if self.lighting is None:
-                yield to_input(crops, self.mean), labels
-            else:
-                shift = self.lighting.shift(alpha[0].to(self.device, non_blocking=True))
-                yield to_input(crops, self.mean, shift, self.lighting.scale), labels
+            if shift is not None:
+                shift = shift.to(self.device, non_blocking=True)
+            yield to_input(crops, self.mean, shift, self.scale), labels.to(self.device, non_blocking=True)
 
 
 def train_loader(cache_dir: str | os.PathLike, *, batch_size: int, crop: int = 224, seed: int = 0, epoch: int = 0,
@@ -118,8 +117,9 @@ def train_loader(cache_dir: str | os.PathLike, *, batch_size: int, crop: int = 2
     plan = make_plan(split.usable, batch_size, crop, seed, epoch)
     if not 0 <= start_batch <= len(plan):
         raise UsageError(f"start_batch must be between 0 and the {len(plan)} batches of an epoch, not {start_batch}")
-    data = _TrainBatches(cache, split.labels, plan, start_batch, crop)
-    return Batches(_dataloader(data, workers, device), device, mean_crop(stats.mean_image, crop).to(device), light)
+    data = _TrainBatches(cache, split.labels, plan, start_batch, crop, light)
+    return Batches(_dataloader(data, workers, device), device, mean_crop(stats.mean_image, crop).to(device),
+                   light.scale)
 
 
 def eval_loader(cache_dir: str | os.PathLike, split: str = "val", *, batch_size: int, crop: int = 224, views: int = 1,
@@ -134,11 +134,13 @@ def eval_loader(cache_dir: str | os.PathLike, split: str = "val", *, batch_size:
         raise UsageError(f"batch_size must be at least 1, not {batch_size}")
     data_split, stats = open_split(cache, split), load_stats(cache)
     data = _EvalBatches(cache, split, data_split.labels, data_split.usable, batch_size, crop, views)
-    return Batches(_dataloader(data, workers, device), device, mean_crop(stats.mean_image, crop).to(device), None)
+    return Batches(_dataloader(data, workers, device), device, mean_crop(stats.mean_image, crop).to(device))
 
 
 def _dataloader(data: Dataset, workers: int, device: torch.device) -> DataLoader:
     if workers < 0:
         raise UsageError(f"workers must be 0 (load in this process) or more, not {workers}")
+    # A generator of its own: otherwise each new iterator draws its workers' base seed from
+    # torch's global RNG, which would shift the dropout masks of a resumed run.
     return DataLoader(data, batch_size=None, shuffle=False, num_workers=workers,
-                      pin_memory=device.type == "cuda")
+                      pin_memory=device.type == "cuda", generator=torch.Generator())
