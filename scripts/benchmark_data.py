@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Images/s per data stage (decode from JPEG, read and augment from the cache, end-to-end training
 loader) and per CPU core, on a prepared cache; prints a table and optionally writes JSON."""
+
 import argparse
 import json
 from pathlib import Path
@@ -12,19 +13,40 @@ from alexnet2012.errors import run_cli
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--cache", required=True, help="a cache made by scripts/prepare_imagenet.py")
-    p.add_argument("--src", help="its source images, for the decode stage (default: where the cache was made from)")
+    p.add_argument(
+        "--src",
+        help="its source images, for the decode stage (default: where the cache was made from)",
+    )
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--workers", type=int, help="loader workers for the end-to-end stage (default: one per core)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="loader workers for the end-to-end stage (default: one per core)",
+    )
     p.add_argument("--crop", type=int, default=224, choices=(224, 227))
     p.add_argument("--batches", type=int, default=30, help="batches timed per stage")
-    p.add_argument("--decode-images", type=int, default=200, help="source images decoded in the decode stage")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (the augment and end-to-end stages)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads of the main process (default 1)")
+    p.add_argument(
+        "--decode-images", type=int, default=200, help="source images decoded in the decode stage"
+    )
+    p.add_argument(
+        "--device", default="cpu", help="cpu or cuda[:N] (the augment and end-to-end stages)"
+    )
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch threads of the main process (default 1)"
+    )
     p.add_argument("--json", type=Path, metavar="OUT", help="write the report here")
     args = p.parse_args()
-    report = run_benchmark(args.cache, src=args.src, batch_size=args.batch_size, workers=args.workers,
-                           crop=args.crop, batches=args.batches, decode_images=args.decode_images, device=args.device,
-                           threads=args.threads)
+    report = run_benchmark(
+        args.cache,
+        src=args.src,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        crop=args.crop,
+        batches=args.batches,
+        decode_images=args.decode_images,
+        device=args.device,
+        threads=args.threads,
+    )
     print(format_table(report))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

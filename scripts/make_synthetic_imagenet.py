@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Write a small synthetic dataset in the real ILSVRC-2012 layout (train folders, flat val, devkit),
 with classes of shapes x colours x textures and a few real-world file oddities. Deterministic."""
+
 import argparse
 
 from alexnet2012.data import make_synthetic_imagenet
@@ -17,11 +18,20 @@ def main() -> None:
     p.add_argument("--workers", type=int, help="drawing processes (default: one per CPU core)")
     p.add_argument("--no-oddities", action="store_true", help="only normal RGB JPEGs")
     args = p.parse_args()
-    make_synthetic_imagenet(args.out, classes=args.classes, train_per_class=args.train_per_class,
-                            val_per_class=args.val_per_class, seed=args.seed, oddities=not args.no_oddities,
-                            workers=args.workers)
-    print(f"wrote {args.classes} classes x ({args.train_per_class} train + {args.val_per_class} val) images "
-          f"to {args.out}")
+    make_synthetic_imagenet(
+        args.out,
+        classes=args.classes,
+        train_per_class=args.train_per_class,
+        val_per_class=args.val_per_class,
+        seed=args.seed,
+        oddities=not args.no_oddities,
+        workers=args.workers,
+    )
+    print(
+        f"wrote {args.classes} classes x "
+        f"({args.train_per_class} train + {args.val_per_class} val) images "
+        f"to {args.out}"
+    )
 
 
 if __name__ == "__main__":

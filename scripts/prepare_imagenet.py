@@ -1,6 +1,8 @@
 #!/usr/bin/env python
 """The paper's preprocessing, once: decode every image of an ILSVRC copy (SRC) to 256x256 into a
-raw cache (CACHE) and compute the training-set statistics. Re-run to resume after an interruption."""
+raw cache (CACHE) and compute the training-set statistics. Re-run to resume after an
+interruption."""
+
 import argparse
 
 from alexnet2012.data import prepare_cache
@@ -10,8 +12,14 @@ from alexnet2012.errors import run_cli
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("src", metavar="SRC", help="ImageNet root: train/<wnid>/*.JPEG, val/ (and the devkit beside them)")
-    p.add_argument("cache", metavar="CACHE", help="output folder (about 262 GB for ILSVRC-2012 train + val)")
+    p.add_argument(
+        "src",
+        metavar="SRC",
+        help="ImageNet root: train/<wnid>/*.JPEG, val/ (and the devkit beside them)",
+    )
+    p.add_argument(
+        "cache", metavar="CACHE", help="output folder (about 262 GB for ILSVRC-2012 train + val)"
+    )
     p.add_argument("--splits", nargs="+", choices=SPLITS, default=["train", "val"])
     p.add_argument("--year", type=int, choices=(2012, 2010), default=2012)
     p.add_argument("--devkit", help="the ILSVRC devkit folder or .tar.gz (default: found in SRC)")
@@ -19,12 +27,21 @@ def main() -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args()
 
-    summary = prepare_cache(args.src, args.cache, splits=tuple(args.splits), workers=args.workers, year=args.year,
-                            devkit=args.devkit, progress=not args.quiet)
+    summary = prepare_cache(
+        args.src,
+        args.cache,
+        splits=tuple(args.splits),
+        workers=args.workers,
+        year=args.year,
+        devkit=args.devkit,
+        progress=not args.quiet,
+    )
     for split in args.splits:
         s = summary[split]
-        print(f"{split}: {s['done']} of {s['rows']} images usable, {s['bad']} unreadable "
-              f"({s['decoded_now']} decoded in this run)")
+        print(
+            f"{split}: {s['done']} of {s['rows']} images usable, {s['bad']} unreadable "
+            f"({s['decoded_now']} decoded in this run)"
+        )
         for path, reason in s["bad_files"]:
             print(f"  skipped {path}: {reason}")
         if s["bad"]:

@@ -1,20 +1,34 @@
 """Training augmentation and test views (P §4.1, PAPER_NOTES "Data"): crop positions, flips, PCA
 lighting (paper and [C] variants), mean subtraction, and the ten views against torchvision."""
+
 import numpy as np
 import pytest
 import torch
 from torchvision import transforms
 
-from alexnet2012.data import Lighting, augment, centre_view, crop_flip, make_plan, mean_crop, ten_views, to_input
+from alexnet2012.data import (
+    Lighting,
+    augment,
+    centre_view,
+    crop_flip,
+    make_plan,
+    mean_crop,
+    ten_views,
+    to_input,
+)
 from alexnet2012.errors import UsageError
 
 # Reference ImageNet RGB PCA on [0,1] (fb.resnet.torch, quoted in PAPER_NOTES).
 EIGENVALUES = np.array([0.2175, 0.0188, 0.0045])
-EIGENVECTORS = np.array([[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]])
+EIGENVECTORS = np.array(
+    [[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]]
+)
 
 
 def random_images(n, seed=0):
-    return torch.from_numpy(np.random.default_rng(seed).integers(0, 256, (n, 256, 256, 3), dtype=np.uint8))
+    return torch.from_numpy(
+        np.random.default_rng(seed).integers(0, 256, (n, 256, 256, 3), dtype=np.uint8)
+    )
 
 
 @pytest.mark.parametrize("crop", [224, 227])
@@ -43,13 +57,16 @@ def test_flips_are_fair_and_lighting_draws_are_n_0_01():
 @pytest.mark.parametrize("crop", [224, 227])
 def test_crop_flip_against_numpy_slicing(crop):
     images = random_images(6)
-    oy, ox = np.array([0, 256 - crop, 5, 17, 0, 256 - crop]), np.array([256 - crop, 0, 9, 17, 0, 256 - crop])
+    oy, ox = (
+        np.array([0, 256 - crop, 5, 17, 0, 256 - crop]),
+        np.array([256 - crop, 0, 9, 17, 0, 256 - crop]),
+    )
     flip = np.array([True, False, True, False, False, True])
     crops = crop_flip(images, oy, ox, flip, crop)
     assert crops.shape == (6, crop, crop, 3) and crops.dtype == torch.uint8
     raw = images.numpy()
     for i in range(6):
-        expected = raw[i, oy[i]:oy[i] + crop, ox[i]:ox[i] + crop]
+        expected = raw[i, oy[i] : oy[i] + crop, ox[i] : ox[i] + crop]
         np.testing.assert_array_equal(crops[i].numpy(), expected[:, ::-1] if flip[i] else expected)
 
 
@@ -58,15 +75,21 @@ def test_training_input_formula(mode):
     images = random_images(4, seed=1)
     rng = np.random.default_rng(2)
     mean_image = rng.random((3, 256, 256)).astype(np.float32)
-    oy, ox, flip = np.array([3, 0, 32, 16]), np.array([30, 1, 0, 16]), np.array([False, True, True, False])
+    oy, ox, flip = (
+        np.array([3, 0, 32, 16]),
+        np.array([30, 1, 0, 16]),
+        np.array([False, True, True, False]),
+    )
     alpha = rng.normal(0, 0.1, (4, 3)).astype(np.float32)
     lighting = Lighting(mode, EIGENVALUES, EIGENVECTORS)
     x = augment(images, oy, ox, flip, alpha, mean_crop(mean_image, 224), lighting)
     assert x.shape == (4, 3, 224, 224) and x.dtype == torch.float32
 
-    central_mean = mean_image[:, 16:240, 16:240].astype(np.float64) * 255  # the central crop, for every crop
+    central_mean = (
+        mean_image[:, 16:240, 16:240].astype(np.float64) * 255
+    )  # the central crop, for every crop
     for i in range(4):
-        crop = images.numpy()[i, oy[i]:oy[i] + 224, ox[i]:ox[i] + 224]
+        crop = images.numpy()[i, oy[i] : oy[i] + 224, ox[i] : ox[i] + 224]
         crop = (crop[:, ::-1] if flip[i] else crop).transpose(2, 0, 1).astype(np.float64)
         a = alpha[i].astype(np.float64)
         if mode == "paper":  # P §4.1 on [0,1]: add P (a * lambda), i.e. 255 times that on 0..255
@@ -108,10 +131,14 @@ def test_ten_views_are_torchvision_ten_crop_in_the_2012_order():
     images = random_images(3)
     views = ten_views(images, 224)
     assert views.shape == (3, 10, 224, 224, 3)
-    tl, tr, bl, br, c, f_tl, f_tr, f_bl, f_br, f_c = transforms.TenCrop(224)(images.permute(0, 3, 1, 2))
+    tl, tr, bl, br, c, f_tl, f_tr, f_bl, f_br, f_c = transforms.TenCrop(224)(
+        images.permute(0, 3, 1, 2)
+    )
     # torchvision mirrors the image and then crops, so its mirrored top-left is the mirror of the
     # top-right crop, etc.; [C] mirrors each crop: TL, TR, C, BL, BR, then those five mirrored.
-    expected = torch.stack([tl, tr, c, bl, br, f_tr, f_tl, f_c, f_br, f_bl], dim=1).permute(0, 1, 3, 4, 2)
+    expected = torch.stack([tl, tr, c, bl, br, f_tr, f_tl, f_c, f_br, f_bl], dim=1).permute(
+        0, 1, 3, 4, 2
+    )
     assert torch.equal(views, expected)
 
 
@@ -119,10 +146,16 @@ def test_ten_views_227_against_numpy():
     images = random_images(2)
     views = ten_views(images, 227).numpy()
     raw = images.numpy()
-    corners = [(0, 0), (0, 29), (14, 14), (29, 0), (29, 29)]  # centre offset round(14.5) = 14, as torchvision
+    corners = [
+        (0, 0),
+        (0, 29),
+        (14, 14),
+        (29, 0),
+        (29, 29),
+    ]  # centre offset round(14.5) = 14, as torchvision
     for k, (y, x) in enumerate(corners):
-        np.testing.assert_array_equal(views[:, k], raw[:, y:y + 227, x:x + 227])
-        np.testing.assert_array_equal(views[:, k + 5], raw[:, y:y + 227, x:x + 227][:, :, ::-1])
+        np.testing.assert_array_equal(views[:, k], raw[:, y : y + 227, x : x + 227])
+        np.testing.assert_array_equal(views[:, k + 5], raw[:, y : y + 227, x : x + 227][:, :, ::-1])
     five = transforms.FiveCrop(227)(images.permute(0, 3, 1, 2))
     np.testing.assert_array_equal(views[:, 2], five[4].permute(0, 2, 3, 1).numpy())
 
@@ -138,14 +171,23 @@ def test_to_input_handles_ten_views_and_subtracts_the_central_mean():
 
 
 def test_plan_is_a_function_of_seed_and_epoch():
-    a, b = make_plan(np.arange(100), 10, 224, seed=1, epoch=4), make_plan(np.arange(100), 10, 224, seed=1, epoch=4)
+    a, b = (
+        make_plan(np.arange(100), 10, 224, seed=1, epoch=4),
+        make_plan(np.arange(100), 10, 224, seed=1, epoch=4),
+    )
     for field in ("rows", "oy", "ox", "flip", "alpha"):
         assert np.array_equal(getattr(a, field), getattr(b, field))
     assert not np.array_equal(a.rows, make_plan(np.arange(100), 10, 224, seed=1, epoch=5).rows)
     assert not np.array_equal(a.rows, make_plan(np.arange(100), 10, 224, seed=2, epoch=4).rows)
-    rows = np.arange(1000, 1107)  # 107 images, batch 10: 10 batches, 7 dropped, each row at most once
+    rows = np.arange(
+        1000, 1107
+    )  # 107 images, batch 10: 10 batches, 7 dropped, each row at most once
     plan = make_plan(rows, 10, 224, seed=0, epoch=0)
-    assert plan.rows.shape == (10, 10) and len(set(plan.rows.ravel())) == 100 and set(plan.rows.ravel()) <= set(rows)
+    assert (
+        plan.rows.shape == (10, 10)
+        and len(set(plan.rows.ravel())) == 100
+        and set(plan.rows.ravel()) <= set(rows)
+    )
     assert (np.diff(plan.rows, axis=1) > 0).all()  # ascending within a batch
 
 

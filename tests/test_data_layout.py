@@ -1,5 +1,7 @@
 """ILSVRC layouts as users have them: train folders, flat val + devkit (folder, archive, path), val
-folders, ILSVRC-2010 test, and the errors for wrong layouts (PAPER_NOTES "ImageNet files as users have them")."""
+folders, ILSVRC-2010 test, and the errors for wrong layouts (PAPER_NOTES "ImageNet files as users
+have them")."""
+
 import tarfile
 from pathlib import Path
 
@@ -20,12 +22,24 @@ def jpeg(path: Path, colour=(10, 20, 30)) -> Path:
     return path
 
 
-def write_devkit(folder: Path, year: int, leaf_ids: dict[str, int], truth: dict[str, list[int]]) -> None:
+def write_devkit(
+    folder: Path, year: int, leaf_ids: dict[str, int], truth: dict[str, list[int]]
+) -> None:
     """A devkit with the real field layout: leaves with the given IDs, then two non-leaf synsets."""
-    fields = [f"ILSVRC{year}_ID", "WNID", "words", "gloss", "num_children", "children", "wordnet_height",
-              "num_train_images"]
-    rows = [(i, w, f"name of {w}, other name", "a gloss", 0, np.zeros(0, np.uint16), 0, 10)
-            for w, i in sorted(leaf_ids.items(), key=lambda kv: kv[1])]
+    fields = [
+        f"ILSVRC{year}_ID",
+        "WNID",
+        "words",
+        "gloss",
+        "num_children",
+        "children",
+        "wordnet_height",
+        "num_train_images",
+    ]
+    rows = [
+        (i, w, f"name of {w}, other name", "a gloss", 0, np.zeros(0, np.uint16), 0, 10)
+        for w, i in sorted(leaf_ids.items(), key=lambda kv: kv[1])
+    ]
     n = len(rows)
     rows.append((n + 1, "n00000001", "parent", "a parent", 2, np.array([1, 2], np.uint16), 1, 0))
     rows.append((n + 2, "n00000002", "root", "the root", 1, np.array([n + 1], np.uint16), 2, 0))
@@ -36,7 +50,9 @@ def write_devkit(folder: Path, year: int, leaf_ids: dict[str, int], truth: dict[
     scipy.io.savemat(folder / "data" / "meta.mat", {"synsets": synsets})
     names = {"val": "validation", "test": "test"}
     for split, ids in truth.items():
-        (folder / "data" / f"ILSVRC{year}_{names[split]}_ground_truth.txt").write_text("".join(f"{i}\n" for i in ids))
+        (folder / "data" / f"ILSVRC{year}_{names[split]}_ground_truth.txt").write_text(
+            "".join(f"{i}\n" for i in ids)
+        )
 
 
 # Devkit IDs deliberately not in WNID order: WNIDS[2] has ID 1, WNIDS[0] ID 2, WNIDS[1] ID 3.
@@ -64,7 +80,9 @@ def test_train_folders(tmp_path):
     assert data.class_to_idx == {w: i for i, w in enumerate(WNIDS)}
     # WNIDS[2] got 1 image, WNIDS[1] 2, WNIDS[0] 3; notes.txt is ignored.
     assert data.targets == [0, 0, 0, 1, 1, 2]
-    assert [Path(p).name for p, _ in data.samples[:3]] == [f"{WNIDS[0]}_{i}.JPEG" for i in (1, 2, 3)]
+    assert [Path(p).name for p, _ in data.samples[:3]] == [
+        f"{WNIDS[0]}_{i}.JPEG" for i in (1, 2, 3)
+    ]
     assert all(Path(p).parent.name == WNIDS[t] for p, t in data.samples)
     assert data.classes == [(w,) for w in WNIDS]  # no devkit: names are the WNIDs
     image, target = data[4]
@@ -74,7 +92,11 @@ def test_train_folders(tmp_path):
 @pytest.mark.parametrize("where", ["folder", "archive", "path"])
 def test_flat_val_with_devkit_in_another_id_order(tmp_path, where):
     root = make_root(tmp_path)
-    devkit = tmp_path / "elsewhere" / "ILSVRC2012_devkit_t12" if where == "path" else root / "ILSVRC2012_devkit_t12"
+    devkit = (
+        tmp_path / "elsewhere" / "ILSVRC2012_devkit_t12"
+        if where == "path"
+        else root / "ILSVRC2012_devkit_t12"
+    )
     write_devkit(devkit, 2012, LEAF_IDS, {"val": VAL_IDS})
     if where == "archive":
         with tarfile.open(root / "ILSVRC2012_devkit_t12.tar.gz", "w:gz") as tar:
@@ -84,7 +106,9 @@ def test_flat_val_with_devkit_in_another_id_order(tmp_path, where):
         devkit.rmdir()
     data = ImageNet(root, "val", devkit=devkit if where == "path" else None)
     assert data.wnids == WNIDS
-    assert [Path(p).name for p, _ in data.samples] == [f"ILSVRC2012_val_{n:08d}.JPEG" for n in range(1, 6)]
+    assert [Path(p).name for p, _ in data.samples] == [
+        f"ILSVRC2012_val_{n:08d}.JPEG" for n in range(1, 6)
+    ]
     assert data.targets == VAL_CLASSES
     assert data.classes[0] == (f"name of {WNIDS[0]}", "other name")
     # With the devkit beside the images, train gets the class names too.
@@ -144,7 +168,10 @@ def test_layout_errors_say_what_was_expected_where(tmp_path):
     assert f"{root / 'train' / WNIDS[0]} has no images" in message(root)
     (root / "val").mkdir()
     (root / "val" / "image.JPEG").write_bytes(b"")
-    assert f"{root / 'val'} has no images in a known layout: expected val/<wnid>/*.JPEG, or the flat" in message(root, "val")
+    assert (
+        f"{root / 'val'} has no images in a known layout: expected val/<wnid>/*.JPEG, or the flat"
+        in message(root, "val")
+    )
     assert f"no test folder: expected {root / 'test'}/" in message(root, "test")
     assert "split must be one of train, val, test" in message(root, "validation")
 
@@ -163,17 +190,23 @@ def test_devkit_errors(tmp_path):
     assert "cannot read devkit archive" in message(root, "val", devkit=broken)
     devkit = tmp_path / "dk"
     write_devkit(devkit, 2012, LEAF_IDS, {"val": [1, 2, 99]})
-    assert "ground_truth.txt line 3: ID 99 is not a leaf synset" in message(root, "val", devkit=devkit)
+    assert "ground_truth.txt line 3: ID 99 is not a leaf synset" in message(
+        root, "val", devkit=devkit
+    )
     devkit = tmp_path / "dk_short"
     write_devkit(devkit, 2012, LEAF_IDS, {"val": [1, 2]})
-    assert "ground truth has 2 lines, none for image number 3" in message(root, "val", devkit=devkit)
+    assert "ground truth has 2 lines, none for image number 3" in message(
+        root, "val", devkit=devkit
+    )
     devkit = tmp_path / "dk_no_truth"
     write_devkit(devkit, 2012, LEAF_IDS, {})
     assert "has no ILSVRC2012_validation_ground_truth.txt" in message(root, "val", devkit=devkit)
     bad_meta = tmp_path / "dk_bad_meta"
     (bad_meta / "data").mkdir(parents=True)
     scipy.io.savemat(bad_meta / "data" / "meta.mat", {"something": np.zeros(3)})
-    assert "is not a devkit meta.mat with a 'synsets' struct array" in message(root, "val", devkit=bad_meta)
+    assert "is not a devkit meta.mat with a 'synsets' struct array" in message(
+        root, "val", devkit=bad_meta
+    )
 
 
 def test_mixed_val_layout_is_an_error(tmp_path):

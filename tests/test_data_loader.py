@@ -1,12 +1,20 @@
 """Loaders from the cache: batches equal the plan applied to the cached pixels, determinism across
 worker counts, mid-epoch resume, evaluation coverage, and argument errors."""
+
 import numpy as np
 import pytest
 import torch
 from torchvision import transforms
 
-from alexnet2012.data import cache_info, eval_loader, load_stats, make_plan, make_synthetic_imagenet, prepare_cache
-from alexnet2012.data import train_loader
+from alexnet2012.data import (
+    cache_info,
+    eval_loader,
+    load_stats,
+    make_plan,
+    make_synthetic_imagenet,
+    prepare_cache,
+    train_loader,
+)
 from alexnet2012.errors import UsageError
 
 
@@ -42,9 +50,13 @@ def test_training_batches_are_the_plan_applied_to_the_cached_pixels(cache):
         rows = plan.rows[b]
         np.testing.assert_array_equal(y.numpy(), labels[rows])
         for i, row in enumerate(rows):
-            crop = images[row, plan.oy[b, i]:plan.oy[b, i] + 224, plan.ox[b, i]:plan.ox[b, i] + 224]
+            crop = images[
+                row, plan.oy[b, i] : plan.oy[b, i] + 224, plan.ox[b, i] : plan.ox[b, i] + 224
+            ]
             crop = crop[:, ::-1] if plan.flip[b, i] else crop
-            shift = 255 * stats.eigenvectors @ (plan.alpha[b, i].astype(np.float64) * stats.eigenvalues)
+            shift = (
+                255 * stats.eigenvectors @ (plan.alpha[b, i].astype(np.float64) * stats.eigenvalues)
+            )
             expected = crop.transpose(2, 0, 1) - central_mean + shift[:, None, None]
             np.testing.assert_allclose(x[i].numpy(), expected, atol=2e-4)
         seen += list(rows)
@@ -53,7 +65,10 @@ def test_training_batches_are_the_plan_applied_to_the_cached_pixels(cache):
 
 def test_same_batches_with_any_number_of_workers_and_resume_mid_epoch(cache):
     def batches(**kw):
-        return [(x.clone(), y.clone()) for x, y in train_loader(cache, batch_size=4, seed=1, epoch=0, **kw)]
+        return [
+            (x.clone(), y.clone())
+            for x, y in train_loader(cache, batch_size=4, seed=1, epoch=0, **kw)
+        ]
 
     alone = batches(workers=0)
     assert len(alone) == 5
@@ -71,7 +86,9 @@ def test_same_batches_with_any_number_of_workers_and_resume_mid_epoch(cache):
 
 def test_lighting_variants_in_the_loader(cache):
     kw = dict(batch_size=4, seed=0, epoch=0, workers=0)
-    (paper, _), (old, _), (none, _) = (next(iter(train_loader(cache, lighting=m, **kw))) for m in ("paper", "2012", "none"))
+    (paper, _), (old, _), (none, _) = (
+        next(iter(train_loader(cache, lighting=m, **kw))) for m in ("paper", "2012", "none")
+    )
     stats = load_stats(cache)
     plan = make_plan(raw(cache, "train")[2], 4, 224, seed=0, epoch=0)
     a = plan.alpha[0].astype(np.float64)
@@ -96,7 +113,9 @@ def test_eval_batches_cover_every_usable_image_once(cache, views):
         expected = transforms.CenterCrop(224)(chw).double() - mean
     else:
         tl, tr, bl, br, c, f_tl, f_tr, f_bl, f_br, f_c = transforms.TenCrop(224)(chw)
-        expected = torch.stack([tl, tr, c, bl, br, f_tr, f_tl, f_c, f_br, f_bl], dim=1).double() - mean
+        expected = (
+            torch.stack([tl, tr, c, bl, br, f_tr, f_tl, f_c, f_br, f_bl], dim=1).double() - mean
+        )
     assert x.shape == expected.shape
     np.testing.assert_allclose(x.numpy(), expected.numpy(), atol=1e-4)
 

@@ -1,5 +1,6 @@
 """The paper's preprocessing into the cache: 256x256 rows, aspect handling, the ILSVRC oddities,
 the bad-file report, resuming after an interruption, parallel workers (PAPER_NOTES "Data")."""
+
 import csv
 import subprocess
 import sys
@@ -21,7 +22,8 @@ TORCHVISION_256 = transforms.Compose([transforms.Resize(256), transforms.CenterC
 
 
 def reference_row(path) -> np.ndarray:
-    """What torchvision's standard pipeline makes of the file: Pillow decode, RGB, Resize(256), CenterCrop(256)."""
+    """What torchvision's standard pipeline makes of the file: Pillow decode, RGB, Resize(256),
+    CenterCrop(256)."""
     with Image.open(path) as img:
         return np.asarray(TORCHVISION_256(img.convert("RGB")))
 
@@ -73,10 +75,22 @@ def test_aspect_is_kept_and_the_centre_is_cut(tmp_path):
 
 def test_rows_are_the_decoded_images_and_oddities_are_handled(synthetic, prepared):
     cache, summary = prepared
-    oddities = {row[0]: (row[1], row[2]) for row in csv.reader(open(synthetic / "oddities.tsv"), delimiter="\t")}
+    oddities = {
+        row[0]: (row[1], row[2])
+        for row in csv.reader(open(synthetic / "oddities.tsv"), delimiter="\t")
+    }
     oddities.pop("path")
     kinds = sorted(kind for kind, _ in oddities.values())
-    assert kinds == ["cmyk", "cmyk", "empty", "grayscale", "grayscale", "png", "truncated", "truncated"]
+    assert kinds == [
+        "cmyk",
+        "cmyk",
+        "empty",
+        "grayscale",
+        "grayscale",
+        "png",
+        "truncated",
+        "truncated",
+    ]
     # The oddities are what they claim to be.
     for path, (kind, _) in oddities.items():
         file = synthetic / path
@@ -87,22 +101,34 @@ def test_rows_are_the_decoded_images_and_oddities_are_handled(synthetic, prepare
                 img.load()
         else:
             with Image.open(file) as img:
-                assert (img.format, img.mode) == {"grayscale": ("JPEG", "L"), "cmyk": ("JPEG", "CMYK"),
-                                                  "png": ("PNG", "RGB")}[kind]
+                assert (img.format, img.mode) == {
+                    "grayscale": ("JPEG", "L"),
+                    "cmyk": ("JPEG", "CMYK"),
+                    "png": ("PNG", "RGB"),
+                }[kind]
 
     for split in ("train", "val"):
         images, index, status = cache_rows(cache, split)
         assert images.shape == (len(index), 256, 256, 3)
-        bad = {path: reason for path, reason in csv.reader(open(cache / f"{split}_bad.tsv"), delimiter="\t")}
+        bad = {
+            path: reason
+            for path, reason in csv.reader(open(cache / f"{split}_bad.tsv"), delimiter="\t")
+        }
         bad.pop("path")
-        expected_bad = {p for p, (_, outcome) in oddities.items() if outcome == "bad" and p.startswith(split)}
+        expected_bad = {
+            p for p, (_, outcome) in oddities.items() if outcome == "bad" and p.startswith(split)
+        }
         assert set(bad) == expected_bad
         assert {p: r for p, r in summary[split]["bad_files"]} == bad
-        for (path, label), state, row in zip(index, status, images):
+        for (path, _label), state, row in zip(index, status, images):
             if path in bad:
                 assert state == 2
-                assert bad[path] == ("empty file (0 bytes)" if oddities[path][0] == "empty"
-                                     else "cannot decode: image file is truncated " + bad[path].split("truncated ")[1])
+                assert bad[path] == (
+                    "empty file (0 bytes)"
+                    if oddities[path][0] == "empty"
+                    else "cannot decode: image file is truncated "
+                    + bad[path].split("truncated ")[1]
+                )
             else:
                 assert state == 1
                 np.testing.assert_array_equal(row, reference_row(synthetic / path))
@@ -115,16 +141,28 @@ def test_labels_follow_sorted_wnids_and_the_devkit(synthetic, prepared):
     cache, _ = prepared
     wnids = sorted(p.name for p in (synthetic / "train").iterdir())
     _, index, _ = cache_rows(cache, "train")
-    assert [int(label) for _, label in index] == [wnids.index(Path(p).parent.name) for p, _ in index]
+    assert [int(label) for _, label in index] == [
+        wnids.index(Path(p).parent.name) for p, _ in index
+    ]
     # Val: the devkit's ID -> WNID map, read here with scipy the way torchvision's parser does.
     import scipy.io
-    meta = scipy.io.loadmat(synthetic / "ILSVRC2012_devkit_t12" / "data" / "meta.mat", squeeze_me=True)["synsets"]
+
+    meta = scipy.io.loadmat(
+        synthetic / "ILSVRC2012_devkit_t12" / "data" / "meta.mat", squeeze_me=True
+    )["synsets"]
     id_to_wnid = {int(m[0]): str(m[1]) for m in meta if int(m[4]) == 0}
-    truth = [int(x) for x in (synthetic / "ILSVRC2012_devkit_t12" / "data" /
-                              "ILSVRC2012_validation_ground_truth.txt").read_text().split()]
+    truth = [
+        int(x)
+        for x in (
+            synthetic / "ILSVRC2012_devkit_t12" / "data" / "ILSVRC2012_validation_ground_truth.txt"
+        )
+        .read_text()
+        .split()
+    ]
     _, index, _ = cache_rows(cache, "val")
-    assert [int(label) for _, label in index] == [wnids.index(id_to_wnid[truth[int(p[-13:-5]) - 1]])
-                                                   for p, _ in index]
+    assert [int(label) for _, label in index] == [
+        wnids.index(id_to_wnid[truth[int(p[-13:-5]) - 1]]) for p, _ in index
+    ]
 
 
 def test_unreadable_files_of_every_kind_are_reported_not_fatal(tmp_path):
@@ -135,8 +173,10 @@ def test_unreadable_files_of_every_kind_are_reported_not_fatal(tmp_path):
     (wnid / "html.JPEG").write_text("<html>404 not found</html>")
     (wnid / "empty.JPEG").write_bytes(b"")
     summary = prepare_cache(root, tmp_path / "cache", splits=("train",), workers=0, progress=False)
-    assert dict(summary["train"]["bad_files"]) == {"train/n00000001/html.JPEG": "not an image Pillow can identify",
-                                                    "train/n00000001/empty.JPEG": "empty file (0 bytes)"}
+    assert dict(summary["train"]["bad_files"]) == {
+        "train/n00000001/html.JPEG": "not an image Pillow can identify",
+        "train/n00000001/empty.JPEG": "empty file (0 bytes)",
+    }
     assert summary["train"]["done"] == 1
 
 
@@ -155,12 +195,16 @@ def test_resume_after_interruption_redoes_nothing(synthetic, prepared, tmp_path,
     with pytest.raises(KeyboardInterrupt):
         prepare_cache(synthetic, cache, workers=0, progress=False)
     images, index, status = cache_rows(cache, "train")
-    assert list(status != 0) == [True] * 4 + [False] * 11  # the first task's rows were recorded on the way out
+    assert (
+        list(status != 0) == [True] * 4 + [False] * 11
+    )  # the first task's rows were recorded on the way out
     recorded = {str(synthetic / path) for path, _ in index[:4]}
     assert recorded < set(calls)
 
     calls.clear()
-    monkeypatch.setattr(prepare_module, "load_256", lambda path: calls.append(path) or load_256(path))
+    monkeypatch.setattr(
+        prepare_module, "load_256", lambda path: calls.append(path) or load_256(path)
+    )
     summary = prepare_cache(synthetic, cache, workers=0, progress=False)
     assert summary["train"]["decoded_now"] == 15 - 4 and summary["val"]["decoded_now"] == 9
     assert not recorded & set(calls) and len(calls) == 15 - 4 + 9
@@ -178,13 +222,24 @@ def test_resume_after_interruption_redoes_nothing(synthetic, prepared, tmp_path,
 def test_parallel_workers_give_the_same_cache(synthetic, prepared, tmp_path, monkeypatch):
     monkeypatch.setattr(prepare_module, "CHUNK", 4)  # several tasks, so that the pool is used
     pools = []
-    monkeypatch.setattr(prepare_module.multiprocessing, "Pool", lambda n: pools.append(n) or Pool(n))
+    monkeypatch.setattr(
+        prepare_module.multiprocessing, "Pool", lambda n: pools.append(n) or Pool(n)
+    )
     cache = tmp_path / "cache"
     prepare_cache(synthetic, cache, workers=2, progress=False)
     assert pools == [2, 2]
     reference, _ = prepared
-    for name in ("train_images.npy", "train_index.tsv", "train_status.npy", "train_bad.tsv", "val_images.npy",
-                 "val_bad.tsv", "stats.json", "mean_image.npy", "manifest.json"):
+    for name in (
+        "train_images.npy",
+        "train_index.tsv",
+        "train_status.npy",
+        "train_bad.tsv",
+        "val_images.npy",
+        "val_bad.tsv",
+        "stats.json",
+        "mean_image.npy",
+        "manifest.json",
+    ):
         assert (cache / name).read_bytes() == (reference / name).read_bytes(), name
 
 
@@ -192,29 +247,71 @@ def test_a_different_source_is_refused(synthetic, prepared, tmp_path):
     cache, _ = prepared
     other = tmp_path / "other"
     make_synthetic_imagenet(other, classes=3, train_per_class=4, val_per_class=1, seed=1)
-    with pytest.raises(UsageError, match="already holds a train split made from a different list of files"):
+    with pytest.raises(
+        UsageError, match="already holds a train split made from a different list of files"
+    ):
         prepare_cache(other, cache, workers=0, progress=False)
 
 
 def test_not_enough_disk_is_a_usage_error(synthetic, tmp_path, monkeypatch):
-    monkeypatch.setattr(prepare_module.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 10**6})())
-    with pytest.raises(UsageError, match=r"the train cache needs 0.0 GB in .*, which has 0.0 GB free"):
+    monkeypatch.setattr(
+        prepare_module.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 10**6})()
+    )
+    with pytest.raises(
+        UsageError, match=r"the train cache needs 0.0 GB in .*, which has 0.0 GB free"
+    ):
         prepare_cache(synthetic, tmp_path / "cache", workers=0, progress=False)
 
 
 @pytest.mark.slow
 def test_scripts_end_to_end(tmp_path):
     run = [sys.executable, "-X", "faulthandler"]
-    out = subprocess.run([*run, str(REPO / "scripts/make_synthetic_imagenet.py"), str(tmp_path / "src"),
-                          "--classes", "2", "--train-per-class", "3", "--val-per-class", "2"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [
+            *run,
+            str(REPO / "scripts/make_synthetic_imagenet.py"),
+            str(tmp_path / "src"),
+            "--classes",
+            "2",
+            "--train-per-class",
+            "3",
+            "--val-per-class",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "wrote 2 classes" in out.stdout
-    out = subprocess.run([*run, str(REPO / "scripts/prepare_imagenet.py"), str(tmp_path / "src"),
-                          str(tmp_path / "cache"), "--workers", "1", "--quiet"], capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            *run,
+            str(REPO / "scripts/prepare_imagenet.py"),
+            str(tmp_path / "src"),
+            str(tmp_path / "cache"),
+            "--workers",
+            "1",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     assert "train: 5 of 6 images usable, 1 unreadable" in out.stdout
     assert (tmp_path / "cache" / "stats.json").is_file()
-    bad = subprocess.run([*run, str(REPO / "scripts/prepare_imagenet.py"), str(tmp_path / "nothing"),
-                          str(tmp_path / "cache2")], capture_output=True, text=True)
+    bad = subprocess.run(
+        [
+            *run,
+            str(REPO / "scripts/prepare_imagenet.py"),
+            str(tmp_path / "nothing"),
+            str(tmp_path / "cache2"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and bad.stdout == ""
-    assert bad.stderr.count("\n") == 1 and bad.stderr.startswith("error: ") and "is not a folder" in bad.stderr
+    assert (
+        bad.stderr.count("\n") == 1
+        and bad.stderr.startswith("error: ")
+        and "is not a folder" in bad.stderr
+    )

@@ -1,5 +1,6 @@
 """Training-set statistics against numpy on the same pixels: the mean image, the RGB covariance
 and its eigen-decomposition, on the [0,1] scale (PAPER_NOTES "Data", P §4.1)."""
+
 import json
 
 import numpy as np
@@ -22,8 +23,12 @@ def test_constant_colours_give_the_exact_covariance(tmp_path):
     # Each image is one colour and has the same number of pixels after preprocessing, so the
     # pixel covariance is the covariance of the colours, and the mean image is constant.
     colours = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 255], [10, 200, 30]])
-    constant_images(tmp_path / "src", colours, [(300, 200), (256, 256), (200, 500), (999, 300), (257, 258)])
-    prepare_cache(tmp_path / "src", tmp_path / "cache", splits=("train",), workers=0, progress=False)
+    constant_images(
+        tmp_path / "src", colours, [(300, 200), (256, 256), (200, 500), (999, 300), (257, 258)]
+    )
+    prepare_cache(
+        tmp_path / "src", tmp_path / "cache", splits=("train",), workers=0, progress=False
+    )
     stats = load_stats(tmp_path / "cache")
     doc = json.loads((tmp_path / "cache" / "stats.json").read_text())
 
@@ -40,7 +45,9 @@ def test_constant_colours_give_the_exact_covariance(tmp_path):
     for k in range(3):  # column k is eigenvector k (up to sign)
         assert abs(found[:, k] @ vectors[:, 2 - k]) == pytest.approx(1, abs=1e-12)
     assert stats.mean_image.shape == (3, 256, 256) and stats.mean_image.dtype == np.float32
-    np.testing.assert_allclose(stats.mean_image, np.broadcast_to(mean[:, None, None], (3, 256, 256)), atol=1e-7)
+    np.testing.assert_allclose(
+        stats.mean_image, np.broadcast_to(mean[:, None, None], (3, 256, 256)), atol=1e-7
+    )
 
 
 def test_two_colours_give_one_component_along_their_difference():
@@ -59,7 +66,9 @@ def test_streaming_pass_matches_numpy_on_random_pixels():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (9, 256, 256, 3), dtype=np.uint8)
     images[..., 1] = images[..., 0] // 2 + images[..., 1] // 2  # correlated channels
-    rows = np.array([7, 0, 2, 3, 5, 8, 1])  # some rows only, unsorted; chunks of 3 leave a remainder
+    rows = np.array(
+        [7, 0, 2, 3, 5, 8, 1]
+    )  # some rows only, unsorted; chunks of 3 leave a remainder
     stats = compute_stats(images, rows, chunk=3, progress=False)
     chosen = images[rows].astype(np.float64) / 255
     pixels = chosen.reshape(-1, 3)
@@ -75,8 +84,12 @@ def test_streaming_pass_matches_numpy_on_random_pixels():
 
 def test_bad_rows_are_left_out_of_the_statistics(tmp_path):
     constant_images(tmp_path / "src", [(200, 0, 0), (0, 0, 100)], [(256, 256)] * 2)
-    (tmp_path / "src" / "train" / "n00000000" / "broken.JPEG").write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    prepare_cache(tmp_path / "src", tmp_path / "cache", splits=("train",), workers=0, progress=False)
+    (tmp_path / "src" / "train" / "n00000000" / "broken.JPEG").write_bytes(
+        b"\xff\xd8\xff\xe0 truncated"
+    )
+    prepare_cache(
+        tmp_path / "src", tmp_path / "cache", splits=("train",), workers=0, progress=False
+    )
     stats = load_stats(tmp_path / "cache")
     assert stats.num_images == 2
     np.testing.assert_allclose(stats.mean_rgb, [100 / 255, 0, 50 / 255], atol=1e-15)

@@ -1,4 +1,6 @@
-"""The synthetic ILSVRC-2012 stand-in: real layout and devkit, determinism, varied sizes, distinct classes."""
+"""The synthetic ILSVRC-2012 stand-in: real layout and devkit, determinism, varied sizes,
+distinct classes."""
+
 import hashlib
 from pathlib import Path
 
@@ -12,8 +14,11 @@ from alexnet2012.errors import UsageError
 
 
 def digest(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -24,28 +29,47 @@ def synthetic(tmp_path_factory):
 
 
 def test_same_seed_same_bytes_any_workers_other_seed_other_bytes(synthetic, tmp_path):
-    make_synthetic_imagenet(tmp_path / "b", classes=6, train_per_class=10, val_per_class=4, seed=3, workers=2)
+    make_synthetic_imagenet(
+        tmp_path / "b", classes=6, train_per_class=10, val_per_class=4, seed=3, workers=2
+    )
     assert digest(tmp_path / "b") == digest(synthetic)  # 84 images: drawn by a pool of 2
-    make_synthetic_imagenet(tmp_path / "c", classes=6, train_per_class=10, val_per_class=4, seed=4, workers=1)
-    assert digest(tmp_path / "c")["val/ILSVRC2012_val_00000005.JPEG"] != digest(synthetic)["val/ILSVRC2012_val_00000005.JPEG"]
+    make_synthetic_imagenet(
+        tmp_path / "c", classes=6, train_per_class=10, val_per_class=4, seed=4, workers=1
+    )
+    assert (
+        digest(tmp_path / "c")["val/ILSVRC2012_val_00000005.JPEG"]
+        != digest(synthetic)["val/ILSVRC2012_val_00000005.JPEG"]
+    )
 
 
 def test_real_layout_and_devkit_read_the_torchvision_way(synthetic):
     wnids = sorted(p.name for p in (synthetic / "train").iterdir())
-    assert len(wnids) == 6 and all(len(w) == 9 and w.startswith("n0") and w[1:].isdigit() for w in wnids)
+    assert len(wnids) == 6 and all(
+        len(w) == 9 and w.startswith("n0") and w[1:].isdigit() for w in wnids
+    )
     assert all(len(list((synthetic / "train" / w).glob(f"{w}_*.JPEG"))) == 10 for w in wnids)
     val = sorted((synthetic / "val").iterdir())
     assert [p.name for p in val] == [f"ILSVRC2012_val_{n:08d}.JPEG" for n in range(1, 25)]
     data = synthetic / "ILSVRC2012_devkit_t12" / "data"
-    # torchvision's parser: loadmat(squeeze_me=True)["synsets"], field 4 = num_children, fields 0-2 = ID, WNID, words
+    # torchvision's parser: loadmat(squeeze_me=True)["synsets"], field 4 = num_children,
+    # fields 0-2 = ID, WNID, words
     meta = scipy.io.loadmat(data / "meta.mat", squeeze_me=True)["synsets"]
     assert meta.dtype.names[:5] == ("ILSVRC2012_ID", "WNID", "words", "gloss", "num_children")
     leaves = [m for m, n in zip(meta, list(zip(*meta))[4]) if n == 0]
     parents = [m for m in meta if int(m[4]) > 0]
     idcs, leaf_wnids, words = list(zip(*leaves))[:3]
-    assert sorted(leaf_wnids) == wnids and parents and all(len(np.atleast_1d(p[5])) == p[4] for p in parents)
-    assert sorted(idcs) == list(range(1, 7)) and [leaf_wnids[idcs.index(i)] for i in range(1, 7)] != wnids
-    truth = [int(line) for line in (data / "ILSVRC2012_validation_ground_truth.txt").read_text().split()]
+    assert (
+        sorted(leaf_wnids) == wnids
+        and parents
+        and all(len(np.atleast_1d(p[5])) == p[4] for p in parents)
+    )
+    assert (
+        sorted(idcs) == list(range(1, 7))
+        and [leaf_wnids[idcs.index(i)] for i in range(1, 7)] != wnids
+    )
+    truth = [
+        int(line) for line in (data / "ILSVRC2012_validation_ground_truth.txt").read_text().split()
+    ]
     assert len(truth) == 24 and sorted(set(truth)) == list(range(1, 7))
     counts = np.bincount(truth)[1:]
     assert (counts == 4).all() and truth != sorted(truth)  # 4 per class, shuffled

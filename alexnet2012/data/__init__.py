@@ -1,9 +1,19 @@
-"""Data: ILSVRC layout, the paper's preprocessing into a raw cache, statistics, augmentation, loaders.
+"""Data: ILSVRC layout, the paper's preprocessing into a raw cache, statistics, augmentation and
+loaders.
 
 See PAPER_NOTES "Data" and "ImageNet files as users have them"; each module documents the
 choices it makes.
 """
-from alexnet2012.data.augment import Lighting, augment, centre_view, crop_flip, mean_crop, ten_views, to_input
+
+from alexnet2012.data.augment import (
+    Lighting,
+    augment,
+    centre_view,
+    crop_flip,
+    mean_crop,
+    ten_views,
+    to_input,
+)
 from alexnet2012.data.cache import CacheInfo, cache_info
 from alexnet2012.data.imagenet import ImageNet
 from alexnet2012.data.loader import Batches, eval_loader, train_loader
@@ -13,7 +23,23 @@ from alexnet2012.data.stats import Stats, load_stats
 from alexnet2012.data.synthetic import make_synthetic_imagenet
 
 __all__ = [
-    "Batches", "CacheInfo", "EpochPlan", "ImageNet", "Lighting", "Stats", "augment", "cache_info", "centre_view",
-    "crop_flip", "eval_loader", "load_stats", "make_plan", "make_synthetic_imagenet", "mean_crop", "prepare_cache",
-    "ten_views", "to_input", "train_loader",
+    "Batches",
+    "CacheInfo",
+    "EpochPlan",
+    "ImageNet",
+    "Lighting",
+    "Stats",
+    "augment",
+    "cache_info",
+    "centre_view",
+    "crop_flip",
+    "eval_loader",
+    "load_stats",
+    "make_plan",
+    "make_synthetic_imagenet",
+    "mean_crop",
+    "prepare_cache",
+    "ten_views",
+    "to_input",
+    "train_loader",
 ]

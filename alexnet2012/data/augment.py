@@ -13,6 +13,7 @@ Two stages, so each runs where it is cheapest:
 N(0, 0.01) initialisation is calibrated for it ([C] and Caffe feed 0..255 minus the mean).
 S is 224 (the paper) or 227 (Caffe's equivalent geometry; PAPER_NOTES "Architecture").
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -28,7 +29,9 @@ IMAGE_SIZE = 256
 CROP_SIZES = (224, 227)
 LIGHTING_MODES = ("paper", "2012", "none")
 LIGHTING_STD = 0.1  # P §4.1: a_i ~ N(0, 0.1)
-COLOR_NOISE_2012 = 0.1  # [C]'s --color-noise coefficient: noise a_i*sqrt(l_i) with a_i ~ N(0, 0.1), then /1.1
+COLOR_NOISE_2012 = (
+    0.1  # [C]'s --color-noise coefficient: noise a_i*sqrt(l_i) with a_i ~ N(0, 0.1), then /1.1
+)
 
 
 def check_crop(size: int) -> int:
@@ -39,25 +42,29 @@ def check_crop(size: int) -> int:
 
 
 def centre_offset(size: int, full: int = IMAGE_SIZE) -> int:
-    """Offset of the centre crop, rounded like torchvision's ``CenterCrop``: 16 for 224, 14 for 227."""
+    """Offset of the centre crop, rounded as torchvision's ``CenterCrop``: 16 (224), 14 (227)."""
     return int(round((full - size) / 2.0))
 
 
-def crop_flip(images: torch.Tensor, oy: np.ndarray, ox: np.ndarray, flip: np.ndarray, size: int) -> torch.Tensor:
-    """Crop image i at (oy[i], ox[i]) to ``size`` x ``size`` and mirror it left-right where flip[i]."""
+def crop_flip(
+    images: torch.Tensor, oy: np.ndarray, ox: np.ndarray, flip: np.ndarray, size: int
+) -> torch.Tensor:
+    """Crop image i at (oy[i], ox[i]) to ``size`` x ``size``; mirror it left-right where flip[i]."""
     out = _empty((len(images), size, size, 3), torch.uint8, images.device)
     with _one_cpu_thread(images.device):
-        for i, (y, x, f) in enumerate(zip(np.asarray(oy).tolist(), np.asarray(ox).tolist(), np.asarray(flip).tolist())):
-            crop = images[i, y:y + size, x:x + size]
+        for i, (y, x, f) in enumerate(
+            zip(np.asarray(oy).tolist(), np.asarray(ox).tolist(), np.asarray(flip).tolist())
+        ):
+            crop = images[i, y : y + size, x : x + size]
             out[i] = crop.flip(1) if f else crop
     return out
 
 
 @contextmanager
 def _one_cpu_thread(device: torch.device) -> Iterator[None]:
-    """Run CPU torch ops on one thread: copies of one 150 KB crop are too small to share, and on a busy
-    machine each multi-threaded op waits for a descheduled OpenMP thread (measured here with 2
-    threads and other jobs running: 290 ms per 128-image batch instead of 5 ms)."""
+    """Run CPU torch ops on one thread: copies of one 150 KB crop are too small to share, and on a
+    busy machine each multi-threaded op waits for a descheduled OpenMP thread (measured here with
+    2 threads and other jobs running: 290 ms per 128-image batch instead of 5 ms)."""
     threads = torch.get_num_threads()
     if device.type != "cpu" or threads == 1:
         yield
@@ -72,7 +79,7 @@ def _one_cpu_thread(device: torch.device) -> Iterator[None]:
 def centre_view(images: torch.Tensor, size: int) -> torch.Tensor:
     """The centre crop of every image: (B, S, S, 3)."""
     c = centre_offset(size, images.shape[1])
-    return images[:, c:c + size, c:c + size].contiguous()
+    return images[:, c : c + size, c : c + size].contiguous()
 
 
 def ten_views(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -84,14 +91,19 @@ def ten_views(images: torch.Tensor, size: int) -> torch.Tensor:
     offset 14 is not symmetric (256 - 227 = 29), and torchvision's flipped centre is one pixel away.
     """
     far, c = images.shape[1] - size, centre_offset(size, images.shape[1])
-    crops = [images[:, y:y + size, x:x + size] for y, x in ((0, 0), (0, far), (c, c), (far, 0), (far, far))]
+    crops = [
+        images[:, y : y + size, x : x + size]
+        for y, x in ((0, 0), (0, far), (c, c), (far, 0), (far, far))
+    ]
     return torch.stack(crops + [v.flip(2) for v in crops], dim=1)
 
 
 def mean_crop(mean_image: np.ndarray, size: int) -> torch.Tensor:
-    """The central ``size`` x ``size`` crop of the (3, 256, 256) [0,1] mean image, on the 0..255 scale."""
+    """The central ``size`` x ``size`` crop of the (3, 256, 256) [0,1] mean image, on 0..255."""
     c = centre_offset(size, mean_image.shape[1])
-    return torch.from_numpy(np.ascontiguousarray(mean_image[:, c:c + size, c:c + size], np.float32) * 255)
+    return torch.from_numpy(
+        np.ascontiguousarray(mean_image[:, c : c + size, c : c + size], np.float32) * 255
+    )
 
 
 @dataclass(frozen=True)
@@ -100,11 +112,12 @@ class Lighting:
 
     ``paper`` (default): add ``[p1 p2 p3] [a1 l1, a2 l2, a3 l3]^T`` on the [0,1] scale (the usual
     reading of the paper, e.g. fb.resnet.torch), i.e. 255 times that on the network's 0..255 scale.
-    ``2012``: what [C] did (``convdata.py`` / ``convdata_jpeg.py``, ``get_next_batch`` of the cropped
-    ImageNet providers): the crop minus the mean crop, plus ``P (a * sqrt(l))`` with l the eigenvalues
-    on the 0..255 scale and a ~ N(0, 0.1) (noise of stdev sqrt(l) times ``--color-noise`` 0.1), the
-    whole crop then divided by 1 + 0.1 ("so that the overall scale of the training data doesn't
-    become too different from the test data"); test crops are not divided. ``none``: no noise.
+    ``2012``: what [C] did (``convdata.py`` / ``convdata_jpeg.py``, ``get_next_batch`` of the
+    cropped ImageNet providers): the crop minus the mean crop, plus ``P (a * sqrt(l))`` with l the
+    eigenvalues on the 0..255 scale and a ~ N(0, 0.1) (noise of stdev sqrt(l) times
+    ``--color-noise`` 0.1), the whole crop then divided by 1 + 0.1 ("so that the overall scale of
+    the training data doesn't become too different from the test data"); test crops are not
+    divided. ``none``: no noise.
     """
 
     mode: str
@@ -113,7 +126,9 @@ class Lighting:
 
     def __post_init__(self) -> None:
         if self.mode not in LIGHTING_MODES:
-            raise UsageError(f"lighting must be one of {', '.join(LIGHTING_MODES)}, not {self.mode!r}")
+            raise UsageError(
+                f"lighting must be one of {', '.join(LIGHTING_MODES)}, not {self.mode!r}"
+            )
 
     @property
     def scale(self) -> float:
@@ -121,8 +136,9 @@ class Lighting:
         return 1.0 / (1.0 + COLOR_NOISE_2012) if self.mode == "2012" else 1.0
 
     def shift(self, alpha: np.ndarray) -> torch.Tensor | None:
-        """Per-image RGB shift on the 0..255 scale, float32 (B, 3), for draws ``alpha`` (B, 3); None for
-        ``none``. Computed with numpy (a 3x3 product per image is too small for torch's thread pool)."""
+        """Per-image RGB shift on the 0..255 scale, float32 (B, 3), for draws ``alpha`` (B, 3);
+        None for ``none``. Computed with numpy (a 3x3 product per image is too small for torch's
+        thread pool)."""
         if self.mode == "none":
             return None
         weights = self.eigenvalues if self.mode == "paper" else np.sqrt(self.eigenvalues)
@@ -130,9 +146,10 @@ class Lighting:
         return torch.from_numpy(shift.astype(np.float32))
 
 
-def to_input(crops: torch.Tensor, mean: torch.Tensor, shift: torch.Tensor | None = None,
-             scale: float = 1.0) -> torch.Tensor:
-    """uint8 crops (B, ..., S, S, 3) -> float32 (B, ..., 3, S, S): ``(crop - mean + shift) * scale``.
+def to_input(
+    crops: torch.Tensor, mean: torch.Tensor, shift: torch.Tensor | None = None, scale: float = 1.0
+) -> torch.Tensor:
+    """uint8 crops (B, ..., S, S, 3) -> float32 (B, ..., 3, S, S): ``(crop - mean + shift) * scale``
 
     ``mean``: (3, S, S) on 0..255 (``mean_crop``); ``shift``: (B, 3) on 0..255 or None.
     """
@@ -146,17 +163,25 @@ def to_input(crops: torch.Tensor, mean: torch.Tensor, shift: torch.Tensor | None
     return out
 
 
-def augment(images: torch.Tensor, oy: np.ndarray, ox: np.ndarray, flip: np.ndarray, alpha: np.ndarray,
-            mean: torch.Tensor, lighting: Lighting) -> torch.Tensor:
-    """A whole training batch: uint8 (B, 256, 256, 3) -> float32 (B, 3, S, S), S = ``mean``'s size."""
+def augment(
+    images: torch.Tensor,
+    oy: np.ndarray,
+    ox: np.ndarray,
+    flip: np.ndarray,
+    alpha: np.ndarray,
+    mean: torch.Tensor,
+    lighting: Lighting,
+) -> torch.Tensor:
+    """A training batch: uint8 (B, 256, 256, 3) -> float32 (B, 3, S, S), S = ``mean``'s size."""
     crops = crop_flip(images, oy, ox, flip, mean.shape[-1])
     return to_input(crops, mean, lighting.shift(alpha), lighting.scale)
 
 
 def _empty(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """``torch.empty``, except that on the CPU the memory comes from numpy, whose large allocations ask
-    the kernel for transparent huge pages: first-touching a fresh 77 MB batch is then about twice
-    as fast as with torch's allocator (measured here), which matters at thousands of images/s."""
+    """``torch.empty``, except that on the CPU the memory comes from numpy, whose large allocations
+    ask the kernel for transparent huge pages: first-touching a fresh 77 MB batch is then about
+    twice as fast as with torch's allocator (measured here), which matters at thousands of
+    images/s."""
     if device.type != "cpu":
         return torch.empty(shape, dtype=dtype, device=device)
     return torch.from_numpy(np.empty(shape, dtype=_NUMPY_DTYPES[dtype]))

@@ -20,6 +20,7 @@ Files in ``CACHE/``:
 - ``<split>_bad.tsv``: ``path<TAB>reason`` of the unreadable files; they are not usable rows.
 - ``stats.json`` + ``mean_image.npy``: training-set statistics (``stats.py``).
 """
+
 from __future__ import annotations
 
 import json
@@ -54,7 +55,7 @@ def bad_path(cache: Path, split: str) -> Path:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that a reader (or a crash) sees the old or the new file, never half."""
+    """Replace ``path`` with ``data``: readers (and crashes) see the old or new file, not half."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         f.write(data)
@@ -77,9 +78,16 @@ def read_manifest(cache: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def write_manifest(cache: Path, source: Path, year: int, wnids: list[str], names: list[tuple[str, ...]]) -> None:
-    manifest = {"format": FORMAT, "source": str(source.resolve()), "year": year, "wnids": wnids,
-                "names": [list(n) for n in names]}
+def write_manifest(
+    cache: Path, source: Path, year: int, wnids: list[str], names: list[tuple[str, ...]]
+) -> None:
+    manifest = {
+        "format": FORMAT,
+        "source": str(source.resolve()),
+        "year": year,
+        "wnids": wnids,
+        "names": [list(n) for n in names],
+    }
     write_atomic(cache / "manifest.json", json.dumps(manifest, indent=1).encode())
 
 
@@ -106,17 +114,22 @@ class SplitCache:
 
 
 def open_split(cache_dir: str | os.PathLike, split: str) -> SplitCache:
-    """Open a complete prepared split for reading; a missing or unfinished one is a ``UsageError``."""
+    """Open a complete prepared split for reading; a missing or unfinished one: ``UsageError``."""
     cache = Path(cache_dir)
     if not index_path(cache, split).is_file():
-        raise UsageError(f"{cache} has no prepared {split} split ({index_path(cache, split).name} missing): "
-                         f"run scripts/prepare_imagenet.py SRC {cache} first")
+        raise UsageError(
+            f"{cache} has no prepared {split} split ({index_path(cache, split).name} missing): "
+            f"run scripts/prepare_imagenet.py SRC {cache} first"
+        )
     rows = read_tsv(index_path(cache, split))
     status = np.load(status_path(cache, split))
     pending = int((status == PENDING).sum())
     if pending:
-        raise UsageError(f"the {split} cache in {cache} is unfinished ({pending} of {len(status)} images not done): "
-                         f"re-run scripts/prepare_imagenet.py with the same SRC and CACHE to finish it")
+        raise UsageError(
+            f"the {split} cache in {cache} is unfinished "
+            f"({pending} of {len(status)} images not done): "
+            f"re-run scripts/prepare_imagenet.py with the same SRC and CACHE to finish it"
+        )
     images = np.load(images_path(cache, split), mmap_mode="r")
     labels = np.array([int(label) for _, label in rows], dtype=np.int64)
     return SplitCache(split, images, labels, [p for p, _ in rows], status)
@@ -149,13 +162,21 @@ def cache_info(cache_dir: str | os.PathLike) -> CacheInfo:
     cache = Path(cache_dir)
     manifest = read_manifest(cache)
     if manifest is None:
-        raise UsageError(f"{cache} is not a prepared cache (no manifest.json): "
-                         f"run scripts/prepare_imagenet.py SRC {cache} first")
+        raise UsageError(
+            f"{cache} is not a prepared cache (no manifest.json): "
+            f"run scripts/prepare_imagenet.py SRC {cache} first"
+        )
     sizes, bad = {}, {}
     for split in SPLITS:
         if status_path(cache, split).is_file():
             status = np.load(status_path(cache, split))
             if not (status == PENDING).any():
                 sizes[split], bad[split] = int((status == DONE).sum()), int((status == BAD).sum())
-    return CacheInfo(len(manifest["wnids"]), manifest["wnids"], [tuple(n) for n in manifest["names"]],
-                     manifest["year"], sizes, bad)
+    return CacheInfo(
+        len(manifest["wnids"]),
+        manifest["wnids"],
+        [tuple(n) for n in manifest["names"]],
+        manifest["year"],
+        sizes,
+        bad,
+    )

@@ -11,6 +11,7 @@ filter's support by the reduction factor when it shrinks an image, so this is an
 so the cache reproduces the standard PyTorch ImageNet pipeline pixel for pixel. The paper says
 only "rescaled"; [C] trained from 256x256 JPEGs made by a script that is not in its release.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,14 +23,14 @@ SIZE = 256
 
 
 def resized_shape(width: int, height: int, short: int = SIZE) -> tuple[int, int]:
-    """(width, height) with the shorter side ``short``; the longer side is truncated, as in torchvision."""
+    """(width, height) with the shorter side ``short``; the longer one truncated, as torchvision."""
     if width <= height:
         return short, int(short * height / width)
     return int(short * width / height), short
 
 
 def load_256(path: str | os.PathLike) -> np.ndarray:
-    """Decode ``path``, rescale its shorter side to 256, centre-crop 256x256: uint8 (256, 256, 3) RGB.
+    """Decode ``path``, rescale the shorter side to 256, centre-crop 256x256: uint8 (256, 256, 3).
 
     Raises ``BadImage`` with a short reason when the file cannot be decoded.
     """
@@ -41,7 +42,9 @@ def load_256(path: str | os.PathLike) -> np.ndarray:
     except UnidentifiedImageError:
         raise BadImage("not an image Pillow can identify") from None
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
-        raise BadImage(f"cannot decode: {' '.join(str(exc).split()) or type(exc).__name__}") from None
+        raise BadImage(
+            f"cannot decode: {' '.join(str(exc).split()) or type(exc).__name__}"
+        ) from None
     width, height = resized_shape(*rgb.size)
     rgb = rgb.resize((width, height), Image.BILINEAR)
     top = int(round((height - SIZE) / 2.0))
@@ -50,4 +53,4 @@ def load_256(path: str | os.PathLike) -> np.ndarray:
 
 
 class BadImage(Exception):
-    """A file that cannot be turned into an image; the message is the reason for the bad-file report."""
+    """A file that cannot be turned into an image; the message is the bad-file report's reason."""

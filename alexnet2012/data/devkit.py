@@ -12,6 +12,7 @@ for in the devkit's ``data/`` folder and at the dataset root).
 A devkit is read from the extracted folder (as torchvision leaves it) or straight from its
 ``.tar.gz``.
 """
+
 from __future__ import annotations
 
 import io
@@ -43,8 +44,10 @@ class Devkit:
         """The WNID of every image of ``split`` ("val" or "test"), in sorted filename order."""
         if split not in self.ground_truth:
             name = ground_truth_name(self.year, split)
-            raise UsageError(f"the devkit at {self.source} has no {name} (looked in its data/ folder and "
-                             f"beside the images); put that file there to use the {split} split")
+            raise UsageError(
+                f"the devkit at {self.source} has no {name} (looked in its data/ folder and "
+                f"beside the images); put that file there to use the {split} split"
+            )
         return [self.id_to_wnid[i] for i in self.ground_truth[split]]
 
 
@@ -53,13 +56,17 @@ def ground_truth_name(year: int, split: str) -> str:
     return f"ILSVRC{year}_{_GROUND_TRUTH[split]}_ground_truth.txt"
 
 
-def find_devkit(root: str | os.PathLike, year: int, devkit: str | os.PathLike | None = None) -> Path | None:
-    """The devkit to use: ``devkit`` if given, else ``root/ILSVRC<year>_devkit*`` (folder, then archive)."""
+def find_devkit(
+    root: str | os.PathLike, year: int, devkit: str | os.PathLike | None = None
+) -> Path | None:
+    """The devkit: ``devkit`` if given, else ``root/ILSVRC<year>_devkit*`` (folder, then .tar)."""
     if devkit is not None:
         path = Path(devkit)
         if not path.exists():
-            raise UsageError(f"devkit {path} does not exist: give the extracted ILSVRC{year}_devkit folder "
-                             f"or its .tar.gz")
+            raise UsageError(
+                f"devkit {path} does not exist: give the extracted ILSVRC{year}_devkit folder "
+                f"or its .tar.gz"
+            )
         return path
     root = Path(root)
     found = sorted(root.glob(f"ILSVRC{year}_devkit*"))
@@ -69,7 +76,8 @@ def find_devkit(root: str | os.PathLike, year: int, devkit: str | os.PathLike | 
 
 
 def load_devkit(path: str | os.PathLike, year: int, extra_dirs: tuple[Path, ...] = ()) -> Devkit:
-    """Parse the devkit at ``path`` (folder or archive); ground-truth files are also looked for in ``extra_dirs``."""
+    """Parse the devkit at ``path`` (folder or archive); ground-truth files are also looked for
+    in ``extra_dirs``."""
     path = Path(path)
     files = _read_archive(path) if path.is_file() else _read_folder(path)
     if "meta.mat" not in files:
@@ -89,8 +97,11 @@ def load_devkit(path: str | os.PathLike, year: int, extra_dirs: tuple[Path, ...]
 
 def _read_folder(path: Path) -> dict[str, bytes]:
     data = path / "data" if (path / "data").is_dir() else path
-    return {p.name: p.read_bytes() for p in data.iterdir()
-            if p.is_file() and (p.name == "meta.mat" or p.name.endswith("_ground_truth.txt"))}
+    return {
+        p.name: p.read_bytes()
+        for p in data.iterdir()
+        if p.is_file() and (p.name == "meta.mat" or p.name.endswith("_ground_truth.txt"))
+    }
 
 
 def _read_archive(path: Path) -> dict[str, bytes]:
@@ -103,8 +114,10 @@ def _read_archive(path: Path) -> dict[str, bytes]:
                     files[name] = tar.extractfile(member).read()
             return files
     except (tarfile.TarError, OSError, EOFError):
-        raise UsageError(f"cannot read devkit archive {path} (not a readable .tar or .tar.gz): "
-                         f"re-download it or extract it") from None
+        raise UsageError(
+            f"cannot read devkit archive {path} (not a readable .tar or .tar.gz): "
+            f"re-download it or extract it"
+        ) from None
 
 
 def _parse_meta(raw: bytes, where: str) -> tuple[dict[int, str], dict[str, tuple[str, ...]]]:
@@ -112,11 +125,15 @@ def _parse_meta(raw: bytes, where: str) -> tuple[dict[int, str], dict[str, tuple
         synsets = scipy.io.loadmat(io.BytesIO(raw), squeeze_me=True)["synsets"]
         names = synsets.dtype.names or ()
     except (KeyError, ValueError, TypeError, OSError) as exc:
-        raise UsageError(f"{where} is not a devkit meta.mat with a 'synsets' struct array ({exc})") from None
+        raise UsageError(
+            f"{where} is not a devkit meta.mat with a 'synsets' struct array ({exc})"
+        ) from None
     id_field = next((n for n in names if re.fullmatch(r"ILSVRC\d{4}_ID", n)), None)
     if id_field is None or not {"WNID", "words", "num_children"} <= set(names):
-        raise UsageError(f"{where}: 'synsets' must have fields ILSVRC<year>_ID, WNID, words and num_children "
-                         f"(found {', '.join(names)})")
+        raise UsageError(
+            f"{where}: 'synsets' must have fields ILSVRC<year>_ID, WNID, words and num_children "
+            f"(found {', '.join(names)})"
+        )
     synsets = np.atleast_1d(synsets)
     leaves = [s for s in synsets if int(s["num_children"]) == 0]
     if not leaves:
@@ -134,8 +151,12 @@ def _parse_ground_truth(raw: bytes, where: str, id_to_wnid: dict[int, str]) -> l
         try:
             ids.append(int(line))
         except ValueError:
-            raise UsageError(f"{where} line {number}: expected one devkit ID per line, got {line!r}") from None
+            raise UsageError(
+                f"{where} line {number}: expected one devkit ID per line, got {line!r}"
+            ) from None
         if ids[-1] not in id_to_wnid:
-            raise UsageError(f"{where} line {number}: ID {ids[-1]} is not a leaf synset of meta.mat "
-                             f"(is this the devkit of the same year?)")
+            raise UsageError(
+                f"{where} line {number}: ID {ids[-1]} is not a leaf synset of meta.mat "
+                f"(is this the devkit of the same year?)"
+            )
     return ids

@@ -11,6 +11,7 @@ Layouts:
   Flat files are labelled by the number in their name (line N of the ground truth), so a
   subset of the files also works.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,24 +31,37 @@ _WNID = re.compile(r"n\d{8}")
 class ImageNet:
     """The images and labels of one ILSVRC split; see the module docstring for the layouts."""
 
-    def __init__(self, root: str | os.PathLike, split: str = "train", *, year: int = 2012,
-                 devkit: str | os.PathLike | None = None) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str = "train",
+        *,
+        year: int = 2012,
+        devkit: str | os.PathLike | None = None,
+    ) -> None:
         if split not in SPLITS:
             raise UsageError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
         self.root, self.split, self.year = Path(root), split, year
         if not self.root.is_dir():
-            raise UsageError(f"ImageNet root {self.root} is not a folder: expected {self.root}/train/<wnid>/*.JPEG "
-                             f"and {self.root}/val/")
+            raise UsageError(
+                f"ImageNet root {self.root} is not a folder: "
+                f"expected {self.root}/train/<wnid>/*.JPEG "
+                f"and {self.root}/val/"
+            )
         folder = self.root / split
         if not folder.is_dir():
             raise UsageError(f"no {split} folder: expected {folder}/ ({_expected(split, year)})")
         self._devkit_path = find_devkit(self.root, year, devkit)
         entries = list(os.scandir(folder))
         class_dirs = sorted(e.name for e in entries if e.is_dir())
-        flat = sorted(e.name for e in entries if e.is_file() and _flat_number(e.name, split, year) is not None)
+        flat = sorted(
+            e.name for e in entries if e.is_file() and _flat_number(e.name, split, year) is not None
+        )
         if class_dirs and flat:
-            raise UsageError(f"{folder} mixes class folders and flat ILSVRC{year}_{split}_* files: "
-                             f"keep one layout ({_expected(split, year)})")
+            raise UsageError(
+                f"{folder} mixes class folders and flat ILSVRC{year}_{split}_* files: "
+                f"keep one layout ({_expected(split, year)})"
+            )
         devkit_data = None
         if class_dirs:
             self.wnids = _check_wnids(class_dirs, folder, split, year)
@@ -57,7 +71,9 @@ class ImageNet:
             self.wnids = sorted(devkit_data.id_to_wnid.values())
             self.samples = _flat_samples(folder, flat, split, year, devkit_data, self.wnids)
         else:
-            raise UsageError(f"{folder} has no images in a known layout: expected {_expected(split, year)}")
+            raise UsageError(
+                f"{folder} has no images in a known layout: expected {_expected(split, year)}"
+            )
         if devkit_data is None and self._devkit_path is not None:
             devkit_data = load_devkit(self._devkit_path, year, (self.root,))
         names = devkit_data.wnid_to_words if devkit_data else {}
@@ -67,9 +83,12 @@ class ImageNet:
 
     def _require_devkit(self, folder: Path) -> Devkit:
         if self._devkit_path is None:
-            raise UsageError(f"{folder} holds flat ILSVRC{self.year}_{self.split}_*.JPEG files, which need the devkit "
-                             f"for their labels: expected {self.root}/ILSVRC{self.year}_devkit*/ (extracted) or its "
-                             f".tar.gz beside it, or pass the devkit's path")
+            raise UsageError(
+                f"{folder} holds flat ILSVRC{self.year}_{self.split}_*.JPEG files, "
+                f"which need the devkit for their labels: "
+                f"expected {self.root}/ILSVRC{self.year}_devkit*/ (extracted) or its "
+                f".tar.gz beside it, or pass the devkit's path"
+            )
         return load_devkit(self._devkit_path, self.year, (self.root,))
 
     def __len__(self) -> int:
@@ -85,8 +104,10 @@ class ImageNet:
 def _expected(split: str, year: int) -> str:
     if split == "train":
         return "train/<wnid>/*.JPEG, one folder per class named like n01440764"
-    return (f"{split}/<wnid>/*.JPEG, or the flat {split}/ILSVRC{year}_{split}_00000001.JPEG ... "
-            f"with the ILSVRC{year} devkit")
+    return (
+        f"{split}/<wnid>/*.JPEG, or the flat {split}/ILSVRC{year}_{split}_00000001.JPEG ... "
+        f"with the ILSVRC{year} devkit"
+    )
 
 
 def _flat_number(name: str, split: str, year: int) -> int | None:
@@ -97,31 +118,41 @@ def _flat_number(name: str, split: str, year: int) -> int | None:
 def _check_wnids(names: list[str], folder: Path, split: str, year: int) -> list[str]:
     wrong = [n for n in names if not _WNID.fullmatch(n)]
     if wrong:
-        raise UsageError(f"{folder}/{wrong[0]} is not a class folder: expected {_expected(split, year)} "
-                         f"({len(wrong)} folder(s) not named n########)")
+        raise UsageError(
+            f"{folder}/{wrong[0]} is not a class folder: expected {_expected(split, year)} "
+            f"({len(wrong)} folder(s) not named n########)"
+        )
     return names
 
 
 def _folder_samples(folder: Path, wnids: list[str]) -> list[tuple[str, int]]:
     samples = []
     for index, wnid in enumerate(wnids):
-        files = sorted(e.name for e in os.scandir(folder / wnid)
-                       if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS))
+        files = sorted(
+            e.name
+            for e in os.scandir(folder / wnid)
+            if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS)
+        )
         if not files:
-            raise UsageError(f"{folder / wnid} has no images (*.JPEG): every class folder needs at least one")
+            raise UsageError(
+                f"{folder / wnid} has no images (*.JPEG): every class folder needs at least one"
+            )
         samples.extend((str(folder / wnid / f), index) for f in files)
     return samples
 
 
-def _flat_samples(folder: Path, names: list[str], split: str, year: int, devkit: Devkit,
-                  wnids: list[str]) -> list[tuple[str, int]]:
+def _flat_samples(
+    folder: Path, names: list[str], split: str, year: int, devkit: Devkit, wnids: list[str]
+) -> list[tuple[str, int]]:
     labels = devkit.labels(split)
     index = {w: i for i, w in enumerate(wnids)}
     samples = []
     for name in names:
         number = _flat_number(name, split, year)
         if not 1 <= number <= len(labels):
-            raise UsageError(f"{folder / name}: the devkit's ground truth has {len(labels)} lines, none for "
-                             f"image number {number} (is this the devkit of the same year?)")
+            raise UsageError(
+                f"{folder / name}: the devkit's ground truth has {len(labels)} lines, none for "
+                f"image number {number} (is this the devkit of the same year?)"
+            )
         samples.append((str(folder / name), index[labels[number - 1]]))
     return samples

@@ -11,6 +11,7 @@ disk; the order inside a batch does not matter to SGD). Unlike [C], which croppe
 consecutive images alike and reused colour noise when its noise thread fell behind, every image
 gets its own draws.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -39,7 +40,9 @@ def make_plan(rows: np.ndarray, batch_size: int, crop: int, seed: int, epoch: in
     """The plan of epoch ``epoch`` over the usable cache ``rows`` (see the module docstring)."""
     check_crop(crop)
     if batch_size < 1 or batch_size > len(rows):
-        raise UsageError(f"batch_size must be between 1 and the {len(rows)} training images, not {batch_size}")
+        raise UsageError(
+            f"batch_size must be between 1 and the {len(rows)} training images, not {batch_size}"
+        )
     if seed < 0 or epoch < 0:
         raise UsageError(f"seed and epoch must be non-negative, not {seed} and {epoch}")
     rng = np.random.default_rng([seed, epoch])
@@ -47,7 +50,10 @@ def make_plan(rows: np.ndarray, batch_size: int, crop: int, seed: int, epoch: in
     shape = (batches, batch_size)
     order = np.sort(rng.permutation(len(rows))[: batches * batch_size].reshape(shape), axis=1)
     positions = IMAGE_SIZE - crop + 1
-    return EpochPlan(rows=np.asarray(rows, np.int64)[order],
-                     oy=rng.integers(0, positions, shape), ox=rng.integers(0, positions, shape),
-                     flip=rng.random(shape) < 0.5,
-                     alpha=rng.normal(0.0, LIGHTING_STD, (*shape, 3)).astype(np.float32))
+    return EpochPlan(
+        rows=np.asarray(rows, np.int64)[order],
+        oy=rng.integers(0, positions, shape),
+        ox=rng.integers(0, positions, shape),
+        flip=rng.random(shape) < 0.5,
+        alpha=rng.normal(0.0, LIGHTING_STD, (*shape, 3)).astype(np.float32),
+    )

@@ -5,10 +5,12 @@ parallel over CPU cores with a progress bar. Workers write rows into the memmap 
 the parent records which rows are done and, every few thousand rows or 30 seconds and on any
 exit (Ctrl-C included), syncs the image file and then saves the row status, so a re-run resumes
 where the last one stopped without redoing recorded rows (only the tasks in flight at the
-interruption, at most ``CHUNK`` rows per worker, are decoded again). An unreadable file (truncated, zero
-bytes, not an image) is listed with its reason in ``CACHE/<split>_bad.tsv`` and never stops the
-run. After the training split, one streaming pass computes ``stats.json`` (``stats.py``).
+interruption, at most ``CHUNK`` rows per worker, are decoded again). An unreadable file
+(truncated, zero bytes, not an image) is listed with its reason in ``CACHE/<split>_bad.tsv`` and
+never stops the run. After the training split, one streaming pass computes ``stats.json``
+(``stats.py``).
 """
+
 from __future__ import annotations
 
 import multiprocessing
@@ -30,17 +32,27 @@ CHUNK = 32  # rows per worker task
 CHECKPOINT_ROWS, CHECKPOINT_SECONDS = 5000, 30.0
 
 
-def prepare_cache(src_root: str | os.PathLike, cache_dir: str | os.PathLike, *, splits: tuple[str, ...] = ("train", "val"),
-                  workers: int | None = None, year: int = 2012, devkit: str | os.PathLike | None = None,
-                  progress: bool = True) -> dict:
-    """Decode ``splits`` of the ILSVRC copy at ``src_root`` into ``cache_dir``; resumes; returns a summary.
+def prepare_cache(
+    src_root: str | os.PathLike,
+    cache_dir: str | os.PathLike,
+    *,
+    splits: tuple[str, ...] = ("train", "val"),
+    workers: int | None = None,
+    year: int = 2012,
+    devkit: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> dict:
+    """Decode ``splits`` of the ILSVRC copy at ``src_root`` into ``cache_dir``; resumes; returns a
+    summary.
 
     ``workers``: decoding processes (None: one per CPU core; 0 or 1: in this process). The summary
     has, per split, ``rows``, ``done`` (usable images), ``bad`` (unreadable), ``decoded_now`` and
     ``bad_files`` ([(path, reason)]); and ``stats`` (path of stats.json) when train was prepared.
     """
     cache = Path(cache_dir)
-    datasets = [ImageNet(src_root, split, year=year, devkit=devkit) for split in splits]  # layout errors first
+    datasets = [
+        ImageNet(src_root, split, year=year, devkit=devkit) for split in splits
+    ]  # layout errors first
     cache.mkdir(parents=True, exist_ok=True)
     workers = (os.cpu_count() or 1) if workers is None else workers
     summary: dict = {}
@@ -50,7 +62,11 @@ def prepare_cache(src_root: str | os.PathLike, cache_dir: str | os.PathLike, *, 
     if "train" in splits:
         stats_file = cache / "stats.json"
         train = summary["train"]
-        if train["decoded_now"] or not stats_file.is_file() or load_stats(cache).num_images != train["done"]:
+        if (
+            train["decoded_now"]
+            or not stats_file.is_file()
+            or load_stats(cache).num_images != train["done"]
+        ):
             split = fmt.open_split(cache, "train")
             save_stats(cache, compute_stats(split.images, split.usable, progress=progress))
         summary["stats"] = str(stats_file)
@@ -58,49 +74,72 @@ def prepare_cache(src_root: str | os.PathLike, cache_dir: str | os.PathLike, *, 
 
 
 def _labels_in_manifest(cache: Path, data: ImageNet) -> list[int]:
-    """Labels of ``data`` as indices into the cache's class list (created from the first split prepared)."""
+    """Labels of ``data`` as indices into the cache's class list (made from the first split)."""
     manifest = fmt.read_manifest(cache)
     if manifest is None:
         fmt.write_manifest(cache, data.root, data.year, data.wnids, data.classes)
         return list(data.targets)
     if manifest["year"] != data.year:
-        raise UsageError(f"{cache} holds ILSVRC-{manifest['year']}, not {data.year}: use another CACHE folder")
+        raise UsageError(
+            f"{cache} holds ILSVRC-{manifest['year']}, not {data.year}: use another CACHE folder"
+        )
     index = {w: i for i, w in enumerate(manifest["wnids"])}
     unknown = sorted(set(data.wnids) - set(index))
     if unknown:
-        raise UsageError(f"the {data.split} split has {len(unknown)} class(es) the cache's class list lacks "
-                         f"(e.g. {unknown[0]}): prepare train and {data.split} from the same ILSVRC copy")
+        raise UsageError(
+            f"the {data.split} split has {len(unknown)} class(es) the cache's class list lacks "
+            f"(e.g. {unknown[0]}): prepare train and {data.split} from the same ILSVRC copy"
+        )
     return [index[data.wnids[t]] for t in data.targets]
 
 
-def _prepare_split(cache: Path, data: ImageNet, labels: list[int], workers: int, progress: bool) -> dict:
+def _prepare_split(
+    cache: Path, data: ImageNet, labels: list[int], workers: int, progress: bool
+) -> dict:
     split = data.split
     paths = [os.path.relpath(p, data.root) for p, _ in data.samples]
     index = list(zip(paths, (str(label) for label in labels)))
     if fmt.index_path(cache, split).is_file():
         if fmt.read_tsv(fmt.index_path(cache, split)) != index:
-            raise UsageError(f"{cache} already holds a {split} split made from a different list of files: "
-                             f"delete its {split}_* files or use a new CACHE folder")
+            raise UsageError(
+                f"{cache} already holds a {split} split made from a different list of files: "
+                f"delete its {split}_* files or use a new CACHE folder"
+            )
     else:
         _create_split(cache, split, len(paths))
-        fmt.write_tsv(fmt.index_path(cache, split), ("path", "label"), index)  # last: marks the split as created
+        fmt.write_tsv(
+            fmt.index_path(cache, split), ("path", "label"), index
+        )  # last: marks the split as created
     status = np.load(fmt.status_path(cache, split))
-    bad = dict(fmt.read_tsv(fmt.bad_path(cache, split))) if fmt.bad_path(cache, split).is_file() else {}
+    bad = (
+        dict(fmt.read_tsv(fmt.bad_path(cache, split)))
+        if fmt.bad_path(cache, split).is_file()
+        else {}
+    )
     todo = np.flatnonzero(status == fmt.PENDING)
     image_file = str(fmt.images_path(cache, split))
-    tasks = [(image_file, str(data.root), [(int(r), paths[r]) for r in todo[i:i + CHUNK]])
-             for i in range(0, len(todo), CHUNK)]
+    tasks = [
+        (image_file, str(data.root), [(int(r), paths[r]) for r in todo[i : i + CHUNK]])
+        for i in range(0, len(todo), CHUNK)
+    ]
 
     def checkpoint() -> None:
         with open(image_file, "rb+") as f:
-            os.fsync(f.fileno())  # rows written by the workers reach the disk before they are marked done
+            os.fsync(
+                f.fileno()
+            )  # rows written by the workers reach the disk before they are marked done
         fmt.save_status(cache, split, status)
         fmt.write_tsv(fmt.bad_path(cache, split), ("path", "reason"), sorted(bad.items()))
 
     pool = multiprocessing.Pool(workers) if workers > 1 and len(tasks) > 1 else None
     results = pool.imap_unordered(_decode_rows, tasks) if pool else map(_decode_rows, tasks)
-    bar = tqdm(total=len(paths), initial=len(paths) - len(todo), desc=split, unit="img",
-               disable=None if progress else True)
+    bar = tqdm(
+        total=len(paths),
+        initial=len(paths) - len(todo),
+        desc=split,
+        unit="img",
+        disable=None if progress else True,
+    )
     last, since = time.monotonic(), 0
     try:
         for outcome in results:
@@ -118,8 +157,13 @@ def _prepare_split(cache: Path, data: ImageNet, labels: list[int], workers: int,
             pool.terminate()
         bar.close()
         checkpoint()
-    return {"rows": len(paths), "done": int((status == fmt.DONE).sum()), "bad": int((status == fmt.BAD).sum()),
-            "decoded_now": len(todo), "bad_files": sorted(bad.items())}
+    return {
+        "rows": len(paths),
+        "done": int((status == fmt.DONE).sum()),
+        "bad": int((status == fmt.BAD).sum()),
+        "decoded_now": len(todo),
+        "bad_files": sorted(bad.items()),
+    }
 
 
 def _create_split(cache: Path, split: str, rows: int) -> None:
@@ -128,15 +172,18 @@ def _create_split(cache: Path, split: str, rows: int) -> None:
     have = path.stat().st_size if path.exists() else 0
     free = shutil.disk_usage(cache).free
     if need - have > free:
-        raise UsageError(f"the {split} cache needs {need / 1e9:.1f} GB in {cache}, which has {free / 1e9:.1f} GB free: "
-                         f"free some space or choose another CACHE folder")
+        raise UsageError(
+            f"the {split} cache needs {need / 1e9:.1f} GB in {cache}, "
+            f"which has {free / 1e9:.1f} GB free: "
+            f"free some space or choose another CACHE folder"
+        )
     np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(rows, *fmt.ROW_SHAPE)).flush()
     fmt.save_status(cache, split, np.zeros(rows, np.uint8))
     fmt.bad_path(cache, split).unlink(missing_ok=True)
 
 
 def _decode_rows(task: tuple[str, str, list[tuple[int, str]]]) -> list[tuple[int, str | None]]:
-    """Decode some rows into the image file; (row, None) for success, (row, reason) for a bad file."""
+    """Decode some rows into the image file: (row, None) for success, (row, reason) if bad."""
     image_file, root, rows = task
     images = np.load(image_file, mmap_mode="r+")
     outcome = []

@@ -12,6 +12,7 @@ population one (divided by the number of pixels, ~8e10 for ILSVRC; N-1 would not
 Eigenvalues are in descending order; eigenvectors are columns, RGB order, each with its
 largest-magnitude entry made positive (the sign is arbitrary: the lighting noise is symmetric).
 """
+
 from __future__ import annotations
 
 import json
@@ -40,16 +41,20 @@ class Stats:
     num_images: int
 
 
-def compute_stats(images: np.ndarray, rows: np.ndarray, *, chunk: int = 16, progress: bool = True) -> Stats:
-    """Statistics of ``images[rows]`` (``images``: (N, 256, 256, 3) uint8, e.g. the train memmap)."""
+def compute_stats(
+    images: np.ndarray, rows: np.ndarray, *, chunk: int = 16, progress: bool = True
+) -> Stats:
+    """Statistics of ``images[rows]`` (``images``: (N, 256, 256, 3) uint8, e.g. the memmap)."""
     if len(rows) == 0:
-        raise UsageError("no usable training images to compute the mean image and the RGB covariance from")
+        raise UsageError(
+            "no usable training images to compute the mean image and the RGB covariance from"
+        )
     rows = np.sort(rows)
     pixel_sum = np.zeros(images.shape[1:], np.uint64)
     second = np.zeros((3, 3), np.float64)
     with tqdm(total=len(rows), desc="stats", unit="img", disable=None if progress else True) as bar:
         for start in range(0, len(rows), chunk):
-            batch = images[rows[start:start + chunk]]
+            batch = images[rows[start : start + chunk]]
             pixel_sum += batch.sum(axis=0, dtype=np.uint64)
             flat = batch.reshape(-1, 3).astype(np.float64)
             second += flat.T @ flat
@@ -61,9 +66,14 @@ def compute_stats(images: np.ndarray, rows: np.ndarray, *, chunk: int = 16, prog
     values, vectors = np.linalg.eigh(covariance)
     values, vectors = values[::-1], vectors[:, ::-1]
     vectors = vectors * np.sign(vectors[np.abs(vectors).argmax(axis=0), range(3)])
-    return Stats(mean_image=(mean_image / 255.0).transpose(2, 0, 1).astype(np.float32),
-                 mean_rgb=mean_rgb / 255.0, covariance=covariance, eigenvalues=values,
-                 eigenvectors=vectors, num_images=len(rows))
+    return Stats(
+        mean_image=(mean_image / 255.0).transpose(2, 0, 1).astype(np.float32),
+        mean_rgb=mean_rgb / 255.0,
+        covariance=covariance,
+        eigenvalues=values,
+        eigenvectors=vectors,
+        num_images=len(rows),
+    )
 
 
 def save_stats(cache_dir: str | os.PathLike, stats: Stats) -> None:
@@ -79,7 +89,7 @@ def save_stats(cache_dir: str | os.PathLike, stats: Stats) -> None:
         "covariance": stats.covariance.tolist(),
         "eigenvalues": stats.eigenvalues.tolist(),
         "eigenvectors": stats.eigenvectors.tolist(),
-        "eigenvectors_layout": "3x3, one column per component (column k <-> eigenvalue k), rows R, G, B",
+        "eigenvectors_layout": "3x3, column k belongs to eigenvalue k, rows R, G, B",
         "mean_image": MEAN_IMAGE_FILE,
         "mean_image_layout": "float32 (3, 256, 256), RGB, [0,1]",
     }
@@ -91,9 +101,22 @@ def load_stats(cache_dir: str | os.PathLike) -> Stats:
     cache = Path(cache_dir)
     path = cache / "stats.json"
     if not path.is_file():
-        raise UsageError(f"{path} not found: run scripts/prepare_imagenet.py SRC {cache} with the train split "
-                         f"to compute the training-set statistics")
+        raise UsageError(
+            f"{path} not found: run scripts/prepare_imagenet.py SRC {cache} with the train split "
+            f"to compute the training-set statistics"
+        )
     doc = json.loads(path.read_text())
-    return Stats(mean_image=np.load(cache / doc["mean_image"]), mean_rgb=np.array(doc["mean_rgb"]),
-                 covariance=np.array(doc["covariance"]), eigenvalues=np.array(doc["eigenvalues"]),
-                 eigenvectors=np.array(doc["eigenvectors"]), num_images=int(doc["num_images"]))
+    if not (cache / doc["mean_image"]).is_file():
+        raise UsageError(
+            f"{cache / doc['mean_image']} (named by {path}) is missing: "
+            f"re-run scripts/prepare_imagenet.py "
+            f"after deleting {path}"
+        )
+    return Stats(
+        mean_image=np.load(cache / doc["mean_image"]),
+        mean_rgb=np.array(doc["mean_rgb"]),
+        covariance=np.array(doc["covariance"]),
+        eigenvalues=np.array(doc["eigenvalues"]),
+        eigenvectors=np.array(doc["eigenvectors"]),
+        num_images=int(doc["num_images"]),
+    )

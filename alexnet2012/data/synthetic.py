@@ -16,11 +16,12 @@ with colour jitter over a random noisy gradient background, on canvases of 180-5
 (so aspect ratios vary from about 1:2.8 to 2.8:1). The oddities, as in the real ILSVRC-2012
 (PAPER_NOTES "ImageNet files as users have them"): grayscale and CMYK JPEGs and a PNG named
 ``.JPEG`` (all must become normal RGB rows), a truncated JPEG and a zero-byte file (both must be
-reported as bad). Each is planted on the last images of a class, and only where the class keeps
-at least one normal image, so very small sets get fewer of them.
+reported as bad). The train ones go to the last images of classes, never to a class's first
+image (so very small sets get fewer of them); the val ones are the first three val files.
 
 Same arguments -> same bytes (one seeded generator per image; Pillow's encoders are deterministic).
 """
+
 from __future__ import annotations
 
 import io
@@ -56,8 +57,16 @@ _MAT_HEADER = b"MATLAB 5.0 MAT-file, written by alexnet2012.data.synthetic".ljus
 _EXPECTED = {"grayscale": "rgb", "cmyk": "rgb", "png": "rgb", "truncated": "bad", "empty": "bad"}
 
 
-def make_synthetic_imagenet(out: str | os.PathLike, *, classes: int, train_per_class: int, val_per_class: int,
-                            seed: int = 0, oddities: bool = True, workers: int | None = None) -> None:
+def make_synthetic_imagenet(
+    out: str | os.PathLike,
+    *,
+    classes: int,
+    train_per_class: int,
+    val_per_class: int,
+    seed: int = 0,
+    oddities: bool = True,
+    workers: int | None = None,
+) -> None:
     """Write the synthetic dataset to the new (or empty) folder ``out``; see the module docstring.
 
     ``workers`` processes draw the images (None: one per CPU core; sets under 64 images are drawn in
@@ -69,7 +78,9 @@ def make_synthetic_imagenet(out: str | os.PathLike, *, classes: int, train_per_c
     if train_per_class < 1 or val_per_class < 0:
         raise UsageError("--train-per-class must be at least 1 and --val-per-class at least 0")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(f"{out} already exists and is not an empty folder: choose a new output folder")
+        raise UsageError(
+            f"{out} already exists and is not an empty folder: choose a new output folder"
+        )
     rng = np.random.default_rng([seed, 0])
     wnids = [f"n0{n:07d}" for n in rng.choice(10**7, size=classes, replace=False)]
     devkit_ids = rng.permutation(classes) + 1  # devkit ID of class c (c in the order of `wnids`)
@@ -78,16 +89,24 @@ def make_synthetic_imagenet(out: str | os.PathLike, *, classes: int, train_per_c
     for c, wnid in enumerate(wnids):
         (out / "train" / wnid).mkdir(parents=True)
         kinds = _oddity_slots(TRAIN_ODDITIES, c, classes, train_per_class) if oddities else {}
-        jobs += [(out / "train" / wnid / f"{wnid}_{i + 1}.JPEG", c, (seed, 1, c, i), kinds.get(i))
-                 for i in range(train_per_class)]
+        jobs += [
+            (out / "train" / wnid / f"{wnid}_{i + 1}.JPEG", c, (seed, 1, c, i), kinds.get(i))
+            for i in range(train_per_class)
+        ]
     (out / "val").mkdir()
     order = np.random.default_rng([seed, 2]).permutation(classes * val_per_class)
     val_kinds = dict(enumerate(VAL_ODDITIES)) if oddities and len(order) > len(VAL_ODDITIES) else {}
     truth = []
     for number, k in enumerate(order):
         c, i = divmod(int(k), val_per_class)
-        jobs.append((out / "val" / f"ILSVRC{YEAR}_val_{number + 1:08d}.JPEG", c, (seed, 3, c, i),
-                     val_kinds.get(number)))
+        jobs.append(
+            (
+                out / "val" / f"ILSVRC{YEAR}_val_{number + 1:08d}.JPEG",
+                c,
+                (seed, 3, c, i),
+                val_kinds.get(number),
+            )
+        )
         truth.append(int(devkit_ids[c]))
     workers = (os.cpu_count() or 1) if workers is None else workers
     if workers > 1 and len(jobs) >= 64:
@@ -99,14 +118,17 @@ def make_synthetic_imagenet(out: str | os.PathLike, *, classes: int, train_per_c
 
     data = out / f"ILSVRC{YEAR}_devkit_t12" / "data"
     data.mkdir(parents=True)
-    (data / f"ILSVRC{YEAR}_validation_ground_truth.txt").write_text("".join(f"{t}\n" for t in truth))
+    (data / f"ILSVRC{YEAR}_validation_ground_truth.txt").write_text(
+        "".join(f"{t}\n" for t in truth)
+    )
     mat = io.BytesIO()
     scipy.io.savemat(mat, {"synsets": _synsets(wnids, devkit_ids, train_per_class)})
-    # The MAT header's 116-byte text carries a creation time; a fixed text keeps the bytes reproducible.
-    (data / "meta.mat").write_bytes(_MAT_HEADER + mat.getvalue()[len(_MAT_HEADER):])
+    # The MAT header's 116-byte text has a creation time; a fixed text keeps the bytes reproducible.
+    (data / "meta.mat").write_bytes(_MAT_HEADER + mat.getvalue()[len(_MAT_HEADER) :])
     planted = [(p.relative_to(out).as_posix(), kind) for p, _, _, kind in jobs if kind]
-    (out / "oddities.tsv").write_text("path\tkind\texpected\n"
-                                      + "".join(f"{p}\t{k}\t{_EXPECTED[k]}\n" for p, k in planted))
+    (out / "oddities.tsv").write_text(
+        "path\tkind\texpected\n" + "".join(f"{p}\t{k}\t{_EXPECTED[k]}\n" for p, k in planted)
+    )
 
 
 def _make_image(job: tuple[Path, int, tuple[int, ...], str | None]) -> None:
@@ -120,8 +142,8 @@ def class_description(c: int) -> tuple[str, str, str]:
 
 
 def _oddity_slots(kinds: tuple[str, ...], c: int, classes: int, per_class: int) -> dict[int, str]:
-    """Image index -> oddity for class ``c``: oddity j goes to class j % classes, counting down from its
-    last image, never onto image 0."""
+    """Image index -> oddity for class ``c``: oddity j goes to class j % classes, counting down
+    from its last image, never onto image 0."""
     slots = {}
     for j, kind in enumerate(kinds):
         index = per_class - 1 - j // classes
@@ -146,7 +168,7 @@ def _write(path: Path, rgb: np.ndarray, oddity: str | None) -> None:
 
 
 def _render(c: int, rng: np.random.Generator) -> np.ndarray:
-    """One image of class ``c``: uint8 (h, w, 3). Drawn at half resolution, then upsampled (speed)."""
+    """One image of class ``c``: uint8 (h, w, 3), drawn at half resolution, then upsampled."""
     palette, texture, shape = class_description(c)
     h, w = (int(v) for v in rng.integers(180, 501, size=2))
     hh, hw = h // 2, w // 2
@@ -161,13 +183,18 @@ def _render(c: int, rng: np.random.Generator) -> np.ndarray:
 
     # The object: random scale, position and rotation; coordinates in units of its radius.
     radius = rng.uniform(0.25, 0.45) * min(hh, hw)
-    cy, cx = rng.uniform(0.7 * radius, hh - 0.7 * radius), rng.uniform(0.7 * radius, hw - 0.7 * radius)
+    cy, cx = (
+        rng.uniform(0.7 * radius, hh - 0.7 * radius),
+        rng.uniform(0.7 * radius, hw - 0.7 * radius),
+    )
     turn = rng.uniform(0, 2 * np.pi)
     u = (np.cos(turn) * (x - cx) + np.sin(turn) * (y - cy)) / radius
     v = (-np.sin(turn) * (x - cx) + np.cos(turn) * (y - cy)) / radius
     mask = _shape_mask(shape, u, v)
 
-    main, second = (np.array(col, np.float32) * rng.uniform(0.85, 1.15, 3) for col in PALETTES[palette])
+    main, second = (
+        np.array(col, np.float32) * rng.uniform(0.85, 1.15, 3) for col in PALETTES[palette]
+    )
     period = rng.uniform(0.2, 0.4)  # texture period, in radii
     fill = np.where(_texture(texture, u / period, v / period)[..., None], second, main)
     image = np.where(mask[..., None], fill, image)
@@ -209,24 +236,61 @@ def _texture(texture: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def _synsets(wnids: list[str], devkit_ids: np.ndarray, train_per_class: int) -> np.ndarray:
-    """The ``synsets`` struct array: leaves first (shuffled IDs), then one parent per shape and a root."""
-    fields = ("ILSVRC2012_ID", "WNID", "words", "gloss", "num_children", "children", "wordnet_height",
-              "num_train_images")
+    """The ``synsets`` struct array: leaves (shuffled IDs), then one parent per shape, a root."""
+    fields = (
+        "ILSVRC2012_ID",
+        "WNID",
+        "words",
+        "gloss",
+        "num_children",
+        "children",
+        "wordnet_height",
+        "num_train_images",
+    )
     rows = []
     for c in np.argsort(devkit_ids):  # rows in devkit ID order, as in the real file
         palette, texture, shape = class_description(int(c))
-        rows.append((int(devkit_ids[c]), wnids[c], f"{palette} {texture} {shape}",
-                     f"synthetic class {int(c)}: a {texture} {shape} in {palette}", 0,
-                     np.zeros(0, np.uint16), 0, train_per_class))
+        rows.append(
+            (
+                int(devkit_ids[c]),
+                wnids[c],
+                f"{palette} {texture} {shape}",
+                f"synthetic class {int(c)}: a {texture} {shape} in {palette}",
+                0,
+                np.zeros(0, np.uint16),
+                0,
+                train_per_class,
+            )
+        )
     shapes = sorted({int(c) % len(SHAPES) for c in range(len(wnids))})
     parent_ids = {s: len(wnids) + 1 + k for k, s in enumerate(shapes)}
     root_id = len(wnids) + len(shapes) + 1
     for s in shapes:
         children = sorted(int(devkit_ids[c]) for c in range(len(wnids)) if c % len(SHAPES) == s)
-        rows.append((parent_ids[s], f"n1{s:07d}", f"{SHAPES[s]} family", f"synthetic: every {SHAPES[s]}",
-                     len(children), np.array(children, np.uint16), 1, 0))
-    rows.append((root_id, "n19999999", "synthetic object", "synthetic: everything", len(shapes),
-                 np.array([parent_ids[s] for s in shapes], np.uint16), 2, 0))
+        rows.append(
+            (
+                parent_ids[s],
+                f"n1{s:07d}",
+                f"{SHAPES[s]} family",
+                f"synthetic: every {SHAPES[s]}",
+                len(children),
+                np.array(children, np.uint16),
+                1,
+                0,
+            )
+        )
+    rows.append(
+        (
+            root_id,
+            "n19999999",
+            "synthetic object",
+            "synthetic: everything",
+            len(shapes),
+            np.array([parent_ids[s] for s in shapes], np.uint16),
+            2,
+            0,
+        )
+    )
     synsets = np.empty((len(rows), 1), dtype=[(f, object) for f in fields])
     for k, row in enumerate(rows):
         synsets[k, 0] = row
