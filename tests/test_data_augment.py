@@ -85,9 +85,8 @@ def test_training_input_formula(mode):
     x = augment(images, oy, ox, flip, alpha, mean_crop(mean_image, 224), lighting)
     assert x.shape == (4, 3, 224, 224) and x.dtype == torch.float32
 
-    central_mean = (
-        mean_image[:, 16:240, 16:240].astype(np.float64) * 255
-    )  # the central crop, for every crop
+    # The mean's central crop, whatever the crop's position.
+    central_mean = mean_image[:, 16:240, 16:240].astype(np.float64) * 255
     for i in range(4):
         crop = images.numpy()[i, oy[i] : oy[i] + 224, ox[i] : ox[i] + 224]
         crop = (crop[:, ::-1] if flip[i] else crop).transpose(2, 0, 1).astype(np.float64)
@@ -152,7 +151,7 @@ def test_ten_views_227_against_numpy():
         (14, 14),
         (29, 0),
         (29, 29),
-    ]  # centre offset round(14.5) = 14, as torchvision
+    ]  # the centre offset is round(14.5) = 14, as in torchvision
     for k, (y, x) in enumerate(corners):
         np.testing.assert_array_equal(views[:, k], raw[:, y : y + 227, x : x + 227])
         np.testing.assert_array_equal(views[:, k + 5], raw[:, y : y + 227, x : x + 227][:, :, ::-1])
@@ -179,9 +178,8 @@ def test_plan_is_a_function_of_seed_and_epoch():
         assert np.array_equal(getattr(a, field), getattr(b, field))
     assert not np.array_equal(a.rows, make_plan(np.arange(100), 10, 224, seed=1, epoch=5).rows)
     assert not np.array_equal(a.rows, make_plan(np.arange(100), 10, 224, seed=2, epoch=4).rows)
-    rows = np.arange(
-        1000, 1107
-    )  # 107 images, batch 10: 10 batches, 7 dropped, each row at most once
+    # 107 images, batch 10: 10 batches, 7 images dropped, each row at most once.
+    rows = np.arange(1000, 1107)
     plan = make_plan(rows, 10, 224, seed=0, epoch=0)
     assert (
         plan.rows.shape == (10, 10)

@@ -195,9 +195,8 @@ def test_resume_after_interruption_redoes_nothing(synthetic, prepared, tmp_path,
     with pytest.raises(KeyboardInterrupt):
         prepare_cache(synthetic, cache, workers=0, progress=False)
     images, index, status = cache_rows(cache, "train")
-    assert (
-        list(status != 0) == [True] * 4 + [False] * 11
-    )  # the first task's rows were recorded on the way out
+    # The first task's rows were recorded on the way out.
+    assert list(status != 0) == [True] * 4 + [False] * 11
     recorded = {str(synthetic / path) for path, _ in index[:4]}
     assert recorded < set(calls)
 

@@ -66,9 +66,7 @@ def test_streaming_pass_matches_numpy_on_random_pixels():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (9, 256, 256, 3), dtype=np.uint8)
     images[..., 1] = images[..., 0] // 2 + images[..., 1] // 2  # correlated channels
-    rows = np.array(
-        [7, 0, 2, 3, 5, 8, 1]
-    )  # some rows only, unsorted; chunks of 3 leave a remainder
+    rows = np.array([7, 0, 2, 3, 5, 8, 1])  # some rows, unsorted; chunks of 3 leave a remainder
     stats = compute_stats(images, rows, chunk=3, progress=False)
     chosen = images[rows].astype(np.float64) / 255
     pixels = chosen.reshape(-1, 3)

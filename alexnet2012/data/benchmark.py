@@ -163,9 +163,8 @@ def _augment_stages(
         _cpu_seconds() - cpu,
         1,
     )
-    raw = [
-        torch.from_numpy(split.images[plan.rows[b]]).to(device) for b in picks[:4]
-    ]  # reused below
+    # A few batches, reused: this stage measures the computation, not the reading.
+    raw = [torch.from_numpy(split.images[plan.rows[b]]).to(device) for b in picks[:4]]
     start, cpu = time.perf_counter(), _cpu_seconds()
     for k, b in enumerate(picks):
         crops = crop_flip(raw[k % len(raw)], plan.oy[b], plan.ox[b], plan.flip[b], crop)

@@ -1,18 +1,18 @@
 """Batches from the cache for training and evaluation (PAPER_NOTES "Data", P §4.1).
 
 A ``torch.utils.data.DataLoader`` over a *batch-level* dataset (``batch_size=None``): item b is
-batch b, read from the memmap with one gather. Its worker processes do the reading and the
-uint8 cropping/flipping (``augment.crop_flip`` etc.) and the per-image lighting shift (3 numbers);
-the float stage (``augment.to_input``: mean
-subtraction, lighting, HWC -> CHW) runs on the target device in the calling process, after the
-uint8 crops arrive (pinned, ``non_blocking``, when the target is CUDA).
+batch b, read from the memmap with one gather. Its worker processes do the reading, the uint8
+cropping/flipping (``augment.crop_flip`` etc.) and the per-image lighting shift (3 numbers); the
+float stage (``augment.to_input``: HWC -> CHW, mean subtraction, lighting) runs on the target
+device in the calling process, after the uint8 crops arrive (pinned, ``non_blocking``, when the
+target is CUDA).
 
 Why the float stage is not in the workers (measured on this project's 2-core machine): a float32
 batch is 4x the bytes of its uint8 crops, and a worker's result crosses to the main process
 through freshly allocated shared memory, whose page faults cost about as much as the whole
-augmentation; sending float32 batches capped a worker at about 1,100 images/s, sending uint8
-crops does not. On a GPU the float stage is nearly free; on a CPU-only machine it costs the
-main process ~25 ms per 128 images, far below one CPU training step.
+augmentation: with one worker, float32 batches arrived at about 1,060 images/s, uint8 crops
+finished in the main process at about 1,600. On a GPU the float stage is nearly free; on a
+CPU-only machine it costs the main process ~25 ms per 128 images, far below one training step.
 """
 
 from __future__ import annotations

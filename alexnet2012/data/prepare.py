@@ -50,9 +50,8 @@ def prepare_cache(
     ``bad_files`` ([(path, reason)]); and ``stats`` (path of stats.json) when train was prepared.
     """
     cache = Path(cache_dir)
-    datasets = [
-        ImageNet(src_root, split, year=year, devkit=devkit) for split in splits
-    ]  # layout errors first
+    # Every split's layout is checked before any decoding starts.
+    datasets = [ImageNet(src_root, split, year=year, devkit=devkit) for split in splits]
     cache.mkdir(parents=True, exist_ok=True)
     workers = (os.cpu_count() or 1) if workers is None else workers
     summary: dict = {}
@@ -107,9 +106,8 @@ def _prepare_split(
             )
     else:
         _create_split(cache, split, len(paths))
-        fmt.write_tsv(
-            fmt.index_path(cache, split), ("path", "label"), index
-        )  # last: marks the split as created
+        # Written last: its presence marks the split as created.
+        fmt.write_tsv(fmt.index_path(cache, split), ("path", "label"), index)
     status = np.load(fmt.status_path(cache, split))
     bad = (
         dict(fmt.read_tsv(fmt.bad_path(cache, split)))
@@ -124,10 +122,9 @@ def _prepare_split(
     ]
 
     def checkpoint() -> None:
+        # The rows the workers wrote reach the disk before they are marked done.
         with open(image_file, "rb+") as f:
-            os.fsync(
-                f.fileno()
-            )  # rows written by the workers reach the disk before they are marked done
+            os.fsync(f.fileno())
         fmt.save_status(cache, split, status)
         fmt.write_tsv(fmt.bad_path(cache, split), ("path", "reason"), sorted(bad.items()))
 
