@@ -181,14 +181,51 @@ class AlexNet(nn.Module):
         return x
 
     def _forward_per_column(self, x: Tensor) -> Tensor:
-        """Column k on device k; activations cross devices only where a layer sees both."""
+        """Column k on device k; activations cross devices only where a layer sees both.
+
+        Columns that share a GPU with an earlier column run on a side CUDA stream of their own,
+        so that on one GPU they overlap as they would on two; the streams meet only where the
+        columns cross. (Backward ops run on their forward op's stream; autograd syncs them.)
+        """
         devices = [next(column.parameters()).device for column in self.columns]
+        streams = _side_streams(devices)
         hs = [x.to(device, non_blocking=True) for device in devices]
+        waiting = [True] * len(hs)  # input made on the main stream: the side stream must wait
         for layer in paper.LAYERS:
             if layer.sees == "both":
+                _join(hs, streams)
                 flat = [h.flatten(1) if layer.kind == "fc" else h for h in hs]
                 targets = devices if layer.split else devices[:1]
                 hs = [torch.cat([h.to(d, non_blocking=True) for h in flat], dim=1) for d in targets]
+                waiting = [True] * len(hs)
             modules = self._modules_of(layer)
-            hs = [self._after(layer, module(h), 1) for module, h in zip(modules, hs)]
+            for k in sorted(range(len(hs)), key=lambda k: streams[k] is None):  # side streams first
+                stream, h = streams[k], hs[k]
+                if stream is None:
+                    hs[k] = self._after(layer, modules[k](h), 1)
+                    continue
+                if waiting[k]:
+                    stream.wait_stream(torch.cuda.current_stream(h.device))
+                    waiting[k] = False
+                with torch.cuda.stream(stream):
+                    hs[k] = self._after(layer, modules[k](h), 1)
+                h.record_stream(stream)  # keep h's memory until the side stream is done with it
         return hs[0]
+
+
+def _side_streams(devices: list[torch.device]) -> list[Optional["torch.cuda.Stream"]]:
+    """A CUDA stream for each column whose GPU an earlier column already uses; None otherwise."""
+    streams: list[Optional[torch.cuda.Stream]] = []
+    for k, device in enumerate(devices):
+        shared = device.type == "cuda" and device in devices[:k]
+        streams.append(torch.cuda.Stream(device) if shared else None)
+    return streams
+
+
+def _join(hs: list[Tensor], streams: list[Optional["torch.cuda.Stream"]]) -> None:
+    """Make the main stream wait for each side stream's output before the columns cross."""
+    for h, stream in zip(hs, streams):
+        if stream is not None:
+            main = torch.cuda.current_stream(h.device)
+            main.wait_stream(stream)
+            h.record_stream(main)
