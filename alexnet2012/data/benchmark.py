@@ -75,6 +75,7 @@ def run_benchmark(
     main process's float stage where cores are idle, and on a busy machine their OpenMP spinning
     costs CPU time.
     """
+    load_at_start = os.getloadavg()
     cache, device_ = Path(cache_dir), torch.device(device)
     workers = len(os.sched_getaffinity(0)) if workers is None else workers
     split, stats = open_split(cache, "train"), load_stats(cache)
@@ -98,7 +99,8 @@ def run_benchmark(
             "cpu_cores": os.cpu_count(),
             "cores_available": len(os.sched_getaffinity(0)),
             "cpu": _cpu_name(),
-            "load_average_at_start": os.getloadavg(),
+            "load_average_at_start": load_at_start,
+            "load_average_at_end": os.getloadavg(),
             "python": platform.python_version(),
             "torch": torch.__version__,
             "numpy": np.__version__,
@@ -220,7 +222,8 @@ def format_table(report: dict) -> str:
     m, s = report["machine"], report["settings"]
     lines = [
         f"{m['cpu']}, {m['cores_available']} cores, "
-        f"load average {m['load_average_at_start'][0]:.2f} at start; "
+        f"load average {m['load_average_at_start'][0]:.2f} at start, "
+        f"{m['load_average_at_end'][0]:.2f} at end; "
         f"torch {m['torch']}; device {m['device_name']}",
         f"cache {s['cache']} ({s['train_images']} train images), "
         f"batch {s['batch_size']}, crop {s['crop']}, "
