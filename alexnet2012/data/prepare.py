@@ -180,7 +180,10 @@ def _create_split(cache: Path, split: str, rows: int) -> None:
 
 
 def _decode_rows(task: tuple[str, str, list[tuple[int, str]]]) -> list[tuple[int, str | None]]:
-    """Decode some rows into the image file: (row, None) for success, (row, reason) if bad."""
+    """Decode some rows into the image file: (row, None) for success, (row, reason) if bad.
+
+    The rows land in the shared page cache; the parent's checkpoint syncs them to disk (an msync
+    per task here would make every worker wait for the disk)."""
     image_file, root, rows = task
     images = np.load(image_file, mmap_mode="r+")
     outcome = []
@@ -190,5 +193,4 @@ def _decode_rows(task: tuple[str, str, list[tuple[int, str]]]) -> list[tuple[int
             outcome.append((row, None))
         except BadImage as exc:
             outcome.append((row, str(exc)))
-    images.flush()
     return outcome
