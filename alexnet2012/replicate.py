@@ -78,9 +78,10 @@ def _devices(text: Optional[str]) -> Optional[tuple[str, ...]]:
     return None if text is None else tuple(d.strip() for d in text.split(",") if d.strip())
 
 
-def resolve_cache(args: argparse.Namespace, workers: int, progress: bool) -> tuple[str, str]:
-    """The prepared cache for ``--data`` (prepared now if missing) and the dataset's name: the
-    ILSVRC set the paper reports on, or, for a set without ImageNet's 1000 classes, its folder."""
+def resolve_cache(args: argparse.Namespace, workers: int, progress: bool) -> tuple[str, str, str]:
+    """The prepared cache for ``--data`` (prepared now if missing), the test set's name (the
+    ILSVRC set the paper reports on, or, without ImageNet's 1000 classes, the folder's) and
+    the split the final test runs on: ILSVRC-2010's test split (P Table 1), else val."""
     data = Path(args.data)
     if not data.is_dir():
         raise UsageError(f"--data {data}: no such directory (give the ImageNet root with train/ "
@@ -89,11 +90,18 @@ def resolve_cache(args: argparse.Namespace, workers: int, progress: bool) -> tup
         cache = data
     else:
         cache = Path(args.cache) if args.cache else data.with_name(data.name + "_cache")
-        prepare_cache(data, cache, workers=workers, year=args.year, progress=progress)
+        splits = ("train", "val", "test") if args.year == 2010 else ("train", "val")
+        prepare_cache(data, cache, splits=splits, workers=workers, year=args.year,
+                      progress=progress)
     info = cache_info(cache)
     if info.num_classes != paper.NUM_CLASSES:
-        return str(cache), f"{data.name} ({info.num_classes} classes)"
-    return str(cache), "ILSVRC-2012 val" if info.year == 2012 else "ILSVRC-2010 test"
+        return str(cache), f"{data.name} ({info.num_classes} classes)", "val"
+    if info.year == 2010:
+        if "test" not in info.split_sizes:
+            raise UsageError(f"{cache} has no prepared ILSVRC-2010 test split (the paper's "
+                             "Table 1): prepare it with --splits train val test --year 2010")
+        return str(cache), "ILSVRC-2010 test", "test"
+    return str(cache), "ILSVRC-2012 val", "val"
 
 
 def demo_cache(workers: int, progress: bool) -> str:
@@ -122,10 +130,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     progress = not args.quiet
     if demo:
         cache, dataset = demo_cache(workers, progress), f"synthetic demo ({DEMO['classes']} classes)"
+        test_split = "val"
         notes = ["synthetic demo data (generated shapes and textures), not ImageNet: the "
                  "paper's figures are not comparable"]
     else:
-        cache, dataset = resolve_cache(args, workers, progress)
+        cache, dataset, test_split = resolve_cache(args, workers, progress)
         notes = []
     return TrainConfig(
         cache=cache, out=out, devices=devices,
@@ -139,7 +148,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         lr_drops=_int_list(args.lr_drops, "--lr-drops") if args.lr_drops else None,
         patience=args.patience or (DEMO["patience"] if demo else 5), threshold=args.threshold,
         ten_view=not args.no_ten_view, checkpoint_minutes=args.checkpoint_minutes,
-        dataset=dataset, deviations=notes)
+        dataset=dataset, test_split=test_split, deviations=notes)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -57,6 +57,7 @@ class TrainConfig:
     ten_view: bool = True
     checkpoint_minutes: float = 30.0
     dataset: str = "ILSVRC-2012 val"
+    test_split: str = "val"  # the final test: "test" for ILSVRC-2010 (P Table 1), else "val"
     deviations: list[str] = field(default_factory=list)  # extra notes, e.g. from the demo
 
     @classmethod
@@ -333,11 +334,13 @@ class Run:
             if torch.device(d).type == "cuda":
                 torch.cuda.synchronize(d)
 
-    def validate(self, views: int = 1) -> dict[str, float]:
-        """Top-1/top-5 error on the validation split from ``views`` (1 or 10) views."""
+    def validate(self, views: int = 1, split: str = "val") -> dict[str, float]:
+        """Top-1/top-5 error on ``split`` from ``views`` (1 or 10) views; ten-view batches hold
+        a tenth of the images, so that the network sees the same batch size."""
         c = self.config
-        batches = eval_loader(c.cache, "val", batch_size=c.eval_batch_size, crop=c.input_size,
-                              views=views, workers=c.workers, device=str(self.dev))
+        batches = eval_loader(c.cache, split, batch_size=max(1, c.eval_batch_size // views),
+                              crop=c.input_size, views=views, workers=c.workers,
+                              device=str(self.dev))
         return evaluate(self.model, batches, progress=self.progress,
                         desc=f"{'10-view' if views == 10 else 'centre'} eval")
 
@@ -378,9 +381,10 @@ class Run:
 
     def test(self) -> dict[str, Any]:
         """The final centre-crop and (unless disabled) ten-view errors, into results.json."""
-        results: dict[str, Any] = {"center": self.validate(1)}
+        split = self.config.test_split
+        results: dict[str, Any] = {"split": split, "center": self.validate(1, split)}
         if self.config.ten_view:
-            results["ten_view"] = self.validate(10)
+            results["ten_view"] = self.validate(10, split)
         results.update(wall_time_s=self.elapsed, epochs_trained=self.epoch - 1,
                        stopped_because=self.stop_reason)
         self._write_json("results.json", results)

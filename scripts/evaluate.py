@@ -17,13 +17,14 @@ def main() -> None:
     p.add_argument("--year", type=int, choices=(2012, 2010), default=2012)
     p.add_argument("--views", type=int, choices=(1, 10), default=10)
     p.add_argument("--devices", help="e.g. cuda:0,cuda:1 | cuda:0 | cpu (default: the run's)")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=128, help="images per forward pass")
     p.add_argument("--workers", type=int, default=4)
     args = p.parse_args()
     devices = tuple(d.strip() for d in args.devices.split(",")) if args.devices else None
     model, config = load_trained_model(args.checkpoint, devices)
-    cache, dataset = resolve_cache(args, args.workers, progress=True)
-    batches = eval_loader(cache, "val", batch_size=args.batch_size, crop=config.input_size,
+    cache, dataset, split = resolve_cache(args, args.workers, progress=True)
+    batches = eval_loader(cache, split, batch_size=max(1, args.batch_size // args.views),
+                          crop=config.input_size,
                           views=args.views, workers=args.workers, device=config.devices[0])
     r = evaluate(model, batches, progress=True, desc=f"{args.views}-view eval")
     print(f"{dataset}, {args.views} view{'s' if args.views > 1 else ''}, {r['images']} images: "

@@ -73,6 +73,15 @@ def test_two_epochs_write_every_output(tiny, tmp_path, capsys):
     assert "differences from the paper" in capsys.readouterr().out
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
+    # The checkpoint evaluates on the two-device placement to the same ten-view error.
+    result = subprocess.run(
+        [sys.executable, "scripts/evaluate.py", "--checkpoint", str(out / "checkpoint.pt"),
+         "--data", str(tiny / "cache"), "--views", "10", "--devices", "cpu,cpu",
+         "--workers", "0"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert f"top-1 error {100 * results['ten_view']['top1']:.2f}%" in result.stdout
+    assert f"top-5 error {100 * results['ten_view']['top5']:.2f}%" in result.stdout
+
 
 class Crash(Exception):
     pass
