@@ -1,0 +1,61 @@
+#!/usr/bin/env python
+"""Training and inference images/s of AlexNet (one device, two-device path, columns=1) next to
+torchvision's alexnet on the same device and batch, with the projected 90-epoch time.
+
+With --data CACHE, one more row adds the real train loader (end to end, data included)."""
+import argparse
+import json
+from pathlib import Path
+
+from alexnet2012 import paper
+from alexnet2012.benchmark import (DEFAULT_SCHEDULE, Settings, default_schedule, format_table,
+                                   parse_devices, run_benchmark)
+from alexnet2012.errors import UsageError, run_cli
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--devices", help="comma list, e.g. cuda:0 or cuda:0,cuda:1; the "
+                        "two-device row uses both, or the first twice (default: cuda:0 if "
+                        "available, else cpu)")
+    parser.add_argument("--batch-size", type=int, default=paper.BATCH_SIZE)
+    for i, (name, what) in enumerate([("--steps", "timed steps per model per round"),
+                                      ("--warmup", "untimed steps per model before the rounds"),
+                                      ("--repeats", "rounds; rates are the median over them")]):
+        parser.add_argument(name, type=int, help=f"{what} (default: {DEFAULT_SCHEDULE['cpu'][i]} "
+                            f"on CPU, {DEFAULT_SCHEDULE['cuda'][i]} on CUDA)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile every model")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    parser.add_argument("--data", metavar="CACHE_DIR", help="add the end-to-end row: the "
+                        "one-device AlexNet trained on this data cache's train loader")
+    parser.add_argument("--workers", type=int, default=4, help="loader workers for --data")
+    parser.add_argument("--json", type=Path, metavar="OUT", help="write the report here")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args()
+
+    devices = parse_devices(args.devices)
+    steps, warmup, repeats = default_schedule(devices[0])
+    settings = Settings(
+        devices=devices, batch_size=args.batch_size,
+        steps=steps if args.steps is None else args.steps,
+        warmup=warmup if args.warmup is None else args.warmup,
+        repeats=repeats if args.repeats is None else args.repeats,
+        compile=args.compile, bf16=args.bf16, data=args.data, workers=args.workers)
+    for name in ("batch_size", "steps", "repeats"):
+        if getattr(settings, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1, "
+                             f"got {getattr(settings, name)}")
+    if settings.warmup < 0 or settings.workers < 0:
+        raise UsageError("--warmup and --workers must be at least 0")
+    if args.json is not None and not args.json.parent.is_dir():
+        raise UsageError(f"--json {args.json}: folder {args.json.parent} does not exist")
+
+    report = run_benchmark(settings, progress=not args.quiet)
+    print(format_table(report))
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

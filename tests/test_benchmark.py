@@ -1,0 +1,194 @@
+"""The benchmark's arithmetic, report and CLI; tiny settings and tiny stand-in models, no timing
+assertions (the CPU and CUDA targets are checked by running the benchmark, not here)."""
+import json
+import runpy
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from alexnet2012 import benchmark
+from alexnet2012.benchmark import (REFERENCE, Case, Settings, format_duration, format_table,
+                                   parse_devices, projected_seconds, run_rounds, summarise)
+from alexnet2012.errors import UsageError
+from alexnet2012.optim import PaperSGD
+
+ROOT = Path(__file__).resolve().parents[1]
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def test_projected_time_is_90_imagenet_epochs_at_the_rate():
+    # 90 x 1,281,167 = 115,305,030 images; at 100 images/s 1,153,050.3 s = 320.29 h = 13 d 8 h.
+    assert projected_seconds(100.0) == pytest.approx(1_153_050.3)
+    assert format_duration(projected_seconds(100.0)) == "13d 8h"
+    # at 4,000 images/s: 28,826.26 s = 480.44 min = 8 h 0 min.
+    assert format_duration(projected_seconds(4000.0)) == "8:00"
+
+
+@pytest.mark.parametrize("seconds, text", [(0, "0:00"), (59 * 60 + 31, "1:00"), (3 * 3600 + 7 * 60, "3:07"),
+                                           (86_399, "1d 0h"), (2 * 86_400 + 5 * 3600 + 1700, "2d 5h")])
+def test_durations_read_as_h_mm_under_a_day_and_days_hours_above(seconds, text):
+    assert format_duration(seconds) == text
+
+
+def test_devices_default_and_errors():
+    assert parse_devices(None) == (torch.device("cuda:0" if torch.cuda.is_available() else "cpu"),)
+    assert parse_devices("cpu, cpu") == (torch.device("cpu"), torch.device("cpu"))
+    with pytest.raises(UsageError, match="not a device name"):
+        parse_devices("tpu")
+    with pytest.raises(UsageError, match="one or two devices"):
+        parse_devices("cpu,cpu,cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UsageError, match="does not exist"):
+            parse_devices("cuda:0")
+
+
+class _Recorder(nn.Module):
+    """A tiny stand-in for a network (224 images -> 1000 logits) that logs each forward."""
+
+    def __init__(self, name: str, log: list):
+        super().__init__()
+        self.name, self.log = name, log
+        self.fc = nn.Linear(3, 1000)
+
+    def forward(self, x):
+        self.log.append((self.name, "train" if self.training else "infer"))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def _case(name: str, log: list, **kwargs) -> Case:
+    model = _Recorder(name, log)
+    return Case(name, model, PaperSGD(model.parameters()), (torch.device("cpu"),), **kwargs)
+
+
+def _settings(**kwargs) -> Settings:
+    return Settings(**{**dict(devices=(torch.device("cpu"),), batch_size=2, steps=2, warmup=1, repeats=3),
+                       **kwargs})
+
+
+def test_rounds_alternate_models_with_the_order_rotated_and_keep_every_step_time():
+    log = []
+    cases = [_case("a", log), _case(REFERENCE, log)]
+    run_rounds(cases, _settings(), progress=False)
+    assert log[:4] == [("a", "train"), ("a", "infer"), (REFERENCE, "train"), (REFERENCE, "infer")]  # warm-up
+    rounds = [log[4 + 8 * r: 4 + 8 * (r + 1): 2] for r in range(3)]
+    entries = [("a", "train"), ("a", "infer"), (REFERENCE, "train"), (REFERENCE, "infer")]
+    assert rounds == [entries[r:] + entries[:r] for r in range(3)]
+    assert log[28:] == entries  # one step each for the memory pass
+    assert len(log) == 4 + 3 * 8 + 4
+    for case in cases:
+        assert {mode: len(t) for mode, t in case.times.items()} == {"train": 3, "infer": 3}
+
+
+def test_data_row_reads_a_fresh_loader_per_round_with_a_lead_in_and_cycles_epochs():
+    log, epochs, closed = [], [], []
+
+    def loader(epoch):
+        epochs.append(epoch)
+        try:
+            for _ in range(3):  # three batches per epoch
+                yield torch.randn(2, 3, 224, 224), torch.randint(0, 1000, (2,))
+        finally:
+            closed.append(epoch)
+
+    case = _case("a", log, modes=("train",), loader=loader)
+    run_rounds([case], _settings(workers=1, repeats=2), progress=False)
+    # warm-up: 1 step of epoch 0; each round r: a loader from epoch r + 1, 2 lead-in + 2 timed
+    # steps (4 of its 3-batch epochs: r + 1, then r + 2); memory: 1 step of epoch 0.
+    assert benchmark.lead_in_steps(1) == 2
+    assert epochs == [0, 1, 2, 2, 3, 0]
+    assert sorted(closed) == sorted(epochs)  # no loader (no worker) outlives its block
+    assert len(log) == 1 + 2 * 4 + 1 and len(case.times["train"]) == 2
+
+
+def test_report_and_table_name_every_row_the_ratios_and_the_options():
+    log = []
+    cases = [_case("a", log), _case("b", log), _case(REFERENCE, log)]
+    settings = _settings(compile=True, bf16=True, repeats=2)
+    run_rounds(cases, settings, progress=False)
+    report = json.loads(json.dumps(summarise(cases, settings, {"cuda": False})))
+    assert [r["name"] for r in report["models"]] == ["a", "b", REFERENCE]
+    table = format_table(report)
+    assert "torch.compile" in table.splitlines()[0] and "bf16 autocast" in table.splitlines()[0]
+    assert report["settings"]["compile"] and report["settings"]["bf16_autocast"]
+    _check_report(report, table, names=["a", "b", REFERENCE], repeats=2)
+
+
+def _check_report(report: dict, table: str, names: list, repeats: int) -> None:
+    """Every row in the JSON and the table, ratios and projections from the JSON's own rates."""
+    rows = {r["name"]: r for r in report["models"]}
+    assert list(rows) == names
+    ref = rows[REFERENCE]
+    for name, row in rows.items():
+        line = next(l for l in table.splitlines() if l.startswith(name + "  "))
+        for mode in ("train", "infer"):
+            r = row[mode]
+            assert len(r["step_times_s"]) == repeats
+            rate = report["settings"]["batch_size"] / statistics.median(r["step_times_s"])
+            assert r["images_per_s"] == pytest.approx(rate)
+            ratio = r["images_per_s"] / ref[mode]["images_per_s"]
+            assert r["ratio_to_torchvision"] == pytest.approx(ratio)
+            assert f"{ratio:.2f}x" in line and f"{r['images_per_s']:.1f}" in line
+            best = min(r["step_times_s"]) / min(ref[mode]["step_times_s"])
+            assert r["best_ratio_to_torchvision"] == pytest.approx(1 / best)
+        seconds = 90 * 1_281_167 / row["train"]["images_per_s"]
+        assert row["projected_90_epochs_s"] == pytest.approx(seconds)
+        assert line.endswith(format_duration(seconds))
+
+
+def _cli(args: list, capsys, monkeypatch) -> tuple[int, str, str]:
+    """Run scripts/benchmark.py in this process; (exit status, stdout, stderr)."""
+    script = ROOT / "scripts" / "benchmark.py"
+    monkeypatch.setattr(sys, "argv", [str(script), *args])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(str(script), run_name="__main__")
+    out, err = capsys.readouterr()
+    return exit_.value.code, out, err
+
+
+@pytest.mark.slow
+def test_cli_prints_the_table_and_writes_the_same_as_json(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "cpu.json"
+    code, stdout, stderr = _cli(["--devices", "cpu", "--batch-size", "2", "--steps", "1", "--warmup", "0",
+                                 "--repeats", "1", "--quiet", "--json", str(out)], capsys, monkeypatch)
+    assert code == 0, stderr
+    report = json.loads(out.read_text())
+    names = ["AlexNet", "AlexNet two-device (cpu, cpu)", "AlexNet columns=1", REFERENCE]
+    _check_report(report, stdout, names, repeats=1)
+    assert report["device"]["cpu_cores"] >= 1 and report["versions"]["torch"] == torch.__version__
+    assert report["settings"]["batch_size"] == 2 and report["settings"]["precision"] == "fp32"
+    assert "memory_method" in report["settings"]
+    assert set(report["code"]) == {"commit", "uncommitted"}
+    rate = {r["name"]: r["train"]["images_per_s"] for r in report["models"]}
+    assert report["targets"] == pytest.approx({
+        "alexnet_train_vs_torchvision": rate["AlexNet"] / rate[REFERENCE],
+        "two_device_train_vs_one_device": rate["AlexNet two-device (cpu, cpu)"] / rate["AlexNet"]})
+    assert "targets: AlexNet trains at" in stdout
+    for row in report["models"]:  # weights alone are 61M float32 = 233 MiB for every model here
+        assert row["train"]["peak_memory_bytes"] > row["infer"]["peak_memory_bytes"] > 200 << 20
+
+
+@pytest.mark.parametrize("args, message", [(["--devices", "tpu"], "not a device name"),
+                                           (["--steps", "0"], "--steps must be at least 1"),
+                                           (["--data", "/no/such/cache"], "no such directory")])
+def test_cli_bad_input_is_one_line(args, message, capsys, monkeypatch):
+    code, _, stderr = _cli(["--devices", "cpu", *args, "--batch-size", "2", "--quiet"], capsys, monkeypatch)
+    assert code == 2
+    assert stderr.startswith("error: ") and message in stderr
+    assert len(stderr.strip().splitlines()) == 1
+
+
+@cuda
+@pytest.mark.cuda
+def test_cuda_run_reports_the_gpu_and_tf32(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "cuda.json"
+    code, _, stderr = _cli(["--devices", "cuda:0", "--batch-size", "4", "--steps", "2", "--warmup", "1",
+                            "--repeats", "1", "--quiet", "--json", str(out)], capsys, monkeypatch)
+    assert code == 0, stderr
+    report = json.loads(out.read_text())
+    assert report["device"]["gpus"]["cuda:0"] == torch.cuda.get_device_name(0)
+    assert report["settings"]["backends"]["tf32_matmul"] and report["settings"]["precision"] == "fp32/TF32"
+    assert {r["name"] for r in report["models"]} >= {"AlexNet two-device (cuda:0, cuda:0)", REFERENCE}
