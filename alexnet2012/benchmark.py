@@ -23,7 +23,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+from typing import Any, Callable, Generator, Iterable, Iterator, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -73,7 +73,8 @@ class Case:
     """One table row: a model, its optimizer, the devices it runs on, where its batches come from,
     and what was measured (per-step seconds per round and the step's peak memory, per mode).
 
-    ``loader`` (the data row only) makes a fresh iterable of ``(x, y)`` batches for an epoch.
+    ``batches`` (the data row only): the loader's ``(x, y)`` batches, one iterator for the
+    whole run.
     """
 
     name: str
@@ -81,7 +82,7 @@ class Case:
     optimizer: PaperSGD
     devices: tuple[torch.device, ...]
     modes: tuple[str, ...] = ("train", "infer")
-    loader: Optional[Callable[[int], Iterable[tuple[Tensor, Tensor]]]] = None
+    batches: Optional[Iterator[tuple[Tensor, Tensor]]] = None
     times: dict[str, list[float]] = field(default_factory=dict)
     step_peak: dict[str, Optional[int]] = field(default_factory=dict)
 
@@ -161,8 +162,11 @@ def build_cases(settings: Settings) -> list[Case]:
     return cases
 
 
-def make_loader(settings: Settings) -> Callable[[int], Iterable[tuple[Tensor, Tensor]]]:
-    """For the end-to-end row: ``epoch -> train_loader(...)`` over the cache ``settings.data``."""
+def start_loader(settings: Settings) -> Generator[tuple[Tensor, Tensor], None, None]:
+    """The end-to-end row's batches: ``train_loader`` over the cache ``settings.data``, epoch
+    after epoch, its workers started now. Call it before building the models: workers forked
+    from a process that already holds them would make every later write to the models' pages a
+    copy-on-write fault, slowing the other rows' next steps."""
     try:
         from alexnet2012.data import train_loader
     except ImportError as exc:
@@ -170,13 +174,25 @@ def make_loader(settings: Settings) -> Callable[[int], Iterable[tuple[Tensor, Te
                          f"cannot import ({exc})") from None
     if not Path(settings.data).is_dir():
         raise UsageError(f"--data {settings.data}: no such directory (give a prepared data cache)")
+    batches = loader_batches(lambda epoch: train_loader(
+        settings.data, batch_size=settings.batch_size, crop=paper.CROP_SIZE, seed=settings.seed,
+        epoch=epoch, workers=settings.workers, device=str(settings.devices[0])))
+    next(batches)  # starts the workers
+    return batches
 
-    def loader(epoch: int) -> Iterable[tuple[Tensor, Tensor]]:
-        return train_loader(settings.data, batch_size=settings.batch_size, crop=paper.CROP_SIZE,
-                            seed=settings.seed, epoch=epoch, workers=settings.workers,
-                            device=str(settings.devices[0]))
 
-    return loader
+def loader_batches(loader: Callable[[int], Iterable[tuple[Tensor, Tensor]]]
+                   ) -> Generator[tuple[Tensor, Tensor], None, None]:
+    """Batches of ``loader(0)``, then ``loader(1)``, ... without end; ``close()`` stops the
+    current epoch's workers."""
+    for epoch in itertools.count():
+        empty = True
+        for batch in loader(epoch):
+            empty = False
+            yield batch
+        if empty:
+            raise UsageError("the data cache's train loader yields no batch (cache empty, or "
+                             "fewer images than --batch-size)")
 
 
 def synthetic_batch(batch_size: int, device: torch.device, seed: int = 0) -> tuple[Tensor, Tensor]:
@@ -294,38 +310,11 @@ def run_block(case: Case, mode: str, batches: Iterator[tuple[Tensor, Tensor]], s
     return (time.perf_counter() - start) / steps
 
 
-@contextlib.contextmanager
-def open_batches(case: Case, batch: tuple[Tensor, Tensor],
-                 epoch: int) -> Iterator[Iterator[tuple[Tensor, Tensor]]]:
-    """The batches of one block: the synthetic ``batch`` over and over, or (data row) a fresh
-    loader from ``epoch`` on, epoch after epoch, closed (workers stopped) when the block ends
-    so that no worker runs while other rows are timed."""
-    if case.loader is None:
-        yield itertools.repeat(batch)
-        return
-    batches = _loader_batches(case, epoch)
-    try:
-        yield batches
-    finally:
-        batches.close()
-
-
-def _loader_batches(case: Case, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
-    while True:
-        empty = True
-        for batch in case.loader(epoch):
-            empty = False
-            yield batch
-        if empty:
-            raise UsageError("the data cache's train loader yields no batch (cache empty, or "
-                             "fewer images than --batch-size)")
-        epoch += 1
-
-
 def lead_in_steps(workers: int) -> int:
-    """Untimed steps before the data row's timed ones in each round: as many batches as a loader
-    may have ready ahead (DataLoader's default prefetch_factor 2 per worker), so that the timed
-    steps see the steady state rather than a queue filled during start-up."""
+    """Untimed steps before the data row's timed ones in each round: as many batches as the
+    loader's workers may have made ready ahead while the other rows ran (DataLoader's default
+    prefetch_factor 2 per worker; then they wait), so that the timed steps see the steady state
+    rather than a full queue."""
     return 2 * max(workers, 1)
 
 
@@ -333,37 +322,34 @@ def run_rounds(cases: list[Case], settings: Settings, progress: bool = True) -> 
     """Warm every entry up, then time ``repeats`` rounds of ``steps`` steps per entry, the order
     rotated by one each round (per-step times into ``case.times``), then measure each entry's
     peak memory over one more step (into ``case.step_peak``)."""
-    batch = synthetic_batch(settings.batch_size, settings.devices[0], settings.seed)
+    synthetic = itertools.repeat(synthetic_batch(settings.batch_size, settings.devices[0],
+                                                 settings.seed))
     entries = [(case, mode) for case in cases for mode in case.modes]
     blocks = len(entries) * (settings.repeats + 1 + (settings.warmup > 0))
     with tqdm(total=blocks, file=sys.stderr, disable=not progress, unit="block",
               desc="benchmark") as bar:
-        def each(label: str, order: list[tuple[Case, str]]) -> Iterator[tuple[Case, str]]:
+        def each(label: str, order: list[tuple[Case, str]]) -> Iterator[tuple[Case, str, Iterator]]:
             for case, mode in order:
                 bar.set_postfix_str(f"{label}: {case.name} {mode}")
-                yield case, mode
+                yield case, mode, synthetic if case.batches is None else case.batches
                 bar.update()
 
         if settings.warmup > 0:
-            for case, mode in each("warm-up", entries):
-                with open_batches(case, batch, 0) as batches:
-                    run_block(case, mode, batches, settings.warmup, settings.bf16)
+            for case, mode, batches in each("warm-up", entries):
+                run_block(case, mode, batches, settings.warmup, settings.bf16)
         for r in range(settings.repeats):
             shift = r % len(entries)
-            for case, mode in each(f"round {r + 1}", entries[shift:] + entries[:shift]):
-                with open_batches(case, batch, r + 1) as batches:
-                    if case.loader is not None:
-                        run_block(case, mode, batches, lead_in_steps(settings.workers),
-                                  settings.bf16)
-                    case.times.setdefault(mode, []).append(
-                        run_block(case, mode, batches, settings.steps, settings.bf16))
-        for case, mode in each("memory", entries):
-            with open_batches(case, batch, 0) as batches:
-                case.optimizer.zero_grad(set_to_none=True)
-                meter = MemoryMeter(case.devices)
-                meter.start()
-                run_block(case, mode, batches, 1, settings.bf16)
-                case.step_peak[mode] = meter.stop()
+            for case, mode, batches in each(f"round {r + 1}", entries[shift:] + entries[:shift]):
+                if case.batches is not None:
+                    run_block(case, mode, batches, lead_in_steps(settings.workers), settings.bf16)
+                case.times.setdefault(mode, []).append(
+                    run_block(case, mode, batches, settings.steps, settings.bf16))
+        for case, mode, batches in each("memory", entries):
+            case.optimizer.zero_grad(set_to_none=True)
+            meter = MemoryMeter(case.devices)
+            meter.start()
+            run_block(case, mode, batches, 1, settings.bf16)
+            case.step_peak[mode] = meter.stop()
 
 
 def device_description(devices: Sequence[torch.device]) -> dict[str, Any]:
@@ -541,12 +527,16 @@ def format_table(report: dict[str, Any]) -> str:
 
 def run_benchmark(settings: Settings, progress: bool = True) -> dict[str, Any]:
     """Build the rows, time them in alternating rounds, return the report."""
-    loader = None if settings.data is None else make_loader(settings)
-    backends = configure_backends(settings.devices)
-    cases = build_cases(settings)
-    if loader is not None:  # the one-device AlexNet's model and optimizer, real batches
-        model_only = cases[0]
-        cases.append(Case(DATA_ROW, model_only.model, model_only.optimizer, model_only.devices,
-                          modes=("train",), loader=loader))
-    run_rounds(cases, settings, progress)
+    batches = None if settings.data is None else start_loader(settings)
+    try:
+        backends = configure_backends(settings.devices)
+        cases = build_cases(settings)
+        if batches is not None:  # the one-device AlexNet's model and optimizer, real batches
+            model_only = cases[0]
+            cases.append(Case(DATA_ROW, model_only.model, model_only.optimizer,
+                              model_only.devices, modes=("train",), batches=batches))
+        run_rounds(cases, settings, progress)
+    finally:
+        if batches is not None:
+            batches.close()
     return summarise(cases, settings, backends)

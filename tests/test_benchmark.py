@@ -83,7 +83,7 @@ def test_rounds_alternate_models_with_the_order_rotated_and_keep_every_step_time
         assert {mode: len(t) for mode, t in case.times.items()} == {"train": 3, "infer": 3}
 
 
-def test_data_row_reads_a_fresh_loader_per_round_with_a_lead_in_and_cycles_epochs():
+def test_data_row_reads_one_loader_epoch_after_epoch_with_a_lead_in_each_round():
     log, epochs, closed = [], [], []
 
     def loader(epoch):
@@ -94,14 +94,21 @@ def test_data_row_reads_a_fresh_loader_per_round_with_a_lead_in_and_cycles_epoch
         finally:
             closed.append(epoch)
 
-    case = _case("a", log, modes=("train",), loader=loader)
+    batches = benchmark.loader_batches(loader)
+    case = _case("a", log, modes=("train",), batches=batches)
     run_rounds([case], _settings(workers=1, repeats=2), progress=False)
-    # warm-up: 1 step of epoch 0; each round r: a loader from epoch r + 1, 2 lead-in + 2 timed
-    # steps (4 of its 3-batch epochs: r + 1, then r + 2); memory: 1 step of epoch 0.
+    # warm-up 1 step, then per round 2 lead-in + 2 timed steps, then 1 memory step: 10 batches
+    # of 3-batch epochs 0, 1, 2 and the first of epoch 3.
     assert benchmark.lead_in_steps(1) == 2
-    assert epochs == [0, 1, 2, 2, 3, 0]
-    assert sorted(closed) == sorted(epochs)  # no loader (no worker) outlives its block
-    assert len(log) == 1 + 2 * 4 + 1 and len(case.times["train"]) == 2
+    assert len(log) == 1 + 2 * (2 + 2) + 1 and len(case.times["train"]) == 2
+    assert epochs == [0, 1, 2, 3] and closed == [0, 1, 2]
+    batches.close()  # stops the current epoch's loader (its workers)
+    assert closed == [0, 1, 2, 3]
+
+
+def test_an_empty_loader_is_a_usage_error():
+    with pytest.raises(UsageError, match="yields no batch"):
+        next(benchmark.loader_batches(lambda epoch: []))
 
 
 def test_report_and_table_name_every_row_the_ratios_and_the_options():
