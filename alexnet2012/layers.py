@@ -51,22 +51,30 @@ def _chunks(x: Tensor) -> list[slice]:
     return [slice(i, i + step) for i in range(0, x.shape[0], step)]
 
 
-class _LRNFunction(torch.autograd.Function):
-    """LRN with a hand-written backward, run chunk by chunk over the batch on the CPU.
+def _lrn_terms(x: Tensor, size: int, alpha: float, beta: float, k: float) -> tuple[Tensor, Tensor]:
+    """``s = k + alpha/size * sum_window(x^2)`` and ``p = s^-beta`` for (M, C, H, W) ``x``."""
+    s = _window_sum(x * x, size).mul_(alpha / size).add_(k)
+    return s, _neg_pow(s, beta)
 
-    b = a * s^-beta with s = k + alpha/n * sum_window(a^2), so
-    da = g * s^-beta - 2 alpha beta / n * a * sum_window'(g * b / s).
-    """
+
+def _lrn_grad(grad: Tensor, x: Tensor, s: Tensor, p: Tensor, size: int, alpha: float,
+              beta: float) -> Tensor:
+    """The LRN's input gradient. With b = x * s^-beta and s = k + alpha/n * sum_window(x^2):
+    dx = g * s^-beta - 2 alpha beta / n * x * sum_window'(g * b / s)."""
+    direct = grad * p
+    through_s = _window_sum(direct * x / s, size, reverse=True)
+    return torch.addcmul(direct, through_s, x, value=-2.0 * alpha * beta / size)
+
+
+class _LRNFunction(torch.autograd.Function):
+    """LRN with a hand-written backward, run chunk by chunk over the batch on the CPU."""
 
     @staticmethod
     def forward(ctx, x: Tensor, size: int, alpha: float, beta: float, k: float) -> Tensor:
         s, p, y = torch.empty_like(x), torch.empty_like(x), torch.empty_like(x)
         for part in _chunks(x):
-            xs = x[part]
-            ss = _window_sum(xs * xs, size).mul_(alpha / size).add_(k)
-            ps = _neg_pow(ss, beta)
-            s[part], p[part] = ss, ps
-            torch.mul(xs, ps, out=y[part])
+            s[part], p[part] = _lrn_terms(x[part], size, alpha, beta, k)
+            torch.mul(x[part], p[part], out=y[part])
         ctx.save_for_backward(x, s, p)
         ctx.hyper = (size, alpha, beta)
         return y
@@ -74,15 +82,64 @@ class _LRNFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         x, s, p = ctx.saved_tensors
-        size, alpha, beta = ctx.hyper
         grad_x = torch.empty_like(x)
         for part in _chunks(x):
-            xs = x[part]
-            direct = grad[part] * p[part]
-            through_s = _window_sum(direct * xs / s[part], size, reverse=True)
-            torch.addcmul(direct, through_s, xs, value=-2.0 * alpha * beta / size,
-                          out=grad_x[part])
+            grad_x[part] = _lrn_grad(grad[part], x[part], s[part], p[part], *ctx.hyper)
         return grad_x, None, None, None, None
+
+
+class _ReluLRNPool(torch.autograd.Function):
+    """ReLU, then LRN within each of ``groups`` columns, then max-pooling (P §3.5's order after
+    conv1 and conv2), fused chunk by chunk over the batch so that on the CPU each chunk stays in
+    cache through all three; the backward recomputes the LRN terms instead of storing them.
+    Computes exactly what the three separate operations compute."""
+
+    @staticmethod
+    def forward(ctx, z: Tensor, groups: int, pool_kernel: int, pool_stride: int,
+                size: int, alpha: float, beta: float, k: float) -> Tensor:
+        n, c, h, w = z.shape
+        pooled, indices = [], []
+        for part in _chunks(z):
+            x = z[part].clamp_min(0).reshape(-1, c // groups, h, w)
+            _, p = _lrn_terms(x, size, alpha, beta, k)
+            y = (x * p).reshape(-1, c, h, w)
+            out, index = F.max_pool2d_with_indices(y, pool_kernel, pool_stride)
+            pooled.append(out)
+            indices.append(index)
+        out = torch.cat(pooled) if len(pooled) > 1 else pooled[0]
+        ctx.save_for_backward(z, torch.cat(indices) if len(indices) > 1 else indices[0])
+        ctx.hyper = (groups, pool_kernel, pool_stride, size, alpha, beta, k)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        z, indices = ctx.saved_tensors
+        groups, pool_kernel, pool_stride, size, alpha, beta, k = ctx.hyper
+        n, c, h, w = z.shape
+        grad_z = torch.empty_like(z)
+        for part in _chunks(z):
+            zc = z[part]
+            x = zc.clamp_min(0)
+            grad_y = torch.ops.aten.max_pool2d_with_indices_backward(
+                grad[part], x, [pool_kernel] * 2, [pool_stride] * 2, [0, 0], [1, 1], False,
+                indices[part])
+            x = x.reshape(-1, c // groups, h, w)
+            s, p = _lrn_terms(x, size, alpha, beta, k)
+            grad_x = _lrn_grad(grad_y.reshape(x.shape), x, s, p, size, alpha, beta)
+            torch.ops.aten.threshold_backward.grad_input(  # ReLU's backward, into place
+                grad_x.reshape(zc.shape), zc, 0.0, grad_input=grad_z[part])
+        return grad_z, None, None, None, None, None, None, None
+
+
+def relu_lrn_pool(z: Tensor, groups: int = 1, pool_kernel: int = paper.POOL_KERNEL,
+                  pool_stride: int = paper.POOL_STRIDE, size: int = paper.LRN_SIZE,
+                  alpha: float = paper.LRN_ALPHA, beta: float = paper.LRN_BETA,
+                  k: float = paper.LRN_K) -> Tensor:
+    """``max_pool(local_response_norm(relu(z), groups))`` in one fused pass (see
+    :func:`local_response_norm` for the LRN and its constants)."""
+    if z.shape[1] % groups:
+        raise ValueError(f"{z.shape[1]} channels cannot be split into {groups} groups")
+    return _ReluLRNPool.apply(z, groups, pool_kernel, pool_stride, size, alpha, beta, k)
 
 
 def local_response_norm(x: Tensor, groups: int = 1, size: int = paper.LRN_SIZE,

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from alexnet2012 import paper
-from alexnet2012.layers import Conv2d2012, conv2d_2012, local_response_norm, paper_dropout
+from alexnet2012.layers import Conv2d2012, conv2d_2012, paper_dropout, relu_lrn_pool
 
 DeviceLike = Union[str, torch.device]
 
@@ -145,10 +145,10 @@ class AlexNet(nn.Module):
 
     def _after(self, layer: paper.Layer, h: Tensor, groups: int) -> Tensor:
         """ReLU, LRN, max-pool, dropout after ``layer`` (P §3.5 order), per column."""
+        if layer.lrn and self.lrn:  # conv1, conv2: ReLU -> LRN -> pool, in one fused pass
+            return relu_lrn_pool(h, groups, *self.pool)
         if layer.relu:
             h = F.relu(h, inplace=True)
-        if layer.lrn and self.lrn:
-            h = local_response_norm(h, groups)
         if layer.pool:
             h = F.max_pool2d(h, *self.pool)
         if layer.dropout:

@@ -1,0 +1,133 @@
+"""The 2012 layers against formulas written out here (PAPER_NOTES "LRN", "Dropout", "224 vs 227")."""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from alexnet2012.layers import (conv2d_2012, conv_output_size_2012, local_response_norm,
+                                paper_dropout, relu_lrn_pool)
+
+torch.set_num_threads(2)
+K, N, ALPHA, BETA = 2.0, 5, 1e-4, 0.75
+
+
+def lrn_by_the_formula(a, groups):
+    """b_c = a_c / (k + alpha/n * sum_{c'=c-2}^{c+2} a_{c'}^2)^beta, clipped at each group's edges."""
+    a = np.asarray(a, dtype=np.float64)
+    out = np.empty_like(a)
+    width = a.shape[1] // groups
+    for g in range(groups):
+        lo, hi = g * width, (g + 1) * width
+        for c in range(lo, hi):
+            window = a[:, max(lo, c - N // 2):min(hi, c + N // 2 + 1)]
+            out[:, c] = a[:, c] / (K + ALPHA / N * (window ** 2).sum(axis=1)) ** BETA
+    return out
+
+
+def lrn_reference(x, groups):
+    """The same formula in differentiable torch ops (for reference gradients)."""
+    parts = []
+    for a in x.chunk(groups, dim=1):
+        sq = F.pad(a * a, (0, 0, 0, 0, N // 2, N // 2))
+        window = sum(sq[:, i:i + a.shape[1]] for i in range(N))
+        parts.append(a / (K + ALPHA / N * window) ** BETA)
+    return torch.cat(parts, dim=1)
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_lrn_matches_the_formula_within_each_column(groups):
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 12, 4, 3, generator=g, dtype=torch.float64) * 300
+    assert np.allclose(local_response_norm(x, groups).numpy(), lrn_by_the_formula(x, groups),
+                       rtol=1e-12)
+
+
+def test_lrn_is_torch_local_response_norm_per_column():
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(3, 96, 5, 5, generator=g) * 100
+    expected = torch.cat([F.local_response_norm(part, N, ALPHA, BETA, K)
+                          for part in x.chunk(2, dim=1)], dim=1)
+    assert torch.allclose(local_response_norm(x, 2), expected, rtol=1e-5)
+
+
+def test_lrn_window_never_reaches_the_other_column():
+    x = torch.rand(1, 10, 2, 2) * 10
+    y = local_response_norm(x, 2)
+    x2 = x.clone()
+    x2[:, 5:] *= 1000  # column 1 only
+    assert torch.equal(local_response_norm(x2, 2)[:, :5], y[:, :5])
+
+
+def test_lrn_gradient_is_the_formula_s_gradient():
+    x = (torch.rand(2, 8, 3, 3, dtype=torch.float64) * 200).requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: local_response_norm(t, 2), (x,))
+
+
+def test_lrn_on_batches_split_into_cache_sized_chunks():
+    # 580,800 values per image: the CPU path processes one image at a time.
+    g = torch.Generator().manual_seed(2)
+    x = (torch.rand(3, 48, 110, 110, generator=g) * 200).requires_grad_()
+    grad = torch.randn(3, 48, 110, 110, generator=g)
+    ours = local_response_norm(x, 2)
+    (ours_grad,) = torch.autograd.grad(ours, x, grad)
+    ref = lrn_reference(x, 2)
+    (ref_grad,) = torch.autograd.grad(ref, x, grad)
+    assert torch.allclose(ours, ref, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(ours_grad, ref_grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape, pool", [((5, 96, 55, 55), (3, 2)), ((4, 32, 27, 27), (2, 2))])
+def test_fused_relu_lrn_pool_equals_the_three_operations(shape, pool):
+    g = torch.Generator().manual_seed(3)
+    z = (torch.randn(*shape, generator=g) * 30).requires_grad_()
+    fused = relu_lrn_pool(z, 2, *pool)
+    separate = F.max_pool2d(local_response_norm(F.relu(z), 2), *pool)
+    grad = torch.randn(fused.shape, generator=g)
+    (fused_grad,) = torch.autograd.grad(fused, z, grad)
+    (separate_grad,) = torch.autograd.grad(separate, z, grad)
+    assert torch.equal(fused, separate)
+    assert torch.allclose(fused_grad, separate_grad, rtol=1e-5, atol=1e-6)
+    formula = F.max_pool2d(torch.from_numpy(lrn_by_the_formula(F.relu(z).detach(), 2)), *pool)
+    assert torch.allclose(fused.double(), formula, rtol=1e-5)
+
+
+def test_fused_relu_lrn_pool_gradient_numerically():
+    z = (torch.randn(2, 8, 7, 7, dtype=torch.float64) * 30).requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: relu_lrn_pool(t, 2, 3, 2), (z,))
+
+
+def test_paper_dropout_masks_at_train_time_and_halves_at_test_time():
+    torch.manual_seed(0)
+    x = torch.rand(64, 1000) + 1
+    y = paper_dropout(x, 0.5, training=True)
+    kept = y != 0
+    assert torch.equal(y[kept], x[kept])  # not rescaled (not inverted dropout)
+    assert abs(kept.float().mean().item() - 0.5) < 0.01
+    assert torch.equal(paper_dropout(x, 0.5, training=False), x * 0.5)
+
+
+def test_paper_dropout_draws_each_columns_mask_in_column_order():
+    x = torch.rand(4, 10) + 1
+    torch.manual_seed(5)
+    y = paper_dropout(x, 0.5, training=True, groups=2)
+    torch.manual_seed(5)
+    first = torch.empty(4, 5).bernoulli_(0.5)
+    second = torch.empty(4, 5).bernoulli_(0.5)
+    assert torch.equal(y, x * torch.cat([first, second], dim=1))
+
+
+def test_2012_conv_output_size_and_the_overhanging_224_input():
+    assert conv_output_size_2012(224, 11, 4) == 1 + math.ceil(213 / 4) == 55
+    assert conv_output_size_2012(227, 11, 4) == 55
+    assert conv_output_size_2012(27, 5, 1, 2) == 27
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 3, 224, 224, generator=g)
+    w = torch.randn(8, 3, 11, 11, generator=g)
+    b = torch.randn(8, generator=g)
+    padded = torch.zeros(2, 3, 227, 227)
+    padded[:, :, :224, :224] = x  # three zero rows at the bottom, three zero columns at the right
+    assert torch.allclose(conv2d_2012(x, w, b, stride=4), F.conv2d(padded, w, b, stride=4), atol=1e-4)
+    x227 = torch.randn(1, 3, 227, 227, generator=g)
+    assert torch.equal(conv2d_2012(x227, w, b, stride=4), F.conv2d(x227, w, b, stride=4))
