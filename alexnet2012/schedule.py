@@ -10,10 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
+from alexnet2012 import paper
 from alexnet2012.errors import UsageError
 
 #: First epochs trained at 0.001, 1e-4 and 1e-5 in [C]'s run (PAPER_NOTES "Learning").
-C_DROP_EPOCHS = (25, 51, 79)
+C_DROP_EPOCHS = paper.DROP_EPOCHS_2012
 
 
 @dataclass(frozen=True)

@@ -126,8 +126,9 @@ def deviations(config: TrainConfig, num_classes: int) -> list[str]:
     if config.epochs != paper.EPOCHS:
         out.append(f"at most {config.epochs} epochs instead of about {paper.EPOCHS}")
     if config.lr_drops is not None:
-        out.append(f"lr dropped at fixed epochs {list(config.lr_drops)} (the 2012 code's run) "
-                   "instead of on validation plateaus")
+        which = " (the 2012 code's run)" if tuple(config.lr_drops) == paper.DROP_EPOCHS_2012 else ""
+        out.append(f"lr divided by 10 at fixed epochs {list(config.lr_drops)}{which} instead of "
+                   "on validation plateaus")
     if config.input_size != paper.CROP_SIZE:
         out.append(f"{config.input_size}x{config.input_size} crops (Caffe's) instead of 224x224")
     if config.lighting != "paper":
