@@ -36,7 +36,7 @@ from alexnet2012.errors import UsageError
 from alexnet2012.model import AlexNet, resolve_devices
 from alexnet2012.optim import PaperSGD
 
-IMAGES_PER_EPOCH = 1_281_167  # ILSVRC-2012 train
+IMAGES_PER_EPOCH = paper.TRAIN_IMAGES_2012  # ILSVRC-2012 train
 REFERENCE = "torchvision alexnet"
 ONE_DEVICE_ROW = "AlexNet"
 TWO_DEVICE_ROW = "AlexNet two-device"

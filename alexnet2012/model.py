@@ -189,14 +189,14 @@ class AlexNet(nn.Module):
         """
         devices = [next(column.parameters()).device for column in self.columns]
         streams = _side_streams(devices)
-        hs = [x.to(device, non_blocking=True) for device in devices]
+        hs = [_to(x, device) for device in devices]
         waiting = [True] * len(hs)  # input made on the main stream: the side stream must wait
         for layer in paper.LAYERS:
             if layer.sees == "both":
                 _join(hs, streams)
                 flat = [h.flatten(1) if layer.kind == "fc" else h for h in hs]
                 targets = devices if layer.split else devices[:1]
-                hs = [torch.cat([h.to(d, non_blocking=True) for h in flat], dim=1) for d in targets]
+                hs = [torch.cat([_to(h, d) for h in flat], dim=1) for d in targets]
                 waiting = [True] * len(hs)
             modules = self._modules_of(layer)
             for k in sorted(range(len(hs)), key=lambda k: streams[k] is None):  # side streams first
@@ -211,6 +211,12 @@ class AlexNet(nn.Module):
                     hs[k] = self._after(layer, modules[k](h), 1)
                 h.record_stream(stream)  # keep h's memory until the side stream is done with it
         return hs[0]
+
+
+def _to(h: Tensor, device: torch.device) -> Tensor:
+    """``h`` on ``device``; asynchronous only towards a GPU (a CPU reading a non-blocking copy
+    from a GPU could see it before it lands)."""
+    return h.to(device, non_blocking=device.type == "cuda")
 
 
 def _side_streams(devices: list[torch.device]) -> list[Optional["torch.cuda.Stream"]]:

@@ -6,6 +6,8 @@ from typing import Callable, Iterable, Optional
 import torch
 from torch import Tensor
 
+from alexnet2012 import paper
+
 
 class PaperSGD(torch.optim.Optimizer):
     """SGD with momentum and weight decay exactly as written in P §5.
@@ -38,9 +40,9 @@ class PaperSGD(torch.optim.Optimizer):
     def __init__(
         self,
         params: Iterable[Tensor] | Iterable[dict],
-        lr: float = 0.01,
-        momentum: float = 0.9,
-        weight_decay: float = 5e-4,
+        lr: float = paper.LEARNING_RATE,
+        momentum: float = paper.MOMENTUM,
+        weight_decay: float = paper.WEIGHT_DECAY,
     ) -> None:
         for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
             if not value >= 0.0:

@@ -84,13 +84,6 @@ DROP_EPOCHS_2012 = (25, 51, 79)  # [C]'s run: 0.01 -> 1e-3 -> 1e-4 -> 1e-5
 # Data, P §4.1.
 CROP_SIZE = 224
 LIGHTING_STD = 0.1
-# Reference ImageNet RGB PCA on the [0,1] scale (fb.resnet.torch), PAPER_NOTES "Data".
-IMAGENET_EIGENVALUES = (0.2175, 0.0188, 0.0045)
-IMAGENET_EIGENVECTORS = (  # columns are the components, rows R, G, B
-    (-0.5675, 0.7192, 0.4009),
-    (-0.5808, -0.0045, -0.8140),
-    (-0.5836, -0.6948, 0.4203),
-)
 TRAIN_IMAGES_2012 = 1_281_167
 
 # Sizes.

@@ -73,7 +73,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--patience", type=int, help="plateau rule: epochs without improvement (5)")
     p.add_argument("--threshold", type=float, default=0.001,
                    help="plateau rule: improvement that counts, as a fraction (0.001)")
-    p.add_argument("--checkpoint-minutes", type=float, default=30.0)
+    p.add_argument("--checkpoint-minutes", type=float, help="also checkpoint every N minutes (30)")
     p.add_argument("--no-ten-view", action="store_true", help="skip the final ten-view test")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p.parse_args(argv)
@@ -86,6 +86,11 @@ def _int_list(text: str, option: str) -> tuple[int, ...]:
         raise UsageError(f"{option} takes comma-separated epochs, e.g. 25,51,79; got {text!r}") from None
 
 
+def _default(value, default):
+    """``value`` unless the option was not given (0 is a value, and is then checked)."""
+    return default if value is None else value
+
+
 def _devices(text: Optional[str]) -> Optional[tuple[str, ...]]:
     return None if text is None else tuple(d.strip() for d in text.split(",") if d.strip())
 
@@ -94,7 +99,7 @@ def resolve_cache(args: argparse.Namespace, workers: int, progress: bool) -> tup
     """The prepared cache for ``--data`` (prepared now if missing), the test set's name (the
     ILSVRC set the paper reports on, or, without ImageNet's 1000 classes, the folder's) and
     the split the final test runs on: ILSVRC-2010's test split (P Table 1), else val."""
-    data = Path(args.data)
+    data = Path(args.data).resolve()
     if not data.is_dir():
         raise UsageError(f"--data {data}: no such directory (give the ImageNet root with train/ "
                          "and val/, or a cache made by scripts/prepare_imagenet.py)")
@@ -137,8 +142,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     demo = args.data is None
     out = args.out or f"experiments/runs/{'demo-' if demo else ''}{time.strftime('%Y%m%d-%H%M%S')}"
     devices = _devices(args.devices or default_devices())
-    workers = args.workers if args.workers is not None else default_workers(devices)
     check_devices(devices, args.columns)  # before any data is generated or prepared
+    workers = args.workers if args.workers is not None else default_workers(devices)
     progress = not args.quiet
     if demo:
         cache, dataset = demo_cache(workers, progress), f"synthetic demo ({DEMO['classes']} classes)"
@@ -150,18 +155,19 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         notes = []
     return TrainConfig(
         cache=cache, out=out, devices=devices,
-        input_size=args.input_size or paper.CROP_SIZE,
-        batch_size=args.batch_size or (DEMO["batch_size"] if demo else paper.BATCH_SIZE),
+        input_size=_default(args.input_size, paper.CROP_SIZE),
+        batch_size=_default(args.batch_size, DEMO["batch_size"] if demo else paper.BATCH_SIZE),
         accumulate=args.accumulate,
-        eval_batch_size=args.batch_size or (DEMO["batch_size"] if demo else paper.BATCH_SIZE),
-        epochs=args.epochs or (DEMO["epochs"] if demo else paper.EPOCHS),
+        eval_batch_size=_default(args.batch_size, DEMO["batch_size"] if demo else paper.BATCH_SIZE),
+        epochs=_default(args.epochs, DEMO["epochs"] if demo else paper.EPOCHS),
         seed=args.seed, workers=workers, columns=args.columns, lrn=not args.no_lrn,
         overlapping_pool=not args.no_overlap, lighting=args.lighting, lr=args.lr,
         lr_drops=(_int_list(args.lr_drops, "--lr-drops") if args.lr_drops
                   else DEMO["lr_drops"] if demo else None),
-        patience=args.patience if args.patience is not None else TrainConfig.patience,
+        patience=_default(args.patience, TrainConfig.patience),
         threshold=args.threshold,
-        ten_view=not args.no_ten_view, checkpoint_minutes=args.checkpoint_minutes,
+        ten_view=not args.no_ten_view,
+        checkpoint_minutes=_default(args.checkpoint_minutes, TrainConfig.checkpoint_minutes),
         dataset=dataset, test_split=test_split, deviations=notes)
 
 
@@ -172,7 +178,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not args.out:
             raise UsageError("--resume needs --out, the run folder to continue")
         run = Run.resume(args.out, progress=progress, devices=_devices(args.devices),
-                         epochs=args.epochs, workers=args.workers)
+                         epochs=args.epochs, workers=args.workers,
+                         checkpoint_minutes=args.checkpoint_minutes)
     else:
         run = Run(config_from_args(args), progress=progress)
     config = run.config

@@ -72,12 +72,12 @@ class PaperSchedule:
 
     def __init__(
         self,
-        lr: float = 0.01,
-        factor: float = 10.0,
-        max_drops: int = 3,
+        lr: float = paper.LEARNING_RATE,
+        factor: float = paper.LR_FACTOR,
+        max_drops: int = paper.LR_DROPS,
         patience: int = 5,
         threshold: float = 0.001,
-        max_epochs: int = 90,
+        max_epochs: int = paper.EPOCHS,
         drop_epochs: Optional[Sequence[int]] = None,
     ) -> None:
         checks = [

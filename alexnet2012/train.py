@@ -29,7 +29,7 @@ from alexnet2012.optim import PaperSGD
 from alexnet2012.schedule import PaperSchedule
 
 CHECKPOINT = "checkpoint.pt"
-RUN_FILES = ("config.json", "metrics.jsonl", CHECKPOINT, "results.json")
+RUN_FILES = ("metrics.jsonl", CHECKPOINT, "results.json")  # config.json alone: a run that never started
 
 
 @dataclass
@@ -96,6 +96,9 @@ def check_config(config: TrainConfig, train_images: int) -> None:
                          f"({train_images} images): no full batch to train on")
     if config.epochs < 1:
         raise UsageError(f"--epochs must be at least 1, got {config.epochs}")
+    if config.workers < 0:
+        raise UsageError(f"--workers must be 0 (load in this process) or more, got {config.workers}")
+    build_schedule(config)  # refuses bad schedule options (drop epochs, patience) now
     if not (config.lr > 0):
         raise UsageError(f"--lr must be positive, got {config.lr}")
 
@@ -155,6 +158,14 @@ def device_names(devices: tuple[str, ...]) -> list[str]:
     return names
 
 
+def _epoch_of(line: str) -> float:
+    """The epoch of a metrics.jsonl line; infinity for a blank or half-written one."""
+    try:
+        return json.loads(line)["epoch"]
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
+
+
 class Diverged(UsageError):
     """The training loss became NaN or infinite."""
 
@@ -181,8 +192,9 @@ class _LossWatch:
         if not finite.all():
             step = self.pending[int((~finite).nonzero()[0])][0]
             raise Diverged(f"the training loss became {values[~finite][0].item()} at epoch "
-                           f"{epoch}, batch {step + 1}; stopped without saving, the last good "
-                           "checkpoint is kept (lower --lr or check the data)")
+                           f"{epoch}, batch {step + 1}; stopped without saving over the last "
+                           "checkpoint (it holds the weights before the failing steps, so a "
+                           "resume repeats them: start a new run with a lower --lr)")
         self.pending = []
         self.total += values.sum().item()
         self.steps += len(values)
@@ -200,6 +212,9 @@ class Run:
         self.num_classes, self.train_images = info.num_classes, info.train_images
         self.val_images = info.val_images
         check_config(config, self.train_images)
+        if self.val_images == 0:
+            raise UsageError(f"{config.cache} has no prepared validation images: prepare the val "
+                             "split (scripts/prepare_imagenet.py) before training")
         self.dev = torch.device(config.devices[0])
         if checkpoint is None:
             self._start_folder()
@@ -237,7 +252,10 @@ class Run:
         if existing:
             raise UsageError(f"{self.dir} already holds a run ({', '.join(existing)}); use "
                              "--resume to continue it or --out to start a new one")
-        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot create the run folder {self.dir}: {exc.strerror or exc}") from None
         self._write_json("config.json", {
             "settings": asdict(self.config), "device_names": device_names(self.config.devices),
             "torch": torch.__version__, "dataset": self.config.dataset,
@@ -260,8 +278,7 @@ class Run:
         set_rng_state(ckpt["rng"])
         metrics = self.dir / "metrics.jsonl"
         if metrics.exists():  # drop epochs logged after this checkpoint was written
-            lines = [l for l in metrics.read_text().splitlines()
-                     if l.strip() and json.loads(l)["epoch"] < self.epoch]
+            lines = [l for l in metrics.read_text().splitlines() if _epoch_of(l) < self.epoch]
             metrics.write_text("".join(l + "\n" for l in lines))
         where = "finished" if self.finished else f"epoch {self.epoch}, batch {self.batch}"
         self.log(f"resumed from {self.dir / CHECKPOINT} ({where})")

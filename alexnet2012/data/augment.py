@@ -23,12 +23,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from alexnet2012 import paper
 from alexnet2012.errors import UsageError
 
 IMAGE_SIZE = 256
 CROP_SIZES = (224, 227)
 LIGHTING_MODES = ("paper", "2012", "none")
-LIGHTING_STD = 0.1  # P §4.1: a_i ~ N(0, 0.1)
+LIGHTING_STD = paper.LIGHTING_STD  # P §4.1: a_i ~ N(0, 0.1)
 # [C]'s --color-noise coefficient: noise a_i * sqrt(l_i) with a_i ~ N(0, 0.1), then the crop / 1.1
 COLOR_NOISE_2012 = 0.1
 
