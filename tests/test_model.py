@@ -60,6 +60,9 @@ def test_layer_shapes_per_column():
     out = column_outputs(model, small_batch(1), names)
     expected = {"conv1": (48, 55, 55), "conv2": (128, 27, 27), "conv3": (192, 13, 13),
                 "conv4": (192, 13, 13), "conv5": (128, 13, 13), "fc6": (2048,), "fc7": (2048,)}
+    for name in ("conv1", "conv2", "conv3", "conv4", "conv5"):  # Figure 2, both columns
+        size, channels = paper.FEATURE_MAPS[name]
+        assert expected[name] == (channels // 2, size, size)
     for name, shape in expected.items():
         for k in range(2):
             assert tuple(out[name, k].shape[1:]) == shape, name

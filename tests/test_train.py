@@ -142,6 +142,8 @@ def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_pa
     (["--devices", "cuda:9"], "does not exist"),
     (["--batch-size", 8, "--accumulate", 3], "not divisible by --accumulate 3"),
     (["--batch-size", 100], "larger than the training set"),
+    (["--batch-size", 8, "--epochs", 0], "--epochs must be at least 1"),
+    (["--batch-size", 8, "--lr-drops", "100"], "drop_epochs"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tiny, tmp_path, args, message):
     full = ["--data", tiny / "cache", "--out", tmp_path / "run", "--workers", 0]
@@ -151,7 +153,7 @@ def test_bad_input_is_one_line_and_exit_2(tiny, tmp_path, args, message):
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
-    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+    assert not (tmp_path / "run").exists()  # refused before the run folder is made
 
 
 def test_a_wrong_layout_names_what_was_expected(tmp_path):
