@@ -91,7 +91,8 @@ def _default(value, default):
     return default if value is None else value
 
 
-def _devices(text: Optional[str]) -> Optional[tuple[str, ...]]:
+def parse_devices(text: Optional[str]) -> Optional[tuple[str, ...]]:
+    """``'cuda:0,cuda:1'`` -> ``('cuda:0', 'cuda:1')``; None stays None."""
     return None if text is None else tuple(d.strip() for d in text.split(",") if d.strip())
 
 
@@ -141,7 +142,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The run's settings: the paper's, or the demo's where the demo differs."""
     demo = args.data is None
     out = args.out or f"experiments/runs/{'demo-' if demo else ''}{time.strftime('%Y%m%d-%H%M%S')}"
-    devices = _devices(args.devices or default_devices())
+    devices = parse_devices(args.devices or default_devices())
     check_devices(devices, args.columns)  # before any data is generated or prepared
     workers = args.workers if args.workers is not None else default_workers(devices)
     progress = not args.quiet
@@ -177,7 +178,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.resume:
         if not args.out:
             raise UsageError("--resume needs --out, the run folder to continue")
-        run = Run.resume(args.out, progress=progress, devices=_devices(args.devices),
+        run = Run.resume(args.out, progress=progress, devices=parse_devices(args.devices),
                          epochs=args.epochs, workers=args.workers,
                          checkpoint_minutes=args.checkpoint_minutes)
     else:

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from alexnet2012 import paper
 from alexnet2012.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from alexnet2012.data import cache_info, eval_loader, train_loader
+from alexnet2012.data.augment import check_crop
 from alexnet2012.errors import UsageError
 from alexnet2012.evaluate import evaluate
 from alexnet2012.model import AlexNet, resolve_devices
@@ -84,8 +85,7 @@ def check_devices(devices: tuple[str, ...], columns: int) -> None:
 def check_config(config: TrainConfig, train_images: int) -> None:
     """Refuse settings that cannot run, with one line each."""
     check_devices(config.devices, config.columns)
-    if config.input_size not in paper.INPUT_SIZES:
-        raise UsageError(f"--input-size must be one of {paper.INPUT_SIZES}, got {config.input_size}")
+    check_crop(config.input_size)
     if config.batch_size < 1 or config.accumulate < 1 or config.eval_batch_size < 1:
         raise UsageError("--batch-size, --accumulate and --eval-batch-size must be positive")
     if config.batch_size % config.accumulate:

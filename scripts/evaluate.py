@@ -5,7 +5,7 @@ import argparse
 from alexnet2012.data import eval_loader
 from alexnet2012.errors import run_cli
 from alexnet2012.evaluate import evaluate
-from alexnet2012.replicate import default_workers, resolve_cache
+from alexnet2012.replicate import default_workers, parse_devices, resolve_cache
 from alexnet2012.train import load_trained_model
 
 
@@ -20,8 +20,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=128, help="images per forward pass")
     p.add_argument("--workers", type=int, help="loader processes (default: 0 on CPU, else up to 8)")
     args = p.parse_args()
-    devices = tuple(d.strip() for d in args.devices.split(",")) if args.devices else None
-    model, config = load_trained_model(args.checkpoint, devices)
+    model, config = load_trained_model(args.checkpoint, parse_devices(args.devices))
     workers = args.workers if args.workers is not None else default_workers(config.devices)
     cache, dataset, split = resolve_cache(args, workers, progress=True)
     batches = eval_loader(cache, split, batch_size=max(1, args.batch_size // args.views),

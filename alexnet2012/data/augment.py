@@ -26,8 +26,8 @@ import torch
 from alexnet2012 import paper
 from alexnet2012.errors import UsageError
 
-IMAGE_SIZE = 256
-CROP_SIZES = (224, 227)
+IMAGE_SIZE = paper.IMAGE_SIZE
+CROP_SIZES = paper.INPUT_SIZES
 LIGHTING_MODES = ("paper", "2012", "none")
 LIGHTING_STD = paper.LIGHTING_STD  # P §4.1: a_i ~ N(0, 0.1)
 # [C]'s --color-noise coefficient: noise a_i * sqrt(l_i) with a_i ~ N(0, 0.1), then the crop / 1.1

@@ -30,11 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
+from alexnet2012 import paper
 from alexnet2012.data.imagenet import SPLITS
 from alexnet2012.errors import UsageError
 
 FORMAT = 1
-ROW_SHAPE = (256, 256, 3)
+ROW_SHAPE = (paper.IMAGE_SIZE, paper.IMAGE_SIZE, 3)
 PENDING, DONE, BAD = 0, 1, 2
 
 

@@ -19,7 +19,9 @@ import os
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-SIZE = 256
+from alexnet2012 import paper
+
+SIZE = paper.IMAGE_SIZE
 
 
 def resized_shape(width: int, height: int, short: int = SIZE) -> tuple[int, int]:
