@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from alexnet2012 import paper
+from alexnet2012.cpu_memory import keep_freed_memory
 from alexnet2012.errors import UsageError
 from alexnet2012.model import AlexNet, resolve_devices
 from alexnet2012.optim import PaperSGD
@@ -66,6 +67,7 @@ class Settings:
     data: Optional[str] = None
     workers: int = 4
     seed: int = 0
+    system_malloc: bool = False
 
 
 @dataclass
@@ -393,6 +395,14 @@ def code_version() -> dict[str, Any]:
     return {"commit": commit, "uncommitted": sorted(line[3:] for line in status)}
 
 
+def configure_cpu_memory(settings: Settings) -> str:
+    """When a row runs on the CPU: keep freed memory for reuse (``cpu_memory``), as training
+    does, for every row alike, unless ``system_malloc``. Returns the setting for the report."""
+    if settings.system_malloc or all(d.type != "cpu" for d in settings.devices):
+        return "system default"
+    return keep_freed_memory() or "system default (not glibc)"
+
+
 def summarise(cases: list[Case], settings: Settings, backends: dict[str, Any]) -> dict[str, Any]:
     """The JSON report: device, versions, settings and one entry per row."""
     rows = []
@@ -518,6 +528,8 @@ def format_table(report: dict[str, Any]) -> str:
                      f"torchvision (target >= 1.00x); the two-device path at "
                      f"{t['two_device_train_vs_one_device']:.2f}x the one-device net (target on "
                      f"one GPU: >= 0.90x)")
+    if "cpu_allocator" in s["backends"]:
+        notes.append(f"CPU allocator, every row: {s['backends']['cpu_allocator']}")
     if s["data"] is not None:
         notes.append(f"{DATA_ROW}: end to end (loader from {s['data']['cache']}, "
                      f"{s['data']['workers']} workers) with the AlexNet row's model; compare "
@@ -527,9 +539,10 @@ def format_table(report: dict[str, Any]) -> str:
 
 def run_benchmark(settings: Settings, progress: bool = True) -> dict[str, Any]:
     """Build the rows, time them in alternating rounds, return the report."""
+    backends = {**configure_backends(settings.devices),
+                "cpu_allocator": configure_cpu_memory(settings)}  # before the workers fork
     batches = None if settings.data is None else start_loader(settings)
     try:
-        backends = configure_backends(settings.devices)
         cases = build_cases(settings)
         if batches is not None:  # the one-device AlexNet's model and optimizer, real batches
             model_only = cases[0]

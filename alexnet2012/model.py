@@ -165,7 +165,7 @@ class AlexNet(nn.Module):
 
     def _forward_one_device(self, x: Tensor) -> Tensor:
         """Both columns in the same kernels: concatenated weights, grouped convolutions."""
-        x = x.to(self.fc8.weight.device, non_blocking=True)
+        x = _to(x, self.fc8.weight.device)
         groups = self.num_columns
         for layer in paper.LAYERS:
             modules = self._modules_of(layer)
@@ -214,9 +214,13 @@ class AlexNet(nn.Module):
 
 
 def _to(h: Tensor, device: torch.device) -> Tensor:
-    """``h`` on ``device``; asynchronous only towards a GPU (a CPU reading a non-blocking copy
-    from a GPU could see it before it lands)."""
-    return h.to(device, non_blocking=device.type == "cuda")
+    """``h`` on ``device``, images channels-last; the copy asynchronous only towards a GPU (a CPU
+    reading a non-blocking copy from a GPU could see it before it lands).
+
+    Channels-last from the input on: the convolutions then produce the layout in which the LRN
+    and max-pooling run fastest (see ``layers._column_view``), and no layer converts."""
+    h = h.to(device, non_blocking=device.type == "cuda")
+    return h.contiguous(memory_format=torch.channels_last) if h.dim() == 4 else h
 
 
 def _side_streams(devices: list[torch.device]) -> list[Optional["torch.cuda.Stream"]]:

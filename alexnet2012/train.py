@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from alexnet2012 import paper
 from alexnet2012.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from alexnet2012.cpu_memory import keep_freed_memory
 from alexnet2012.data import cache_info, eval_loader, train_loader
 from alexnet2012.data.augment import check_crop
 from alexnet2012.errors import UsageError
@@ -216,6 +217,8 @@ class Run:
             raise UsageError(f"{config.cache} has no prepared validation images: prepare the val "
                              "split (scripts/prepare_imagenet.py) before training")
         self.dev = torch.device(config.devices[0])
+        if any(torch.device(d).type == "cpu" for d in config.devices):
+            keep_freed_memory()  # else each CPU step page-faults its activations in again
         if checkpoint is None:
             self._start_folder()
         torch.manual_seed(config.seed)
