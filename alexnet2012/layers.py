@@ -126,33 +126,38 @@ class _ReluLRNPool(torch.autograd.Function):
     def forward(ctx, z: Tensor, groups: int, pool_kernel: int, pool_stride: int,
                 size: int, alpha: float, beta: float, k: float) -> Tensor:
         zv = _column_view(z, groups)
-        pooled, indices, saved = [], [], []
+        n, c, h, w = z.shape
+        pooled_shape = (n, c, (h - pool_kernel) // pool_stride + 1,
+                        (w - pool_kernel) // pool_stride + 1)
+        out = torch.empty(pooled_shape, dtype=z.dtype, device=z.device,
+                          memory_format=torch.channels_last)
+        indices = torch.empty(pooled_shape, dtype=torch.long, device=z.device,
+                              memory_format=torch.channels_last)
+        saved = []
         for part in _chunks(zv):
             x = zv[part].clamp_min(0)
             p, x_over_s = _lrn_terms(x, size, alpha, beta, k)
-            out, index = F.max_pool2d_with_indices(_image_view(x * p), pool_kernel, pool_stride)
-            pooled.append(out)
-            indices.append(index)
+            torch.ops.aten.max_pool2d_with_indices.out(
+                _image_view(x * p), [pool_kernel] * 2, [pool_stride] * 2, [0, 0], [1, 1],
+                False, out=out[part], indices=indices[part])
             saved += [x, p, x_over_s]
-        out = torch.cat(pooled) if len(pooled) > 1 else pooled[0]
-        ctx.save_for_backward(out, *indices, *saved)
+        ctx.save_for_backward(out, indices, *saved)
         ctx.hyper = (pool_kernel, pool_stride, size, alpha, beta)
         return out
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        out, *rest = ctx.saved_tensors
+        out, indices, *saved = ctx.saved_tensors
         pool_kernel, pool_stride, size, alpha, beta = ctx.hyper
-        indices, saved = rest[:len(rest) // 4], rest[len(rest) // 4:]
         grad = (grad * (out > 0)).contiguous(memory_format=torch.channels_last)  # ReLU's mask
         grad_z = torch.empty(len(out), *saved[0].shape[1:], dtype=out.dtype, device=out.device)
         start = 0
-        for index, (x, p, x_over_s) in zip(indices, zip(*[iter(saved)] * 3)):
+        for x, p, x_over_s in zip(*[iter(saved)] * 3):
             part = slice(start, start + len(x))
             start += len(x)
             grad_y = torch.ops.aten.max_pool2d_with_indices_backward(
                 grad[part], _image_view(x), [pool_kernel] * 2, [pool_stride] * 2, [0, 0],
-                [1, 1], False, index)
+                [1, 1], False, indices[part])
             _lrn_grad(_column_view(grad_y, x.shape[3]), x, p, x_over_s, size, alpha, beta,
                       out=grad_z[part])
         return _image_view(grad_z), None, None, None, None, None, None, None

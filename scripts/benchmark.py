@@ -29,6 +29,9 @@ def main() -> None:
     parser.add_argument("--data", metavar="CACHE_DIR", help="add the end-to-end row: the "
                         "one-device AlexNet trained on this data cache's train loader")
     parser.add_argument("--workers", type=int, default=4, help="loader workers for --data")
+    parser.add_argument("--system-malloc", action="store_true", help="on the CPU, leave the C "
+                        "library's allocator settings alone (default: keep freed memory for "
+                        "reuse, as training does; see alexnet2012/cpu_memory.py)")
     parser.add_argument("--json", type=Path, metavar="OUT", help="write the report here")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args()
@@ -40,7 +43,8 @@ def main() -> None:
         steps=steps if args.steps is None else args.steps,
         warmup=warmup if args.warmup is None else args.warmup,
         repeats=repeats if args.repeats is None else args.repeats,
-        compile=args.compile, bf16=args.bf16, data=args.data, workers=args.workers)
+        compile=args.compile, bf16=args.bf16, data=args.data, workers=args.workers,
+        system_malloc=args.system_malloc)
     for name in ("batch_size", "steps", "repeats"):
         if getattr(settings, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1, "

@@ -146,6 +146,16 @@ def _check_report(report: dict, table: str, names: list, repeats: int) -> None:
         assert line.endswith(format_duration(seconds))
 
 
+def test_cpu_rows_keep_freed_memory_unless_told_not_to(monkeypatch):
+    calls = []
+    monkeypatch.setattr(benchmark, "keep_freed_memory", lambda: calls.append(1) or "kept")
+    assert benchmark.configure_cpu_memory(_settings()) == "kept" and len(calls) == 1
+    assert benchmark.configure_cpu_memory(_settings(system_malloc=True)) == "system default"
+    gpu_only = _settings(devices=(torch.device("cuda", 0),))
+    assert benchmark.configure_cpu_memory(gpu_only) == "system default"
+    assert len(calls) == 1
+
+
 def _cli(args: list, capsys, monkeypatch) -> tuple[int, str, str]:
     """Run scripts/benchmark.py in this process; (exit status, stdout, stderr)."""
     script = ROOT / "scripts" / "benchmark.py"
@@ -174,6 +184,8 @@ def test_cli_prints_the_table_and_writes_the_same_as_json(tmp_path, capsys, monk
         "alexnet_train_vs_torchvision": rate["AlexNet"] / rate[REFERENCE],
         "two_device_train_vs_one_device": rate["AlexNet two-device (cpu, cpu)"] / rate["AlexNet"]})
     assert "targets: AlexNet trains at" in stdout
+    assert report["settings"]["backends"]["cpu_allocator"].startswith("glibc mallopt")
+    assert "CPU allocator, every row: glibc mallopt" in stdout
     for row in report["models"]:  # weights alone are 61M float32 = 233 MiB for every model here
         assert row["train"]["peak_memory_bytes"] > row["infer"]["peak_memory_bytes"] > 200 << 20
 

@@ -78,19 +78,64 @@ def test_lrn_on_batches_split_into_cache_sized_chunks():
     assert torch.allclose(ours_grad, ref_grad, rtol=1e-4, atol=1e-6)
 
 
+def torch_relu_lrn_pool(z, groups, pool):
+    """ReLU, torch's own LRN on each column, max-pool: the unfused reference in torch ops."""
+    x = F.relu(z)
+    lrn = torch.cat([F.local_response_norm(part, N, ALPHA, BETA, K)
+                     for part in x.chunk(groups, dim=1)], dim=1)
+    return F.max_pool2d(lrn, *pool)
+
+
+def fused_and_reference(z, groups, pool, seed=0):
+    """(fused output, reference output, fused input gradient, reference input gradient)."""
+    z = z.detach().requires_grad_()
+    fused = relu_lrn_pool(z, groups, *pool)
+    reference = torch_relu_lrn_pool(z, groups, pool)
+    grad = torch.randn(fused.shape, generator=torch.Generator().manual_seed(seed))
+    (fused_grad,) = torch.autograd.grad(fused, z, grad)
+    (reference_grad,) = torch.autograd.grad(reference, z, grad)
+    return fused, reference, fused_grad, reference_grad
+
+
 @pytest.mark.parametrize("shape, pool", [((5, 96, 55, 55), (3, 2)), ((4, 32, 27, 27), (2, 2))])
 def test_fused_relu_lrn_pool_equals_the_three_operations(shape, pool):
     g = torch.Generator().manual_seed(3)
-    z = (torch.randn(*shape, generator=g) * 30).requires_grad_()
-    fused = relu_lrn_pool(z, 2, *pool)
-    separate = F.max_pool2d(local_response_norm(F.relu(z), 2), *pool)
-    grad = torch.randn(fused.shape, generator=g)
-    (fused_grad,) = torch.autograd.grad(fused, z, grad)
-    (separate_grad,) = torch.autograd.grad(separate, z, grad)
-    assert torch.equal(fused, separate)
-    assert torch.allclose(fused_grad, separate_grad, rtol=1e-5, atol=1e-6)
-    formula = F.max_pool2d(torch.from_numpy(lrn_by_the_formula(F.relu(z).detach(), 2)), *pool)
+    z = torch.randn(*shape, generator=g) * 30
+    fused, reference, fused_grad, reference_grad = fused_and_reference(z, 2, pool)
+    assert torch.allclose(fused, reference, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(fused_grad, reference_grad, rtol=1e-4, atol=1e-6)
+    assert torch.equal(fused, F.max_pool2d(local_response_norm(F.relu(z), 2), *pool))
+    formula = F.max_pool2d(torch.from_numpy(lrn_by_the_formula(F.relu(z), 2)), *pool)
     assert torch.allclose(fused.double(), formula, rtol=1e-5)
+
+
+def test_fused_gradient_where_relu_zeroes_whole_pooling_windows():
+    # The fused backward applies ReLU's mask in pooled space (a window whose maximum is 0 is all
+    # zeros); check it where that matters: windows of non-positive inputs, exact zeros, ties.
+    g = torch.Generator().manual_seed(6)
+    z = torch.randn(3, 16, 13, 13, generator=g) * 20
+    z[:, :, :7, :7] = -torch.rand(3, 16, 7, 7, generator=g)  # whole windows below zero
+    z[:, :, 8:, 8:] = 0.0  # exact zeros: ReLU's gradient there is 0
+    z[:, :, 2, 9] = z[:, :, 2, 10] = torch.rand(3, 16, generator=g) * 50 + 1  # tied LRN outputs
+    _, _, fused_grad, reference_grad = fused_and_reference(z, 2, (3, 2), seed=7)
+    assert torch.count_nonzero(reference_grad[:, :, :6, :6]) == 0
+    assert torch.allclose(fused_grad, reference_grad, rtol=1e-4, atol=1e-6)
+    assert torch.equal(fused_grad[z <= 0], torch.zeros_like(fused_grad[z <= 0]))
+
+
+def test_fused_op_gives_the_same_for_any_input_layout_and_returns_channels_last():
+    g = torch.Generator().manual_seed(8)
+    z = torch.randn(3, 32, 15, 15, generator=g) * 30
+    outputs = []
+    for layout in (z.contiguous(), z.contiguous(memory_format=torch.channels_last),
+                   z.transpose(2, 3).contiguous().transpose(2, 3)):
+        layout = layout.detach().requires_grad_()
+        out = relu_lrn_pool(layout, 2)
+        (grad,) = torch.autograd.grad(out, layout, torch.ones_like(out))
+        assert out.is_contiguous(memory_format=torch.channels_last)
+        outputs.append((out, grad))
+    for out, grad in outputs[1:]:
+        assert torch.equal(out, outputs[0][0]) and torch.equal(grad, outputs[0][1])
 
 
 def test_fused_relu_lrn_pool_gradient_numerically():

@@ -247,6 +247,37 @@ def test_grouped_state_dict_has_the_caffe_shapes_and_the_same_function(size):
         assert torch.allclose(model(x), reference_grouped_forward(sd, x, size), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("devices", [None, ("cpu", "cpu")])
+def test_gradients_equal_autograd_through_the_torch_reference(devices):
+    # The model's hand-written LRN/pool backward and channels-last path against autograd through
+    # the whole net written in torch.nn.functional (eval mode: dropout is a fixed x0.5).
+    # float64, so that no pooling window's maximum flips between the two on a rounding difference.
+    torch.manual_seed(0)
+    model = AlexNet(10, devices=devices).double().eval()
+    sd = {k: v.detach().clone().requires_grad_() for k, v in grouped_state_dict(model).items()}
+    x, target = small_batch(3).double(), torch.tensor([1, 4, 7])
+    F.cross_entropy(model(x), target).backward()
+    reference = torch.autograd.grad(F.cross_entropy(reference_grouped_forward(sd, x, 224), target),
+                                    list(sd.values()))
+    grads = AlexNet(10).double()
+    for p, g in zip(grads.parameters(), model.parameters()):
+        p.data = g.grad
+    for (name, ours), ref in zip(grouped_state_dict(grads).items(), reference):
+        assert torch.allclose(ours, ref, rtol=1e-9, atol=1e-12 * ref.abs().max().item()), name
+
+
+def test_any_input_memory_layout_gives_the_same_logits():
+    torch.manual_seed(0)
+    x = small_batch(2)
+    for devices in (None, ("cpu", "cpu")):
+        model = AlexNet(10, devices=devices).eval()
+        with torch.no_grad():
+            expected = model(x)
+            for layout in (x.contiguous(memory_format=torch.channels_last),
+                           x.transpose(2, 3).contiguous().transpose(2, 3)):
+                assert torch.allclose(model(layout), expected, rtol=1e-5, atol=1e-6)
+
+
 def test_grouped_state_dict_round_trip_into_both_placements():
     torch.manual_seed(0)
     source = AlexNet(10).eval()
