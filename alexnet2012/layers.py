@@ -110,6 +110,31 @@ class _LRNFunction(torch.autograd.Function):
         return _image_view(grad_x), None, None, None, None, None
 
 
+def _relu_lrn_pool(z: Tensor, groups: int, pool_kernel: int, pool_stride: int, size: int,
+                   alpha: float, beta: float, k: float,
+                   keep: bool) -> tuple[Tensor, Tensor, list[Tensor]]:
+    """The fused forward pass, chunk by chunk: (pooled output, pooling indices, and when
+    ``keep`` each chunk's ReLU output, ``p`` and ``x / s`` for the backward pass)."""
+    zv = _column_view(z, groups)
+    n, c, h, w = z.shape
+    pooled_shape = (n, c, (h - pool_kernel) // pool_stride + 1,
+                    (w - pool_kernel) // pool_stride + 1)
+    out = torch.empty(pooled_shape, dtype=z.dtype, device=z.device,
+                      memory_format=torch.channels_last)
+    indices = torch.empty(pooled_shape, dtype=torch.long, device=z.device,
+                          memory_format=torch.channels_last)
+    saved = []
+    for part in _chunks(zv):
+        x = zv[part].clamp_min(0)
+        p, x_over_s = _lrn_terms(x, size, alpha, beta, k)
+        torch.ops.aten.max_pool2d_with_indices.out(
+            _image_view(x * p), [pool_kernel] * 2, [pool_stride] * 2, [0, 0], [1, 1],
+            False, out=out[part], indices=indices[part])
+        if keep:
+            saved += [x, p, x_over_s]
+    return out, indices, saved
+
+
 class _ReluLRNPool(torch.autograd.Function):
     """ReLU, then LRN within each of ``groups`` columns, then max-pooling (P §3.5's order after
     conv1 and conv2), fused chunk by chunk over the batch so that on the CPU each chunk stays in
@@ -125,22 +150,8 @@ class _ReluLRNPool(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z: Tensor, groups: int, pool_kernel: int, pool_stride: int,
                 size: int, alpha: float, beta: float, k: float) -> Tensor:
-        zv = _column_view(z, groups)
-        n, c, h, w = z.shape
-        pooled_shape = (n, c, (h - pool_kernel) // pool_stride + 1,
-                        (w - pool_kernel) // pool_stride + 1)
-        out = torch.empty(pooled_shape, dtype=z.dtype, device=z.device,
-                          memory_format=torch.channels_last)
-        indices = torch.empty(pooled_shape, dtype=torch.long, device=z.device,
-                              memory_format=torch.channels_last)
-        saved = []
-        for part in _chunks(zv):
-            x = zv[part].clamp_min(0)
-            p, x_over_s = _lrn_terms(x, size, alpha, beta, k)
-            torch.ops.aten.max_pool2d_with_indices.out(
-                _image_view(x * p), [pool_kernel] * 2, [pool_stride] * 2, [0, 0], [1, 1],
-                False, out=out[part], indices=indices[part])
-            saved += [x, p, x_over_s]
+        out, indices, saved = _relu_lrn_pool(z, groups, pool_kernel, pool_stride, size, alpha,
+                                             beta, k, keep=True)
         ctx.save_for_backward(out, indices, *saved)
         ctx.hyper = (pool_kernel, pool_stride, size, alpha, beta)
         return out
@@ -171,7 +182,11 @@ def relu_lrn_pool(z: Tensor, groups: int = 1, pool_kernel: int = paper.POOL_KERN
     :func:`local_response_norm` for the LRN and its constants). The result is channels-last."""
     if z.shape[1] % groups:
         raise ValueError(f"{z.shape[1]} channels cannot be split into {groups} groups")
-    return _ReluLRNPool.apply(z, groups, pool_kernel, pool_stride, size, alpha, beta, k)
+    if torch.is_grad_enabled() and z.requires_grad:
+        return _ReluLRNPool.apply(z, groups, pool_kernel, pool_stride, size, alpha, beta, k)
+    # no backward to come: keep nothing, so that inference holds one chunk's terms at a time
+    return _relu_lrn_pool(z, groups, pool_kernel, pool_stride, size, alpha, beta, k,
+                          keep=False)[0]
 
 
 def local_response_norm(x: Tensor, groups: int = 1, size: int = paper.LRN_SIZE,

@@ -105,6 +105,8 @@ def test_fused_relu_lrn_pool_equals_the_three_operations(shape, pool):
     assert torch.allclose(fused, reference, rtol=1e-5, atol=1e-6)
     assert torch.allclose(fused_grad, reference_grad, rtol=1e-4, atol=1e-6)
     assert torch.equal(fused, F.max_pool2d(local_response_norm(F.relu(z), 2), *pool))
+    with torch.no_grad():  # the inference path, which keeps nothing for a backward pass
+        assert torch.equal(relu_lrn_pool(z.clone().requires_grad_(), 2, *pool), fused)
     formula = F.max_pool2d(torch.from_numpy(lrn_by_the_formula(F.relu(z), 2)), *pool)
     assert torch.allclose(fused.double(), formula, rtol=1e-5)
 
