@@ -56,6 +56,8 @@ def _column_view(x: Tensor, groups: int) -> Tensor:
     that the LRN's window runs along the last dimension and max-pooling gets the channels-last
     layout, for which PyTorch's CPU kernel is about 10x faster than for NCHW."""
     n, c, h, w = x.shape
+    if c % groups:
+        raise ValueError(f"{c} channels cannot be split into {groups} groups")
     x = x.contiguous(memory_format=torch.channels_last)
     return x.permute(0, 2, 3, 1).view(n, h, w, groups, c // groups)
 
@@ -162,10 +164,7 @@ class _ReluLRNPool(torch.autograd.Function):
         pool_kernel, pool_stride, size, alpha, beta = ctx.hyper
         grad = (grad * (out > 0)).contiguous(memory_format=torch.channels_last)  # ReLU's mask
         grad_z = torch.empty(len(out), *saved[0].shape[1:], dtype=out.dtype, device=out.device)
-        start = 0
-        for x, p, x_over_s in zip(*[iter(saved)] * 3):
-            part = slice(start, start + len(x))
-            start += len(x)
+        for part, x, p, x_over_s in zip(_chunks(grad_z), saved[0::3], saved[1::3], saved[2::3]):
             grad_y = torch.ops.aten.max_pool2d_with_indices_backward(
                 grad[part], _image_view(x), [pool_kernel] * 2, [pool_stride] * 2, [0, 0],
                 [1, 1], False, indices[part])
@@ -180,8 +179,6 @@ def relu_lrn_pool(z: Tensor, groups: int = 1, pool_kernel: int = paper.POOL_KERN
                   k: float = paper.LRN_K) -> Tensor:
     """``max_pool(local_response_norm(relu(z), groups))`` in one fused pass (see
     :func:`local_response_norm` for the LRN and its constants). The result is channels-last."""
-    if z.shape[1] % groups:
-        raise ValueError(f"{z.shape[1]} channels cannot be split into {groups} groups")
     if torch.is_grad_enabled() and z.requires_grad:
         return _ReluLRNPool.apply(z, groups, pool_kernel, pool_stride, size, alpha, beta, k)
     # no backward to come: keep nothing, so that inference holds one chunk's terms at a time
@@ -200,8 +197,6 @@ def local_response_norm(x: Tensor, groups: int = 1, size: int = paper.LRN_SIZE,
     (PAPER_NOTES "LRN"); pass ``alpha=5e-4`` for the paper's formula read literally.
     The result is channels-last.
     """
-    if x.shape[1] % groups:
-        raise ValueError(f"{x.shape[1]} channels cannot be split into {groups} groups")
     return _LRNFunction.apply(x, groups, size, alpha, beta, k)
 
 

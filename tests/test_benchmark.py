@@ -156,6 +156,17 @@ def test_cpu_rows_keep_freed_memory_unless_told_not_to(monkeypatch):
     assert len(calls) == 1
 
 
+def _cli_report(tmp_path, devices: str, batch_size: int, steps: int, warmup: int, capsys,
+                monkeypatch) -> tuple[dict, str]:
+    """One round of scripts/benchmark.py writing JSON; (the JSON report, stdout)."""
+    out = tmp_path / "report.json"
+    code, stdout, stderr = _cli(["--devices", devices, "--batch-size", str(batch_size), "--steps",
+                                 str(steps), "--warmup", str(warmup), "--repeats", "1", "--quiet",
+                                 "--json", str(out)], capsys, monkeypatch)
+    assert code == 0, stderr
+    return json.loads(out.read_text()), stdout
+
+
 def _cli(args: list, capsys, monkeypatch) -> tuple[int, str, str]:
     """Run scripts/benchmark.py in this process; (exit status, stdout, stderr)."""
     script = ROOT / "scripts" / "benchmark.py"
@@ -168,11 +179,7 @@ def _cli(args: list, capsys, monkeypatch) -> tuple[int, str, str]:
 
 @pytest.mark.slow
 def test_cli_prints_the_table_and_writes_the_same_as_json(tmp_path, capsys, monkeypatch):
-    out = tmp_path / "cpu.json"
-    code, stdout, stderr = _cli(["--devices", "cpu", "--batch-size", "2", "--steps", "1", "--warmup", "0",
-                                 "--repeats", "1", "--quiet", "--json", str(out)], capsys, monkeypatch)
-    assert code == 0, stderr
-    report = json.loads(out.read_text())
+    report, stdout = _cli_report(tmp_path, "cpu", 2, 1, 0, capsys, monkeypatch)
     names = ["AlexNet", "AlexNet two-device (cpu, cpu)", "AlexNet columns=1", REFERENCE]
     _check_report(report, stdout, names, repeats=1)
     assert report["device"]["cpu_cores"] >= 1 and report["versions"]["torch"] == torch.__version__
@@ -203,11 +210,7 @@ def test_cli_bad_input_is_one_line(args, message, capsys, monkeypatch):
 @cuda
 @pytest.mark.cuda
 def test_cuda_run_reports_the_gpu_and_tf32(tmp_path, capsys, monkeypatch):
-    out = tmp_path / "cuda.json"
-    code, _, stderr = _cli(["--devices", "cuda:0", "--batch-size", "4", "--steps", "2", "--warmup", "1",
-                            "--repeats", "1", "--quiet", "--json", str(out)], capsys, monkeypatch)
-    assert code == 0, stderr
-    report = json.loads(out.read_text())
+    report, _ = _cli_report(tmp_path, "cuda:0", 4, 2, 1, capsys, monkeypatch)
     assert report["device"]["gpus"]["cuda:0"] == torch.cuda.get_device_name(0)
     assert report["settings"]["backends"]["tf32_matmul"] and report["settings"]["precision"] == "fp32/TF32"
     assert {r["name"] for r in report["models"]} >= {"AlexNet two-device (cuda:0, cuda:0)", REFERENCE}

@@ -140,6 +140,13 @@ def test_fused_op_gives_the_same_for_any_input_layout_and_returns_channels_last(
         assert torch.equal(out, outputs[0][0]) and torch.equal(grad, outputs[0][1])
 
 
+def test_channels_that_do_not_split_into_the_columns_are_refused():
+    x = torch.rand(2, 10, 5, 5)
+    for op in (local_response_norm, relu_lrn_pool):
+        with pytest.raises(ValueError, match="10 channels cannot be split into 3 groups"):
+            op(x, 3)
+
+
 def test_fused_relu_lrn_pool_gradient_numerically():
     z = (torch.randn(2, 8, 7, 7, dtype=torch.float64) * 30).requires_grad_()
     assert torch.autograd.gradcheck(lambda t: relu_lrn_pool(t, 2, 3, 2), (z,))
