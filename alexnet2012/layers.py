@@ -173,12 +173,18 @@ class _ReluLRNPool(torch.autograd.Function):
         return _image_view(grad_z), None, None, None, None, None, None, None
 
 
+@torch.compiler.disable
 def relu_lrn_pool(z: Tensor, groups: int = 1, pool_kernel: int = paper.POOL_KERNEL,
                   pool_stride: int = paper.POOL_STRIDE, size: int = paper.LRN_SIZE,
                   alpha: float = paper.LRN_ALPHA, beta: float = paper.LRN_BETA,
                   k: float = paper.LRN_K) -> Tensor:
     """``max_pool(local_response_norm(relu(z), groups))`` in one fused pass (see
-    :func:`local_response_norm` for the LRN and its constants). The result is channels-last."""
+    :func:`local_response_norm` for the LRN and its constants). The result is channels-last.
+
+    ``torch.compile`` leaves this operation out of its graphs and runs it as it is. Traced, its
+    chunk loop and hand-written backward became generated kernels that made the compiled training
+    step 2.3x slower than the uncompiled one on the CPU (README, Speed).
+    """
     if torch.is_grad_enabled() and z.requires_grad:
         return _ReluLRNPool.apply(z, groups, pool_kernel, pool_stride, size, alpha, beta, k)
     # no backward to come: keep nothing, so that inference holds one chunk's terms at a time

@@ -152,6 +152,29 @@ def test_fused_relu_lrn_pool_gradient_numerically():
     assert torch.autograd.gradcheck(lambda t: relu_lrn_pool(t, 2, 3, 2), (z,))
 
 
+def test_torch_compile_runs_the_fused_op_as_it_is(monkeypatch):
+    # Compiled code must call the fused op at run time (not a traced copy of it) and give the
+    # same values and gradients as torch's own three operations.
+    import alexnet2012.layers as layers
+    calls = []
+    inner = layers._relu_lrn_pool
+    monkeypatch.setattr(layers, "_relu_lrn_pool", lambda *a, **k: calls.append(1) or inner(*a, **k))
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda t: relu_lrn_pool(t * 1.5, 2).sum(dim=(2, 3)), backend="eager")
+    g = torch.Generator().manual_seed(9)
+    for _ in range(2):
+        z = (torch.randn(2, 16, 13, 13, generator=g) * 30).requires_grad_()
+        out = compiled(z)
+        reference = F.max_pool2d(lrn_reference(F.relu(z * 1.5), 2), 3, 2).sum(dim=(2, 3))
+        assert torch.allclose(out, reference, rtol=1e-5, atol=1e-6)
+        weights = torch.randn(out.shape, generator=g)
+        got, = torch.autograd.grad(out, z, weights)
+        expected, = torch.autograd.grad(reference, z, weights)
+        assert torch.allclose(got, expected, rtol=1e-4, atol=1e-6)
+    assert len(calls) == 2  # once per compiled call: run eagerly, not traced into the graph
+    torch._dynamo.reset()
+
+
 def test_paper_dropout_masks_at_train_time_and_halves_at_test_time():
     torch.manual_seed(0)
     x = torch.rand(64, 1000) + 1
