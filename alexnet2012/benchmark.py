@@ -39,6 +39,7 @@ from alexnet2012.optim import PaperSGD
 
 IMAGES_PER_EPOCH = paper.TRAIN_IMAGES_2012  # ILSVRC-2012 train
 REFERENCE = "torchvision alexnet"
+COMPILED = ", compiled"  # the suffix of the --compile rows' names
 ONE_DEVICE_ROW = "AlexNet"
 TWO_DEVICE_ROW = "AlexNet two-device"
 DATA_ROW = "AlexNet + data loader"
@@ -143,7 +144,9 @@ def configure_backends(devices: Sequence[torch.device]) -> dict[str, Any]:
 
 
 def build_cases(settings: Settings) -> list[Case]:
-    """The model rows: one device, two-device path, one column, torchvision (the reference)."""
+    """The model rows: one device, two-device path, one column, torchvision (the reference);
+    with ``settings.compile``, ``torch.compile``d twins of the one-device and reference rows
+    (named ``..., compiled``) run beside them, so that one run shows what compiling changes."""
     d0 = settings.devices[0]
     pair = (d0, settings.devices[-1])
     builders: list[tuple[str, Callable[[], nn.Module], tuple[torch.device, ...]]] = [
@@ -152,13 +155,16 @@ def build_cases(settings: Settings) -> list[Case]:
         ("AlexNet columns=1", lambda: AlexNet(columns=1).to(d0), (d0,)),
         (REFERENCE, lambda: torchvision.models.alexnet().to(d0), (d0,)),
     ]
+    if settings.compile:
+        builders += [(f"{name}{COMPILED}", build, devices) for name, build, devices in builders
+                     if name in (ONE_DEVICE_ROW, REFERENCE)]
     cases = []
     for name, build, devices in builders:
         torch.manual_seed(settings.seed)
         model = build()
         optimizer = PaperSGD(model.parameters(), lr=paper.LEARNING_RATE,
                              momentum=paper.MOMENTUM, weight_decay=paper.WEIGHT_DECAY)
-        if settings.compile:
+        if name.endswith(COMPILED):
             model = torch.compile(model)
         cases.append(Case(name, model, optimizer, devices))
     return cases
@@ -485,7 +491,7 @@ def title(report: dict[str, Any]) -> str:
     s, dev = report["settings"], report["device"]
     where = ", ".join(dev["gpus"].values()) or (f"{dev['cpu']}, {dev['cpu_cores']} cores, "
                                                  f"{dev['torch_threads']} threads")
-    options = [s["precision"]] + (["torch.compile"] if s["compile"] else [])
+    options = [s["precision"]] + (["compiled rows: torch.compile"] if s["compile"] else [])
     return (f"AlexNet vs {report['reference']}: batch {s['batch_size']} on "
             f"{','.join(s['devices'])} ({where}), {', '.join(options)}")
 

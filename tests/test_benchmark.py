@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 from alexnet2012 import benchmark
-from alexnet2012.benchmark import (REFERENCE, Case, Settings, format_duration, format_table,
-                                   parse_devices, projected_seconds, run_rounds, summarise)
+from alexnet2012.benchmark import (ONE_DEVICE_ROW, REFERENCE, Case, Settings, build_cases,
+                                   format_duration, format_table, parse_devices,
+                                   projected_seconds, run_rounds, summarise)
 from alexnet2012.errors import UsageError
 from alexnet2012.optim import PaperSGD
 
@@ -104,6 +105,22 @@ def test_data_row_reads_one_loader_epoch_after_epoch_with_a_lead_in_each_round()
     assert epochs == [0, 1, 2, 3] and closed == [0, 1, 2]
     batches.close()  # stops the current epoch's loader (its workers)
     assert closed == [0, 1, 2, 3]
+
+
+def test_compile_adds_compiled_twins_beside_the_eager_rows():
+    cases = build_cases(_settings(compile=True))
+    compiled = {c.name: c for c in cases
+                if isinstance(c.model, torch._dynamo.eval_frame.OptimizedModule)}
+    assert sorted(compiled) == [f"{ONE_DEVICE_ROW}, compiled", f"{REFERENCE}, compiled"]
+    eager = {c.name: c for c in cases if c.name not in compiled}
+    assert {ONE_DEVICE_ROW, REFERENCE} <= set(eager)  # the targets still read the eager rows
+    for name in (ONE_DEVICE_ROW, REFERENCE):  # the same network, its own weights and optimizer
+        twin = compiled[f"{name}, compiled"]
+        assert type(twin.model._orig_mod) is type(eager[name].model)
+        assert twin.optimizer is not eager[name].optimizer
+        assert all(torch.equal(a, b) for a, b in zip(twin.model.parameters(),
+                                                     eager[name].model.parameters()))
+    assert len(build_cases(_settings())) == len(cases) - 2
 
 
 def test_an_empty_loader_is_a_usage_error():
