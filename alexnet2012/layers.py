@@ -183,7 +183,7 @@ def relu_lrn_pool(z: Tensor, groups: int = 1, pool_kernel: int = paper.POOL_KERN
 
     ``torch.compile`` leaves this operation out of its graphs and runs it as it is. Traced, its
     chunk loop and hand-written backward became generated kernels that made the compiled training
-    step 2.3x slower than the uncompiled one on the CPU (README, Speed).
+    step more than twice as slow on the CPU (README, Speed).
     """
     if torch.is_grad_enabled() and z.requires_grad:
         return _ReluLRNPool.apply(z, groups, pool_kernel, pool_stride, size, alpha, beta, k)
