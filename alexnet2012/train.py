@@ -243,6 +243,11 @@ class Run:
             raise UsageError(f"--resume: no checkpoint at {path}; start without --resume")
         checkpoint = load_checkpoint(path)
         config = TrainConfig.from_dict(checkpoint["config"])
+        epochs = overrides.get("epochs")
+        if checkpoint.get("finished") and epochs is not None and epochs != config.epochs:
+            raise UsageError(f"--resume: the run in {out} has finished "
+                             f"({checkpoint['stop_reason']}) and cannot be extended to --epochs "
+                             f"{epochs}; start a new run (--out) with --epochs {epochs}")
         for key, value in overrides.items():
             if value is not None:
                 setattr(config, key, tuple(value) if key == "devices" else value)

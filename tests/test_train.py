@@ -122,6 +122,22 @@ def test_a_run_killed_and_resumed_ends_with_the_same_weights(tiny, tmp_path, mon
     assert [json.loads(l)["epoch"] for l in metrics] == [1, 2]
 
 
+def test_a_finished_run_is_not_silently_left_unextended(tiny, tmp_path):
+    # A finished run given a new --epochs must say it cannot be extended (it used to re-test
+    # and train nothing) and leave the run as it was; with its own --epochs it re-tests.
+    out = tmp_path / "done"
+    Run(config(tiny, out), progress=False, log=lambda s: None).run()
+    before = {p.name: digest(p) for p in out.iterdir()}
+    result = run_cli("--resume", "--out", out, "--epochs", 3, "--workers", 0)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip() == (
+        f"error: --resume: the run in {out} has finished (epoch limit 2 reached: stop) and "
+        "cannot be extended to --epochs 3; start a new run (--out) with --epochs 3")
+    assert {p.name: digest(p) for p in out.iterdir()} == before
+    again = Run.resume(str(out), progress=False, log=lambda s: None, epochs=2)
+    assert again.finished and again.epoch == 3
+
+
 def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_path):
     out = tmp_path / "nan"
     result = run_cli("--data", tiny / "cache", "--out", out, "--batch-size", 8, "--workers", 0,
