@@ -24,7 +24,8 @@ def main() -> None:
                                       ("--repeats", "rounds; rates are the median over them")]):
         parser.add_argument(name, type=int, help=f"{what} (default: {DEFAULT_SCHEDULE['cpu'][i]} "
                             f"on CPU, {DEFAULT_SCHEDULE['cuda'][i]} on CUDA)")
-    parser.add_argument("--compile", action="store_true", help="add torch.compile'd twins of the one-device AlexNet and torchvision rows")
+    parser.add_argument("--compile", action="store_true", help="add torch.compile'd twins of "
+                        "the one-device AlexNet and torchvision rows")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast")
     parser.add_argument("--data", metavar="CACHE_DIR", help="add the end-to-end row: the "
                         "one-device AlexNet trained on this data cache's train loader")
