@@ -162,7 +162,10 @@ class _ReluLRNPool(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         out, indices, *saved = ctx.saved_tensors
         pool_kernel, pool_stride, size, alpha, beta = ctx.hyper
-        grad = (grad * (out > 0)).contiguous(memory_format=torch.channels_last)  # ReLU's mask
+        # ReLU's mask (threshold_backward: ReLU's own backward kernel, several times faster on
+        # the CPU than multiplying by a boolean tensor)
+        grad = torch.ops.aten.threshold_backward(grad, out, 0.0).contiguous(
+            memory_format=torch.channels_last)
         grad_z = torch.empty(len(out), *saved[0].shape[1:], dtype=out.dtype, device=out.device)
         for part, x, p, x_over_s in zip(_chunks(grad_z), saved[0::3], saved[1::3], saved[2::3]):
             grad_y = torch.ops.aten.max_pool2d_with_indices_backward(
