@@ -16,6 +16,13 @@ from torch import Tensor
 
 from alexnet2012 import paper
 
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+"""Input dtypes for which the LRN computes in float32 and rounds its result back. In bf16 (8
+significant bits) ``k + alpha/size * sum(x^2)`` rounds to ``k = 2`` whenever the sum of squares in
+the window is below about 390, so the normalization would silently vanish for all but large
+activations (fp16: below about 49); bf16 element-wise arithmetic is also slower than float32 on
+the CPU. The convolutions around the LRN still run in half precision under autocast."""
+
 
 def _window_sum(x: Tensor, size: int, reverse: bool = False, start: float = 0.0) -> Tensor:
     """``start`` plus the sum over the last dimension's window ``[c - size//2, c + (size-1)//2]``
@@ -187,7 +194,13 @@ def relu_lrn_pool(z: Tensor, groups: int = 1, pool_kernel: int = paper.POOL_KERN
     ``torch.compile`` leaves this operation out of its graphs and runs it as it is. Traced, its
     chunk loop and hand-written backward became generated kernels that made the compiled training
     step more than twice as slow on the CPU (README, Speed).
+
+    Half-precision input (bf16 autocast) is computed in float32 and the result rounded back (see
+    ``HALF_DTYPES``).
     """
+    if z.dtype in HALF_DTYPES:
+        return relu_lrn_pool(z.float(), groups, pool_kernel, pool_stride, size, alpha, beta,
+                             k).to(z.dtype)
     if torch.is_grad_enabled() and z.requires_grad:
         return _ReluLRNPool.apply(z, groups, pool_kernel, pool_stride, size, alpha, beta, k)
     # no backward to come: keep nothing, so that inference holds one chunk's terms at a time
@@ -204,8 +217,11 @@ def local_response_norm(x: Tensor, groups: int = 1, size: int = paper.LRN_SIZE,
     ``c``, clipped at the edges of its group (column): a window never reaches into the other
     column's maps. ``alpha/size`` is the 2012 code's scaling and torch.nn.LocalResponseNorm's
     (PAPER_NOTES "LRN"); pass ``alpha=5e-4`` for the paper's formula read literally.
-    The result is channels-last.
+    The result is channels-last; half-precision input is computed in float32 (see
+    ``HALF_DTYPES``).
     """
+    if x.dtype in HALF_DTYPES:
+        return local_response_norm(x.float(), groups, size, alpha, beta, k).to(x.dtype)
     return _LRNFunction.apply(x, groups, size, alpha, beta, k)
 
 

@@ -125,6 +125,31 @@ def test_fused_gradient_where_relu_zeroes_whole_pooling_windows():
     assert torch.equal(fused_grad[z <= 0], torch.zeros_like(fused_grad[z <= 0]))
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_input_is_normalized_in_float32(dtype):
+    # Activations of about 8: windows' sums of squares mostly below 390, where in bf16
+    # k + alpha/n * sum rounds to k and the normalization would vanish. Computed in float32, each
+    # value is the float64 formula's rounded to the input's precision: within half a unit in the
+    # last place: at most eps/2 of the value (or half the subnormal step).
+    g = torch.Generator().manual_seed(9)
+    z = (torch.randn(2, 32, 13, 13, generator=g) * 8).to(dtype)
+    grad = torch.randn(2, 32, 6, 6, generator=g).to(dtype)
+    info = torch.finfo(dtype)
+    half_ulp = info.eps / 2 * (1 + 1e-4)  # + float32's own error
+    half_subnormal_step = info.smallest_normal * info.eps / 2  # tiny gradients, fp16
+    z64 = z.double().requires_grad_()
+    reference = torch_relu_lrn_pool(z64, 2, (3, 2))
+    (reference_grad,) = torch.autograd.grad(reference, z64, grad.double())
+    fused_z = z.clone().requires_grad_()
+    fused = relu_lrn_pool(fused_z, 2, 3, 2)
+    (fused_grad,) = torch.autograd.grad(fused, fused_z, grad)
+    assert fused.dtype == fused_grad.dtype == dtype
+    assert fused.is_contiguous(memory_format=torch.channels_last)
+    for ours, exact in ((fused, reference), (fused_grad, reference_grad),
+                        (local_response_norm(z, 2), lrn_reference(z.double(), 2))):
+        assert ((ours.double() - exact).abs() <= half_ulp * exact.abs() + half_subnormal_step).all()
+
+
 def test_fused_op_gives_the_same_for_any_input_layout_and_returns_channels_last():
     g = torch.Generator().manual_seed(8)
     z = torch.randn(3, 32, 15, 15, generator=g) * 30
