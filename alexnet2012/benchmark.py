@@ -361,7 +361,9 @@ def run_rounds(cases: list[Case], settings: Settings, progress: bool = True) -> 
 
 
 def device_description(devices: Sequence[torch.device]) -> dict[str, Any]:
-    """What the benchmark ran on: the GPUs' names, the CPU model, its cores and torch's threads."""
+    """What the benchmark ran on: the GPUs' names, the CPU model, the vector instructions that
+    PyTorch's CPU kernels use on it (these machines differ: AVX2 on some, AVX512 on others), its
+    cores and torch's threads."""
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -373,6 +375,7 @@ def device_description(devices: Sequence[torch.device]) -> dict[str, Any]:
         "devices": [str(d) for d in devices],
         "gpus": {str(d): torch.cuda.get_device_name(d) for d in gpus},
         "cpu": cpu,
+        "cpu_isa": torch.backends.cpu.get_cpu_capability(),
         "cpu_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
     }
@@ -489,7 +492,7 @@ def targets(rows: list[dict[str, Any]]) -> dict[str, Optional[float]]:
 def title(report: dict[str, Any]) -> str:
     """The table's first line: batch, device, precision and the options that are on."""
     s, dev = report["settings"], report["device"]
-    where = ", ".join(dev["gpus"].values()) or (f"{dev['cpu']}, {dev['cpu_cores']} cores, "
+    where = ", ".join(dev["gpus"].values()) or (f"{dev['cpu']}, {dev['cpu_isa']}, {dev['cpu_cores']} cores, "
                                                  f"{dev['torch_threads']} threads")
     options = [s["precision"]] + (["compiled rows: torch.compile"] if s["compile"] else [])
     return (f"AlexNet vs {report['reference']}: batch {s['batch_size']} on "

@@ -200,6 +200,8 @@ def test_cli_prints_the_table_and_writes_the_same_as_json(tmp_path, capsys, monk
     names = ["AlexNet", "AlexNet two-device (cpu, cpu)", "AlexNet columns=1", REFERENCE]
     _check_report(report, stdout, names, repeats=1)
     assert report["device"]["cpu_cores"] >= 1 and report["versions"]["torch"] == torch.__version__
+    isa = torch.backends.cpu.get_cpu_capability()  # e.g. AVX2 or AVX512: in the JSON and the title
+    assert report["device"]["cpu_isa"] == isa and f", {isa}, " in stdout.splitlines()[0]
     assert report["settings"]["batch_size"] == 2 and report["settings"]["precision"] == "fp32"
     assert "memory_method" in report["settings"]
     assert set(report["code"]) == {"commit", "uncommitted"}
