@@ -154,17 +154,21 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     else:
         cache, dataset, test_split = resolve_cache(args, workers, progress)
         notes = []
+    epochs = _default(args.epochs, DEMO["epochs"] if demo else paper.EPOCHS)
+    if args.lr_drops:
+        lr_drops = _int_list(args.lr_drops, "--lr-drops")
+    else:  # the demo's drops that a shorter --epochs leaves in the run
+        lr_drops = tuple(e for e in DEMO["lr_drops"] if e <= epochs) if demo else None
     return TrainConfig(
         cache=cache, out=out, devices=devices,
         input_size=_default(args.input_size, paper.CROP_SIZE),
         batch_size=_default(args.batch_size, DEMO["batch_size"] if demo else paper.BATCH_SIZE),
         accumulate=args.accumulate,
         eval_batch_size=_default(args.batch_size, DEMO["batch_size"] if demo else paper.BATCH_SIZE),
-        epochs=_default(args.epochs, DEMO["epochs"] if demo else paper.EPOCHS),
+        epochs=epochs,
         seed=args.seed, workers=workers, columns=args.columns, lrn=not args.no_lrn,
         overlapping_pool=not args.no_overlap, lighting=args.lighting, lr=args.lr,
-        lr_drops=(_int_list(args.lr_drops, "--lr-drops") if args.lr_drops
-                  else DEMO["lr_drops"] if demo else None),
+        lr_drops=lr_drops,
         patience=_default(args.patience, TrainConfig.patience),
         threshold=args.threshold,
         ten_view=not args.no_ten_view,

@@ -129,7 +129,10 @@ def deviations(config: TrainConfig, num_classes: int) -> list[str]:
         out.append(f"batch {config.batch_size} instead of {paper.BATCH_SIZE}")
     if config.epochs != paper.EPOCHS:
         out.append(f"at most {config.epochs} epochs instead of about {paper.EPOCHS}")
-    if config.lr_drops is not None:
+    if config.lr_drops == ():
+        out.append("lr never divided (no fixed drop within the epochs) instead of on validation "
+                   "plateaus")
+    elif config.lr_drops is not None:
         which = " (the 2012 code's run)" if tuple(config.lr_drops) == paper.DROP_EPOCHS_2012 else ""
         out.append(f"lr divided by 10 at fixed epochs {list(config.lr_drops)}{which} instead of "
                    "on validation plateaus")

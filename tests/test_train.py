@@ -13,7 +13,7 @@ import torch
 from alexnet2012 import replicate
 from alexnet2012.checkpoint import load_checkpoint
 from alexnet2012.data import cache_info, make_synthetic_imagenet, prepare_cache
-from alexnet2012.train import Run, TrainConfig
+from alexnet2012.train import Run, TrainConfig, deviations
 
 REPO = Path(__file__).resolve().parents[1]
 torch.set_num_threads(2)
@@ -85,6 +85,27 @@ def test_two_epochs_write_every_output(tiny, tmp_path, capsys):
 
 class Crash(Exception):
     pass
+
+
+def test_the_demo_keeps_only_the_lr_drops_that_a_shorter_epochs_leaves(tiny, tmp_path,
+                                                                        monkeypatch):
+    # The demo drops the lr at epoch 5 of 10; `--epochs 3` used to stop with an error about
+    # drop epochs the user never gave.
+    monkeypatch.setattr(replicate, "demo_cache", lambda workers, progress: str(tiny / "cache"))
+
+    def demo_config(*args):
+        argv = ["--devices", "cpu", "--out", str(tmp_path / "run"), "--workers", "0", *args]
+        return replicate.config_from_args(replicate.parse_args(argv))
+
+    assert (demo_config().epochs, demo_config().lr_drops) == (10, (5,))
+    assert demo_config("--epochs", "5").lr_drops == (5,)
+    assert demo_config("--epochs", "3").lr_drops == ()
+    assert demo_config("--epochs", "3", "--lr-drops", "2").lr_drops == (2,)
+    short = demo_config("--epochs", "1", "--batch-size", "8", "--no-ten-view")
+    assert any("lr never divided" in d for d in deviations(short, 3))
+    Run(short, progress=False).run()
+    lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [(l["epoch"], l["lr"]) for l in lines] == [(1, 0.01)]
 
 
 def test_a_run_killed_and_resumed_ends_with_the_same_weights(tiny, tmp_path, monkeypatch):
