@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The checks that need a CUDA GPU, in one run of at most 9 minutes, most important first: the CUDA
+# tests, the benchmark at batch 128 (fp32/TF32), a short replication on one GPU and one on the
+# two-device path (column 0 on the GPU, column 1 on the CPU), bf16 autocast, the data stages.
+#
+#   scripts/device_checks.sh OUT_DIR
+#
+# Runs from the repository root with the python3 on PATH (torch, torchvision, numpy, scipy,
+# pillow, pytest; installs nothing). Writes at most 8 files to OUT_DIR: log.txt (everything
+# printed), pytest_cuda.log, bench_b128.json, bench_b128_bf16.json, data_cuda.json and
+# runs.tar.gz (the two run folders without checkpoints). Each stage has its own time limit, so
+# that one that hangs leaves the rest their time. DEVICE=cpu runs the same on the CPU (slowly).
+set -uo pipefail
+out=${1:?usage: scripts/device_checks.sh OUT_DIR}
+device=${DEVICE:-cuda:0}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+cd "$(dirname "$0")/.."
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+runs=$(mktemp -d)
+exec > >(tee -a "$out/log.txt") 2>&1
+
+stage() {  # stage NAME SECONDS COMMAND...: run with a time limit, report its status and time
+  local name=$1 limit=$2 start=$SECONDS
+  shift 2
+  echo "=== $name (limit ${limit}s) $(date -u +%H:%M:%S)"
+  timeout "$limit" "$@"
+  echo "=== $name: exit $? after $((SECONDS - start))s"
+}
+
+stage environment 20 bash -c 'nvidia-smi || true; python3 -c "import torch, torchvision;
+print(torch.__version__, torchvision.__version__, torch.cuda.is_available(),
+      torch.cuda.get_device_name(0) if torch.cuda.is_available() else \"no GPU\")"'
+stage "CUDA tests" 90 bash -c "python3 -m pytest -m cuda -p no:cacheprovider 2>&1 \
+  | tee '$out/pytest_cuda.log'"
+stage "benchmark, batch 128" 120 python3 scripts/benchmark.py --devices "$device" \
+  --batch-size 128 --quiet --json "$out/bench_b128.json"
+stage "replication on $device" 120 python3 scripts/replicate.py --devices "$device" \
+  --out "$runs/one-device" --quiet
+stage "replication on $device,cpu, 1 epoch" 75 python3 scripts/replicate.py \
+  --devices "$device,cpu" --epochs 1 --out "$runs/two-device" --quiet
+stage "benchmark, batch 128, bf16" 75 python3 scripts/benchmark.py --devices "$device" \
+  --batch-size 128 --bf16 --quiet --json "$out/bench_b128_bf16.json"
+stage "data stages" 45 python3 scripts/benchmark_data.py --cache experiments/demo_data/cache \
+  --device "$device" --json "$out/data_cuda.json"
+tar -czf "$out/runs.tar.gz" -C "$runs" --exclude='checkpoint*' . && rm -rf "$runs"
