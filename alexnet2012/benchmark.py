@@ -492,7 +492,8 @@ def targets(rows: list[dict[str, Any]]) -> dict[str, Optional[float]]:
 def title(report: dict[str, Any]) -> str:
     """The table's first line: batch, device, precision and the options that are on."""
     s, dev = report["settings"], report["device"]
-    where = ", ".join(dev["gpus"].values()) or (f"{dev['cpu']}, {dev['cpu_isa']}, {dev['cpu_cores']} cores, "
+    where = ", ".join(dev["gpus"].values()) or (f"{dev['cpu']}, {dev['cpu_isa']}, "
+                                                 f"{dev['cpu_cores']} cores, "
                                                  f"{dev['torch_threads']} threads")
     options = [s["precision"]] + (["compiled rows: torch.compile"] if s["compile"] else [])
     return (f"AlexNet vs {report['reference']}: batch {s['batch_size']} on "

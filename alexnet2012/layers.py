@@ -7,8 +7,9 @@ would (PAPER_NOTES "Architecture").
 """
 from __future__ import annotations
 
+import functools
 import math
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -17,11 +18,23 @@ from torch import Tensor
 from alexnet2012 import paper
 
 HALF_DTYPES = (torch.float16, torch.bfloat16)
-"""Input dtypes for which the LRN computes in float32 and rounds its result back. In bf16 (8
-significant bits) ``k + alpha/size * sum(x^2)`` rounds to ``k = 2`` whenever the sum of squares in
-the window is below about 390, so the normalization would silently vanish for all but large
-activations (fp16: below about 49); bf16 element-wise arithmetic is also slower than float32 on
-the CPU. The convolutions around the LRN still run in half precision under autocast."""
+"""Input dtypes for which the LRN computes in float32 and rounds its result back (see
+:func:`_half_in_float32`)."""
+
+
+def _half_in_float32(op: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """``op(x, ...)``, computed in float32 and rounded back when ``x`` is in ``HALF_DTYPES`` (bf16
+    autocast). In bf16 (8 significant bits) ``k + alpha/size * sum(x^2)`` rounds to ``k = 2``
+    whenever the sum of squares in the window is below about 390, so the normalization would
+    silently vanish for all but large activations (fp16: below about 49); bf16 element-wise
+    arithmetic is also slower than float32 on the CPU. The convolutions around the LRN still run
+    in half precision under autocast."""
+    @functools.wraps(op)
+    def in_float32(x: Tensor, *args, **kwargs) -> Tensor:
+        if x.dtype in HALF_DTYPES:
+            return op(x.float(), *args, **kwargs).to(x.dtype)
+        return op(x, *args, **kwargs)
+    return in_float32
 
 
 def _window_sum(x: Tensor, size: int, reverse: bool = False, start: float = 0.0) -> Tensor:
@@ -184,6 +197,7 @@ class _ReluLRNPool(torch.autograd.Function):
 
 
 @torch.compiler.disable
+@_half_in_float32
 def relu_lrn_pool(z: Tensor, groups: int = 1, pool_kernel: int = paper.POOL_KERNEL,
                   pool_stride: int = paper.POOL_STRIDE, size: int = paper.LRN_SIZE,
                   alpha: float = paper.LRN_ALPHA, beta: float = paper.LRN_BETA,
@@ -196,11 +210,8 @@ def relu_lrn_pool(z: Tensor, groups: int = 1, pool_kernel: int = paper.POOL_KERN
     step more than twice as slow on the CPU (README, Speed).
 
     Half-precision input (bf16 autocast) is computed in float32 and the result rounded back (see
-    ``HALF_DTYPES``).
+    :func:`_half_in_float32`).
     """
-    if z.dtype in HALF_DTYPES:
-        return relu_lrn_pool(z.float(), groups, pool_kernel, pool_stride, size, alpha, beta,
-                             k).to(z.dtype)
     if torch.is_grad_enabled() and z.requires_grad:
         return _ReluLRNPool.apply(z, groups, pool_kernel, pool_stride, size, alpha, beta, k)
     # no backward to come: keep nothing, so that inference holds one chunk's terms at a time
@@ -208,6 +219,7 @@ def relu_lrn_pool(z: Tensor, groups: int = 1, pool_kernel: int = paper.POOL_KERN
                           keep=False)[0]
 
 
+@_half_in_float32
 def local_response_norm(x: Tensor, groups: int = 1, size: int = paper.LRN_SIZE,
                         alpha: float = paper.LRN_ALPHA, beta: float = paper.LRN_BETA,
                         k: float = paper.LRN_K) -> Tensor:
@@ -218,10 +230,8 @@ def local_response_norm(x: Tensor, groups: int = 1, size: int = paper.LRN_SIZE,
     column's maps. ``alpha/size`` is the 2012 code's scaling and torch.nn.LocalResponseNorm's
     (PAPER_NOTES "LRN"); pass ``alpha=5e-4`` for the paper's formula read literally.
     The result is channels-last; half-precision input is computed in float32 (see
-    ``HALF_DTYPES``).
+    :func:`_half_in_float32`).
     """
-    if x.dtype in HALF_DTYPES:
-        return local_response_norm(x.float(), groups, size, alpha, beta, k).to(x.dtype)
     return _LRNFunction.apply(x, groups, size, alpha, beta, k)
 
 

@@ -97,7 +97,8 @@ def test_the_demo_keeps_only_the_lr_drops_that_a_shorter_epochs_leaves(tiny, tmp
         argv = ["--devices", "cpu", "--out", str(tmp_path / "run"), "--workers", "0", *args]
         return replicate.config_from_args(replicate.parse_args(argv))
 
-    assert (demo_config().epochs, demo_config().lr_drops) == (10, (5,))
+    full = demo_config()
+    assert (full.epochs, full.lr_drops) == (10, (5,))
     assert demo_config("--epochs", "5").lr_drops == (5,)
     assert demo_config("--epochs", "3").lr_drops == ()
     assert demo_config("--epochs", "3", "--lr-drops", "2").lr_drops == (2,)
