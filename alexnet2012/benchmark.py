@@ -35,11 +35,13 @@ from alexnet2012 import paper
 from alexnet2012.cpu_memory import keep_freed_memory
 from alexnet2012.errors import UsageError
 from alexnet2012.model import AlexNet, resolve_devices
+from alexnet2012.onednn_linear import set_onednn
 from alexnet2012.optim import PaperSGD
 
 IMAGES_PER_EPOCH = paper.TRAIN_IMAGES_2012  # ILSVRC-2012 train
 REFERENCE = "torchvision alexnet"
 COMPILED = ", compiled"  # the suffix of the --compile rows' names
+BLAS_FC_ROW = "AlexNet, fc in F.linear"  # the --blas-fc row
 ONE_DEVICE_ROW = "AlexNet"
 TWO_DEVICE_ROW = "AlexNet two-device"
 DATA_ROW = "AlexNet + data loader"
@@ -65,6 +67,7 @@ class Settings:
     repeats: int
     compile: bool = False
     bf16: bool = False
+    blas_fc: bool = False
     data: Optional[str] = None
     workers: int = 4
     seed: int = 0
@@ -146,7 +149,9 @@ def configure_backends(devices: Sequence[torch.device]) -> dict[str, Any]:
 def build_cases(settings: Settings) -> list[Case]:
     """The model rows: one device, two-device path, one column, torchvision (the reference);
     with ``settings.compile``, ``torch.compile``d twins of the one-device and reference rows
-    (named ``..., compiled``) run beside them, so that one run shows what compiling changes."""
+    (named ``..., compiled``) run beside them, so that one run shows what compiling changes;
+    with ``settings.blas_fc``, a twin of the one-device row whose fc layers run ``F.linear``
+    instead of oneDNN (``onednn_linear``), to show what the oneDNN products bring."""
     d0 = settings.devices[0]
     pair = (d0, settings.devices[-1])
     builders: list[tuple[str, Callable[[], nn.Module], tuple[torch.device, ...]]] = [
@@ -155,6 +160,8 @@ def build_cases(settings: Settings) -> list[Case]:
         ("AlexNet columns=1", lambda: AlexNet(columns=1).to(d0), (d0,)),
         (REFERENCE, lambda: torchvision.models.alexnet().to(d0), (d0,)),
     ]
+    if settings.blas_fc:
+        builders.append((BLAS_FC_ROW, lambda: set_onednn(AlexNet().to(d0), False), (d0,)))
     if settings.compile:
         builders += [(f"{name}{COMPILED}", build, devices) for name, build, devices in builders
                      if name in (ONE_DEVICE_ROW, REFERENCE)]
@@ -460,6 +467,7 @@ def summarise(cases: list[Case], settings: Settings, backends: dict[str, Any]) -
                       "entry, in an order rotated by one each round",
             "compile": settings.compile,
             "bf16_autocast": settings.bf16,
+            "blas_fc_row": settings.blas_fc,
             "precision": "bf16 autocast" if settings.bf16 else ("fp32/TF32" if cuda else "fp32"),
             "backends": backends,
             "memory_method": {"cpu": CPU_MEMORY_METHOD, "cuda": CUDA_MEMORY_METHOD,

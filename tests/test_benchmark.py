@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from alexnet2012 import benchmark
-from alexnet2012.benchmark import (ONE_DEVICE_ROW, REFERENCE, Case, Settings, build_cases,
+from alexnet2012.benchmark import (BLAS_FC_ROW, ONE_DEVICE_ROW, REFERENCE, Case, Settings,
+                                   build_cases,
                                    format_duration, format_table, parse_devices,
                                    projected_seconds, run_rounds, summarise)
 from alexnet2012.errors import UsageError
@@ -121,6 +122,16 @@ def test_compile_adds_compiled_twins_beside_the_eager_rows():
         assert all(torch.equal(a, b) for a, b in zip(twin.model.parameters(),
                                                      eager[name].model.parameters()))
     assert len(build_cases(_settings())) == len(cases) - 2
+
+
+def test_blas_fc_adds_a_twin_of_the_one_device_row_with_f_linear_fc_layers():
+    cases = {c.name: c for c in build_cases(_settings(blas_fc=True))}
+    fast, blas = cases[ONE_DEVICE_ROW].model, cases[BLAS_FC_ROW].model
+    fcs = [m for m in blas.modules() if isinstance(m, nn.Linear)]
+    assert len(fcs) == 5 and not any(m.onednn for m in fcs)  # fc6, fc7 per column, fc8
+    assert all(m.onednn for m in fast.modules() if isinstance(m, nn.Linear))
+    assert all(torch.equal(a, b) for a, b in zip(fast.parameters(), blas.parameters()))
+    assert BLAS_FC_ROW not in {c.name for c in build_cases(_settings())}
 
 
 def test_an_empty_loader_is_a_usage_error():
