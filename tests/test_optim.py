@@ -6,6 +6,7 @@ import io
 import pytest
 import torch
 
+from alexnet2012 import optim
 from alexnet2012.optim import PaperSGD
 
 # Learning rate per step: three steps at 0.01, then the paper's drop to 0.001.
@@ -57,6 +58,34 @@ def test_matches_paper_rule_across_an_lr_drop(weight_decay):
     for p, w, v in zip(params, want_w, want_v):
         torch.testing.assert_close(p.detach(), w, rtol=1e-12, atol=1e-14)
         torch.testing.assert_close(opt.state[p]["velocity"], v, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_cpu_blocks_follow_the_rule_and_give_the_whole_tensor_update_to_the_bit(monkeypatch, dtype):
+    # blocks of 5 elements: the 12- and 24-element weights in several blocks with a remainder,
+    # the 4-element bias in one; a transposed (non-contiguous) weight is updated whole
+    def run(block):
+        monkeypatch.setattr(optim, "CPU_BLOCK", block)
+        params = make_params(dtype=dtype)
+        params.append(torch.nn.Parameter(params[0].detach().t().contiguous().t()))  # strides (1, 4)
+        grads = make_grads(params, len(LRS))
+        opt = PaperSGD(params, lr=LRS[0], momentum=0.9, weight_decay=5e-4)
+        run_optimizer(opt, params, grads, LRS)
+        return params, grads, opt
+
+    params, grads, opt = run(5)
+    assert not params[-1].is_contiguous()
+    start = make_params(dtype=dtype)
+    start.append(start[0].clone())
+    want_w, want_v = reference(start, grads, LRS, 0.9, 5e-4)
+    tol = dict(rtol=1e-12, atol=1e-14) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-7)
+    for p, w, v in zip(params, want_w, want_v):
+        torch.testing.assert_close(p.detach(), w, **tol)
+        torch.testing.assert_close(opt.state[p]["velocity"], v, **tol)
+    whole, _, whole_opt = run(1 << 30)
+    for p, q in zip(params, whole):
+        assert torch.equal(p, q) and torch.equal(opt.state[p]["velocity"],
+                                                 whole_opt.state[q]["velocity"])
 
 
 def test_first_step_and_bias_not_decayed():
