@@ -19,6 +19,7 @@ cd "$(dirname "$0")/.."
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 runs=$(mktemp -d)
 exec > >(tee -a "$out/log.txt") 2>&1
+tee_pid=$!
 
 stage() {  # stage NAME SECONDS COMMAND...: run with a time limit, report its status and time
   local name=$1 limit=$2 start=$SECONDS
@@ -44,3 +45,6 @@ stage "benchmark, batch 128, bf16" 75 python3 scripts/benchmark.py --devices "$d
 stage "data stages" 45 python3 scripts/benchmark_data.py --cache experiments/demo_data/cache \
   --device "$device" --json "$out/data_cuda.json"
 tar -czf "$out/runs.tar.gz" -C "$runs" --exclude='checkpoint*' . && rm -rf "$runs"
+echo "=== done $(date -u +%H:%M:%S)"
+exec >&- 2>&-  # end tee's input, then wait until log.txt holds everything
+wait "$tee_pid"
