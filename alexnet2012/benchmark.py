@@ -35,13 +35,14 @@ from alexnet2012 import paper
 from alexnet2012.cpu_memory import keep_freed_memory
 from alexnet2012.errors import UsageError
 from alexnet2012.model import AlexNet, resolve_devices
-from alexnet2012.onednn_linear import set_onednn
+from alexnet2012.onednn_linear import set_onednn, with_onednn_fc
 from alexnet2012.optim import PaperSGD
 
 IMAGES_PER_EPOCH = paper.TRAIN_IMAGES_2012  # ILSVRC-2012 train
 REFERENCE = "torchvision alexnet"
 COMPILED = ", compiled"  # the suffix of the --compile rows' names
-BLAS_FC_ROW = "AlexNet, fc in F.linear"  # the --blas-fc row
+BLAS_FC_ROW = "AlexNet, fc in F.linear"  # the --swap-fc rows
+ONEDNN_FC_ROW = "torchvision alexnet, fc in oneDNN"
 ONE_DEVICE_ROW = "AlexNet"
 TWO_DEVICE_ROW = "AlexNet two-device"
 DATA_ROW = "AlexNet + data loader"
@@ -67,7 +68,7 @@ class Settings:
     repeats: int
     compile: bool = False
     bf16: bool = False
-    blas_fc: bool = False
+    swap_fc: bool = False
     data: Optional[str] = None
     workers: int = 4
     seed: int = 0
@@ -150,8 +151,9 @@ def build_cases(settings: Settings) -> list[Case]:
     """The model rows: one device, two-device path, one column, torchvision (the reference);
     with ``settings.compile``, ``torch.compile``d twins of the one-device and reference rows
     (named ``..., compiled``) run beside them, so that one run shows what compiling changes;
-    with ``settings.blas_fc``, a twin of the one-device row whose fc layers run ``F.linear``
-    instead of oneDNN (``onednn_linear``), to show what the oneDNN products bring."""
+    with ``settings.swap_fc``, twins of the one-device and reference rows with the other fc
+    layers: this network's in ``F.linear``, torchvision's in oneDNN (``onednn_linear``), to show
+    what the oneDNN products bring to each."""
     d0 = settings.devices[0]
     pair = (d0, settings.devices[-1])
     builders: list[tuple[str, Callable[[], nn.Module], tuple[torch.device, ...]]] = [
@@ -160,8 +162,10 @@ def build_cases(settings: Settings) -> list[Case]:
         ("AlexNet columns=1", lambda: AlexNet(columns=1).to(d0), (d0,)),
         (REFERENCE, lambda: torchvision.models.alexnet().to(d0), (d0,)),
     ]
-    if settings.blas_fc:
-        builders.append((BLAS_FC_ROW, lambda: set_onednn(AlexNet().to(d0), False), (d0,)))
+    if settings.swap_fc:
+        builders += [
+            (BLAS_FC_ROW, lambda: set_onednn(AlexNet().to(d0), False), (d0,)),
+            (ONEDNN_FC_ROW, lambda: with_onednn_fc(torchvision.models.alexnet().to(d0)), (d0,))]
     if settings.compile:
         builders += [(f"{name}{COMPILED}", build, devices) for name, build, devices in builders
                      if name in (ONE_DEVICE_ROW, REFERENCE)]
@@ -467,7 +471,7 @@ def summarise(cases: list[Case], settings: Settings, backends: dict[str, Any]) -
                       "entry, in an order rotated by one each round",
             "compile": settings.compile,
             "bf16_autocast": settings.bf16,
-            "blas_fc_row": settings.blas_fc,
+            "swap_fc_rows": settings.swap_fc,
             "precision": "bf16 autocast" if settings.bf16 else ("fp32/TF32" if cuda else "fp32"),
             "backends": backends,
             "memory_method": {"cpu": CPU_MEMORY_METHOD, "cuda": CUDA_MEMORY_METHOD,

@@ -4,7 +4,8 @@ convolutions, instead of the BLAS (MKL) behind ``F.linear``.
 Same function, another GEMM: the result differs from ``F.linear`` by float rounding only. On the
 2-core AMD test machine, at batch 32, oneDNN computes the fc layers' products (forward, input
 and weight gradients) faster than MKL, and the net trains about 8% faster;
-``scripts/benchmark.py --blas-fc`` times the net both ways side by side (README, Speed).
+``scripts/benchmark.py --swap-fc`` times both networks both ways side by side (README,
+Speed).
 Everywhere else (CUDA, float64, bf16 autocast, ``torch.compile`` tracing, a PyTorch built
 without oneDNN or with ``torch.backends.mkldnn`` disabled) the layer is plain ``F.linear``.
 """
@@ -76,8 +77,23 @@ class Linear(nn.Linear):
 
 def set_onednn(model: nn.Module, enabled: bool) -> nn.Module:
     """Switch every :class:`Linear` in ``model`` to oneDNN (the default) or to plain ``F.linear``
-    (the reference path, e.g. for ``benchmark.py --blas-fc``); returns ``model``."""
+    (the reference path, e.g. for ``benchmark.py --swap-fc``); returns ``model``."""
     for module in model.modules():
         if isinstance(module, Linear):
             module.onednn = enabled
+    return model
+
+
+def with_onednn_fc(model: nn.Module) -> nn.Module:
+    """``model`` with every plain ``nn.Linear`` replaced by a :class:`Linear` holding the same
+    parameter tensors (e.g. torchvision's AlexNet, for ``benchmark.py --swap-fc``); returns
+    ``model``."""
+    for name, child in model.named_children():
+        if type(child) is nn.Linear:
+            fc = Linear(child.in_features, child.out_features, bias=child.bias is not None,
+                        device="meta")
+            fc.weight, fc.bias = child.weight, child.bias
+            setattr(model, name, fc)
+        else:
+            with_onednn_fc(child)
     return model

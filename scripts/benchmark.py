@@ -27,8 +27,9 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="add torch.compile'd twins of "
                         "the one-device AlexNet and torchvision rows")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast")
-    parser.add_argument("--blas-fc", action="store_true", help="add a twin of the one-device "
-                        "AlexNet row whose fc layers run F.linear (the BLAS) instead of oneDNN "
+    parser.add_argument("--swap-fc", action="store_true", help="add twins of the one-device "
+                        "AlexNet and torchvision rows with the other fc layers: AlexNet's in "
+                        "F.linear (the BLAS), torchvision's in oneDNN "
                         "(alexnet2012/onednn_linear.py)")
     parser.add_argument("--data", metavar="CACHE_DIR", help="add the end-to-end row: the "
                         "one-device AlexNet trained on this data cache's train loader")
@@ -47,7 +48,7 @@ def main() -> None:
         steps=steps if args.steps is None else args.steps,
         warmup=warmup if args.warmup is None else args.warmup,
         repeats=repeats if args.repeats is None else args.repeats,
-        compile=args.compile, bf16=args.bf16, blas_fc=args.blas_fc, data=args.data,
+        compile=args.compile, bf16=args.bf16, swap_fc=args.swap_fc, data=args.data,
         workers=args.workers, system_malloc=args.system_malloc)
     for name in ("batch_size", "steps", "repeats"):
         if getattr(settings, name) < 1:
