@@ -122,3 +122,18 @@ def test_the_network_computes_the_same_with_onednn_and_with_f_linear(monkeypatch
     assert torch.allclose(fast_logits, ref_logits, rtol=1e-5, atol=1e-5)
     for (name, _), fast, ref in zip(model.named_parameters(), fast_grads, ref_grads):
         assert torch.allclose(fast, ref, rtol=1e-4, atol=1e-5 * ref.abs().max().item()), name
+
+
+def test_torch_compile_traces_f_linear(monkeypatch):
+    # while dynamo traces, the layer is F.linear, which the compiler knows and may fuse
+    calls = count_onednn_calls(monkeypatch)
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    layer = Linear(6, 3)
+    x = torch.randn(4, 6, requires_grad=True)
+    out = torch.compile(layer, backend="eager")(x)
+    assert calls == []
+    assert torch.allclose(out, F.linear(x, layer.weight, layer.bias))
+    out.sum().backward()
+    assert torch.allclose(x.grad, layer.weight.sum(0).expand(4, 6))
+    torch._dynamo.reset()
