@@ -42,6 +42,9 @@ def main() -> None:
     args = parser.parse_args()
 
     devices = parse_devices(args.devices)
+    if args.swap_fc and any(d.type != "cpu" for d in devices):
+        raise UsageError("--swap-fc compares the fc layers' CPU products (oneDNN against "
+                         "F.linear); on CUDA both are F.linear: use it with --devices cpu")
     steps, warmup, repeats = default_schedule(devices[0])
     settings = Settings(
         devices=devices, batch_size=args.batch_size,

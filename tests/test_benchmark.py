@@ -244,6 +244,13 @@ def test_cli_bad_input_is_one_line(args, message, capsys, monkeypatch):
     assert len(stderr.strip().splitlines()) == 1
 
 
+def test_cli_swap_fc_is_for_the_cpu_only(capsys, monkeypatch):
+    monkeypatch.setattr(benchmark, "parse_devices", lambda spec: (torch.device("cuda", 0),))
+    code, _, stderr = _cli(["--swap-fc", "--quiet"], capsys, monkeypatch)
+    assert code == 2 and stderr.startswith("error: --swap-fc compares")
+    assert len(stderr.strip().splitlines()) == 1
+
+
 @cuda
 @pytest.mark.cuda
 def test_cuda_run_reports_the_gpu_and_tf32(tmp_path, capsys, monkeypatch):
