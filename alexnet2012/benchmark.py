@@ -41,7 +41,7 @@ from alexnet2012.optim import PaperSGD
 IMAGES_PER_EPOCH = paper.TRAIN_IMAGES_2012  # ILSVRC-2012 train
 REFERENCE = "torchvision alexnet"
 COMPILED = ", compiled"  # the suffix of the --compile rows' names
-BLAS_FC_ROW = "AlexNet, fc in F.linear"  # the --swap-fc rows
+F_LINEAR_FC_ROW = "AlexNet, fc in F.linear"  # the --swap-fc rows
 ONEDNN_FC_ROW = "torchvision alexnet, fc in oneDNN"
 ONE_DEVICE_ROW = "AlexNet"
 TWO_DEVICE_ROW = "AlexNet two-device"
@@ -164,7 +164,7 @@ def build_cases(settings: Settings) -> list[Case]:
     ]
     if settings.swap_fc:
         builders += [
-            (BLAS_FC_ROW, lambda: set_onednn(AlexNet().to(d0), False), (d0,)),
+            (F_LINEAR_FC_ROW, lambda: set_onednn(AlexNet().to(d0), False), (d0,)),
             (ONEDNN_FC_ROW, lambda: with_onednn_fc(torchvision.models.alexnet().to(d0)), (d0,))]
     if settings.compile:
         builders += [(f"{name}{COMPILED}", build, devices) for name, build, devices in builders

@@ -3,10 +3,13 @@ convolutions, instead of the BLAS (MKL) behind ``F.linear``.
 
 Same function, another GEMM: the result differs from ``F.linear`` by float rounding only. On the
 2-core AMD test machine, at batch 32, oneDNN computes the fc layers' products (forward, input
-and weight gradients) faster than MKL, and the net trained 6% and 9% faster in two runs;
+and weight gradients) faster than MKL, and the net trained 6% and 10% faster in two runs
+(``experiments/benchmarks/cpu_b32_swapfc_9ead365.json``, ``cpu_b32_c255392.json``);
 ``scripts/benchmark.py --swap-fc`` times both networks both ways side by side (README, Speed).
 Everywhere else (CUDA, float64, bf16 autocast, ``torch.compile`` tracing, a PyTorch built
 without oneDNN or with ``torch.backends.mkldnn`` disabled) the layer is plain ``F.linear``.
+Unlike ``F.linear``, the oneDNN path has no second derivative (``torch.autograd.grad`` with
+``create_graph=True`` through it raises), which training never needs.
 """
 from __future__ import annotations
 
@@ -44,7 +47,8 @@ class _OneDNNLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
         ctx.save_for_backward(x, weight)
-        return _a_bt(x, weight, bias)
+        # the op reads the bias as a dense vector whatever its strides
+        return _a_bt(x, weight, None if bias is None else bias.contiguous())
 
     @staticmethod
     @once_differentiable
@@ -84,9 +88,10 @@ def set_onednn(model: nn.Module, enabled: bool) -> nn.Module:
 
 
 def with_onednn_fc(model: nn.Module) -> nn.Module:
-    """``model`` with every plain ``nn.Linear`` replaced by a :class:`Linear` holding the same
-    parameter tensors (e.g. torchvision's AlexNet, for ``benchmark.py --swap-fc``); returns
-    ``model``."""
+    """``model`` with every plain ``nn.Linear`` among its submodules replaced by a
+    :class:`Linear` holding the same parameter tensors (e.g. torchvision's AlexNet, for
+    ``benchmark.py --swap-fc``); returns ``model``. Hooks on the replaced modules are not
+    carried over."""
     for name, child in model.named_children():
         if type(child) is nn.Linear:
             fc = Linear(child.in_features, child.out_features, bias=child.bias is not None,

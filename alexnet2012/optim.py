@@ -10,10 +10,10 @@ from alexnet2012 import paper
 
 CPU_BLOCK = 1 << 19
 """Elements per block of the CPU update (see :meth:`PaperSGD.step`): 2 MiB per float32 tensor,
-so that a block's weights, gradients and velocity stay in cache through the four operations.
+so that a block's weights, gradients and velocity stay in cache through the update's operations.
 On the 2-core test machine, an update of AlexNet's 61M parameters took 50 ms against 62 ms
-tensor by tensor (medians of 21 alternating rounds; blocks of 2^18 to 2^21 elements all did
-better than whole tensors, 2^16 worse)."""
+tensor by tensor (an ad-hoc side-by-side timing, medians of 21 alternating rounds, not part of
+the benchmark; blocks of 2^18 to 2^21 elements all did better than whole tensors, 2^16 worse)."""
 
 
 class PaperSGD(torch.optim.Optimizer):
@@ -42,9 +42,10 @@ class PaperSGD(torch.optim.Optimizer):
     of tensors, so parameters spread over several devices are fine; ``lr`` and the other
     hyper-parameters are Python floats, so a step never synchronises with the device. On the
     CPU, where the foreach ops run tensor by tensor, each contiguous tensor is updated in blocks
-    of ``CPU_BLOCK`` elements, all four operations on a block before the next: the same
-    operations on every element, so the same result to the bit, with less than half the memory
-    traffic (fc6's weights alone are 151 MB).
+    of ``CPU_BLOCK`` elements, every operation of the update on a block before the next: the
+    same operations on every element, with less than half the memory traffic (fc6's weights
+    alone are 151 MB). The result is the whole-tensor update's to the bit on the tested build
+    (tests/test_optim.py compares them, with block boundaries inside vectorised runs).
     Parameters whose ``grad`` is ``None`` are skipped (their velocity is left unchanged).
     """
 

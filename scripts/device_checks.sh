@@ -46,5 +46,8 @@ stage "data stages" 45 python3 scripts/benchmark_data.py --cache experiments/dem
   --device "$device" --json "$out/data_cuda.json"
 tar -czf "$out/runs.tar.gz" -C "$runs" --exclude='checkpoint*' . && rm -rf "$runs"
 echo "=== done $(date -u +%H:%M:%S)"
-exec >&- 2>&-  # end tee's input, then wait until log.txt holds everything
-wait "$tee_pid"
+exec >&- 2>&-  # end tee's input, then give it up to 10 s to write the rest of log.txt (a stray
+for _ in {1..100}; do  # process still holding the pipe must not hang the script)
+  kill -0 "$tee_pid" 2>/dev/null || break
+  sleep 0.1
+done

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from alexnet2012 import benchmark
-from alexnet2012.benchmark import (BLAS_FC_ROW, ONE_DEVICE_ROW, ONEDNN_FC_ROW, REFERENCE, Case,
-                                   Settings, build_cases, format_duration, format_table,
+from alexnet2012.benchmark import (F_LINEAR_FC_ROW, ONE_DEVICE_ROW, ONEDNN_FC_ROW, REFERENCE,
+                                   Case, Settings, build_cases, format_duration, format_table,
                                    parse_devices, projected_seconds, run_rounds, summarise)
 from alexnet2012.errors import UsageError
 from alexnet2012.onednn_linear import Linear
@@ -126,7 +126,7 @@ def test_compile_adds_compiled_twins_beside_the_eager_rows():
 
 def test_swap_fc_adds_twins_of_alexnet_and_torchvision_with_the_other_fc_layers():
     cases = {c.name: c for c in build_cases(_settings(swap_fc=True))}
-    fast, blas = cases[ONE_DEVICE_ROW].model, cases[BLAS_FC_ROW].model
+    fast, blas = cases[ONE_DEVICE_ROW].model, cases[F_LINEAR_FC_ROW].model
     fcs = [m for m in blas.modules() if isinstance(m, nn.Linear)]
     assert len(fcs) == 5 and not any(m.onednn for m in fcs)  # fc6, fc7 per column, fc8
     assert all(m.onednn for m in fast.modules() if isinstance(m, nn.Linear))
@@ -138,7 +138,7 @@ def test_swap_fc_adds_twins_of_alexnet_and_torchvision_with_the_other_fc_layers(
     assert all(torch.equal(a, b) for a, b in zip(tv.parameters(), tv_onednn.parameters()))
     x = torch.randn(2, 3, 224, 224)
     assert torch.allclose(tv.eval()(x), tv_onednn.eval()(x), rtol=1e-4, atol=1e-5)
-    assert not {BLAS_FC_ROW, ONEDNN_FC_ROW} & {c.name for c in build_cases(_settings())}
+    assert not {F_LINEAR_FC_ROW, ONEDNN_FC_ROW} & {c.name for c in build_cases(_settings())}
 
 
 def test_an_empty_loader_is_a_usage_error():

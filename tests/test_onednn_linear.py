@@ -34,13 +34,22 @@ def count_onednn_calls(monkeypatch):
 
 
 @needs_onednn
-@pytest.mark.parametrize("n, fin, fout", [(1, 7, 5), (32, 300, 200), (5, 2304, 96)])
-def test_forward_and_gradients_equal_float64_linear(monkeypatch, n, fin, fout):
+@pytest.mark.parametrize("n, fin, fout, strided", [(1, 7, 5, ""), (32, 300, 200, ""),
+                                                   (5, 2304, 96, ""), (6, 300, 200, "bias"),
+                                                   (6, 300, 200, "x weight bias")])
+def test_forward_and_gradients_equal_float64_linear(monkeypatch, n, fin, fout, strided):
     calls = count_onednn_calls(monkeypatch)
     g = torch.Generator().manual_seed(n)
-    x = torch.randn(n, fin, generator=g, requires_grad=True)
-    weight = (torch.randn(fout, fin, generator=g) * 0.1).requires_grad_()
-    bias = torch.randn(fout, generator=g, requires_grad=True)
+    # the inputs named in `strided` as non-contiguous views: x transposed, weight and bias every
+    # second element (a strided bias alone once gave wrong sums in oneDNN)
+    x = (torch.randn(fin, n, generator=g).t() if "x" in strided
+         else torch.randn(n, fin, generator=g)).requires_grad_()
+    weight = ((torch.randn(fout, 2 * fin, generator=g) * 0.1)[:, ::2] if "weight" in strided
+              else torch.randn(fout, fin, generator=g) * 0.1).requires_grad_()
+    bias = (torch.randn(2 * fout, generator=g)[::2] if "bias" in strided
+            else torch.randn(fout, generator=g)).requires_grad_()
+    for name, t in (("x", x), ("weight", weight), ("bias", bias)):
+        assert t.is_contiguous() != (name in strided)
     # the upstream gradient as the fc layers get it: a slice of a wider tensor (torch.cat's
     # backward), not contiguous
     grad = torch.randn(n, 2 * fout, generator=g)[:, fout:]
@@ -62,6 +71,7 @@ def test_only_the_gradients_asked_for_are_computed(monkeypatch):
     layer(x).sum().backward()
     assert len(calls) == 2 and x.grad is None  # forward and weight gradient only
     assert torch.allclose(layer.bias.grad, torch.full((3,), 4.0))
+    assert torch.allclose(layer.weight.grad, x.sum(0).expand(3, 6))  # sum's gradient: all ones
 
 
 # mkldnn.flags() also sets oneDNN's TF32 switch, which warns on builds without Intel GPU support

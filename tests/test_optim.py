@@ -88,6 +88,26 @@ def test_cpu_blocks_follow_the_rule_and_give_the_whole_tensor_update_to_the_bit(
                                                  whole_opt.state[q]["velocity"])
 
 
+def test_cpu_blocks_inside_vectorised_runs_change_no_bit(monkeypatch):
+    # blocks of 1000 elements (not a multiple of any vector width) over 100k-element float32
+    # tensors: block edges fall inside the runs that the vectorised kernels split into vector
+    # body and scalar tail, which must not change the result
+    def run(block):
+        monkeypatch.setattr(optim, "CPU_BLOCK", block)
+        gen = torch.Generator().manual_seed(3)
+        params = [torch.nn.Parameter(torch.randn(s, generator=gen)) for s in [(317, 331), (1000,)]]
+        opt = PaperSGD(params, lr=LRS[0], momentum=0.9, weight_decay=5e-4)
+        run_optimizer(opt, params, make_grads(params, len(LRS)), LRS)
+        return params, opt
+
+    (blocked, opt), (whole, whole_opt) = run(1000), run(1 << 30)
+    for p, q in zip(blocked, whole):
+        assert torch.equal(p, q) and torch.equal(opt.state[p]["velocity"],
+                                                 whole_opt.state[q]["velocity"])
+    start = torch.randn(317, 331, generator=torch.Generator().manual_seed(3))
+    assert not torch.equal(blocked[0], start)  # the steps did update the weights
+
+
 def test_first_step_and_bias_not_decayed():
     w = torch.nn.Parameter(torch.tensor([[2.0, -4.0]], dtype=torch.float64))
     b = torch.nn.Parameter(torch.tensor([2.0, -4.0], dtype=torch.float64))
