@@ -60,52 +60,56 @@ def test_matches_paper_rule_across_an_lr_drop(weight_decay):
         torch.testing.assert_close(opt.state[p]["velocity"], v, rtol=1e-12, atol=1e-14)
 
 
+def run_in_blocks(monkeypatch, block: int, params, grads) -> PaperSGD:
+    """PaperSGD over LRS with CPU blocks of ``block`` elements; returns the optimizer."""
+    monkeypatch.setattr(optim, "CPU_BLOCK", block)
+    opt = PaperSGD(params, lr=LRS[0], momentum=0.9, weight_decay=5e-4)
+    run_optimizer(opt, params, grads, LRS)
+    return opt
+
+
+def assert_same_bits(params, opt, other_params, other_opt) -> None:
+    """Weights and velocities equal to the bit."""
+    for p, q in zip(params, other_params):
+        assert torch.equal(p, q)
+        assert torch.equal(opt.state[p]["velocity"], other_opt.state[q]["velocity"])
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_cpu_blocks_follow_the_rule_and_give_the_whole_tensor_update_to_the_bit(monkeypatch, dtype):
     # blocks of 5 elements: the 12- and 24-element weights in several blocks with a remainder,
     # the 4-element bias in one; a transposed (non-contiguous) weight is updated whole
-    def run(block):
-        monkeypatch.setattr(optim, "CPU_BLOCK", block)
+    def fresh_params():
         params = make_params(dtype=dtype)
         params.append(torch.nn.Parameter(params[0].detach().t().contiguous().t()))  # strides (1, 4)
-        grads = make_grads(params, len(LRS))
-        opt = PaperSGD(params, lr=LRS[0], momentum=0.9, weight_decay=5e-4)
-        run_optimizer(opt, params, grads, LRS)
-        return params, grads, opt
+        return params
 
-    params, grads, opt = run(5)
+    params = fresh_params()
     assert not params[-1].is_contiguous()
-    start = make_params(dtype=dtype)
-    start.append(start[0].clone())
-    want_w, want_v = reference(start, grads, LRS, 0.9, 5e-4)
+    grads = make_grads(params, len(LRS))
+    opt = run_in_blocks(monkeypatch, 5, params, grads)
+    want_w, want_v = reference(fresh_params(), grads, LRS, 0.9, 5e-4)
     tol = dict(rtol=1e-12, atol=1e-14) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-7)
     for p, w, v in zip(params, want_w, want_v):
         torch.testing.assert_close(p.detach(), w, **tol)
         torch.testing.assert_close(opt.state[p]["velocity"], v, **tol)
-    whole, _, whole_opt = run(1 << 30)
-    for p, q in zip(params, whole):
-        assert torch.equal(p, q) and torch.equal(opt.state[p]["velocity"],
-                                                 whole_opt.state[q]["velocity"])
+    whole = fresh_params()
+    assert_same_bits(params, opt, whole, run_in_blocks(monkeypatch, 1 << 30, whole, grads))
 
 
 def test_cpu_blocks_inside_vectorised_runs_change_no_bit(monkeypatch):
     # blocks of 1000 elements (not a multiple of any vector width) over 100k-element float32
     # tensors: block edges fall inside the runs that the vectorised kernels split into vector
     # body and scalar tail, which must not change the result
-    def run(block):
-        monkeypatch.setattr(optim, "CPU_BLOCK", block)
+    def fresh_params():
         gen = torch.Generator().manual_seed(3)
-        params = [torch.nn.Parameter(torch.randn(s, generator=gen)) for s in [(317, 331), (1000,)]]
-        opt = PaperSGD(params, lr=LRS[0], momentum=0.9, weight_decay=5e-4)
-        run_optimizer(opt, params, make_grads(params, len(LRS)), LRS)
-        return params, opt
+        return [torch.nn.Parameter(torch.randn(s, generator=gen)) for s in [(317, 331), (1000,)]]
 
-    (blocked, opt), (whole, whole_opt) = run(1000), run(1 << 30)
-    for p, q in zip(blocked, whole):
-        assert torch.equal(p, q) and torch.equal(opt.state[p]["velocity"],
-                                                 whole_opt.state[q]["velocity"])
-    start = torch.randn(317, 331, generator=torch.Generator().manual_seed(3))
-    assert not torch.equal(blocked[0], start)  # the steps did update the weights
+    blocked, whole = fresh_params(), fresh_params()
+    grads = make_grads(blocked, len(LRS))
+    opt = run_in_blocks(monkeypatch, 1000, blocked, grads)
+    assert_same_bits(blocked, opt, whole, run_in_blocks(monkeypatch, 1 << 30, whole, grads))
+    assert not torch.equal(blocked[0], fresh_params()[0])  # the steps did update the weights
 
 
 def test_first_step_and_bias_not_decayed():
