@@ -17,7 +17,9 @@ than the BLAS behind ``F.linear`` on the CPU; the same function).
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+import functools
+from contextlib import nullcontext
+from typing import ContextManager, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -188,32 +190,26 @@ class AlexNet(nn.Module):
         """Column k on device k; activations cross devices only where a layer sees both.
 
         Columns that share a GPU with an earlier column run on a side CUDA stream of their own,
-        so that on one GPU they overlap as they would on two; the streams meet only where the
-        columns cross. (Backward ops run on their forward op's stream; autograd syncs them.)
+        so that on one GPU they overlap as they would on two: each side stream waits for the main
+        stream only where the columns' inputs are made (:func:`_fork`, before any column's work
+        is queued), and the main stream for each side stream only where the columns cross
+        (:func:`_join`). Columns are queued in column order, so dropout draws its masks in the
+        same order as on one device. (Backward ops run on their forward op's stream; autograd
+        syncs them.)
         """
         devices = [next(column.parameters()).device for column in self.columns]
         streams = _side_streams(devices)
-        hs = [_to(x, device) for device in devices]
-        waiting = [True] * len(hs)  # input made on the main stream: the side stream must wait
+        hs = _fork([_to(x, device) for device in devices], streams)
         for layer in paper.LAYERS:
             if layer.sees == "both":
                 _join(hs, streams)
                 flat = [h.flatten(1) if layer.kind == "fc" else h for h in hs]
                 targets = devices if layer.split else devices[:1]
-                hs = [torch.cat([_to(h, d) for h in flat], dim=1) for d in targets]
-                waiting = [True] * len(hs)
-            modules = self._modules_of(layer)
-            for k in sorted(range(len(hs)), key=lambda k: streams[k] is None):  # side streams first
-                stream, h = streams[k], hs[k]
-                if stream is None:
-                    hs[k] = self._after(layer, modules[k](h), 1)
-                    continue
-                if waiting[k]:
-                    stream.wait_stream(torch.cuda.current_stream(h.device))
-                    waiting[k] = False
-                with torch.cuda.stream(stream):
-                    hs[k] = self._after(layer, modules[k](h), 1)
-                h.record_stream(stream)  # keep h's memory until the side stream is done with it
+                hs = _fork([torch.cat([_to(h, d) for h in flat], dim=1) for d in targets],
+                           streams)
+            for k, (module, stream) in enumerate(zip(self._modules_of(layer), streams)):
+                with _on(stream):
+                    hs[k] = self._after(layer, module(hs[k]), 1)
         return hs[0]
 
 
@@ -229,11 +225,26 @@ def _to(h: Tensor, device: torch.device) -> Tensor:
 
 def _side_streams(devices: list[torch.device]) -> list[Optional["torch.cuda.Stream"]]:
     """A CUDA stream for each column whose GPU an earlier column already uses; None otherwise."""
-    streams: list[Optional[torch.cuda.Stream]] = []
-    for k, device in enumerate(devices):
-        shared = device.type == "cuda" and device in devices[:k]
-        streams.append(torch.cuda.Stream(device) if shared else None)
-    return streams
+    return [_side_stream(device, k) if device.type == "cuda" and device in devices[:k] else None
+            for k, device in enumerate(devices)]
+
+
+@functools.lru_cache(maxsize=None)
+def _side_stream(device: torch.device, column: int) -> "torch.cuda.Stream":
+    """Column ``column``'s side stream on ``device``, made once. (``torch.cuda.Stream()`` hands
+    out the next of a pool of streams, and the caching allocator reuses freed memory only on the
+    stream that allocated it: a new stream every step would hold many steps' activations.)"""
+    return torch.cuda.Stream(device)
+
+
+def _fork(hs: list[Tensor], streams: list[Optional["torch.cuda.Stream"]]) -> list[Tensor]:
+    """Make each side stream wait for its column's input, made on the main stream, and keep the
+    input's memory until the side stream is done with it. Returns ``hs``."""
+    for h, stream in zip(hs, streams):
+        if stream is not None:
+            stream.wait_stream(torch.cuda.current_stream(h.device))
+            h.record_stream(stream)
+    return hs
 
 
 def _join(hs: list[Tensor], streams: list[Optional["torch.cuda.Stream"]]) -> None:
@@ -243,3 +254,8 @@ def _join(hs: list[Tensor], streams: list[Optional["torch.cuda.Stream"]]) -> Non
             main = torch.cuda.current_stream(h.device)
             main.wait_stream(stream)
             h.record_stream(main)
+
+
+def _on(stream: Optional["torch.cuda.Stream"]) -> ContextManager:
+    """Queue the work in this context on ``stream`` (None: on the current stream)."""
+    return nullcontext() if stream is None else torch.cuda.stream(stream)

@@ -1,5 +1,6 @@
 """The network against the paper (PAPER_NOTES "Architecture") and against computations written
 out here: shapes, counts, placements, column independence, init, dropout, grouped weights."""
+import contextlib
 import math
 
 import pytest
@@ -7,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from alexnet2012 import AlexNet, grouped_state_dict, load_grouped_state_dict, paper
+from alexnet2012 import model as model_module
 
 torch.set_num_threads(2)
 
@@ -325,13 +327,97 @@ def test_device_errors_are_clear():
         AlexNet(devices=("gpu0", "cpu"))
 
 
+class FakeStream:
+    """A CUDA stream's stand-in on the CPU that logs what it is made to wait for."""
+
+    def __init__(self, name, log):
+        self.name, self.log = name, log
+
+    def wait_stream(self, other):
+        self.log.append(f"{self.name} waits for {other.name}")
+
+
+def test_columns_sharing_a_gpu_overlap_on_a_side_stream_synchronised_only_at_crossings(
+        monkeypatch):
+    # The stream protocol of two columns on one GPU, run on the CPU with logging stand-ins: the
+    # side stream waits for the main stream only where the columns' inputs are made, the main
+    # stream for the side stream only where the columns cross, column 1's layers are queued on
+    # the side stream, both columns in column order (the one-device path's dropout masks).
+    log, current = [], []
+    main, side = FakeStream("main", log), FakeStream("side", log)
+    current.append(main)
+
+    @contextlib.contextmanager
+    def on(stream):
+        current.append(stream)
+        yield
+        current.pop()
+
+    monkeypatch.setattr(model_module, "_side_streams", lambda devices: [None, side])
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: current[-1])
+    monkeypatch.setattr(torch.cuda, "stream", on)
+    monkeypatch.setattr(torch.Tensor, "record_stream",
+                        lambda self, stream: log.append(f"memory kept for {stream.name}"))
+    torch.manual_seed(0)
+    one = AlexNet(10).train()
+    two = AlexNet(10, devices=("cpu", "cpu")).train()
+    two.load_state_dict(one.state_dict())
+    for k, column in enumerate(two.columns):
+        for name, module in column.named_children():
+            module.register_forward_pre_hook(
+                lambda m, i, name=name, k=k: log.append(f"{name} column {k} on {current[-1].name}"))
+    two.fc8.register_forward_pre_hook(lambda m, i: log.append(f"fc8 on {current[-1].name}"))
+    x = small_batch(2)
+    torch.manual_seed(5)
+    out = two(x)
+    torch.manual_seed(5)
+    assert torch.allclose(out, one(x), rtol=1e-5, atol=1e-6)  # same masks, same columns
+
+    fork = ["side waits for main", "memory kept for side"]
+    join = ["main waits for side", "memory kept for main"]
+    expected = list(fork)
+    for name in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7"):
+        if name in ("conv3", "fc6", "fc7"):  # the crossings (P Figure 2)
+            expected += join + fork
+        expected += [f"{name} column 0 on main", f"{name} column 1 on side"]
+    expected += join + ["fc8 on main"]
+    assert log == expected
+
+
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.fixture
+def no_tf32():
+    """Full-precision fp32 products on CUDA during the test (TF32 differs from the CPU at 1e-3)."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def logits_and_gradients(model, x, target, seed=123):
+    """Logits and every parameter's gradient of the cross-entropy, on the CPU; dropout masks
+    drawn after ``torch.manual_seed(seed)``."""
+    model.zero_grad()
+    torch.manual_seed(seed)
+    out = model(x)
+    F.cross_entropy(out, target.to(out.device)).backward()
+    return out.detach().cpu(), {n: p.grad.cpu() for n, p in model.named_parameters()}
+
+
+def assert_close(a, b, rtol):
+    assert torch.allclose(a[0], b[0], rtol=rtol, atol=rtol * b[0].abs().max().item())
+    for name in b[1]:
+        assert torch.allclose(a[1][name], b[1][name], rtol=rtol,
+                              atol=rtol * b[1][name].abs().max().item()), name
 
 
 @cuda
 @pytest.mark.cuda
 @pytest.mark.parametrize("devices", [None, ("cuda:0", "cpu"), ("cuda:0", "cuda:0")])
-def test_cuda_placements_match_the_cpu(devices):
+def test_cuda_placements_match_the_cpu(devices, no_tf32):
+    # eval mode (dropout a fixed x0.5), so that the CPU and CUDA random streams play no part
     torch.manual_seed(0)
     reference = AlexNet(10).eval()
     model = AlexNet(10, devices=devices)
@@ -339,12 +425,21 @@ def test_cuda_placements_match_the_cpu(devices):
     if devices is None:
         model.cuda()
     model.eval()
-    x = small_batch(4)
-    out = model(x)
-    assert out.device.type == "cuda"
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False
-    assert torch.allclose(out.cpu(), reference(x), rtol=1e-3, atol=1e-4)
-    model.train()
-    F.cross_entropy(model(x), torch.arange(4, device=out.device)).backward()
-    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+    x, target = small_batch(4), torch.tensor([0, 3, 5, 9])
+    assert model(x).device == torch.device("cuda", 0)
+    assert_close(logits_and_gradients(model, x, target),
+                 logits_and_gradients(reference, x, target), rtol=1e-3)
+
+
+@cuda
+@pytest.mark.cuda
+def test_two_columns_on_one_gpu_train_as_one_device_does(no_tf32):
+    # train mode: the side-stream path draws the same dropout masks as the one-device path
+    torch.manual_seed(0)
+    one = AlexNet(10).cuda().train()
+    two = AlexNet(10, devices=("cuda:0", "cuda:0")).train()
+    two.load_state_dict(one.state_dict())
+    x, target = small_batch(4).cuda(), torch.tensor([0, 3, 5, 9])
+    for seed in (1, 2):  # a second step reuses the side stream and its memory
+        assert_close(logits_and_gradients(two, x, target, seed),
+                     logits_and_gradients(one, x, target, seed), rtol=1e-4)
