@@ -39,15 +39,17 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], *,
     model.eval()
     sums = None
     count = 0
-    for x, y in tqdm(batches, desc=desc, disable=not progress, leave=False, unit="batch"):
-        probs = view_probabilities(model, x)
-        y = y.to(probs.device, non_blocking=True)
-        top1, top5 = topk_errors(probs, y)
-        nll = F.nll_loss(probs.clamp_min(1e-12).log(), y, reduction="sum")
-        batch = torch.stack([top1.sum(), top5.sum(), nll])
-        sums = batch if sums is None else sums + batch
-        count += y.shape[0]
-    model.train(was_training)
+    try:
+        for x, y in tqdm(batches, desc=desc, disable=not progress, leave=False, unit="batch"):
+            probs = view_probabilities(model, x)
+            y = y.to(probs.device, non_blocking=True)
+            top1, top5 = topk_errors(probs, y)
+            nll = F.nll_loss(probs.clamp_min(1e-12).log(), y, reduction="sum")
+            batch = torch.stack([top1.sum(), top5.sum(), nll])
+            sums = batch if sums is None else sums + batch
+            count += y.shape[0]
+    finally:
+        model.train(was_training)
     if count == 0:
         raise ValueError("no images to evaluate")
     top1, top5, loss = (sums / count).tolist()

@@ -14,6 +14,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from alexnet2012 import paper
 
@@ -54,9 +55,11 @@ def _window_sum(x: Tensor, size: int, reverse: bool = False, start: float = 0.0)
 
 def _neg_pow(s: Tensor, beta: float) -> Tensor:
     """``s ** -beta``; for the paper's beta = 0.75 as ``rsqrt(rsqrt(s)) / s`` (s^(1/4) / s), equal
-    to ``pow`` to float rounding and on a (3, 55, 55, 2, 48) slice on the test CPU 0.33 ms
-    against 1.21 ms for ``pow`` and 0.44 ms for ``rsqrt(s) * sqrt(rsqrt(s))`` (CPU ``sqrt`` is
-    slower than ``rsqrt``)."""
+    to ``pow`` to float rounding for finite ``s``, and on a (3, 55, 55, 2, 48) slice on the test
+    CPU 0.33 ms against 1.21 ms for ``pow`` and 0.44 ms for ``rsqrt(s) * sqrt(rsqrt(s))`` (CPU
+    ``sqrt`` is slower than ``rsqrt``). Where ``s`` overflows to inf (activations near 1e19, a
+    run that has diverged already) it gives NaN where ``pow`` gives 0; the loss then becomes NaN
+    and training stops at that step."""
     if beta == 0.75:
         return s.rsqrt().rsqrt_().div_(s)
     return s.pow(-beta)
@@ -65,7 +68,7 @@ def _neg_pow(s: Tensor, beta: float) -> Tensor:
 def _chunks(x: Tensor) -> list[slice]:
     """Batch slices small enough to stay in the CPU's cache through the LRN's several passes
     (about 1M elements each); one slice on accelerators, where launches cost more than memory."""
-    if x.device.type != "cpu":
+    if x.device.type != "cpu" or len(x) == 0:
         return [slice(None)]
     step = max(1, (1 << 20) // max(1, x[0].numel()))
     return [slice(i, i + step) for i in range(0, x.shape[0], step)]
@@ -123,6 +126,7 @@ class _LRNFunction(torch.autograd.Function):
         return _image_view(xv * p)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad: Tensor):
         xv, p, x_over_s = ctx.saved_tensors
         grad = _column_view(grad, xv.shape[3])
@@ -180,6 +184,7 @@ class _ReluLRNPool(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad: Tensor):
         out, indices, *saved = ctx.saved_tensors
         pool_kernel, pool_stride, size, alpha, beta = ctx.hyper
@@ -266,11 +271,10 @@ def conv2d_2012(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: int =
     zero rows/columns at the bottom/right that windows overhanging the edge read (none when the
     windows fit exactly, as for a 227 input or a stride-1 'same' convolution)."""
     kernel = weight.shape[-1]
-    size = x.shape[-1]
-    out = conv_output_size_2012(size, kernel, stride, pad)
-    overhang = (out - 1) * stride + kernel - (size + 2 * pad)
-    if overhang > 0:
-        x = F.pad(x, (0, overhang, 0, overhang))
+    bottom, right = ((conv_output_size_2012(size, kernel, stride, pad) - 1) * stride + kernel
+                     - (size + 2 * pad) for size in x.shape[-2:])
+    if bottom or right:
+        x = F.pad(x, (0, right, 0, bottom))
     return F.conv2d(x, weight, bias, stride=stride, padding=pad, groups=groups)
 
 

@@ -70,3 +70,19 @@ def test_evaluate_over_batches_of_ten_views_matches_numpy():
     assert r["images"] == 3
     assert abs(r["top1"] - top1) < 1e-6 and abs(r["top5"] - top5) < 1e-6
     assert abs(r["loss"] - loss) < 1e-5
+
+
+def test_evaluate_restores_training_mode_when_a_batch_fails():
+    model = LookupModel(torch.zeros(4, 3)).train()
+
+    def batches():
+        yield torch.zeros(1, 3, 2, 2), torch.tensor([0])
+        raise OSError("disk gone")
+
+    try:
+        evaluate(model, batches())
+    except OSError:
+        pass
+    else:
+        raise AssertionError("the loader's error did not reach the caller")
+    assert model.training

@@ -233,3 +233,34 @@ def test_2012_conv_output_size_and_the_overhanging_224_input():
     assert torch.allclose(conv2d_2012(x, w, b, stride=4), F.conv2d(padded, w, b, stride=4), atol=1e-4)
     x227 = torch.randn(1, 3, 227, 227, generator=g)
     assert torch.equal(conv2d_2012(x227, w, b, stride=4), F.conv2d(x227, w, b, stride=4))
+
+
+def test_2012_conv_pads_height_and_width_each_by_its_own_overhang():
+    # a 224 x 230 input with stride 4: 1 + ceil(213/4) = 55 rows (3 overhanging), and
+    # 1 + ceil(219/4) = 56 columns (1 overhanging)
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(1, 3, 224, 230, generator=g)
+    w = torch.randn(4, 3, 11, 11, generator=g)
+    padded = F.pad(x, (0, 1, 0, 3))
+    out = conv2d_2012(x, w, None, stride=4)
+    assert out.shape[-2:] == (55, 56)
+    assert torch.allclose(out, F.conv2d(padded, w, stride=4), atol=1e-4)
+
+
+def test_an_empty_batch_passes_through_like_torchs_layers():
+    z = torch.zeros(0, 96, 55, 55, requires_grad=True)
+    out = relu_lrn_pool(z, 2)
+    assert out.shape == F.max_pool2d(z, 3, 2).shape == (0, 96, 27, 27)
+    out.sum().backward()
+    assert z.grad.shape == z.shape
+    assert local_response_norm(z.detach(), 2).shape == z.shape
+
+
+@pytest.mark.parametrize("op", [lambda z: relu_lrn_pool(z, 2), lambda z: local_response_norm(z, 2)])
+def test_differentiating_the_lrn_twice_is_refused_not_wrong(op):
+    # the hand-written backward treats its saved terms as constants: a second derivative through
+    # it would be silently wrong, so it must raise instead
+    z = torch.randn(1, 8, 7, 7, dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(op(z).square().sum(), z, create_graph=True)
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        grad.sum().backward()
