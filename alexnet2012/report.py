@@ -105,7 +105,7 @@ def read_run(run_dir: PathLike) -> Run:
     images_per_s, and val_top1, val_top5 (absent or null for an epoch without validation).
     ``drops.json``: a list of objects: epoch (the first at new_lr), old_lr, new_lr, val_error,
     reason. ``results.json``: center {top1, top5}, optional ten_view {top1, top5},
-    wall_time_s, epochs_trained, stopped_because.
+    wall_time_s (wall-clock seconds in training steps), epochs_trained, stopped_because.
     """
     folder = Path(run_dir)
     if not folder.is_dir():
@@ -255,8 +255,9 @@ def _markdown(run: Run) -> str:
     lines = [f"# AlexNet (2012) replication: {dataset}", "", "## Results", "",
              _markdown_table(headers, rows), "", *notes, "",
              f"Trained {results['epochs_trained']} epochs; stopped: {results['stopped_because']}. "
-             f"Wall time {_hms(results['wall_time_s'])}; {overall:.1f} images/s over all "
-             "epochs (the harmonic mean of the per-epoch rates: total images / total time).",
+             f"Training time {_hms(results['wall_time_s'])} (wall clock in training steps; "
+             f"validation and testing not included); {overall:.1f} images/s over all epochs "
+             "(the harmonic mean of the per-epoch rates: total images / total time).",
              ""]
     lines += _ablation_section(config["settings"])
     lines += ["## Setup", "",
