@@ -258,3 +258,24 @@ def test_cuda_run_reports_the_gpu_and_tf32(tmp_path, capsys, monkeypatch):
     assert report["device"]["gpus"]["cuda:0"] == torch.cuda.get_device_name(0)
     assert report["settings"]["backends"]["tf32_matmul"] and report["settings"]["precision"] == "fp32/TF32"
     assert {r["name"] for r in report["models"]} >= {"AlexNet two-device (cuda:0, cuda:0)", REFERENCE}
+
+
+@cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("bf16", [False, True])
+def test_cuda_steps_never_wait_for_the_host(bf16):
+    # CUDA's sync debug mode raises on any synchronisation (an .item(), a blocking copy, a
+    # tensor-valued condition) in the steps of every row with no CPU in it
+    gpu = torch.device("cuda", 0)
+    settings = Settings(devices=(gpu, gpu), batch_size=4, steps=1, warmup=1, repeats=1, bf16=bf16)
+    x, y = benchmark.synthetic_batch(4, gpu)
+    for case in build_cases(settings):
+        benchmark.train_step(case, x, y, bf16)  # first steps may pick algorithms, allocate
+        benchmark.infer_step(case, x, bf16)
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            benchmark.train_step(case, x, y, bf16)
+            benchmark.infer_step(case, x, bf16)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
