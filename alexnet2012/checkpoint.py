@@ -51,6 +51,8 @@ def save_checkpoint(path: PathLike, state: dict[str, Any]) -> None:
                 os.unlink(tmp)
         if isinstance(exc, OSError):
             raise UsageError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from exc
+        if isinstance(exc.__context__, KeyboardInterrupt):  # torch.save's cleanup failed on
+            raise KeyboardInterrupt from None                # the interrupted write: Ctrl-C it is
         raise
     _fsync_directory(directory)
 

@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -22,14 +23,15 @@ from alexnet2012.data import cache_info, prepare_cache
 from alexnet2012.data.synthetic import make_synthetic_imagenet
 from alexnet2012.errors import UsageError
 from alexnet2012.report import format_comparison, write_report
-from alexnet2012.train import Run, TrainConfig, check_devices, deviations
+from alexnet2012.train import CHECKPOINT, Run, TrainConfig, check_devices, deviations
 
 # The demo, sized to finish in under 10 minutes on 2 CPU cores (measured: README "Demo"). The
 # paper's init sits near chance for the first epoch, then learns; one fixed lr drop (/10 from
 # epoch 5) replaces the plateau rule, which needs more epochs than the demo has to act on noise.
 DEMO = dict(classes=10, train_per_class=100, val_per_class=20, batch_size=32, epochs=10,
             lr_drops=(5,))
-DEMO_DATA = Path("experiments/demo_data")
+DEMO_DATA = Path("experiments/demo_data")  # relative to the working directory
+DEMO_FILES = ("images", "cache", "spec.json")  # all that the demo puts in DEMO_DATA
 
 
 def default_devices() -> str:
@@ -46,7 +48,12 @@ def default_workers(devices: Sequence[str]) -> int:
     return min(8, os.cpu_count() or 1)
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+# what --resume may change: where and how the run computes, not what it computes
+RESUME_OPTIONS = ("out", "resume", "data", "devices", "epochs", "workers", "checkpoint_minutes",
+                  "quiet")
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Train and evaluate the 2012 AlexNet the paper's way "
                                 "and compare with the paper. Without --data: the synthetic demo.")
     p.add_argument("--data", help="ImageNet root (train/, val/, devkit) or a prepared cache")
@@ -60,7 +67,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="split each batch into this many chunks (same update, less memory)")
     p.add_argument("--epochs", type=int, help=f"epoch limit (default {paper.EPOCHS})")
     p.add_argument("--out", help="run folder (default experiments/runs/<time>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out with its saved settings (--devices, --epochs, "
+                   "--workers, --checkpoint-minutes may change; --data: the cache, moved)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int,
                    help="data loader processes (default: 0 on CPU, else up to 8)")
@@ -76,7 +85,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--checkpoint-minutes", type=float, help="also checkpoint every N minutes (30)")
     p.add_argument("--no-ten-view", action="store_true", help="skip the final ten-view test")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    return p.parse_args(argv)
+    return p
+
+
+def fixed_on_resume(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[str]:
+    """The options given that ``--resume`` cannot apply (they would change the computation)."""
+    return [f"--{name.replace('_', '-')}" for name, value in vars(args).items()
+            if name not in RESUME_OPTIONS and value != parser.get_default(name)]
 
 
 def _int_list(text: str, option: str) -> tuple[int, ...]:
@@ -127,7 +142,8 @@ def demo_cache(workers: int, progress: bool) -> str:
     images, cache = DEMO_DATA / "images", DEMO_DATA / "cache"
     spec = {k: DEMO[k] for k in ("classes", "train_per_class", "val_per_class")}
     marker = DEMO_DATA / "spec.json"
-    if not marker.exists() or json.loads(marker.read_text()) != spec:
+    if _demo_spec(marker) != spec:
+        _check_demo_folder()
         shutil.rmtree(DEMO_DATA, ignore_errors=True)  # a partial or older demo set
         print(f"demo: generating a synthetic ImageNet-layout set in {images} "
               f"({spec['classes']} classes, {spec['train_per_class']} train and "
@@ -136,6 +152,28 @@ def demo_cache(workers: int, progress: bool) -> str:
         marker.write_text(json.dumps(spec))
     prepare_cache(images, cache, workers=workers, progress=progress)
     return str(cache)
+
+
+def _demo_spec(marker: Path) -> Optional[dict]:
+    """The demo set's recorded spec; None when missing or unreadable."""
+    try:
+        return json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _check_demo_folder() -> None:
+    """Refuse to replace a DEMO_DATA folder that holds anything the demo did not make."""
+    if DEMO_DATA.exists() and not DEMO_DATA.is_dir():
+        raise UsageError(f"{DEMO_DATA.resolve()} is a file; the demo keeps its data there: move "
+                         "it, or run the demo from another folder")
+    others = sorted(p.name for p in DEMO_DATA.iterdir() if p.name not in DEMO_FILES) \
+        if DEMO_DATA.is_dir() else []
+    if others:
+        raise UsageError(f"{DEMO_DATA.resolve()} holds files the demo did not make "
+                         f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}); the "
+                         "demo would replace the folder: move them, or run the demo from another "
+                         "folder")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -177,21 +215,35 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     progress = not args.quiet
     if args.resume:
         if not args.out:
             raise UsageError("--resume needs --out, the run folder to continue")
+        fixed = fixed_on_resume(args, parser)
+        if fixed:
+            raise UsageError(f"--resume continues {args.out} with its saved settings; "
+                             f"{', '.join(fixed)} cannot change (start a new run with another "
+                             "--out to change them)")
         run = Run.resume(args.out, progress=progress, devices=parse_devices(args.devices),
                          epochs=args.epochs, workers=args.workers,
-                         checkpoint_minutes=args.checkpoint_minutes)
+                         checkpoint_minutes=args.checkpoint_minutes,
+                         cache=args.data and str(Path(args.data).resolve()))
     else:
         run = Run(config_from_args(args), progress=progress)
     config = run.config
     print(f"run folder: {config.out}; devices: {', '.join(config.devices)}")
     differences = deviations(config, run.num_classes)
     print("differences from the paper:" + "".join(f"\n  - {d}" for d in differences or ["none"]))
-    results = run.run()
+    try:
+        results = run.run()
+    except KeyboardInterrupt:
+        again = " ".join(["python scripts/replicate.py"] + list(argv if argv is not None
+                                                                 else sys.argv[1:]))
+        if (Path(config.out) / CHECKPOINT).exists():
+            again = f"python scripts/replicate.py --resume --out {config.out}"
+        raise KeyboardInterrupt(f"continue with: {again}") from None
     report = write_report(config.out)
     print(format_comparison(results, config.dataset, run.num_classes))
     print(f"report: {report}")

@@ -87,8 +87,10 @@ def check_config(config: TrainConfig, train_images: int) -> None:
     """Refuse settings that cannot run, with one line each."""
     check_devices(config.devices, config.columns)
     check_crop(config.input_size)
-    if config.batch_size < 1 or config.accumulate < 1 or config.eval_batch_size < 1:
-        raise UsageError("--batch-size, --accumulate and --eval-batch-size must be positive")
+    for name, value in (("--batch-size", config.batch_size), ("--accumulate", config.accumulate),
+                        ("eval_batch_size", config.eval_batch_size)):
+        if value < 1:
+            raise UsageError(f"{name} must be positive, got {value}")
     if config.batch_size % config.accumulate:
         raise UsageError(f"--batch-size {config.batch_size} is not divisible by --accumulate "
                          f"{config.accumulate}: each chunk must hold the same number of images")
@@ -99,9 +101,21 @@ def check_config(config: TrainConfig, train_images: int) -> None:
         raise UsageError(f"--epochs must be at least 1, got {config.epochs}")
     if config.workers < 0:
         raise UsageError(f"--workers must be 0 (load in this process) or more, got {config.workers}")
-    build_schedule(config)  # refuses bad schedule options (drop epochs, patience) now
-    if not (config.lr > 0):
+    if not config.lr > 0:
         raise UsageError(f"--lr must be positive, got {config.lr}")
+    drops = config.lr_drops or ()
+    if any(b <= a for a, b in zip(drops, drops[1:])) or any(not 2 <= e <= config.epochs
+                                                            for e in drops):
+        raise UsageError(f"--lr-drops must be increasing epochs from 2 to --epochs "
+                         f"({config.epochs}), got {','.join(map(str, drops))}")
+    if config.patience < 1:
+        raise UsageError(f"--patience must be at least 1 epoch, got {config.patience}")
+    if not config.threshold >= 0:
+        raise UsageError(f"--threshold must be 0 or more, got {config.threshold}")
+    if not config.checkpoint_minutes >= 0:
+        raise UsageError(f"--checkpoint-minutes must be 0 (a checkpoint after every batch) or "
+                         f"more, got {config.checkpoint_minutes}")
+    build_schedule(config)  # anything the checks above missed
 
 
 def build_model(config: TrainConfig, num_classes: int) -> AlexNet:
@@ -160,6 +174,29 @@ def device_names(devices: tuple[str, ...]) -> list[str]:
             names.append(f"{d} ({platform.processor() or platform.machine()}, "
                          f"{os.cpu_count()} cores, {torch.get_num_threads()} threads)")
     return names
+
+
+def _check_resumed_cache(config: TrainConfig, num_classes: int, config_json: Path,
+                         moved: bool) -> None:
+    """Refuse to resume on data other than the run's: the cache must exist and, when given
+    anew (``moved``), have the run's classes and training-set size."""
+    if not moved:
+        if not Path(config.cache).exists():
+            raise UsageError(f"--resume: the run's data cache {config.cache} is gone; if it "
+                             "moved, give its new place with --data")
+        return
+    if not (Path(config.cache) / "stats.json").exists():
+        raise UsageError(f"--resume --data {config.cache}: not a prepared cache; with --resume, "
+                         "--data gives the new place of the run's prepared cache")
+    info = cache_info(config.cache)
+    try:
+        train_images = json.loads(config_json.read_text())["train_images"]
+    except (OSError, ValueError, KeyError, TypeError):
+        train_images = info.train_images  # config.json unreadable: the class count must do
+    if (info.num_classes, info.train_images) != (num_classes, train_images):
+        raise UsageError(f"--resume --data {config.cache}: {info.num_classes} classes and "
+                         f"{info.train_images} training images, the run's data had {num_classes} "
+                         f"and {train_images}: give the run's own cache, or start a new run")
 
 
 def _epoch_of(line: str) -> float:
@@ -240,7 +277,8 @@ class Run:
     def resume(cls, out: str, *, progress: bool = True, log: Callable[[str], None] = print,
                **overrides: Any) -> "Run":
         """The run in folder ``out``, from its checkpoint; ``overrides`` may change settings
-        that do not alter the computation (devices, workers, epochs, checkpoint_minutes)."""
+        that do not alter the computation (devices, workers, epochs, checkpoint_minutes, and
+        cache: the same prepared data, moved)."""
         path = Path(out) / CHECKPOINT
         if not path.exists():
             raise UsageError(f"--resume: no checkpoint at {path}; start without --resume")
@@ -251,22 +289,41 @@ class Run:
             raise UsageError(f"--resume: the run in {out} has finished "
                              f"({checkpoint['stop_reason']}) and cannot be extended to --epochs "
                              f"{epochs}; start a new run (--out) with --epochs {epochs}")
+        changed = False
         for key, value in overrides.items():
             if value is not None:
-                setattr(config, key, tuple(value) if key == "devices" else value)
+                value = tuple(value) if key == "devices" else value
+                changed |= value != getattr(config, key)
+                setattr(config, key, value)
         config.out = str(out)
-        return cls(config, checkpoint=checkpoint, progress=progress, log=log)
+        _check_resumed_cache(config, checkpoint["num_classes"], Path(out) / "config.json",
+                             moved="cache" in overrides and overrides["cache"] is not None)
+        run = cls(config, checkpoint=checkpoint, progress=progress, log=log)
+        if changed:  # the report reads the settings from config.json
+            run._write_config()
+        return run
 
     def _start_folder(self) -> None:
-        """Create the run folder and its config.json; never over an existing run."""
+        """Create the run folder and its config.json; never over an existing run or into a
+        folder holding anything else (a config.json alone is a run that never started)."""
         existing = [n for n in RUN_FILES if (self.dir / n).exists()]
         if existing:
             raise UsageError(f"{self.dir} already holds a run ({', '.join(existing)}); use "
                              "--resume to continue it or --out to start a new one")
+        others = sorted(p.name for p in self.dir.iterdir() if p.name != "config.json") \
+            if self.dir.is_dir() else []
+        if others:
+            raise UsageError(f"{self.dir} is not empty ({', '.join(others[:3])}"
+                             f"{', ...' if len(others) > 3 else ''}): give --out a new or empty "
+                             "folder, so that no file of yours is overwritten")
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UsageError(f"cannot create the run folder {self.dir}: {exc.strerror or exc}") from None
+        self._write_config()
+
+    def _write_config(self) -> None:
+        """config.json: the settings, devices, data and deviations the report shows."""
         self._write_json("config.json", {
             "settings": asdict(self.config), "device_names": device_names(self.config.devices),
             "torch": torch.__version__, "dataset": self.config.dataset,

@@ -68,7 +68,8 @@ def test_overwrite_replaces_the_old_checkpoint(tmp_path):
     assert os.listdir(tmp_path) == ["checkpoint.pt"]
 
 
-@pytest.mark.parametrize("crash", [RuntimeError, OSError, KeyboardInterrupt])
+@pytest.mark.parametrize("crash", [RuntimeError, OSError, KeyboardInterrupt,
+                                   "ctrl-c, then torch.save's cleanup fails"])
 def test_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch, crash):
     path = tmp_path / "checkpoint.pt"
     good = training_state(0)
@@ -80,10 +81,15 @@ def test_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch,
         data = (tmp_path / "scratch").read_bytes()
         (tmp_path / "scratch").unlink()
         f.write(data[: len(data) // 2])
+        if crash == "ctrl-c, then torch.save's cleanup fails":
+            try:
+                raise KeyboardInterrupt
+            finally:  # as torch.save's zip writer does on the interrupted write
+                raise RuntimeError("[enforce fail at inline_container.cc] unexpected pos")
         raise crash("simulated crash in the middle of torch.save")
 
     monkeypatch.setattr(torch, "save", half_then_crash)
-    expected = UsageError if crash is OSError else crash
+    expected = {OSError: UsageError, RuntimeError: RuntimeError}.get(crash, KeyboardInterrupt)
     with pytest.raises(expected):
         save_checkpoint(path, training_state(1))
     monkeypatch.undo()

@@ -3,6 +3,7 @@ failures a user meets (one line, non-zero exit, nothing overwritten)."""
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import torch
 from alexnet2012 import replicate
 from alexnet2012.checkpoint import load_checkpoint
 from alexnet2012.data import cache_info, make_synthetic_imagenet, prepare_cache
+from alexnet2012.errors import UsageError
 from alexnet2012.train import Run, TrainConfig, deviations
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,7 +97,7 @@ def test_the_demo_keeps_only_the_lr_drops_that_a_shorter_epochs_leaves(tiny, tmp
 
     def demo_config(*args):
         argv = ["--devices", "cpu", "--out", str(tmp_path / "run"), "--workers", "0", *args]
-        return replicate.config_from_args(replicate.parse_args(argv))
+        return replicate.config_from_args(replicate.build_parser().parse_args(argv))
 
     full = demo_config()
     assert (full.epochs, full.lr_drops) == (10, (5,))
@@ -181,7 +183,9 @@ def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_pa
     (["--batch-size", 8, "--accumulate", 3], "not divisible by --accumulate 3"),
     (["--batch-size", 100], "larger than the training set"),
     (["--batch-size", 8, "--epochs", 0], "--epochs must be at least 1"),
-    (["--batch-size", 8, "--lr-drops", "100"], "drop_epochs"),
+    (["--batch-size", 8, "--lr-drops", "100"], "--lr-drops must be increasing epochs from 2"),
+    (["--batch-size", 8, "--accumulate", 0], "--accumulate must be positive, got 0"),
+    (["--batch-size", 8, "--checkpoint-minutes", -5], "--checkpoint-minutes must be 0"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tiny, tmp_path, args, message):
     full = ["--data", tiny / "cache", "--out", tmp_path / "run", "--workers", 0]
@@ -222,3 +226,83 @@ def test_a_corrupt_checkpoint_is_reported_and_left_alone(tiny, tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "corrupt" in lines[0] and str(out / "checkpoint.pt") in lines[0]
     assert digest(out / "checkpoint.pt") == before
+
+
+def test_a_folder_holding_other_files_is_refused_as_out(tiny, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "report.md").write_text("my own report")
+    with pytest.raises(UsageError, match=r"mine is not empty \(report.md\): give --out a new"):
+        Run(config(tiny, out), progress=False, log=lambda s: None)
+    assert sorted(p.name for p in out.iterdir()) == ["report.md"]
+    assert (out / "report.md").read_text() == "my own report"
+    (out / "report.md").unlink()
+    (out / "config.json").write_text("{}")  # a run that never started: started again
+    Run(config(tiny, out), progress=False, log=lambda s: None)
+    assert json.loads((out / "config.json").read_text())["num_classes"] == 3
+
+
+def test_the_demo_never_replaces_a_folder_holding_files_it_did_not_make(tmp_path, monkeypatch):
+    demo = tmp_path / "experiments" / "demo_data"
+    (demo / "images").mkdir(parents=True)
+    (demo / "spec.json").write_text('{"classes": 2}')  # an older demo set: may be replaced
+    monkeypatch.setattr(replicate, "DEMO_DATA", demo)
+    replicate._check_demo_folder()
+    (demo / "precious.txt").write_text("mine")
+    with pytest.raises(UsageError, match="holds files the demo did not make .precious.txt."):
+        replicate.demo_cache(workers=0, progress=False)
+    assert (demo / "precious.txt").read_text() == "mine"
+
+
+def test_resume_refuses_options_that_change_the_computation(tmp_path):
+    with pytest.raises(UsageError, match="--batch-size, --no-lrn, --lr cannot change"):
+        replicate.main(["--resume", "--out", str(tmp_path / "run"), "--lr", "0.5",
+                        "--batch-size", "4", "--no-lrn", "--epochs", "3", "--quiet"])
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_finds_a_moved_cache_and_records_changed_settings(tiny, tmp_path, monkeypatch):
+    shutil.copytree(tiny / "cache", tmp_path / "cache_a")
+    real_step = Run._step
+
+    def stop_in_epoch_2(self, x, y):
+        if self.epoch == 2:
+            raise Crash()
+        return real_step(self, x, y)
+
+    monkeypatch.setattr(Run, "_step", stop_in_epoch_2)
+    out = tmp_path / "run"
+    with pytest.raises(Crash):
+        Run(config(tiny, out, cache=str(tmp_path / "cache_a"), epochs=3), progress=False,
+            log=lambda s: None).run()
+    monkeypatch.setattr(Run, "_step", real_step)
+    (tmp_path / "cache_a").rename(tmp_path / "cache_b")
+    with pytest.raises(UsageError, match="cache_a is gone; if it moved, give its new place with --data"):
+        Run.resume(str(out), progress=False, log=lambda s: None)
+    demo_cache = REPO / "experiments" / "demo_data" / "cache"  # 10 classes: another data set
+    with pytest.raises(UsageError, match="10 classes and 998 training images, the run's data had 3"):
+        Run.resume(str(out), progress=False, log=lambda s: None, cache=str(demo_cache))
+    run = Run.resume(str(out), progress=False, log=lambda s: None,
+                     cache=str(tmp_path / "cache_b"), epochs=2)
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["settings"]["cache"] == str(tmp_path / "cache_b")
+    assert saved["settings"]["epochs"] == 2 and "at most 2 epochs instead of about 90" in saved["deviations"]
+    run.run()
+    assert json.loads((out / "results.json").read_text())["epochs_trained"] == 2
+
+
+@pytest.mark.parametrize("checkpointed", [False, True])
+def test_ctrl_c_says_how_to_continue(tiny, tmp_path, monkeypatch, checkpointed):
+    out = tmp_path / "run"
+
+    def interrupted(self):
+        if checkpointed:
+            self.save()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Run, "run", interrupted)
+    argv = ["--data", str(tiny / "cache"), "--out", str(out), "--batch-size", "8", "--quiet"]
+    with pytest.raises(KeyboardInterrupt) as info:
+        replicate.main(argv)
+    again = (f"--resume --out {out}" if checkpointed else " ".join(argv))
+    assert str(info.value) == f"continue with: python scripts/replicate.py {again}"

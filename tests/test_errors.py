@@ -1,0 +1,48 @@
+"""The scripts' error lines (alexnet2012.errors.run_cli): one line, the right exit status."""
+import pytest
+import torch
+
+from alexnet2012.errors import UsageError, run_cli
+
+
+def run(main, capsys, **kwargs):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, **kwargs)
+    return exit_info.value.code, capsys.readouterr().err
+
+
+def raising(exc):
+    def main():
+        raise exc
+    return main
+
+
+def test_a_usage_error_is_one_line_and_status_2(capsys):
+    assert run(raising(UsageError("--data x: no such directory")), capsys) == (
+        2, "error: --data x: no such directory\n")
+
+
+@pytest.mark.parametrize("exc", [
+    RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate "
+                 "memory: you tried to allocate 9437184000 bytes. Error code 12\nmore lines"),
+    torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB.\ndetails")])
+def test_running_out_of_memory_names_the_fix(exc, capsys):
+    code, err = run(raising(exc), capsys, oom_hint="use a smaller --batch-size")
+    assert code == 2
+    assert err.startswith("error: out of memory (") and err.endswith("; use a smaller --batch-size\n")
+    assert err.count("\n") == 1
+
+
+def test_other_runtime_errors_are_bugs_and_keep_their_traceback(capsys):
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        run_cli(raising(RuntimeError("shape mismatch")))
+
+
+def test_ctrl_c_says_interrupted_and_how_to_go_on(capsys):
+    code, err = run(raising(KeyboardInterrupt("resume with --resume --out runs/a")), capsys)
+    assert (code, err) == (130, "\ninterrupted: resume with --resume --out runs/a\n")
+    assert run(raising(KeyboardInterrupt()), capsys) == (130, "\ninterrupted\n")
+
+
+def test_success_exits_0(capsys):
+    assert run(lambda: None, capsys) == (0, "")
