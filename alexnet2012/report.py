@@ -254,7 +254,8 @@ def _markdown(run: Run) -> str:
     overall = len(metrics) / sum(1 / m["images_per_s"] for m in metrics)
     lines = [f"# AlexNet (2012) replication: {dataset}", "", "## Results", "",
              _markdown_table(headers, rows), "", *notes, "",
-             f"Trained {results['epochs_trained']} epochs; stopped: {results['stopped_because']}. "
+             f"Trained {results['epochs_trained']} epoch{'' if results['epochs_trained'] == 1 else 's'}; "
+             f"stopped: {results['stopped_because']}. "
              f"Training time {_hms(results['wall_time_s'])} (wall clock in training steps; "
              f"validation and testing not included); {overall:.1f} images/s over all epochs "
              "(the harmonic mean of the per-epoch rates: total images / total time).",

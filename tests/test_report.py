@@ -96,7 +96,10 @@ def test_report_setup_drops_epochs_and_timing(tmp_path):
     assert "| 1 | 0.01 | 2.3000 | 90.00 | 50.00 | 100.0 |" in text
     assert "| 2 | 0.01 | 2.0000 | - | - | 300.0 |" in text  # an epoch without validation
     assert "| 3 | 0.001 | 1.5000 | 60.00 | 25.00 | 300.0 |" in text
-    assert "Training time 1:02:03" in text  # 3723.4 s
+    assert "Trained 3 epochs; stopped" in text and "Training time 1:02:03" in text  # 3723.4 s
+    one = write_report(write_run(tmp_path / "one", metrics=METRICS[:1], drops=[],
+                                 results={**RESULTS, "epochs_trained": 1})).read_text()
+    assert "Trained 1 epoch; stopped" in one
     # The same images every epoch at 100, 300 and 300 images/s: total images / total time.
     n = 1000
     assert f"{3 * n / (n / 100 + n / 300 + n / 300):.1f} images/s" in text  # 180.0
