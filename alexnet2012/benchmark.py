@@ -127,6 +127,31 @@ def format_duration(seconds: float) -> str:
     return f"{days}d {hours}h"
 
 
+def check_writable(path: Path, option: str = "--json") -> None:
+    """Refuse, before anything is measured, an output file that could not be written: a
+    directory, a missing folder, a place where no file can be made (e.g. ``/proc``). Leaves an
+    existing file as it is and makes no new one."""
+    if path.is_dir():
+        raise UsageError(f"{option} {path} is a directory: give a file name, "
+                         f"e.g. {path / 'benchmark.json'}")
+    if not path.parent.is_dir():
+        raise UsageError(f"{option} {path}: folder {path.parent} does not exist (create it "
+                         "or write elsewhere)")
+    existed = path.exists()
+    try:
+        path.open("a").close()
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot write a file there ({exc.strerror}): pick a "
+                         "writable folder") from None
+    if not existed:
+        path.unlink()
+
+
+def _count(n: int, word: str) -> str:
+    """``1 round``, ``3 rounds``."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def format_bytes(n: Optional[int]) -> str:
     """``812 MiB`` / ``1.23 GiB``; ``n/a`` when unknown."""
     if n is None:
@@ -532,10 +557,11 @@ def format_table(report: dict[str, Any]) -> str:
     text = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
                       enumerate(zip(line, widths))) for line in lines]
     s = report["settings"]
-    notes = [f"median of {s['repeats']} rounds x {s['steps']} steps (after {s['warmup']} "
-             f"warm-up steps); x tv: images/s over {report['reference']}'s in this run; "
-             f"{paper.EPOCHS} epochs = {paper.EPOCHS} x {IMAGES_PER_EPOCH:,} images at the "
-             f"training rate (h:mm)",
+    notes = [f"median of {_count(s['repeats'], 'round')} x {_count(s['steps'], 'step')} "
+             f"(after {_count(s['warmup'], 'warm-up step')}); x tv: images/s over "
+             f"{report['reference']}'s in this run; {paper.EPOCHS} epochs = {paper.EPOCHS} x "
+             f"{IMAGES_PER_EPOCH:,} images at the training rate (h:mm under a day, else "
+             f"days and hours, e.g. 13d 8h)",
              "train x tv in the fastest rounds: " + ", ".join(
                  f"{row['name']} {row['train']['best_ratio_to_torchvision']:.2f}x"
                  for row in report["models"] if row["name"] != report["reference"])]

@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 
 from alexnet2012 import paper
-from alexnet2012.benchmark import (DEFAULT_SCHEDULE, Settings, default_schedule, format_table,
-                                   parse_devices, run_benchmark)
+from alexnet2012.benchmark import (DEFAULT_SCHEDULE, Settings, check_writable, default_schedule,
+                                   format_table, parse_devices, run_benchmark)
 from alexnet2012.errors import UsageError, run_cli
 
 
@@ -59,8 +59,8 @@ def main() -> None:
                              f"got {getattr(settings, name)}")
     if settings.warmup < 0 or settings.workers < 0:
         raise UsageError("--warmup and --workers must be at least 0")
-    if args.json is not None and not args.json.parent.is_dir():
-        raise UsageError(f"--json {args.json}: folder {args.json.parent} does not exist")
+    if args.json is not None:
+        check_writable(args.json)  # now, not after the whole run
 
     report = run_benchmark(settings, progress=not args.quiet)
     print(format_table(report))

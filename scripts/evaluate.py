@@ -2,8 +2,8 @@
 """Top-1/top-5 error of a checkpoint on the validation set, from the centre crop or ten views."""
 import argparse
 
-from alexnet2012.data import eval_loader
-from alexnet2012.errors import run_cli
+from alexnet2012.data import cache_info, eval_loader
+from alexnet2012.errors import UsageError, run_cli
 from alexnet2012.evaluate import evaluate
 from alexnet2012.replicate import default_workers, parse_devices, resolve_cache
 from alexnet2012.train import load_trained_model
@@ -17,12 +17,19 @@ def main() -> None:
     p.add_argument("--year", type=int, choices=(2012, 2010), default=2012)
     p.add_argument("--views", type=int, choices=(1, 10), default=10)
     p.add_argument("--devices", help="e.g. cuda:0,cuda:1 | cuda:0 | cpu (default: the run's)")
-    p.add_argument("--batch-size", type=int, default=128, help="images per forward pass")
+    p.add_argument("--batch-size", type=int, default=128, help="crops per forward pass: with "
+                   "--views 10 a batch holds batch_size // 10 images (at least 1), ten crops each")
     p.add_argument("--workers", type=int, help="loader processes (default: 0 on CPU, else up to 8)")
     args = p.parse_args()
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
     model, config = load_trained_model(args.checkpoint, parse_devices(args.devices))
     workers = args.workers if args.workers is not None else default_workers(config.devices)
     cache, dataset, split = resolve_cache(args, workers, progress=True)
+    classes = cache_info(cache).num_classes
+    if classes != model.num_classes:
+        raise UsageError(f"checkpoint {args.checkpoint} has {model.num_classes} classes but the "
+                         f"data {cache} has {classes}: evaluate it on the data it was trained on")
     batches = eval_loader(cache, split, batch_size=max(1, args.batch_size // args.views),
                           crop=config.input_size,
                           views=args.views, workers=workers, device=config.devices[0])

@@ -3,7 +3,7 @@
 import argparse
 
 from alexnet2012 import AlexNet, paper
-from alexnet2012.errors import run_cli
+from alexnet2012.errors import UsageError, run_cli
 from alexnet2012.summary import format_table
 
 
@@ -13,6 +13,8 @@ def main() -> None:
     parser.add_argument("--columns", type=int, choices=(1, 2), default=2)
     parser.add_argument("--num-classes", type=int, default=paper.NUM_CLASSES)
     args = parser.parse_args()
+    if args.num_classes < 1:
+        raise UsageError(f"--num-classes must be at least 1, got {args.num_classes}")
     print(format_table(AlexNet(args.num_classes, input_size=args.input_size, columns=args.columns)))
 
 

@@ -159,6 +159,23 @@ def test_report_and_table_name_every_row_the_ratios_and_the_options():
     _check_report(report, table, names=["a", "b", REFERENCE], repeats=2)
 
 
+@pytest.mark.parametrize("repeats, steps, warmup, counts", [
+    (1, 1, 1, "median of 1 round x 1 step (after 1 warm-up step);"),
+    (2, 3, 0, "median of 2 rounds x 3 steps (after 0 warm-up steps);")])
+def test_table_footer_counts_and_durations_read_as_printed(repeats, steps, warmup, counts,
+                                                           monkeypatch):
+    monkeypatch.setattr(benchmark, "code_version", lambda: {"commit": None, "uncommitted": None})
+    log = []
+    cases = [_case("a", log), _case(REFERENCE, log)]
+    settings = _settings(repeats=repeats, steps=steps, warmup=warmup)
+    run_rounds(cases, settings, progress=False)
+    footer = format_table(summarise(cases, settings, {"cuda": False})).splitlines()[4]
+    assert footer.startswith(counts)
+    long = format_duration(projected_seconds(100.0))  # the column's format above a day
+    assert footer.endswith(f"at the training rate (h:mm under a day, else days and hours, "
+                           f"e.g. {long})")
+
+
 def _check_report(report: dict, table: str, names: list, repeats: int) -> None:
     """Every row in the JSON and the table, ratios and projections from the JSON's own rates."""
     rows = {r["name"]: r for r in report["models"]}
@@ -242,6 +259,31 @@ def test_cli_bad_input_is_one_line(args, message, capsys, monkeypatch):
     assert code == 2
     assert stderr.startswith("error: ") and message in stderr
     assert len(stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("json_path, message", [
+    ("{tmp}", "is a directory: give a file name"),
+    ("{tmp}/no/report.json", "folder {tmp}/no does not exist"),
+    pytest.param("/proc/report.json", "cannot write a file there", marks=pytest.mark.skipif(
+        not Path("/proc/self").is_dir(), reason="needs Linux's /proc"))])
+def test_cli_refuses_an_unwritable_json_before_measuring(json_path, message, tmp_path, capsys,
+                                                          monkeypatch):
+    runs = []
+    monkeypatch.setattr(benchmark, "run_benchmark", lambda *a, **k: runs.append(a))
+    json_path, message = (text.format(tmp=tmp_path) for text in (json_path, message))
+    code, _, stderr = _cli(["--devices", "cpu", "--batch-size", "2", "--quiet",
+                            "--json", json_path], capsys, monkeypatch)
+    assert code == 2 and stderr.startswith(f"error: --json {json_path}") and message in stderr
+    assert len(stderr.strip().splitlines()) == 1
+    assert runs == [] and list(tmp_path.iterdir()) == []
+
+
+def test_a_writable_json_path_is_left_as_it_was(tmp_path):
+    (tmp_path / "old.json").write_text("kept")
+    benchmark.check_writable(tmp_path / "old.json")
+    benchmark.check_writable(tmp_path / "new.json")
+    assert [p.name for p in tmp_path.iterdir()] == ["old.json"]
+    assert (tmp_path / "old.json").read_text() == "kept"
 
 
 def test_cli_swap_fc_is_for_the_cpu_only(capsys, monkeypatch):
