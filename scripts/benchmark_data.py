@@ -6,8 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from alexnet2012.data.benchmark import format_table, run_benchmark
-from alexnet2012.errors import run_cli
+from alexnet2012.data.benchmark import check_json_path, format_table, run_benchmark
+from alexnet2012.errors import UsageError, run_cli
 
 
 def main() -> None:
@@ -36,6 +36,8 @@ def main() -> None:
     )
     p.add_argument("--json", type=Path, metavar="OUT", help="write the report here")
     args = p.parse_args()
+    if args.json is not None:
+        check_json_path(args.json)  # before the measurements, which take a while
     report = run_benchmark(
         args.cache,
         src=args.src,
@@ -49,8 +51,10 @@ def main() -> None:
     )
     print(format_table(report))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=1) + "\n")
+        try:
+            args.json.write_text(json.dumps(report, indent=1) + "\n")
+        except OSError as exc:
+            raise UsageError(f"cannot write --json {args.json} ({exc.strerror})") from None
 
 
 if __name__ == "__main__":

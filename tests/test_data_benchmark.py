@@ -1,9 +1,16 @@
 """The data benchmark runs every stage on a small cache and reports consistent figures."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from alexnet2012.data import make_synthetic_imagenet, prepare_cache
-from alexnet2012.data.benchmark import format_table, run_benchmark
+from alexnet2012.data.benchmark import check_json_path, format_table, run_benchmark
+from alexnet2012.errors import UsageError
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -32,3 +39,48 @@ def test_every_stage_is_measured(cache):
     assert report["settings"]["train_images"] == 10 and report["machine"]["cpu_cores"] >= 1
     table = format_table(report)
     assert "end to end: train_loader, workers=1 (cpu)" in table and "img/cpu-s" in table
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(threads=0), "--threads must be at least 1, not 0"),
+        (dict(batches=0), "--batches must be at least 1, not 0"),
+        (dict(batches=-3), "--batches must be at least 1, not -3"),
+        (dict(decode_images=-1), "--decode-images must be at least 1, not -1"),
+        (dict(batch_size=11), "--batch-size must be at most the 10 training images .*, not 11"),
+        (dict(workers=-1), "--workers must be 0 .* or more, not -1"),
+        (dict(device="cuda:99"), "--device: CUDA device cuda:99 does not exist on this machine"),
+    ],
+)
+def test_bad_settings_are_refused_before_measuring(cache, kwargs, message):
+    with pytest.raises(UsageError, match=message):
+        run_benchmark(cache, **{"batch_size": 4, "batches": 1, "decode_images": 1, **kwargs})
+
+
+def test_a_source_that_is_not_the_caches_is_refused(cache, tmp_path):
+    other = tmp_path / "other"
+    make_synthetic_imagenet(other, classes=1, train_per_class=1, val_per_class=1, seed=9)
+    with pytest.raises(UsageError, match=f"{other} is not the cache's source .*give --src"):
+        run_benchmark(cache, src=other, batch_size=4, batches=1, decode_images=1)
+
+
+def test_an_unwritable_json_path_is_refused(tmp_path):
+    with pytest.raises(UsageError, match=f"--json {tmp_path} is a folder: give a file"):
+        check_json_path(tmp_path)
+    with pytest.raises(UsageError, match="--json /proc/x/d.json: folder /proc/x does not exist"):
+        check_json_path(Path("/proc/x/d.json"))
+    check_json_path(tmp_path / "d.json")
+
+
+@pytest.mark.slow
+def test_the_script_checks_json_before_measuring(tmp_path):
+    # A cache that does not exist: the --json check must come first.
+    script, missing = str(REPO / "scripts/benchmark_data.py"), str(tmp_path / "none")
+    run = subprocess.run(
+        [sys.executable, script, "--cache", missing, "--json", "/proc/x/d.json"],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 2 and run.stdout == ""
+    assert run.stderr == "error: --json /proc/x/d.json: folder /proc/x does not exist\n"

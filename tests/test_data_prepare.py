@@ -2,6 +2,8 @@
 the bad-file report, resuming after an interruption, parallel workers (PAPER_NOTES "Data")."""
 
 import csv
+import json
+import shutil
 import subprocess
 import sys
 from multiprocessing import Pool
@@ -12,7 +14,7 @@ import pytest
 from PIL import Image
 from torchvision import transforms
 
-from alexnet2012.data import cache_info, make_synthetic_imagenet, prepare_cache
+from alexnet2012.data import cache_info, make_synthetic_imagenet, prepare_cache, train_loader
 from alexnet2012.data import prepare as prepare_module
 from alexnet2012.data.decode import load_256
 from alexnet2012.errors import UsageError
@@ -250,6 +252,115 @@ def test_a_different_source_is_refused(synthetic, prepared, tmp_path):
         UsageError, match="already holds a train split made from a different list of files"
     ):
         prepare_cache(other, cache, workers=0, progress=False)
+
+
+def test_a_source_with_other_classes_names_the_cache_source(synthetic, prepared, tmp_path):
+    cache, _ = prepared
+    other = tmp_path / "other"
+    make_synthetic_imagenet(other, classes=3, train_per_class=4, val_per_class=1, seed=7)
+    with pytest.raises(UsageError, match=f"{cache} was made from {synthetic}, .*new CACHE folder"):
+        prepare_cache(other, cache, workers=0, progress=False)
+
+
+def test_an_unusable_cache_folder_is_a_usage_error(synthetic, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    for cache, message in [
+        ("/proc/nope", "cannot create the folder /proc/nope"),
+        (tmp_path / "afile", "afile is a file, not a folder"),
+        (tmp_path / "afile" / "sub", "cannot create the folder .*afile/sub"),
+    ]:
+        with pytest.raises(UsageError, match=message):
+            prepare_cache(synthetic, cache, workers=0, progress=False)
+    assert (tmp_path / "afile").read_text() == "x"
+
+
+def _copy(cache: Path, tmp_path: Path) -> Path:
+    shutil.copytree(cache, tmp_path / "cache")
+    return tmp_path / "cache"
+
+
+def _readers(synthetic: Path, cache: Path) -> dict:
+    """Every reader of a cache: the training/eval side and a prepare re-run."""
+    return {
+        "cache_info": lambda: cache_info(cache),
+        "train_loader": lambda: train_loader(cache, batch_size=2, workers=0),
+        "prepare again": lambda: prepare_cache(synthetic, cache, workers=0, progress=False),
+    }
+
+
+REDO_TRAIN = r"delete .*/train_\* and re-run scripts/prepare_imagenet.py SRC .* to prepare train"
+NEW_CACHE = "prepare the cache again with scripts/prepare_imagenet.py SRC CACHE into a new CACHE"
+
+
+@pytest.mark.parametrize(
+    "name, damage, fix",
+    [
+        ("manifest.json", lambda p: p.write_text(""), NEW_CACHE),
+        ("manifest.json", lambda p: p.write_text('{"format": 1, "wnids": 3}'), NEW_CACHE),
+        ("train_status.npy", lambda p: p.write_bytes(b"\x80garbage"), REDO_TRAIN),
+        ("train_status.npy", lambda p: np.save(p, np.ones(3, np.uint8)), REDO_TRAIN),
+        ("train_images.npy", lambda p: p.write_bytes(p.read_bytes()[:-1000]), REDO_TRAIN),
+        ("train_index.tsv", lambda p: p.write_text(""), REDO_TRAIN),
+        ("train_index.tsv", lambda p: p.write_text("path\tlabel\nx\t99\n"), REDO_TRAIN),
+        ("stats.json", lambda p: p.write_text(""), "delete .*stats.json and re-run"),
+        ("mean_image.npy", lambda p: np.save(p, np.zeros(3)), "delete .*stats.json and re-run"),
+    ],
+    ids=[
+        "empty manifest",
+        "manifest without fields",
+        "garbage status",
+        "status of other length",
+        "truncated images",
+        "empty index",
+        "index with a bad label",
+        "empty stats",
+        "mean image of other shape",
+    ],
+)
+def test_a_damaged_cache_file_is_named_by_every_reader(
+    synthetic, prepared, tmp_path, name, damage, fix
+):
+    cache = _copy(prepared[0], tmp_path)
+    damage(cache / name)
+    damaged = (cache / name).read_bytes()
+    readers = _readers(synthetic, cache)
+    if name in ("stats.json", "mean_image.npy"):
+        del readers["cache_info"]  # it does not read the statistics
+    for reader in readers.values():
+        with pytest.raises(UsageError, match=f"{cache / name} is damaged .*: {fix}"):
+            reader()
+    assert (cache / name).read_bytes() == damaged  # a re-run refuses; it does not overwrite
+
+
+def test_a_cache_of_another_format_is_refused(synthetic, prepared, tmp_path):
+    cache = _copy(prepared[0], tmp_path)
+    manifest = json.loads((cache / "manifest.json").read_text())
+    (cache / "manifest.json").write_text(json.dumps({**manifest, "format": 2}))
+    for reader in _readers(synthetic, cache).values():
+        with pytest.raises(UsageError, match="made by another version .*into a new CACHE folder"):
+            reader()
+
+
+def test_an_unfinished_cache_says_so_to_every_reader(synthetic, prepared, tmp_path):
+    cache = _copy(prepared[0], tmp_path)
+    status = np.load(cache / "train_status.npy")
+    status[:5] = 0
+    np.save(cache / "train_status.npy", status)
+    (cache / "stats.json").unlink()  # as after an interrupted first run
+    message = (
+        f"the train cache in {cache} is unfinished \\(5 of 15 images not done\\): "
+        f"re-run scripts/prepare_imagenet.py {synthetic} {cache}"
+    )
+    for reader in (
+        lambda: cache_info(cache),
+        lambda: train_loader(cache, batch_size=2, workers=0),
+        # what replicate.py and evaluate.py do with a cache that has no stats.json yet
+        lambda: prepare_cache(cache, tmp_path / "cache_cache", workers=0, progress=False),
+    ):
+        with pytest.raises(UsageError, match=message):
+            reader()
+    with pytest.raises(UsageError, match=f"{prepared[0]} is a prepared cache, not an ImageNet"):
+        prepare_cache(prepared[0], tmp_path / "other", workers=0, progress=False)
 
 
 def test_not_enough_disk_is_a_usage_error(synthetic, tmp_path, monkeypatch):

@@ -127,3 +127,18 @@ def test_argument_errors(tmp_path):
     (tmp_path / "full" / "file").write_text("x")
     with pytest.raises(UsageError, match="already exists and is not an empty folder"):
         make_synthetic_imagenet(tmp_path / "full", classes=2, train_per_class=1, val_per_class=1)
+
+
+def test_bad_counts_and_unusable_output_folders_are_refused(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    for out, kwargs, message in [
+        (tmp_path / "x", dict(val_per_class=0), "--val-per-class must be at least 1"),
+        (tmp_path / "x", dict(workers=-2), "--workers must be 0 .* or more, not -2"),
+        (Path("/proc/nope"), {}, "cannot create the folder /proc/nope"),
+        (tmp_path / "afile" / "sub", {}, "cannot create the folder .*afile/sub"),
+    ]:
+        with pytest.raises(UsageError, match=message):
+            make_synthetic_imagenet(
+                out, **{"classes": 1, "train_per_class": 1, "val_per_class": 1, **kwargs}
+            )
+    assert not (tmp_path / "x").exists()

@@ -19,12 +19,13 @@ import numpy as np
 import torch
 
 from alexnet2012.data.augment import Lighting, crop_flip, mean_crop, to_input
-from alexnet2012.data.cache import open_split, read_manifest
+from alexnet2012.data.cache import open_split, require_manifest
 from alexnet2012.data.decode import BadImage, load_256
 from alexnet2012.data.loader import train_loader
 from alexnet2012.data.plan import make_plan
 from alexnet2012.data.stats import load_stats
 from alexnet2012.errors import UsageError
+from alexnet2012.model import resolve_devices
 
 TARGET = 1000  # end-to-end training images/s per CPU core
 
@@ -76,10 +77,30 @@ def run_benchmark(
     costs CPU time.
     """
     load_at_start = os.getloadavg()
-    cache, device_ = Path(cache_dir), torch.device(device)
+    counts = {
+        "--batch-size": batch_size,
+        "--batches": batches,
+        "--decode-images": decode_images,
+        "--threads": threads,
+    }
+    for option, value in counts.items():
+        if value < 1:
+            raise UsageError(f"{option} must be at least 1, not {value}")
+    if workers is not None and workers < 0:
+        raise UsageError(f"--workers must be 0 (load in this process) or more, not {workers}")
+    try:
+        device_ = resolve_devices(device, 1)[0]
+    except ValueError as exc:
+        raise UsageError(f"--device: {exc}") from None
+    cache = Path(cache_dir)
     workers = len(os.sched_getaffinity(0)) if workers is None else workers
     split, stats = open_split(cache, "train"), load_stats(cache)
-    source = Path(src) if src else Path(read_manifest(cache)["source"])
+    if batch_size > len(split.usable):
+        raise UsageError(
+            f"--batch-size must be at most the {len(split.usable)} training images of {cache}, "
+            f"not {batch_size}"
+        )
+    source = Path(src) if src else Path(require_manifest(cache)["source"])
     saved_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -130,6 +151,12 @@ def _decode_stage(source: Path, paths: list[str]) -> dict:
     if not source.is_dir():
         raise UsageError(
             f"source images {source} not found: give --src, the ImageNet root of the cache"
+        )
+    missing = next((p for p in paths if not (source / p).is_file()), None)
+    if missing is not None:
+        raise UsageError(
+            f"{source} is not the cache's source ({missing} is missing): give --src, "
+            f"the ImageNet root the cache was made from"
         )
     start, cpu, done = time.perf_counter(), _cpu_seconds(), 0
     for path in paths:
@@ -215,6 +242,14 @@ def _cpu_name() -> str:
         )
     except (OSError, StopIteration):
         return platform.processor() or "unknown"
+
+
+def check_json_path(path: Path) -> None:
+    """A ``--json`` path that cannot be a new file (a folder, or in no folder): ``UsageError``."""
+    if path.is_dir():
+        raise UsageError(f"--json {path} is a folder: give a file, e.g. {path}/data.json")
+    if not path.parent.is_dir():
+        raise UsageError(f"--json {path}: folder {path.parent} does not exist")
 
 
 def format_table(report: dict) -> str:

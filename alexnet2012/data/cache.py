@@ -27,6 +27,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import numpy as np
 
@@ -55,6 +56,22 @@ def bad_path(cache: Path, split: str) -> Path:
     return cache / f"{split}_bad.tsv"
 
 
+PREPARE = "scripts/prepare_imagenet.py"
+T = TypeVar("T")
+
+
+def make_folder(path: Path) -> None:
+    """``mkdir -p path``; a path that cannot become a folder: ``UsageError``."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{path} is a file, not a folder: choose another output folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot create the folder {path} ({exc.strerror}): choose another output folder"
+        ) from None
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data``: readers (and crashes) see the old or new file, not half."""
     tmp = path.with_name(path.name + ".tmp")
@@ -69,14 +86,67 @@ def write_tsv(path: Path, header: tuple[str, str], rows: list[tuple[str, object]
     write_atomic(path, "".join(f"{a}\t{b}\n" for a, b in [header, *rows]).encode())
 
 
-def read_tsv(path: Path) -> list[tuple[str, str]]:
-    lines = path.read_text().splitlines()[1:]
-    return [tuple(line.split("\t", 1)) for line in lines]  # type: ignore[misc]
+def read_tsv(path: Path, header: tuple[str, str]) -> list[tuple[str, str]]:
+    """The rows of a file written by ``write_tsv``; another layout: ``ValueError``."""
+    lines = path.read_text().splitlines()
+    if not lines or lines[0] != "\t".join(header):
+        raise ValueError(f"its first line is not the header {' '.join(header)}")
+    rows = [tuple(line.split("\t", 1)) for line in lines[1:]]
+    if any(len(row) != 2 for row in rows):
+        raise ValueError("a line without a tab")
+    return rows  # type: ignore[return-value]
+
+
+def read_cache_file(path: Path, read: Callable[[Path], T], fix: str | None = None) -> T:
+    """``read(path)``; a file that cannot be read or decoded, or whose contents ``read`` rejects
+    with a ``ValueError``: one-line ``UsageError`` naming it and ``fix`` (default: prepare anew)."""
+    try:
+        return read(path)
+    except (OSError, ValueError, EOFError) as exc:
+        reason = " ".join(str(exc).split(". ")[0].split()) or type(exc).__name__
+        fix = fix or f"prepare the cache again with {PREPARE} SRC CACHE into a new CACHE folder"
+        raise UsageError(f"{path} is damaged ({reason}): {fix}") from None
+
+
+def _parse_manifest(path: Path) -> dict:
+    manifest = json.loads(path.read_text())
+    if not isinstance(manifest, dict) or "format" not in manifest:
+        raise ValueError("not a cache manifest")
+    if manifest["format"] != FORMAT:
+        raise UsageError(
+            f"{path.parent} was made by another version of this code (cache format "
+            f"{manifest['format']}, this one reads format {FORMAT}): prepare it again with "
+            f"{PREPARE} SRC CACHE into a new CACHE folder"
+        )
+    wnids, names = manifest.get("wnids"), manifest.get("names")
+    if not (
+        isinstance(manifest.get("source"), str)
+        and isinstance(manifest.get("year"), int)
+        and isinstance(wnids, list)
+        and all(isinstance(w, str) for w in wnids)
+        and isinstance(names, list)
+        and len(names) == len(wnids)
+        and all(isinstance(n, list) for n in names)
+    ):
+        raise ValueError("missing or malformed source, year, wnids or names")
+    return manifest
 
 
 def read_manifest(cache: Path) -> dict | None:
+    """The checked manifest (None if there is none); damaged or of another format: UsageError."""
     path = cache / "manifest.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_cache_file(path, _parse_manifest) if path.is_file() else None
+
+
+def require_manifest(cache: Path) -> dict:
+    """The checked manifest; a folder without one: ``UsageError``."""
+    manifest = read_manifest(cache)
+    if manifest is None:
+        raise UsageError(
+            f"{cache} is not a prepared cache (no manifest.json): "
+            f"run {PREPARE} SRC {cache} first"
+        )
+    return manifest
 
 
 def write_manifest(
@@ -98,6 +168,66 @@ def save_status(cache: Path, split: str, status: np.ndarray) -> None:
     os.replace(tmp, status_path(cache, split))
 
 
+def _parse_index(path: Path, classes: int) -> list[tuple[str, str]]:
+    rows = read_tsv(path, ("path", "label"))
+    if not all(label.isdigit() and int(label) < classes for _, label in rows):
+        raise ValueError(f"a label that is not a class number below {classes}")
+    return rows
+
+
+def _parse_status(path: Path, rows: int) -> np.ndarray:
+    status = np.load(path)
+    if status.shape != (rows,) or status.dtype != np.uint8 or (status > BAD).any():
+        raise ValueError(f"not {rows} row states (uint8, 0 to {BAD}), one per line of the index")
+    return status
+
+
+def _check_images(path: Path, rows: int) -> None:
+    """The .npy header says (rows, 256, 256, 3) uint8 and the file holds all those bytes."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, fortran, dtype = read_header(f)
+        need = f.tell() + rows * int(np.prod(ROW_SHAPE))
+    if (shape, fortran, dtype) != ((rows, *ROW_SHAPE), False, np.uint8):
+        raise ValueError(f"not {rows} images of shape {ROW_SHAPE}, uint8")
+    size = path.stat().st_size
+    if size != need:
+        raise ValueError(f"{size} bytes, {need} expected for its {rows} images")
+
+
+def split_fix(cache: Path, split: str) -> str:
+    """How to redo one split of a cache."""
+    return f"delete {cache / split}_* and re-run {PREPARE} SRC {cache} to prepare {split} again"
+
+
+def read_split(cache: Path, split: str, manifest: dict) -> tuple[list[tuple[str, str]], np.ndarray]:
+    """Index rows and row status of a created split, its three files checked against each other
+    (the image file's size included); a damaged one: ``UsageError`` naming it."""
+    fix = split_fix(cache, split)
+    rows = read_cache_file(
+        index_path(cache, split), lambda p: _parse_index(p, len(manifest["wnids"])), fix
+    )
+    status = read_cache_file(status_path(cache, split), lambda p: _parse_status(p, len(rows)), fix)
+    read_cache_file(images_path(cache, split), lambda p: _check_images(p, len(rows)), fix)
+    return rows, status
+
+
+def check_finished(cache: Path, split: str, status: np.ndarray, manifest: dict) -> None:
+    """A split with rows not yet decoded (an interrupted preparation): ``UsageError``."""
+    pending = int((status == PENDING).sum())
+    if pending:
+        raise UsageError(
+            f"the {split} cache in {cache} is unfinished "
+            f"({pending} of {len(status)} images not done): re-run "
+            f"{PREPARE} {manifest['source']} {cache} with the same options to finish it"
+        )
+
+
 @dataclass
 class SplitCache:
     """One prepared split: the image rows (read-only memmap), labels, and which rows are usable."""
@@ -115,22 +245,17 @@ class SplitCache:
 
 
 def open_split(cache_dir: str | os.PathLike, split: str) -> SplitCache:
-    """Open a complete prepared split for reading; a missing or unfinished one: ``UsageError``."""
+    """Open a complete prepared split for reading; a missing, damaged or unfinished one:
+    ``UsageError``."""
     cache = Path(cache_dir)
     if not index_path(cache, split).is_file():
         raise UsageError(
             f"{cache} has no prepared {split} split ({index_path(cache, split).name} missing): "
-            f"run scripts/prepare_imagenet.py SRC {cache} first"
+            f"run {PREPARE} SRC {cache} first"
         )
-    rows = read_tsv(index_path(cache, split))
-    status = np.load(status_path(cache, split))
-    pending = int((status == PENDING).sum())
-    if pending:
-        raise UsageError(
-            f"the {split} cache in {cache} is unfinished "
-            f"({pending} of {len(status)} images not done): "
-            f"re-run scripts/prepare_imagenet.py with the same SRC and CACHE to finish it"
-        )
+    manifest = require_manifest(cache)
+    rows, status = read_split(cache, split, manifest)
+    check_finished(cache, split, status, manifest)
     images = np.load(images_path(cache, split), mmap_mode="r")
     labels = np.array([int(label) for _, label in rows], dtype=np.int64)
     return SplitCache(split, images, labels, [p for p, _ in rows], status)
@@ -159,20 +284,16 @@ class CacheInfo:
 
 
 def cache_info(cache_dir: str | os.PathLike) -> CacheInfo:
-    """Classes and split sizes of the cache at ``cache_dir`` (splits that are fully prepared)."""
+    """Classes and split sizes of the cache at ``cache_dir``; a damaged file or a split whose
+    preparation was interrupted: ``UsageError``."""
     cache = Path(cache_dir)
-    manifest = read_manifest(cache)
-    if manifest is None:
-        raise UsageError(
-            f"{cache} is not a prepared cache (no manifest.json): "
-            f"run scripts/prepare_imagenet.py SRC {cache} first"
-        )
+    manifest = require_manifest(cache)
     sizes, bad = {}, {}
     for split in SPLITS:
-        if status_path(cache, split).is_file():
-            status = np.load(status_path(cache, split))
-            if not (status == PENDING).any():
-                sizes[split], bad[split] = int((status == DONE).sum()), int((status == BAD).sum())
+        if index_path(cache, split).is_file():
+            _, status = read_split(cache, split, manifest)
+            check_finished(cache, split, status, manifest)
+            sizes[split], bad[split] = int((status == DONE).sum()), int((status == BAD).sum())
     return CacheInfo(
         len(manifest["wnids"]),
         manifest["wnids"],

@@ -50,9 +50,10 @@ def prepare_cache(
     ``bad_files`` ([(path, reason)]); and ``stats`` (path of stats.json) when train was prepared.
     """
     cache = Path(cache_dir)
+    _refuse_a_cache_as_source(Path(src_root))
     # Every split's layout is checked before any decoding starts.
     datasets = [ImageNet(src_root, split, year=year, devkit=devkit) for split in splits]
-    cache.mkdir(parents=True, exist_ok=True)
+    fmt.make_folder(cache)
     workers = (os.cpu_count() or 1) if workers is None else workers
     summary: dict = {}
     for data in datasets:
@@ -72,6 +73,18 @@ def prepare_cache(
     return summary
 
 
+def _refuse_a_cache_as_source(src: Path) -> None:
+    """A cache given as SRC (e.g. an interrupted one, which has no stats.json yet): ``UsageError``
+    saying how to finish it (``cache_info`` names an unfinished split)."""
+    manifest = fmt.read_manifest(src) if not (src / "train").is_dir() else None
+    if manifest is not None:
+        fmt.cache_info(src)
+        raise UsageError(
+            f"{src} is a prepared cache, not an ImageNet copy: to finish or extend it, run "
+            f"{fmt.PREPARE} {manifest['source']} {src}"
+        )
+
+
 def _labels_in_manifest(cache: Path, data: ImageNet) -> list[int]:
     """Labels of ``data`` as indices into the cache's class list (made from the first split)."""
     manifest = fmt.read_manifest(cache)
@@ -86,8 +99,9 @@ def _labels_in_manifest(cache: Path, data: ImageNet) -> list[int]:
     unknown = sorted(set(data.wnids) - set(index))
     if unknown:
         raise UsageError(
-            f"the {data.split} split has {len(unknown)} class(es) the cache's class list lacks "
-            f"(e.g. {unknown[0]}): prepare train and {data.split} from the same ILSVRC copy"
+            f"{cache} was made from {manifest['source']}, whose classes lack {len(unknown)} of "
+            f"{data.root}'s {data.split} classes (e.g. {unknown[0]}): give {manifest['source']} "
+            f"as SRC, or prepare {data.root} into a new CACHE folder"
         )
     return [index[data.wnids[t]] for t in data.targets]
 
@@ -98,20 +112,23 @@ def _prepare_split(
     split = data.split
     paths = [os.path.relpath(p, data.root) for p, _ in data.samples]
     index = list(zip(paths, (str(label) for label in labels)))
-    if fmt.index_path(cache, split).is_file():
-        if fmt.read_tsv(fmt.index_path(cache, split)) != index:
-            raise UsageError(
-                f"{cache} already holds a {split} split made from a different list of files: "
-                f"delete its {split}_* files or use a new CACHE folder"
-            )
-    else:
+    manifest = fmt.require_manifest(cache)
+    if not fmt.index_path(cache, split).is_file():
         _create_split(cache, split, len(paths))
         # Written last: its presence marks the split as created.
         fmt.write_tsv(fmt.index_path(cache, split), ("path", "label"), index)
-    status = np.load(fmt.status_path(cache, split))
+    # Also checks that the image file has the size of all its rows (a truncated one is refused).
+    rows, status = fmt.read_split(cache, split, manifest)
+    if rows != index:
+        raise UsageError(
+            f"{cache} already holds a {split} split made from a different list of files "
+            f"(from {manifest['source']}): give that SRC, delete {cache / split}_* "
+            f"or use a new CACHE folder"
+        )
+    bad_file = fmt.bad_path(cache, split)
     bad = (
-        dict(fmt.read_tsv(fmt.bad_path(cache, split)))
-        if fmt.bad_path(cache, split).is_file()
+        dict(fmt.read_cache_file(bad_file, _read_bad, fmt.split_fix(cache, split)))
+        if bad_file.is_file()
         else {}
     )
     todo = np.flatnonzero(status == fmt.PENDING)
@@ -161,6 +178,10 @@ def _prepare_split(
         "decoded_now": len(todo),
         "bad_files": sorted(bad.items()),
     }
+
+
+def _read_bad(path: Path) -> list[tuple[str, str]]:
+    return fmt.read_tsv(path, ("path", "reason"))
 
 
 def _create_split(cache: Path, split: str, rows: int) -> None:

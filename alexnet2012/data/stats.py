@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from alexnet2012.data.cache import write_atomic
+from alexnet2012.data.cache import read_cache_file, write_atomic
 from alexnet2012.errors import UsageError
 
 MEAN_IMAGE_FILE = "mean_image.npy"
@@ -97,7 +97,7 @@ def save_stats(cache_dir: str | os.PathLike, stats: Stats) -> None:
 
 
 def load_stats(cache_dir: str | os.PathLike) -> Stats:
-    """Read the statistics written by ``prepare_cache``."""
+    """Read the statistics written by ``prepare_cache``; missing or damaged: ``UsageError``."""
     cache = Path(cache_dir)
     path = cache / "stats.json"
     if not path.is_file():
@@ -105,18 +105,36 @@ def load_stats(cache_dir: str | os.PathLike) -> Stats:
             f"{path} not found: run scripts/prepare_imagenet.py SRC {cache} with the train split "
             f"to compute the training-set statistics"
         )
-    doc = json.loads(path.read_text())
-    if not (cache / doc["mean_image"]).is_file():
-        raise UsageError(
-            f"{cache / doc['mean_image']} (named by {path}) is missing: "
-            f"re-run scripts/prepare_imagenet.py "
-            f"after deleting {path}"
-        )
+    fix = f"delete {path} and re-run scripts/prepare_imagenet.py SRC {cache} to recompute it"
+    doc = read_cache_file(path, _parse_stats, fix)
+    mean_path = cache / doc["mean_image"]
+    if not mean_path.is_file():
+        raise UsageError(f"{mean_path} (named by {path}) is missing: {fix}")
     return Stats(
-        mean_image=np.load(cache / doc["mean_image"]),
+        mean_image=read_cache_file(mean_path, _load_mean_image, fix),
         mean_rgb=np.array(doc["mean_rgb"]),
         covariance=np.array(doc["covariance"]),
         eigenvalues=np.array(doc["eigenvalues"]),
         eigenvectors=np.array(doc["eigenvectors"]),
         num_images=int(doc["num_images"]),
     )
+
+
+def _parse_stats(path: Path) -> dict:
+    doc = json.loads(path.read_text())
+    shapes = {"mean_rgb": (3,), "covariance": (3, 3), "eigenvalues": (3,), "eigenvectors": (3, 3)}
+    if not (
+        isinstance(doc, dict)
+        and isinstance(doc.get("num_images"), int)
+        and isinstance(doc.get("mean_image"), str)
+        and all(np.shape(doc.get(k)) == shape for k, shape in shapes.items())
+    ):
+        raise ValueError("missing or malformed statistics")
+    return doc
+
+
+def _load_mean_image(path: Path) -> np.ndarray:
+    mean = np.load(path)
+    if mean.shape != (3, 256, 256) or mean.dtype != np.float32:
+        raise ValueError("not a float32 (3, 256, 256) mean image")
+    return mean

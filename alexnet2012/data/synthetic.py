@@ -33,6 +33,7 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
+from alexnet2012.data.cache import make_folder
 from alexnet2012.errors import UsageError
 
 SHAPES = ("disc", "square", "triangle", "star", "cross", "ring", "hexagon", "crescent")
@@ -75,12 +76,18 @@ def make_synthetic_imagenet(
     out = Path(out)
     if not 1 <= classes <= MAX_CLASSES:
         raise UsageError(f"--classes must be between 1 and {MAX_CLASSES}, not {classes}")
-    if train_per_class < 1 or val_per_class < 0:
-        raise UsageError("--train-per-class must be at least 1 and --val-per-class at least 0")
+    if train_per_class < 1 or val_per_class < 1:
+        raise UsageError(
+            "--train-per-class and --val-per-class must be at least 1 "
+            "(scripts/prepare_imagenet.py refuses a split without images)"
+        )
+    if workers is not None and workers < 0:
+        raise UsageError(f"--workers must be 0 (draw in this process) or more, not {workers}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(
             f"{out} already exists and is not an empty folder: choose a new output folder"
         )
+    make_folder(out)
     rng = np.random.default_rng([seed, 0])
     wnids = [f"n0{n:07d}" for n in rng.choice(10**7, size=classes, replace=False)]
     devkit_ids = rng.permutation(classes) + 1  # devkit ID of class c (c in the order of `wnids`)
