@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -239,10 +240,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         results = run.run()
     except KeyboardInterrupt:
-        again = " ".join(["python scripts/replicate.py"] + list(argv if argv is not None
-                                                                 else sys.argv[1:]))
+        given = list(argv if argv is not None else sys.argv[1:])
         if (Path(config.out) / CHECKPOINT).exists():
-            again = f"python scripts/replicate.py --resume --out {config.out}"
+            given = ["--resume", "--out", config.out]
+        again = shlex.join(["python", "scripts/replicate.py", *given])
         raise KeyboardInterrupt(f"continue with: {again}") from None
     report = write_report(config.out)
     print(format_comparison(results, config.dataset, run.num_classes))
