@@ -1,6 +1,7 @@
 """User-facing errors: one line saying what is wrong and how to fix it, never a traceback."""
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Callable, NoReturn
 
@@ -12,6 +13,12 @@ class UsageError(Exception):
 
     Command-line scripts print its message as one line and exit with status 2.
     """
+
+
+def ignore_interrupt() -> None:
+    """A worker pool's initializer: Ctrl-C is the parent process's to handle (it stops the pool),
+    so that workers do not each print a KeyboardInterrupt traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def out_of_memory(exc: BaseException) -> bool:

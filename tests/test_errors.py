@@ -46,3 +46,17 @@ def test_ctrl_c_says_interrupted_and_how_to_go_on(capsys):
 
 def test_success_exits_0(capsys):
     assert run(lambda: None, capsys) == (0, "")
+
+
+def test_pool_workers_leave_ctrl_c_to_the_parent():
+    # scripts/prepare_imagenet.py's workers each printed a traceback on Ctrl-C (checked by hand:
+    # `timeout -s INT 6 scripts/prepare_imagenet.py ... --workers 2` now prints `interrupted`)
+    import signal
+
+    from alexnet2012.errors import ignore_interrupt
+    saved = signal.getsignal(signal.SIGINT)
+    try:
+        ignore_interrupt()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, saved)

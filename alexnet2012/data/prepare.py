@@ -26,7 +26,7 @@ from alexnet2012.data import cache as fmt
 from alexnet2012.data.decode import BadImage, load_256
 from alexnet2012.data.imagenet import ImageNet
 from alexnet2012.data.stats import compute_stats, load_stats, save_stats
-from alexnet2012.errors import UsageError
+from alexnet2012.errors import UsageError, ignore_interrupt
 
 CHUNK = 32  # rows per worker task
 CHECKPOINT_ROWS, CHECKPOINT_SECONDS = 5000, 30.0
@@ -145,7 +145,8 @@ def _prepare_split(
         fmt.save_status(cache, split, status)
         fmt.write_tsv(fmt.bad_path(cache, split), ("path", "reason"), sorted(bad.items()))
 
-    pool = multiprocessing.Pool(workers) if workers > 1 and len(tasks) > 1 else None
+    pool = (multiprocessing.Pool(workers, initializer=ignore_interrupt)
+            if workers > 1 and len(tasks) > 1 else None)
     results = pool.imap_unordered(_decode_rows, tasks) if pool else map(_decode_rows, tasks)
     bar = tqdm(
         total=len(paths),

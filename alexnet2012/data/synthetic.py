@@ -34,7 +34,7 @@ import scipy.io
 from PIL import Image
 
 from alexnet2012.data.cache import make_folder
-from alexnet2012.errors import UsageError
+from alexnet2012.errors import UsageError, ignore_interrupt
 
 SHAPES = ("disc", "square", "triangle", "star", "cross", "ring", "hexagon", "crescent")
 PALETTES = {  # name: (main colour, second colour), RGB 0..255
@@ -117,7 +117,7 @@ def make_synthetic_imagenet(
         truth.append(int(devkit_ids[c]))
     workers = (os.cpu_count() or 1) if workers is None else workers
     if workers > 1 and len(jobs) >= 64:
-        with multiprocessing.Pool(workers) as pool:
+        with multiprocessing.Pool(workers, initializer=ignore_interrupt) as pool:
             pool.map(_make_image, jobs, chunksize=16)
     else:
         for job in jobs:
