@@ -1,8 +1,10 @@
 """The scripts' error lines (alexnet2012.errors.run_cli): one line, the right exit status."""
+import signal
+
 import pytest
 import torch
 
-from alexnet2012.errors import UsageError, run_cli
+from alexnet2012.errors import UsageError, ignore_interrupt, run_cli
 
 
 def run(main, capsys, **kwargs):
@@ -51,9 +53,6 @@ def test_success_exits_0(capsys):
 def test_pool_workers_leave_ctrl_c_to_the_parent():
     # scripts/prepare_imagenet.py's workers each printed a traceback on Ctrl-C (checked by hand:
     # `timeout -s INT 6 scripts/prepare_imagenet.py ... --workers 2` now prints `interrupted`)
-    import signal
-
-    from alexnet2012.errors import ignore_interrupt
     saved = signal.getsignal(signal.SIGINT)
     try:
         ignore_interrupt()
