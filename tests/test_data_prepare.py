@@ -224,7 +224,7 @@ def test_parallel_workers_give_the_same_cache(synthetic, prepared, tmp_path, mon
     monkeypatch.setattr(prepare_module, "CHUNK", 4)  # several tasks, so that the pool is used
     pools = []
     monkeypatch.setattr(
-        prepare_module.multiprocessing, "Pool", lambda n: pools.append(n) or Pool(n)
+        prepare_module.multiprocessing, "Pool", lambda n, **kw: pools.append(n) or Pool(n, **kw)
     )
     cache = tmp_path / "cache"
     prepare_cache(synthetic, cache, workers=2, progress=False)

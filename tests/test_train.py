@@ -279,9 +279,11 @@ def test_resume_finds_a_moved_cache_and_records_changed_settings(tiny, tmp_path,
     (tmp_path / "cache_a").rename(tmp_path / "cache_b")
     with pytest.raises(UsageError, match="cache_a is gone; if it moved, give its new place with --data"):
         Run.resume(str(out), progress=False, log=lambda s: None)
-    demo_cache = REPO / "experiments" / "demo_data" / "cache"  # 10 classes: another data set
-    with pytest.raises(UsageError, match="10 classes and 998 training images, the run's data had 3"):
-        Run.resume(str(out), progress=False, log=lambda s: None, cache=str(demo_cache))
+    make_synthetic_imagenet(tmp_path / "other", classes=2, train_per_class=2, val_per_class=1,
+                            seed=1, workers=1)
+    prepare_cache(tmp_path / "other", tmp_path / "other_cache", workers=1, progress=False)
+    with pytest.raises(UsageError, match=r"2 classes and \d+ training images, the run's data had 3"):
+        Run.resume(str(out), progress=False, log=lambda s: None, cache=str(tmp_path / "other_cache"))
     run = Run.resume(str(out), progress=False, log=lambda s: None,
                      cache=str(tmp_path / "cache_b"), epochs=2)
     saved = json.loads((out / "config.json").read_text())
