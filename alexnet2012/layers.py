@@ -202,7 +202,9 @@ class _ReluLRNPool(torch.autograd.Function):
         return _image_view(grad_z), None, None, None, None, None, None, None
 
 
-@torch.compiler.disable
+# torch._disable_dynamo: torch.compiler.disable, applied at the first call (torch.compiler.disable
+# imports torch._dynamo at once, which made importing this package 1.3 s slower)
+@torch._disable_dynamo
 @_half_in_float32
 def relu_lrn_pool(z: Tensor, groups: int = 1, pool_kernel: int = paper.POOL_KERNEL,
                   pool_stride: int = paper.POOL_STRIDE, size: int = paper.LRN_SIZE,
