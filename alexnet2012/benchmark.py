@@ -127,26 +127,6 @@ def format_duration(seconds: float) -> str:
     return f"{days}d {hours}h"
 
 
-def check_writable(path: Path, option: str = "--json") -> None:
-    """Refuse, before anything is measured, an output file that could not be written: a
-    directory, a missing folder, a place where no file can be made (e.g. ``/proc``). Leaves an
-    existing file as it is and makes no new one."""
-    if path.is_dir():
-        raise UsageError(f"{option} {path} is a directory: give a file name, "
-                         f"e.g. {path / 'benchmark.json'}")
-    if not path.parent.is_dir():
-        raise UsageError(f"{option} {path}: folder {path.parent} does not exist (create it "
-                         "or write elsewhere)")
-    existed = path.exists()
-    try:
-        path.open("a").close()
-    except OSError as exc:
-        raise UsageError(f"{option} {path}: cannot write a file there ({exc.strerror}): pick a "
-                         "writable folder") from None
-    if not existed:
-        path.unlink()
-
-
 def _count(n: int, word: str) -> str:
     """``1 round``, ``3 rounds``."""
     return f"{n} {word}{'' if n == 1 else 's'}"

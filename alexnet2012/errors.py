@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from pathlib import Path
 from typing import Callable, NoReturn
 
 import torch
@@ -13,6 +14,26 @@ class UsageError(Exception):
 
     Command-line scripts print its message as one line and exit with status 2.
     """
+
+
+def check_writable(path: Path, option: str = "--json") -> None:
+    """Refuse, before anything is measured, an output file that could not be written: a
+    directory, a missing folder, a place where no file can be made (e.g. ``/proc``). Leaves an
+    existing file as it is and makes no new one."""
+    if path.is_dir():
+        raise UsageError(f"{option} {path} is a directory: give a file name, "
+                         f"e.g. {path / 'benchmark.json'}")
+    if not path.parent.is_dir():
+        raise UsageError(f"{option} {path}: folder {path.parent} does not exist (create it "
+                         "or write elsewhere)")
+    existed = path.exists()
+    try:
+        path.open("a").close()
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot write a file there ({exc.strerror}): pick a "
+                         "writable folder") from None
+    if not existed:
+        path.unlink()
 
 
 def ignore_interrupt() -> None:
@@ -40,10 +61,10 @@ def run_cli(main: Callable[[], int | None], *,
     except KeyboardInterrupt as exc:
         print(f"\ninterrupted{f': {exc}' if str(exc) else ''}", file=sys.stderr)
         sys.exit(130)
-    except RuntimeError as exc:
-        if not out_of_memory(exc):
+    except (RuntimeError, MemoryError) as exc:
+        if not (isinstance(exc, MemoryError) or out_of_memory(exc)):
             raise
-        detail = str(exc).strip().splitlines()[0][:160]
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         print(f"error: out of memory ({detail}); {oom_hint}", file=sys.stderr)
         sys.exit(2)
     sys.exit(code or 0)

@@ -24,7 +24,8 @@ from alexnet2012.data import cache_info, prepare_cache
 from alexnet2012.data.synthetic import make_synthetic_imagenet
 from alexnet2012.errors import UsageError
 from alexnet2012.report import format_comparison, write_report
-from alexnet2012.train import CHECKPOINT, Run, TrainConfig, check_devices, deviations
+from alexnet2012.train import (CHECKPOINT, RUN_FILES, Run, TrainConfig, check_devices,
+                               deviations)
 
 # The demo, sized to finish in under 10 minutes on 2 CPU cores (measured: README "Demo"). The
 # paper's init sits near chance for the first epoch, then learns; one fixed lr drop (/10 from
@@ -50,8 +51,8 @@ def default_workers(devices: Sequence[str]) -> int:
 
 
 # what --resume may change: where and how the run computes, not what it computes
-RESUME_OPTIONS = ("out", "resume", "data", "devices", "epochs", "workers", "checkpoint_minutes",
-                  "quiet")
+RESUME_OPTIONS = ("out", "resume", "data", "cache", "year", "devices", "epochs", "workers",
+                  "checkpoint_minutes", "quiet")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,6 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-ten-view", action="store_true", help="skip the final ten-view test")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
+
+
+def resume_cache(args: argparse.Namespace) -> Optional[str]:
+    """With ``--resume``: the prepared cache that ``--data`` names (a cache, or the ImageNet root
+    whose cache is ``--cache`` or ``DATA_cache``, as when the run started); None without it."""
+    if args.data is None:
+        return None
+    data = Path(args.data).resolve()
+    if (data / "stats.json").exists():
+        return str(data)
+    return str(Path(args.cache).resolve() if args.cache else data.with_name(data.name + "_cache"))
 
 
 def fixed_on_resume(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[str]:
@@ -224,13 +236,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise UsageError("--resume needs --out, the run folder to continue")
         fixed = fixed_on_resume(args, parser)
         if fixed:
-            raise UsageError(f"--resume continues {args.out} with its saved settings; "
-                             f"{', '.join(fixed)} cannot change (start a new run with another "
-                             "--out to change them)")
+            raise UsageError(f"--resume continues {args.out} with its saved settings: drop "
+                             f"{', '.join(fixed)} (to change them, start a new run with another "
+                             "--out)")
         run = Run.resume(args.out, progress=progress, devices=parse_devices(args.devices),
                          epochs=args.epochs, workers=args.workers,
-                         checkpoint_minutes=args.checkpoint_minutes,
-                         cache=args.data and str(Path(args.data).resolve()))
+                         checkpoint_minutes=args.checkpoint_minutes, cache=resume_cache(args))
     else:
         run = Run(config_from_args(args), progress=progress)
     config = run.config
@@ -240,12 +251,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         results = run.run()
     except KeyboardInterrupt:
-        given = list(argv if argv is not None else sys.argv[1:])
-        if (Path(config.out) / CHECKPOINT).exists():
-            given = ["--resume", "--out", config.out]
-        again = shlex.join(["python", "scripts/replicate.py", *given])
-        raise KeyboardInterrupt(f"continue with: {again}") from None
+        raise KeyboardInterrupt(_how_to_continue(args, argv, Path(config.out))) from None
     report = write_report(config.out)
     print(format_comparison(results, config.dataset, run.num_classes))
     print(f"report: {report}")
     return 0
+
+
+def _how_to_continue(args: argparse.Namespace, argv: Optional[Sequence[str]], out: Path) -> str:
+    """What to run after Ctrl-C: the resume command (the same one after a resume), or, when no
+    checkpoint was written yet, the same command again."""
+    given = list(argv if argv is not None else sys.argv[1:])
+    if not args.resume and (out / CHECKPOINT).exists():
+        given = ["--resume", "--out", str(out)]
+    elif not args.resume and any((out / name).exists() for name in RUN_FILES):
+        return f"no checkpoint was written yet: delete {out} and run the same command again"
+    return "continue with: " + shlex.join(["python", "scripts/replicate.py", *given])

@@ -186,15 +186,15 @@ def _check_resumed_cache(config: TrainConfig, num_classes: int, config_json: Pat
                              "moved, give its new place with --data")
         return
     if not (Path(config.cache) / "stats.json").exists():
-        raise UsageError(f"--resume --data {config.cache}: not a prepared cache; with --resume, "
-                         "--data gives the new place of the run's prepared cache")
+        raise UsageError(f"--resume: {config.cache} is not a prepared cache; --data must give the "
+                         "run's cache, or the ImageNet root whose cache is --cache or ROOT_cache")
     info = cache_info(config.cache)
     try:
         train_images = json.loads(config_json.read_text())["train_images"]
     except (OSError, ValueError, KeyError, TypeError):
         train_images = info.train_images  # config.json unreadable: the class count must do
     if (info.num_classes, info.train_images) != (num_classes, train_images):
-        raise UsageError(f"--resume --data {config.cache}: {info.num_classes} classes and "
+        raise UsageError(f"--resume: {config.cache} holds {info.num_classes} classes and "
                          f"{info.train_images} training images, the run's data had {num_classes} "
                          f"and {train_images}: give the run's own cache, or start a new run")
 

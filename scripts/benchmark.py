@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 
 from alexnet2012 import paper
-from alexnet2012.benchmark import (DEFAULT_SCHEDULE, Settings, check_writable, default_schedule,
-                                   format_table, parse_devices, run_benchmark)
-from alexnet2012.errors import UsageError, run_cli
+from alexnet2012.benchmark import (DEFAULT_SCHEDULE, Settings, default_schedule, format_table,
+                                   parse_devices, run_benchmark)
+from alexnet2012.errors import UsageError, check_writable, run_cli
 
 
 def main() -> None:

@@ -6,8 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from alexnet2012.data.benchmark import check_json_path, format_table, run_benchmark
-from alexnet2012.errors import UsageError, run_cli
+from alexnet2012.data.benchmark import format_table, run_benchmark
+from alexnet2012.errors import UsageError, check_writable, run_cli
 
 
 def main() -> None:
@@ -37,7 +37,7 @@ def main() -> None:
     p.add_argument("--json", type=Path, metavar="OUT", help="write the report here")
     args = p.parse_args()
     if args.json is not None:
-        check_json_path(args.json)  # before the measurements, which take a while
+        check_writable(args.json)  # before the measurements, which take a while
     report = run_benchmark(
         args.cache,
         src=args.src,

@@ -14,7 +14,7 @@ from alexnet2012 import benchmark
 from alexnet2012.benchmark import (F_LINEAR_FC_ROW, ONE_DEVICE_ROW, ONEDNN_FC_ROW, REFERENCE,
                                    Case, Settings, build_cases, format_duration, format_table,
                                    parse_devices, projected_seconds, run_rounds, summarise)
-from alexnet2012.errors import UsageError
+from alexnet2012.errors import UsageError, check_writable
 from alexnet2012.onednn_linear import Linear
 from alexnet2012.optim import PaperSGD
 
@@ -280,8 +280,8 @@ def test_cli_refuses_an_unwritable_json_before_measuring(json_path, message, tmp
 
 def test_a_writable_json_path_is_left_as_it_was(tmp_path):
     (tmp_path / "old.json").write_text("kept")
-    benchmark.check_writable(tmp_path / "old.json")
-    benchmark.check_writable(tmp_path / "new.json")
+    check_writable(tmp_path / "old.json")
+    check_writable(tmp_path / "new.json")
     assert [p.name for p in tmp_path.iterdir()] == ["old.json"]
     assert (tmp_path / "old.json").read_text() == "kept"
 

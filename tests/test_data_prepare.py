@@ -341,7 +341,7 @@ def test_a_cache_of_another_format_is_refused(synthetic, prepared, tmp_path):
             reader()
 
 
-def test_an_unfinished_cache_says_so_to_every_reader(synthetic, prepared, tmp_path):
+def test_an_unfinished_split_is_refused_to_its_readers(synthetic, prepared, tmp_path):
     cache = _copy(prepared[0], tmp_path)
     status = np.load(cache / "train_status.npy")
     status[:5] = 0
@@ -351,8 +351,9 @@ def test_an_unfinished_cache_says_so_to_every_reader(synthetic, prepared, tmp_pa
         f"the train cache in {cache} is unfinished \\(5 of 15 images not done\\): "
         f"re-run scripts/prepare_imagenet.py {synthetic} {cache}"
     )
+    info = cache_info(cache)  # sizes of the finished splits only: val can still be used
+    assert "train" not in info.split_sizes and info.val_images == cache_info(prepared[0]).val_images
     for reader in (
-        lambda: cache_info(cache),
         lambda: train_loader(cache, batch_size=2, workers=0),
         # what replicate.py and evaluate.py do with a cache that has no stats.json yet
         lambda: prepare_cache(cache, tmp_path / "cache_cache", workers=0, progress=False),
@@ -361,6 +362,22 @@ def test_an_unfinished_cache_says_so_to_every_reader(synthetic, prepared, tmp_pa
             reader()
     with pytest.raises(UsageError, match=f"{prepared[0]} is a prepared cache, not an ImageNet"):
         prepare_cache(prepared[0], tmp_path / "other", workers=0, progress=False)
+
+
+@pytest.mark.parametrize("damage", ["", "garbage without a header\n"])
+def test_a_damaged_list_of_bad_files_does_not_block_a_re_run(synthetic, prepared, tmp_path,
+                                                              damage):
+    # the list is a report (the status file says which rows are bad): start it again, keeping
+    # every bad row, its reason marked lost
+    cache = _copy(prepared[0], tmp_path)
+    before = dict(l.split("\t") for l in (cache / "train_bad.tsv").read_text().splitlines()[1:])
+    assert before  # the synthetic set plants unreadable files
+    (cache / "train_bad.tsv").write_text(damage)
+    summary = prepare_cache(synthetic, cache, splits=("train",), workers=0, progress=False)
+    assert dict(summary["train"]["bad_files"]).keys() == before.keys()
+    assert {r for _, r in summary["train"]["bad_files"]} == {
+        "unreadable (its reason was lost with the old list)"}
+    assert summary["train"]["decoded_now"] == 0
 
 
 def test_not_enough_disk_is_a_usage_error(synthetic, tmp_path, monkeypatch):

@@ -27,7 +27,9 @@ def test_a_usage_error_is_one_line_and_status_2(capsys):
 @pytest.mark.parametrize("exc", [
     RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate "
                  "memory: you tried to allocate 9437184000 bytes. Error code 12\nmore lines"),
-    torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB.\ndetails")])
+    torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB.\ndetails"),
+    torch.cuda.OutOfMemoryError(""),
+    MemoryError("Unable to allocate 9.00 GiB for an array with shape (1000, 3, 1024, 1024)")])
 def test_running_out_of_memory_names_the_fix(exc, capsys):
     code, err = run(raising(exc), capsys, oom_hint="use a smaller --batch-size")
     assert code == 2

@@ -255,7 +255,7 @@ def test_the_demo_never_replaces_a_folder_holding_files_it_did_not_make(tmp_path
 
 
 def test_resume_refuses_options_that_change_the_computation(tmp_path):
-    with pytest.raises(UsageError, match="--batch-size, --no-lrn, --lr cannot change"):
+    with pytest.raises(UsageError, match="saved settings: drop --batch-size, --no-lrn, --lr "):
         replicate.main(["--resume", "--out", str(tmp_path / "run"), "--lr", "0.5",
                         "--batch-size", "4", "--no-lrn", "--epochs", "3", "--quiet"])
     assert not (tmp_path / "run").exists()
@@ -293,18 +293,42 @@ def test_resume_finds_a_moved_cache_and_records_changed_settings(tiny, tmp_path,
     assert json.loads((out / "results.json").read_text())["epochs_trained"] == 2
 
 
-@pytest.mark.parametrize("checkpointed", [False, True])
-def test_ctrl_c_says_how_to_continue(tiny, tmp_path, monkeypatch, checkpointed):
+@pytest.mark.parametrize("written", ["nothing", "an epoch's metrics", "a checkpoint"])
+def test_ctrl_c_says_how_to_continue(tiny, tmp_path, monkeypatch, written):
     out = tmp_path / "run"
 
     def interrupted(self):
-        if checkpointed:
+        if written == "a checkpoint":
             self.save()
+        elif written == "an epoch's metrics":  # Ctrl-C during the first checkpoint's write
+            (self.dir / "metrics.jsonl").write_text('{"epoch": 1}\n')
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Run, "run", interrupted)
     argv = ["--data", str(tiny / "cache"), "--out", str(out), "--batch-size", "8", "--quiet"]
     with pytest.raises(KeyboardInterrupt) as info:
         replicate.main(argv)
-    again = (f"--resume --out {out}" if checkpointed else " ".join(argv))
-    assert str(info.value) == f"continue with: python scripts/replicate.py {again}"
+    expected = {
+        "nothing": "continue with: python scripts/replicate.py " + " ".join(argv),
+        "an epoch's metrics": f"no checkpoint was written yet: delete {out} and run the same "
+                              "command again",
+        "a checkpoint": f"continue with: python scripts/replicate.py --resume --out {out}"}
+    assert str(info.value) == expected[written]
+    if written == "a checkpoint":  # interrupted again after a resume: the same command again
+        again = ["--resume", "--out", str(out), "--workers", "0", "--quiet"]
+        with pytest.raises(KeyboardInterrupt) as info:
+            replicate.main(again)
+        assert str(info.value) == "continue with: python scripts/replicate.py " + " ".join(again)
+
+
+def test_resume_data_may_name_the_cache_or_the_root_it_was_prepared_beside(tmp_path):
+    (tmp_path / "imagenet_cache").mkdir()
+    (tmp_path / "imagenet_cache" / "stats.json").write_text("{}")
+    (tmp_path / "imagenet").mkdir()
+    parse = replicate.build_parser().parse_args
+    cache = str(tmp_path / "imagenet_cache")
+    assert replicate.resume_cache(parse(["--data", cache])) == cache
+    assert replicate.resume_cache(parse(["--data", str(tmp_path / "imagenet")])) == cache
+    assert replicate.resume_cache(parse(["--data", str(tmp_path / "imagenet"), "--cache",
+                                         str(tmp_path / "elsewhere")])) == str(tmp_path / "elsewhere")
+    assert replicate.resume_cache(parse([])) is None

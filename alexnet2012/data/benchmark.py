@@ -244,14 +244,6 @@ def _cpu_name() -> str:
         return platform.processor() or "unknown"
 
 
-def check_json_path(path: Path) -> None:
-    """A ``--json`` path that cannot be a new file (a folder, or in no folder): ``UsageError``."""
-    if path.is_dir():
-        raise UsageError(f"--json {path} is a folder: give a file, e.g. {path}/data.json")
-    if not path.parent.is_dir():
-        raise UsageError(f"--json {path}: folder {path.parent} does not exist")
-
-
 def format_table(report: dict) -> str:
     """The report as a text table."""
     m, s = report["machine"], report["settings"]

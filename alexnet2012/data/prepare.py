@@ -75,14 +75,17 @@ def prepare_cache(
 
 def _refuse_a_cache_as_source(src: Path) -> None:
     """A cache given as SRC (e.g. an interrupted one, which has no stats.json yet): ``UsageError``
-    saying how to finish it (``cache_info`` names an unfinished split)."""
-    manifest = fmt.read_manifest(src) if not (src / "train").is_dir() else None
-    if manifest is not None:
-        fmt.cache_info(src)
-        raise UsageError(
-            f"{src} is a prepared cache, not an ImageNet copy: to finish or extend it, run "
-            f"{fmt.PREPARE} {manifest['source']} {src}"
-        )
+    saying how to finish it, naming an unfinished split."""
+    splits = [s for s in fmt.SPLITS if fmt.index_path(src, s).is_file()]
+    if (src / "train").is_dir() or not splits:
+        return
+    manifest = fmt.require_manifest(src)
+    for split in splits:
+        fmt.check_finished(src, split, fmt.read_split(src, split, manifest)[1], manifest)
+    raise UsageError(
+        f"{src} is a prepared cache, not an ImageNet copy: to extend it, run "
+        f"{fmt.PREPARE} {manifest['source']} {src}"
+    )
 
 
 def _labels_in_manifest(cache: Path, data: ImageNet) -> list[int]:
@@ -125,12 +128,9 @@ def _prepare_split(
             f"(from {manifest['source']}): give that SRC, delete {cache / split}_* "
             f"or use a new CACHE folder"
         )
-    bad_file = fmt.bad_path(cache, split)
-    bad = (
-        dict(fmt.read_cache_file(bad_file, _read_bad, fmt.split_fix(cache, split)))
-        if bad_file.is_file()
-        else {}
-    )
+    bad = _read_bad(fmt.bad_path(cache, split))
+    for row in np.flatnonzero(status == fmt.BAD):
+        bad.setdefault(paths[row], "unreadable (its reason was lost with the old list)")
     todo = np.flatnonzero(status == fmt.PENDING)
     image_file = str(fmt.images_path(cache, split))
     tasks = [
@@ -181,8 +181,13 @@ def _prepare_split(
     }
 
 
-def _read_bad(path: Path) -> list[tuple[str, str]]:
-    return fmt.read_tsv(path, ("path", "reason"))
+def _read_bad(path: Path) -> dict[str, str]:
+    """The reasons recorded for unreadable files; a missing or damaged list is only a report
+    (the status file says which rows are bad), so it starts again empty."""
+    try:
+        return dict(fmt.read_tsv(path, ("path", "reason")))
+    except (OSError, ValueError):
+        return {}
 
 
 def _create_split(cache: Path, split: str, rows: int) -> None:
