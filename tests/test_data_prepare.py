@@ -17,7 +17,7 @@ from torchvision import transforms
 from alexnet2012.data import cache_info, make_synthetic_imagenet, prepare_cache, train_loader
 from alexnet2012.data import prepare as prepare_module
 from alexnet2012.data.decode import load_256
-from alexnet2012.errors import UsageError
+from alexnet2012.errors import UsageError, ignore_interrupt
 
 REPO = Path(__file__).resolve().parents[1]
 TORCHVISION_256 = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(256)])
@@ -224,11 +224,13 @@ def test_parallel_workers_give_the_same_cache(synthetic, prepared, tmp_path, mon
     monkeypatch.setattr(prepare_module, "CHUNK", 4)  # several tasks, so that the pool is used
     pools = []
     monkeypatch.setattr(
-        prepare_module.multiprocessing, "Pool", lambda n, **kw: pools.append(n) or Pool(n, **kw)
+        prepare_module.multiprocessing,
+        "Pool",
+        lambda n, **kw: pools.append((n, kw.get("initializer"))) or Pool(n, **kw),
     )
     cache = tmp_path / "cache"
     prepare_cache(synthetic, cache, workers=2, progress=False)
-    assert pools == [2, 2]
+    assert pools == [(2, ignore_interrupt)] * 2  # Ctrl-C is the parent's: no worker tracebacks
     reference, _ = prepared
     for name in (
         "train_images.npy",
