@@ -25,7 +25,7 @@ from alexnet2012.data.synthetic import make_synthetic_imagenet
 from alexnet2012.errors import UsageError
 from alexnet2012.report import format_comparison, write_report
 from alexnet2012.train import (CHECKPOINT, RUN_FILES, Run, TrainConfig, check_devices,
-                               deviations)
+                               deviations, foreign_files)
 
 # The demo, sized to finish in under 10 minutes on 2 CPU cores (measured: README "Demo"). The
 # paper's init sits near chance for the first epoch, then learns; one fixed lr drop (/10 from
@@ -180,13 +180,11 @@ def _check_demo_folder() -> None:
     if DEMO_DATA.exists() and not DEMO_DATA.is_dir():
         raise UsageError(f"{DEMO_DATA.resolve()} is a file; the demo keeps its data there: move "
                          "it, or run the demo from another folder")
-    others = sorted(p.name for p in DEMO_DATA.iterdir() if p.name not in DEMO_FILES) \
-        if DEMO_DATA.is_dir() else []
+    others = foreign_files(DEMO_DATA, DEMO_FILES)
     if others:
-        raise UsageError(f"{DEMO_DATA.resolve()} holds files the demo did not make "
-                         f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}); the "
-                         "demo would replace the folder: move them, or run the demo from another "
-                         "folder")
+        raise UsageError(f"{DEMO_DATA.resolve()} holds files the demo did not make ({others}); "
+                         "the demo would replace the folder: move them, or run the demo from "
+                         "another folder")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

@@ -176,27 +176,23 @@ def device_names(devices: tuple[str, ...]) -> list[str]:
     return names
 
 
-def _check_resumed_cache(config: TrainConfig, num_classes: int, config_json: Path,
-                         moved: bool) -> None:
-    """Refuse to resume on data other than the run's: the cache must exist and, when given
-    anew (``moved``), have the run's classes and training-set size."""
+def _check_resumed_cache(config: TrainConfig, moved: bool) -> None:
+    """The cache a resumed run is to read must be there (``moved``: given anew, and prepared);
+    :meth:`Run._check_same_data` then compares what it holds with the run's data."""
     if not moved:
         if not Path(config.cache).exists():
             raise UsageError(f"--resume: the run's data cache {config.cache} is gone; if it "
                              "moved, give its new place with --data")
-        return
-    if not (Path(config.cache) / "stats.json").exists():
+    elif not (Path(config.cache) / "stats.json").exists():
         raise UsageError(f"--resume: {config.cache} is not a prepared cache; --data must give the "
                          "run's cache, or the ImageNet root whose cache is --cache or ROOT_cache")
-    info = cache_info(config.cache)
-    try:
-        train_images = json.loads(config_json.read_text())["train_images"]
-    except (OSError, ValueError, KeyError, TypeError):
-        train_images = info.train_images  # config.json unreadable: the class count must do
-    if (info.num_classes, info.train_images) != (num_classes, train_images):
-        raise UsageError(f"--resume: {config.cache} holds {info.num_classes} classes and "
-                         f"{info.train_images} training images, the run's data had {num_classes} "
-                         f"and {train_images}: give the run's own cache, or start a new run")
+
+
+def foreign_files(folder: Path, own: tuple[str, ...]) -> str:
+    """The names in ``folder`` (if it is one) other than ``own``, the first three listed for a
+    message ("" when there are none)."""
+    names = sorted(p.name for p in folder.iterdir() if p.name not in own) if folder.is_dir() else []
+    return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
 
 
 def _epoch_of(line: str) -> float:
@@ -252,6 +248,8 @@ class Run:
         info = cache_info(config.cache)
         self.num_classes, self.train_images = info.num_classes, info.train_images
         self.val_images = info.val_images
+        if checkpoint is not None:  # before the checks of settings against the data
+            self._check_same_data(checkpoint["num_classes"])
         check_config(config, self.train_images)
         if self.val_images == 0:
             raise UsageError(f"{config.cache} has no prepared validation images: prepare the val "
@@ -296,8 +294,7 @@ class Run:
                 changed |= value != getattr(config, key)
                 setattr(config, key, value)
         config.out = str(out)
-        _check_resumed_cache(config, checkpoint["num_classes"], Path(out) / "config.json",
-                             moved="cache" in overrides and overrides["cache"] is not None)
+        _check_resumed_cache(config, moved=overrides.get("cache") is not None)
         run = cls(config, checkpoint=checkpoint, progress=progress, log=log)
         if changed:  # the report reads the settings from config.json
             run._write_config()
@@ -310,17 +307,28 @@ class Run:
         if existing:
             raise UsageError(f"{self.dir} already holds a run ({', '.join(existing)}); use "
                              "--resume to continue it or --out to start a new one")
-        others = sorted(p.name for p in self.dir.iterdir() if p.name != "config.json") \
-            if self.dir.is_dir() else []
+        others = foreign_files(self.dir, ("config.json",))
         if others:
-            raise UsageError(f"{self.dir} is not empty ({', '.join(others[:3])}"
-                             f"{', ...' if len(others) > 3 else ''}): give --out a new or empty "
+            raise UsageError(f"{self.dir} is not empty ({others}): give --out a new or empty "
                              "folder, so that no file of yours is overwritten")
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UsageError(f"cannot create the run folder {self.dir}: {exc.strerror or exc}") from None
         self._write_config()
+
+    def _check_same_data(self, num_classes: int) -> None:
+        """A resumed run's cache must hold the run's data: its classes and, as config.json
+        records, its number of training images."""
+        try:
+            train_images = json.loads((self.dir / "config.json").read_text())["train_images"]
+        except (OSError, ValueError, KeyError, TypeError):
+            train_images = self.train_images  # config.json unreadable: the class count must do
+        if (self.num_classes, self.train_images) != (num_classes, train_images):
+            raise UsageError(f"--resume: {self.config.cache} holds {self.num_classes} classes and "
+                             f"{self.train_images} training images, the run's data had "
+                             f"{num_classes} and {train_images}: give the run's own cache, or "
+                             "start a new run")
 
     def _write_config(self) -> None:
         """config.json: the settings, devices, data and deviations the report shows."""

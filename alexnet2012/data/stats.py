@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from alexnet2012.data.cache import read_cache_file, write_atomic
+from alexnet2012.data.cache import PREPARE, read_cache_file, write_atomic
 from alexnet2012.errors import UsageError
 
 MEAN_IMAGE_FILE = "mean_image.npy"
@@ -102,10 +102,10 @@ def load_stats(cache_dir: str | os.PathLike) -> Stats:
     path = cache / "stats.json"
     if not path.is_file():
         raise UsageError(
-            f"{path} not found: run scripts/prepare_imagenet.py SRC {cache} with the train split "
+            f"{path} not found: run {PREPARE} SRC {cache} with the train split "
             f"to compute the training-set statistics"
         )
-    fix = f"delete {path} and re-run scripts/prepare_imagenet.py SRC {cache} to recompute it"
+    fix = f"delete {path} and re-run {PREPARE} SRC {cache} to recompute it"
     doc = read_cache_file(path, _parse_stats, fix)
     mean_path = cache / doc["mean_image"]
     if not mean_path.is_file():
