@@ -88,7 +88,7 @@ TRAIN_IMAGES_2012 = 1_281_167
 
 # Sizes.
 PARAMETERS = 60_965_224  # 1000 classes
-# Per-layer neurons as printed in P §3 (conv1..fc8). The first does not match conv1's
+# Per-layer neurons as printed in P §3.5 (conv1..fc8). The first does not match conv1's
 # 55x55x96 = 290,400 outputs: a known slip in the paper (PAPER_NOTES "Architecture").
 PAPER_NEURONS = (253_440, 186_624, 64_896, 64_896, 43_264, 4096, 4096, 1000)
 PAPER_NEURONS_TOTAL_QUOTED = 650_000
@@ -113,7 +113,8 @@ class Result:
 RESULTS: tuple[Result, ...] = (
     Result("P Table 1", "ILSVRC-2010 test", 37.5, 17.0, "1 CNN"),
     Result("P Table 2", "ILSVRC-2012 val", 40.7, 18.2, "1 CNN"),
-    Result("[C] log, layers-145", "ILSVRC-2012 val", 40.66, 18.21, "epoch 91"),
+    Result("[C] log, layers-145", "ILSVRC-2012 val", 40.66, 18.21,
+           "epoch 91; views not logged, the code's default test is the centre crop"),
     Result("[C] log, layers-145", "ILSVRC-2012 val", 40.25, 17.99, "135 epochs, 10-view"),
     Result("Caffe bvlc_alexnet", "ILSVRC-2012 val", 42.9, 19.8, "centre crop"),
     Result("torchvision alexnet", "ILSVRC-2012 val", 43.48, 20.93,

@@ -72,7 +72,7 @@ def format_table(model: AlexNet) -> str:
                  f"and {paper.PAPER_NEURONS_TOTAL_QUOTED:,} neurons.")
     if any(r.paper_neurons is not None and r.paper_neurons != r.neurons for r in rows):
         lines.append(
-            f"* P §3 lists {paper.PAPER_NEURONS[0]:,} neurons for conv1, but its own 55x55x96 "
+            f"* P §3.5 lists {paper.PAPER_NEURONS[0]:,} neurons for conv1, but its own 55x55x96 "
             f"maps hold {55 * 55 * 96:,}: a known slip in the paper ({paper.PAPER_NEURONS[0]:,} / 96 "
             f"= {paper.PAPER_NEURONS[0] / 96:,.0f} is not a square, so no map size gives it; "
             "the other layers match).")
