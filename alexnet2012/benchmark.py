@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from alexnet2012 import paper
 from alexnet2012.cpu_memory import keep_freed_memory
+from alexnet2012.cuda_backends import configure_backends
 from alexnet2012.errors import UsageError
 from alexnet2012.model import AlexNet, resolve_devices
 from alexnet2012.onednn_linear import set_onednn, with_onednn_fc
@@ -139,17 +140,6 @@ def format_bytes(n: Optional[int]) -> str:
     if n < 1 << 30:
         return f"{n / (1 << 20):.0f} MiB"
     return f"{n / (1 << 30):.2f} GiB"
-
-
-def configure_backends(devices: Sequence[torch.device]) -> dict[str, Any]:
-    """On CUDA: cudnn.benchmark and TF32 for matmul and cuDNN (the fp32/TF32 target). Returns
-    the backend settings for the report."""
-    if not any(d.type == "cuda" for d in devices):
-        return {"cuda": False}
-    torch.backends.cudnn.benchmark = True
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
-    return {"cuda": True, "cudnn_benchmark": True, "tf32_matmul": True, "tf32_cudnn": True}
 
 
 def build_cases(settings: Settings) -> list[Case]:

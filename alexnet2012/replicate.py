@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-lrn", action="store_true", help="ablation: no LRN (P §3.3)")
     p.add_argument("--no-overlap", action="store_true", help="ablation: 2x2 pooling (P §3.4)")
     p.add_argument("--lighting", choices=("paper", "2012", "none"), default="paper")
+    p.add_argument("--no-tf32", action="store_true",
+                   help="on CUDA: fp32 products as in 2012 (default: TF32, faster)")
     p.add_argument("--lr", type=float, default=paper.LEARNING_RATE)
     p.add_argument("--lr-drops", help="fixed drop epochs, e.g. 25,51,79 (the 2012 run)")
     p.add_argument("--patience", type=int, help="plateau rule: epochs without improvement (5)")
@@ -216,7 +218,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         eval_batch_size=_default(args.batch_size, DEMO["batch_size"] if demo else paper.BATCH_SIZE),
         epochs=epochs,
         seed=args.seed, workers=workers, columns=args.columns, lrn=not args.no_lrn,
-        overlapping_pool=not args.no_overlap, lighting=args.lighting, lr=args.lr,
+        overlapping_pool=not args.no_overlap, lighting=args.lighting, tf32=not args.no_tf32,
+        lr=args.lr,
         lr_drops=lr_drops,
         patience=_default(args.patience, TrainConfig.patience),
         threshold=args.threshold,

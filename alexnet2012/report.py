@@ -236,6 +236,14 @@ def _ablation_section(settings: dict[str, Any]) -> list[str]:
                              "top-5 change (pt)"], rows), ""]
 
 
+def _cuda_settings(backends: Any) -> str:
+    """``; cuDNN autotuning, TF32`` for a GPU run's config.json ``backends`` (cuda_backends)."""
+    if not isinstance(backends, dict) or not backends.get("cuda"):
+        return ""
+    return ("; cuDNN autotuning, " + ("TF32" if backends.get("tf32_cudnn") else "fp32")
+            + " products")
+
+
 def _hms(seconds: float) -> str:
     s = round(seconds)
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
@@ -265,7 +273,7 @@ def _markdown(run: Run) -> str:
               f"Dataset: {dataset}, {config['num_classes']} classes, "
               f"{config['train_images']:,} training and {config['val_images']:,} validation "
               f"images. Devices: {_value(config['device_names']) or 'none recorded'}; "
-              f"torch {config['torch']}.", "",
+              f"torch {config['torch']}{_cuda_settings(config.get('backends'))}.", "",
               _markdown_table(["setting", "value"],
                               [[k, _value(v)] for k, v in config["settings"].items()]), "",
               "### Deviations from the paper", ""]

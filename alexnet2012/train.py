@@ -22,6 +22,7 @@ from tqdm import tqdm
 from alexnet2012 import paper
 from alexnet2012.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from alexnet2012.cpu_memory import keep_freed_memory
+from alexnet2012.cuda_backends import configure_backends
 from alexnet2012.data import cache_info, eval_loader, train_loader
 from alexnet2012.data.augment import check_crop
 from alexnet2012.errors import UsageError
@@ -52,6 +53,7 @@ class TrainConfig:
     lrn: bool = True
     overlapping_pool: bool = True
     lighting: str = "paper"
+    tf32: bool = True  # on CUDA: TF32 products (cuda_backends); False: fp32 as in 2012
     lr: float = paper.LEARNING_RATE
     lr_drops: Optional[tuple[int, ...]] = None  # e.g. (25, 51, 79): [C]'s run, no plateau rule
     patience: int = 5
@@ -160,6 +162,9 @@ def deviations(config: TrainConfig, num_classes: int) -> list[str]:
         out.append("no local response normalization (ablation, P §3.3)")
     if not config.overlapping_pool:
         out.append("non-overlapping 2x2 pooling (ablation, P §3.4)")
+    if config.tf32 and any(torch.device(d).type == "cuda" for d in config.devices):
+        out.append("TF32 products on CUDA (10-bit mantissa inputs) instead of the fp32 of 2012's "
+                   "GPUs; --no-tf32 computes in fp32")
     return out
 
 
@@ -255,6 +260,7 @@ class Run:
             raise UsageError(f"{config.cache} has no prepared validation images: prepare the val "
                              "split (scripts/prepare_imagenet.py) before training")
         self.dev = torch.device(config.devices[0])
+        self.backends = configure_backends(config.devices, config.tf32)
         if any(torch.device(d).type == "cpu" for d in config.devices):
             keep_freed_memory()  # else each CPU step page-faults its activations in again
         if checkpoint is None:
@@ -334,7 +340,7 @@ class Run:
         """config.json: the settings, devices, data and deviations the report shows."""
         self._write_json("config.json", {
             "settings": asdict(self.config), "device_names": device_names(self.config.devices),
-            "torch": torch.__version__, "dataset": self.config.dataset,
+            "torch": torch.__version__, "backends": self.backends, "dataset": self.config.dataset,
             "num_classes": self.num_classes, "train_images": self.train_images,
             "val_images": self.val_images, "demo": self.config.dataset.startswith("synthetic"),
             "deviations": deviations(self.config, self.num_classes)})

@@ -2,6 +2,7 @@
 """Top-1/top-5 error of a checkpoint on the validation set, from the centre crop or ten views."""
 import argparse
 
+from alexnet2012.cuda_backends import configure_backends
 from alexnet2012.data import cache_info, eval_loader
 from alexnet2012.errors import UsageError, run_cli
 from alexnet2012.evaluate import evaluate
@@ -24,6 +25,7 @@ def main() -> None:
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
     model, config = load_trained_model(args.checkpoint, parse_devices(args.devices))
+    configure_backends(config.devices, config.tf32)
     workers = args.workers if args.workers is not None else default_workers(config.devices)
     cache, dataset, split = resolve_cache(args, workers, progress=True)
     classes = cache_info(cache).num_classes

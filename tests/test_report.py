@@ -39,13 +39,13 @@ PAPER_SOURCES = ["P Table 1", "P Table 2", "[C] log, layers-145", "Caffe bvlc_al
 def write_run(folder: Path, dataset: str = IMAGENET_2012, num_classes: int = 1000,
               settings: dict | None = None, deviations: tuple[str, ...] = (),
               metrics: list | None = None, drops: list | None = None,
-              results: dict | None = None) -> Path:
+              results: dict | None = None, backends: dict | None = None) -> Path:
     """A run folder as scripts/replicate.py writes it."""
     folder.mkdir(parents=True, exist_ok=True)
     config = {"settings": {**SETTINGS, **(settings or {})}, "device_names": ["cpu (2 cores)"],
               "torch": "2.14.1", "dataset": dataset, "num_classes": num_classes,
               "train_images": 1000, "val_images": 200, "demo": dataset.startswith("synthetic"),
-              "deviations": list(deviations)}
+              "deviations": list(deviations), "backends": backends or {"cuda": False}}
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "metrics.jsonl").write_text(
         "".join(json.dumps(m) + "\n" for m in (METRICS if metrics is None else metrics)))
@@ -90,6 +90,9 @@ def test_imagenet_report_compares_with_every_paper_row(tmp_path):
 def test_report_setup_drops_epochs_and_timing(tmp_path):
     text = write_report(write_run(tmp_path)).read_text()
     assert "cpu (2 cores)" in text and "torch 2.14.1" in text
+    gpu = write_report(write_run(tmp_path / "gpu", backends={
+        "cuda": True, "cudnn_benchmark": True, "tf32_matmul": False, "tf32_cudnn": False})).read_text()
+    assert "torch 2.14.1; cuDNN autotuning, fp32 products." in gpu
     assert "| devices | cuda:0, cuda:1 |" in text and "| batch_size | 128 |" in text
     assert "### Deviations from the paper\n\n- none\n" in text
     assert "| 3 | 0.01 -> 0.001 | 90.00 | no improvement for 5 epochs |" in text

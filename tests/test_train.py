@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,7 @@ def test_two_epochs_write_every_output(tiny, tmp_path, capsys):
     assert results["center"]["images"] == usable_val == results["ten_view"]["images"]
     config = json.loads((out / "config.json").read_text())
     assert config["num_classes"] == 3 and config["train_images"] > 0
+    assert config["backends"] == {"cuda": False}  # a CPU run sets no CUDA flags
     assert any("batch 8 instead of 128" in d for d in config["deviations"])
     report = (out / "report.md").read_text()
     assert f"{100 * results['center']['top1']:.2f}" in report
@@ -106,6 +108,11 @@ def test_the_demo_keeps_only_the_lr_drops_that_a_shorter_epochs_leaves(tiny, tmp
     assert demo_config("--epochs", "3", "--lr-drops", "2").lr_drops == (2,)
     short = demo_config("--epochs", "1", "--batch-size", "8", "--no-ten-view")
     assert any("lr never divided" in d for d in deviations(short, 3))
+    assert not any("TF32" in d for d in deviations(short, 3))  # on the CPU: no TF32
+    gpu = replace(short, devices=("cuda:0",))
+    assert any(d.startswith("TF32 products on CUDA") for d in deviations(gpu, 3))
+    assert not any("TF32" in d for d in deviations(replace(gpu, tf32=False), 3))
+    assert demo_config("--no-tf32").tf32 is False and full.tf32 is True
     Run(short, progress=False).run()
     lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [(l["epoch"], l["lr"]) for l in lines] == [(1, 0.01)]
