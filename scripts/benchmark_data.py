@@ -17,22 +17,35 @@ def main() -> None:
         "--src",
         help="its source images, for the decode stage (default: where the cache was made from)",
     )
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument(
+        "--batch-size", type=int, default=128, help="images per batch (default: %(default)s)"
+    )
     p.add_argument(
         "--workers",
         type=int,
-        help="loader workers for the end-to-end stage (default: one per core)",
+        help="loader workers for the end-to-end stage, which is also timed with 0 (default: one "
+        "per CPU core this process may use)",
     )
-    p.add_argument("--crop", type=int, default=224, choices=(224, 227))
-    p.add_argument("--batches", type=int, default=30, help="batches timed per stage")
     p.add_argument(
-        "--decode-images", type=int, default=200, help="source images decoded in the decode stage"
+        "--crop", type=int, default=224, choices=(224, 227), help="crop size (default: %(default)s)"
+    )
+    p.add_argument(
+        "--batches", type=int, default=30, help="batches timed per stage (default: %(default)s)"
+    )
+    p.add_argument(
+        "--decode-images",
+        type=int,
+        default=200,
+        help="source images decoded in the decode stage (default: %(default)s)",
     )
     p.add_argument(
         "--device", default="cpu", help="cpu or cuda[:N] (the augment and end-to-end stages)"
     )
     p.add_argument(
-        "--threads", type=int, default=1, help="torch threads of the main process (default 1)"
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads of the main process (default: %(default)s)",
     )
     p.add_argument("--json", type=Path, metavar="OUT", help="write the report here")
     args = p.parse_args()

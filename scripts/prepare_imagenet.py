@@ -20,11 +20,25 @@ def main() -> None:
     p.add_argument(
         "cache", metavar="CACHE", help="output folder (about 262 GB for ILSVRC-2012 train + val)"
     )
-    p.add_argument("--splits", nargs="+", choices=SPLITS, default=["train", "val"])
-    p.add_argument("--year", type=int, choices=(2012, 2010), default=2012)
+    p.add_argument(
+        "--splits",
+        nargs="+",
+        choices=SPLITS,
+        default=["train", "val"],
+        help="the splits to prepare (default: train val)",
+    )
+    p.add_argument(
+        "--year", type=int, choices=(2012, 2010), default=2012, help="ILSVRC year (default: 2012)"
+    )
     p.add_argument("--devkit", help="the ILSVRC devkit folder or .tar.gz (default: found in SRC)")
-    p.add_argument("--workers", type=int, help="decoding processes (default: one per CPU core)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="decoding processes, 0: in this process (default: one per CPU core)",
+    )
+    p.add_argument(
+        "--quiet", action="store_true", help="no progress bars (nor progress lines, in a log)"
+    )
     args = p.parse_args()
 
     summary = prepare_cache(

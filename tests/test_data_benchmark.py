@@ -58,6 +58,17 @@ def test_bad_settings_are_refused_before_measuring(cache, kwargs, message):
         run_benchmark(cache, **{"batch_size": 4, "batches": 1, "decode_images": 1, **kwargs})
 
 
+def test_a_cache_path_that_is_no_folder_is_named_as_such(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    for path, what in [("nope", "does not exist"), ("afile", "is a file, not a folder")]:
+        with pytest.raises(
+            UsageError,
+            match=f"^{tmp_path / path} {what}: check the path \\(a cache is the folder made by "
+            "scripts/prepare_imagenet.py SRC CACHE\\)$",
+        ):
+            run_benchmark(tmp_path / path, batch_size=4, batches=1, decode_images=1)
+
+
 def test_a_source_that_is_not_the_caches_is_refused(cache, tmp_path):
     other = tmp_path / "other"
     make_synthetic_imagenet(other, classes=1, train_per_class=1, val_per_class=1, seed=9)

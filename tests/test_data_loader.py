@@ -132,6 +132,8 @@ def test_loader_errors(cache, tmp_path):
         train_loader(tmp_path, batch_size=4)
     with pytest.raises(UsageError, match="is not a prepared cache"):
         cache_info(tmp_path)
+    with pytest.raises(UsageError, match=f"{tmp_path / 'nope'} does not exist: check the path"):
+        cache_info(tmp_path / "nope")
     with pytest.raises(UsageError, match="crop must be 224"):
         train_loader(cache, batch_size=4, crop=256)
     with pytest.raises(UsageError, match="start_batch must be between 0 and the 5 batches"):

@@ -3,6 +3,7 @@ the bad-file report, resuming after an interruption, parallel workers (PAPER_NOT
 
 import csv
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -194,7 +195,8 @@ def test_resume_after_interruption_redoes_nothing(synthetic, prepared, tmp_path,
     monkeypatch.setattr(prepare_module, "CHUNK", 4)  # rows per task: finished tasks are recorded
     monkeypatch.setattr(prepare_module, "load_256", interrupted_after_7)
     cache = tmp_path / "cache"
-    with pytest.raises(KeyboardInterrupt):
+    hint = f"finished work is kept in {cache}; run the same command again to continue"
+    with pytest.raises(KeyboardInterrupt, match=hint):
         prepare_cache(synthetic, cache, workers=0, progress=False)
     images, index, status = cache_rows(cache, "train")
     # The first task's rows were recorded on the way out.
@@ -218,6 +220,22 @@ def test_resume_after_interruption_redoes_nothing(synthetic, prepared, tmp_path,
     calls.clear()
     summary = prepare_cache(synthetic, cache, workers=0, progress=False)
     assert calls == [] and summary["train"]["decoded_now"] == 0
+
+
+def test_progress_in_a_log_is_a_line_per_pass(synthetic, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    prepare_cache(synthetic, cache, workers=0)  # capsys: stderr is not a terminal
+    lines = capsys.readouterr().err.splitlines()
+    expected = [
+        f"train: decoding 15 of 15 images into {cache} in this process",
+        r"train: done, 15 images in \d+ s",
+        f"val: decoding 9 of 9 images into {cache} in this process",
+        r"val: done, 9 images in \d+ s",
+        "stats: mean image and RGB covariance of 13 training images",  # 2 of 15 unreadable
+        r"stats: done, 13 images in \d+ s",
+    ]
+    assert len(lines) == len(expected)
+    assert all(re.fullmatch(e, line) for e, line in zip(expected, lines)), lines
 
 
 def test_parallel_workers_give_the_same_cache(synthetic, prepared, tmp_path, monkeypatch):
@@ -274,6 +292,62 @@ def test_an_unusable_cache_folder_is_a_usage_error(synthetic, tmp_path):
         with pytest.raises(UsageError, match=message):
             prepare_cache(synthetic, cache, workers=0, progress=False)
     assert (tmp_path / "afile").read_text() == "x"
+
+
+def test_the_cache_is_not_src_nor_inside_or_around_it(synthetic, tmp_path):
+    (tmp_path / "link").symlink_to(synthetic)
+    before = sorted(synthetic.rglob("*"))
+    for cache, relation in [
+        (synthetic, "is"),
+        (tmp_path / "link", "is"),
+        (synthetic / "cache", "lies inside"),
+        (synthetic / "train" / "x" / "cache", "lies inside"),
+        (synthetic.parent, "contains"),
+    ]:
+        with pytest.raises(
+            UsageError,
+            match=f"CACHE {cache} {relation} the ImageNet folder SRC {synthetic}: give the cache "
+            f"a folder of its own, e.g. {synthetic.resolve()}_cache",
+        ):
+            prepare_cache(synthetic, cache, workers=0, progress=False)
+    assert sorted(synthetic.rglob("*")) == before  # nothing written
+
+
+def test_a_folder_holding_other_files_is_refused_untouched(synthetic, tmp_path):
+    run = tmp_path / "run"  # e.g. a finished training run
+    run.mkdir()
+    files = {"config.json": "{}", "metrics.jsonl": "{}\n", "model.pt": "x", "results.json": "{}"}
+    for name, text in files.items():
+        (run / name).write_text(text)
+    with pytest.raises(
+        UsageError,
+        match=f"{run} is not empty and not a cache \\(config.json, metrics.jsonl, model.pt, "
+        "...\\): give CACHE a new or empty folder, so that none of your files is overwritten",
+    ):
+        prepare_cache(synthetic, run, workers=0, progress=False)
+    assert {p.name: p.read_text() for p in run.iterdir()} == files
+
+
+def test_an_empty_folder_or_what_a_killed_prepare_left_is_used(synthetic, prepared, tmp_path):
+    empty, killed = tmp_path / "empty", tmp_path / "killed"
+    empty.mkdir()
+    killed.mkdir()
+    (killed / "manifest.json.tmp").write_text('{"form')  # killed while writing its first file
+    for cache in (empty, killed):
+        prepare_cache(synthetic, cache, splits=("train",), workers=0, progress=False)
+        for name in ("train_images.npy", "train_status.npy", "manifest.json"):
+            assert (cache / name).read_bytes() == (prepared[0] / name).read_bytes()
+    # killed later, while saving the row status: the manifest marks the folder as a cache
+    (killed / "train_status.tmp.npy").write_bytes(b"half")
+    summary = prepare_cache(synthetic, killed, workers=0, progress=False)
+    assert summary["train"]["decoded_now"] == 0 and summary["val"]["decoded_now"] == 9
+
+
+def test_negative_workers_are_refused(synthetic, tmp_path):
+    with pytest.raises(UsageError, match=r"--workers must be 0 \(decode in this process\) or "
+                                         "more, not -2"):
+        prepare_cache(synthetic, tmp_path / "cache", workers=-2, progress=False)
+    assert not (tmp_path / "cache").exists()
 
 
 def _copy(cache: Path, tmp_path: Path) -> Path:

@@ -2,6 +2,7 @@
 distinct classes."""
 
 import hashlib
+import re
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import scipy.io
 from PIL import Image
 
 from alexnet2012.data import ImageNet, make_synthetic_imagenet
+from alexnet2012.data import synthetic as synthetic_module
 from alexnet2012.errors import UsageError
 
 
@@ -136,9 +138,55 @@ def test_bad_counts_and_unusable_output_folders_are_refused(tmp_path):
         (tmp_path / "x", dict(workers=-2), "--workers must be 0 .* or more, not -2"),
         (Path("/proc/nope"), {}, "cannot create the folder /proc/nope"),
         (tmp_path / "afile" / "sub", {}, "cannot create the folder .*afile/sub"),
+        (tmp_path / "afile", {}, "afile is a file, not a folder: choose another output folder"),
     ]:
         with pytest.raises(UsageError, match=message):
             make_synthetic_imagenet(
                 out, **{"classes": 1, "train_per_class": 1, "val_per_class": 1, **kwargs}
             )
-    assert not (tmp_path / "x").exists()
+    assert not (tmp_path / "x").exists() and (tmp_path / "afile").read_text() == "x"
+
+
+@pytest.mark.parametrize("existed", [False, True], ids=["new folder", "empty folder"])
+def test_an_interrupted_generation_leaves_nothing_behind(tmp_path, monkeypatch, existed):
+    out = tmp_path / "out"
+    if existed:
+        out.mkdir()
+    drawn, draw = [], synthetic_module._make_image
+
+    def interrupted_after_5(job):
+        if len(drawn) == 5:
+            raise KeyboardInterrupt
+        drawn.append(draw(job))
+
+    monkeypatch.setattr(synthetic_module, "_make_image", interrupted_after_5)
+    with pytest.raises(KeyboardInterrupt):
+        make_synthetic_imagenet(out, classes=2, train_per_class=4, val_per_class=2, workers=0)
+    assert len(drawn) == 5  # stopped part-way
+    assert sorted(tmp_path.rglob("*")) == ([out] if existed else [])
+    monkeypatch.undo()
+    make_synthetic_imagenet(out, classes=2, train_per_class=4, val_per_class=2, workers=0)
+    assert len(ImageNet(out, "train")) == 8 and len(ImageNet(out, "val")) == 4
+
+
+def test_a_failing_worker_leaves_nothing_behind(tmp_path, monkeypatch):
+    write = synthetic_module._write
+
+    def disk_full_at_val_3(path, rgb, oddity):
+        if path.name == "ILSVRC2012_val_00000003.JPEG":
+            raise OSError(28, "No space left on device")
+        write(path, rgb, oddity)
+
+    monkeypatch.setattr(synthetic_module, "_write", disk_full_at_val_3)  # forked workers too
+    with pytest.raises(OSError, match="No space left"):  # 66 images: drawn by a pool of 2
+        make_synthetic_imagenet(
+            tmp_path / "out", classes=2, train_per_class=30, val_per_class=3, workers=2
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_progress_in_a_log_is_a_start_and_an_end_line(tmp_path, capsys):
+    make_synthetic_imagenet(tmp_path / "out", classes=1, train_per_class=2, val_per_class=1)
+    start, end = capsys.readouterr().err.splitlines()  # capsys: stderr is not a terminal
+    assert start == f"synthetic: drawing 3 images into {tmp_path / 'out'} in this process"
+    assert re.fullmatch(r"synthetic: done, 3 images in \d+ s", end)

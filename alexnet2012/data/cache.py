@@ -10,7 +10,7 @@ JPEGs re-encoded at quality ~85 (small, lossy, decoded every epoch).
 Files in ``CACHE/``:
 
 - ``manifest.json``: format version, the source folder it was first made from, ILSVRC year,
-  the class list (sorted WNIDs, names).
+  the class list (sorted WNIDs, names). Written first: it marks the folder as a cache.
 - ``<split>_images.npy``: (N, 256, 256, 3) uint8, HWC, RGB; a ``.npy`` so ``np.load(mmap_mode="r")``
   opens it. Row i is the i-th line of the index.
 - ``<split>_index.tsv``: ``path<TAB>label`` per row (path relative to the source root, label =
@@ -72,9 +72,14 @@ def make_folder(path: Path) -> None:
         ) from None
 
 
+def _tmp(path: Path) -> Path:
+    """Where ``write_atomic`` writes ``path`` before renaming it into place."""
+    return path.with_name(path.name + ".tmp")
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data``: readers (and crashes) see the old or new file, not half."""
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = _tmp(path)
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
@@ -132,6 +137,31 @@ def _parse_manifest(path: Path) -> dict:
     return manifest
 
 
+def _require_folder(cache: Path) -> None:
+    """A cache path that is not a folder (a typo, most likely): ``UsageError`` saying so."""
+    if not cache.is_dir():
+        what = "is a file, not a folder" if cache.exists() else "does not exist"
+        raise UsageError(
+            f"{cache} {what}: check the path (a cache is the folder made by {PREPARE} SRC CACHE)"
+        )
+
+
+def refuse_foreign_folder(cache: Path) -> None:
+    """An existing folder holding files but no manifest (e.g. a run folder): ``UsageError``, so
+    that prepare overwrites none of them. The manifest is the first file prepare writes, so a
+    cache, finished or interrupted, has one (or, stopped while writing it, only its .tmp)."""
+    if not cache.is_dir() or read_manifest(cache) is not None:
+        return
+    leftover = _tmp(cache / "manifest.json").name
+    others = sorted(p.name for p in cache.iterdir() if p.name != leftover)
+    if others:
+        listed = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise UsageError(
+            f"{cache} is not empty and not a cache ({listed}): give CACHE a new or empty "
+            f"folder, so that none of your files is overwritten"
+        )
+
+
 def read_manifest(cache: Path) -> dict | None:
     """The checked manifest (None if there is none); damaged or of another format: UsageError."""
     path = cache / "manifest.json"
@@ -139,7 +169,8 @@ def read_manifest(cache: Path) -> dict | None:
 
 
 def require_manifest(cache: Path) -> dict:
-    """The checked manifest; a folder without one: ``UsageError``."""
+    """The checked manifest; a missing folder, or one without a manifest: ``UsageError``."""
+    _require_folder(cache)
     manifest = read_manifest(cache)
     if manifest is None:
         raise UsageError(
@@ -248,6 +279,7 @@ def open_split(cache_dir: str | os.PathLike, split: str) -> SplitCache:
     """Open a complete prepared split for reading; a missing, damaged or unfinished one:
     ``UsageError``."""
     cache = Path(cache_dir)
+    _require_folder(cache)
     if not index_path(cache, split).is_file():
         raise UsageError(
             f"{cache} has no prepared {split} split ({index_path(cache, split).name} missing): "

@@ -1,14 +1,15 @@
 """``prepare_cache``: the paper's preprocessing, done once (PAPER_NOTES "Data", P §2).
 
 Every image is decoded and cut to 256x256 (``decode.py``) into the cache (``cache.py``), in
-parallel over CPU cores with a progress bar. Workers write rows into the memmap and report back;
-the parent records which rows are done and, every few thousand rows or 30 seconds and on any
-exit (Ctrl-C included), syncs the image file and then saves the row status, so a re-run resumes
-where the last one stopped without redoing recorded rows (only the tasks in flight at the
-interruption, at most ``CHUNK`` rows per worker, are decoded again). An unreadable file
-(truncated, zero bytes, not an image) is listed with its reason in ``CACHE/<split>_bad.tsv`` and
-never stops the run. After the training split, one streaming pass computes ``stats.json``
-(``stats.py``).
+parallel over CPU cores, with a progress bar (or lines, in a log: ``progress.py``). Workers
+write rows into the memmap and report back; the parent records which rows are done and, every
+few thousand rows or 30 seconds and on any exit (Ctrl-C included), syncs the image file and then
+saves the row status, so a re-run resumes where the last one stopped without redoing recorded
+rows (only the tasks in flight at the interruption, at most ``CHUNK`` rows per worker, are
+decoded again). An unreadable file (truncated, zero bytes, not an image) is listed with its
+reason in ``CACHE/<split>_bad.tsv`` and never stops the run. After the training split, one
+streaming pass computes ``stats.json`` (``stats.py``). CACHE must be a folder of its own: not
+SRC, nor inside or around it, and new, empty or a cache (``cache.refuse_foreign_folder``).
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from alexnet2012.data import cache as fmt
 from alexnet2012.data.decode import BadImage, load_256
 from alexnet2012.data.imagenet import ImageNet
+from alexnet2012.data.progress import Progress, processes
 from alexnet2012.data.stats import compute_stats, load_stats, save_stats
 from alexnet2012.errors import UsageError, ignore_interrupt
 
@@ -48,18 +49,33 @@ def prepare_cache(
     ``workers``: decoding processes (None: one per CPU core; 0 or 1: in this process). The summary
     has, per split, ``rows``, ``done`` (usable images), ``bad`` (unreadable), ``decoded_now`` and
     ``bad_files`` ([(path, reason)]); and ``stats`` (path of stats.json) when train was prepared.
+    Ctrl-C: a ``KeyboardInterrupt`` saying that a re-run continues.
     """
-    cache = Path(cache_dir)
-    _refuse_a_cache_as_source(Path(src_root))
+    src, cache = Path(src_root), Path(cache_dir)
+    if workers is not None and workers < 0:
+        raise UsageError(f"--workers must be 0 (decode in this process) or more, not {workers}")
+    _refuse_a_cache_as_source(src)
+    _refuse_a_cache_around_source(src, cache)
+    fmt.refuse_foreign_folder(cache)
     # Every split's layout is checked before any decoding starts.
-    datasets = [ImageNet(src_root, split, year=year, devkit=devkit) for split in splits]
+    datasets = [ImageNet(src, split, year=year, devkit=devkit) for split in splits]
     fmt.make_folder(cache)
     workers = (os.cpu_count() or 1) if workers is None else workers
+    try:
+        return _prepare_all(cache, datasets, workers, progress)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(
+            f"finished work is kept in {cache}; run the same command again to continue"
+        ) from None
+
+
+def _prepare_all(cache: Path, datasets: list[ImageNet], workers: int, progress: bool) -> dict:
+    """Every split of ``datasets``, then the training-set statistics; the summary."""
     summary: dict = {}
     for data in datasets:
         labels = _labels_in_manifest(cache, data)
         summary[data.split] = _prepare_split(cache, data, labels, workers, progress)
-    if "train" in splits:
+    if "train" in summary:
         stats_file = cache / "stats.json"
         train = summary["train"]
         if (
@@ -86,6 +102,19 @@ def _refuse_a_cache_as_source(src: Path) -> None:
         f"{src} is a prepared cache, not an ImageNet copy: to extend it, run "
         f"{fmt.PREPARE} {manifest['source']} {src}"
     )
+
+
+def _refuse_a_cache_around_source(src: Path, cache: Path) -> None:
+    """A CACHE that is SRC, lies inside it or contains it: ``UsageError`` (its files would mix
+    with the images, and SRC would look like a cache)."""
+    s, c = src.resolve(), cache.resolve()
+    relation = ("is" if c == s else "lies inside" if s in c.parents
+                else "contains" if c in s.parents else None)
+    if relation:
+        raise UsageError(
+            f"CACHE {cache} {relation} the ImageNet folder SRC {src}: give the cache a folder "
+            f"of its own, e.g. {s}_cache"
+        )
 
 
 def _labels_in_manifest(cache: Path, data: ImageNet) -> list[int]:
@@ -148,29 +177,25 @@ def _prepare_split(
     pool = (multiprocessing.Pool(workers, initializer=ignore_interrupt)
             if workers > 1 and len(tasks) > 1 else None)
     results = pool.imap_unordered(_decode_rows, tasks) if pool else map(_decode_rows, tasks)
-    bar = tqdm(
-        total=len(paths),
-        initial=len(paths) - len(todo),
-        desc=split,
-        unit="img",
-        disable=None if progress else True,
-    )
+    start = (f"decoding {len(todo)} of {len(paths)} images into {cache} "
+             f"{processes(workers if pool else 1)}")
     last, since = time.monotonic(), 0
     try:
-        for outcome in results:
-            for row, reason in outcome:
-                status[row] = fmt.DONE if reason is None else fmt.BAD
-                if reason is not None:
-                    bad[paths[row]] = reason
-            bar.update(len(outcome))
-            since += len(outcome)
-            if since >= CHECKPOINT_ROWS or time.monotonic() - last > CHECKPOINT_SECONDS:
-                checkpoint()
-                last, since = time.monotonic(), 0
+        with Progress(split, len(paths), start, initial=len(paths) - len(todo),
+                      enabled=progress) as bar:
+            for outcome in results:
+                for row, reason in outcome:
+                    status[row] = fmt.DONE if reason is None else fmt.BAD
+                    if reason is not None:
+                        bad[paths[row]] = reason
+                bar.update(len(outcome))
+                since += len(outcome)
+                if since >= CHECKPOINT_ROWS or time.monotonic() - last > CHECKPOINT_SECONDS:
+                    checkpoint()
+                    last, since = time.monotonic(), 0
     finally:
         if pool:
             pool.terminate()
-        bar.close()
         checkpoint()
     return {
         "rows": len(paths),

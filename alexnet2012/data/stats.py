@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from alexnet2012.data.cache import PREPARE, read_cache_file, write_atomic
+from alexnet2012.data.progress import Progress
 from alexnet2012.errors import UsageError
 
 MEAN_IMAGE_FILE = "mean_image.npy"
@@ -52,7 +52,8 @@ def compute_stats(
     rows = np.sort(rows)
     pixel_sum = np.zeros(images.shape[1:], np.uint64)
     second = np.zeros((3, 3), np.float64)
-    with tqdm(total=len(rows), desc="stats", unit="img", disable=None if progress else True) as bar:
+    what = f"mean image and RGB covariance of {len(rows)} training images"
+    with Progress("stats", len(rows), what, enabled=progress) as bar:
         for start in range(0, len(rows), chunk):
             batch = images[rows[start : start + chunk]]
             pixel_sum += batch.sum(axis=0, dtype=np.uint64)

@@ -20,6 +20,7 @@ reported as bad). The train ones go to the last images of classes, never to a cl
 image (so very small sets get fewer of them); the val ones are the first three val files.
 
 Same arguments -> same bytes (one seeded generator per image; Pillow's encoders are deterministic).
+An error or Ctrl-C part-way leaves nothing behind (no half-written set).
 """
 
 from __future__ import annotations
@@ -27,13 +28,17 @@ from __future__ import annotations
 import io
 import multiprocessing
 import os
+import shutil
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import scipy.io
 from PIL import Image
 
 from alexnet2012.data.cache import make_folder
+from alexnet2012.data.progress import Progress, processes
 from alexnet2012.errors import UsageError, ignore_interrupt
 
 SHAPES = ("disc", "square", "triangle", "star", "cross", "ring", "hexagon", "crescent")
@@ -51,6 +56,7 @@ PALETTES = {  # name: (main colour, second colour), RGB 0..255
 TEXTURES = ("plain", "striped", "checkered", "dotted", "rippled")
 MAX_CLASSES = len(SHAPES) * len(PALETTES) * len(TEXTURES)  # 8, 9, 5 pairwise coprime
 YEAR = 2012
+DEVKIT, ODDITIES_FILE = f"ILSVRC{YEAR}_devkit_t12", "oddities.tsv"
 # Oddities planted on train images (in this order) and on val images.
 TRAIN_ODDITIES = ("grayscale", "cmyk", "png", "truncated", "empty")
 VAL_ODDITIES = ("grayscale", "cmyk", "truncated")
@@ -67,11 +73,12 @@ def make_synthetic_imagenet(
     seed: int = 0,
     oddities: bool = True,
     workers: int | None = None,
+    progress: bool = True,
 ) -> None:
     """Write the synthetic dataset to the new (or empty) folder ``out``; see the module docstring.
 
     ``workers`` processes draw the images (None: one per CPU core; sets under 64 images are drawn in
-    this process); the bytes do not depend on it.
+    this process); the bytes do not depend on it. ``progress``: a bar (or lines, in a log).
     """
     out = Path(out)
     if not 1 <= classes <= MAX_CLASSES:
@@ -83,11 +90,43 @@ def make_synthetic_imagenet(
         )
     if workers is not None and workers < 0:
         raise UsageError(f"--workers must be 0 (draw in this process) or more, not {workers}")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.is_dir() and any(out.iterdir()):
         raise UsageError(
             f"{out} already exists and is not an empty folder: choose a new output folder"
         )
-    make_folder(out)
+    with _all_or_nothing(out):
+        _write_set(out, classes, train_per_class, val_per_class, seed, oddities, workers, progress)
+
+
+@contextmanager
+def _all_or_nothing(out: Path) -> Iterator[None]:
+    """Make the folder ``out``; an error or Ctrl-C in the block removes what the block wrote into
+    it (the set's own names only) and ``out`` itself if it was made here."""
+    made = not out.exists()
+    make_folder(out)  # a file: UsageError
+    try:
+        yield
+    except BaseException:
+        for name in ("train", "val", DEVKIT):
+            shutil.rmtree(out / name, ignore_errors=True)
+        (out / ODDITIES_FILE).unlink(missing_ok=True)
+        if made:
+            with suppress(OSError):
+                out.rmdir()
+        raise
+
+
+def _write_set(
+    out: Path,
+    classes: int,
+    train_per_class: int,
+    val_per_class: int,
+    seed: int,
+    oddities: bool,
+    workers: int | None,
+    progress: bool,
+) -> None:
+    """The images, devkit and oddity list of ``make_synthetic_imagenet`` in the folder ``out``."""
     rng = np.random.default_rng([seed, 0])
     wnids = [f"n0{n:07d}" for n in rng.choice(10**7, size=classes, replace=False)]
     devkit_ids = rng.permutation(classes) + 1  # devkit ID of class c (c in the order of `wnids`)
@@ -116,14 +155,15 @@ def make_synthetic_imagenet(
         )
         truth.append(int(devkit_ids[c]))
     workers = (os.cpu_count() or 1) if workers is None else workers
-    if workers > 1 and len(jobs) >= 64:
-        with multiprocessing.Pool(workers, initializer=ignore_interrupt) as pool:
-            pool.map(_make_image, jobs, chunksize=16)
-    else:
-        for job in jobs:
-            _make_image(job)
+    workers = workers if workers > 1 and len(jobs) >= 64 else 1
+    start = f"drawing {len(jobs)} images into {out} {processes(workers)}"
+    pool = multiprocessing.Pool(workers, initializer=ignore_interrupt) if workers > 1 else None
+    with pool or nullcontext(), Progress("synthetic", len(jobs), start, enabled=progress) as bar:
+        drawn = pool.imap_unordered(_make_image, jobs, 16) if pool else map(_make_image, jobs)
+        for _ in drawn:
+            bar.update(1)
 
-    data = out / f"ILSVRC{YEAR}_devkit_t12" / "data"
+    data = out / DEVKIT / "data"
     data.mkdir(parents=True)
     (data / f"ILSVRC{YEAR}_validation_ground_truth.txt").write_text(
         "".join(f"{t}\n" for t in truth)
@@ -133,7 +173,7 @@ def make_synthetic_imagenet(
     # The MAT header's 116-byte text has a creation time; a fixed text keeps the bytes reproducible.
     (data / "meta.mat").write_bytes(_MAT_HEADER + mat.getvalue()[len(_MAT_HEADER) :])
     planted = [(p.relative_to(out).as_posix(), kind) for p, _, _, kind in jobs if kind]
-    (out / "oddities.tsv").write_text(
+    (out / ODDITIES_FILE).write_text(
         "path\tkind\texpected\n" + "".join(f"{p}\t{k}\t{_EXPECTED[k]}\n" for p, k in planted)
     )
 

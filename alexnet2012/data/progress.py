@@ -1,0 +1,77 @@
+"""Progress of the long data passes (decoding, statistics, drawing images): a tqdm bar where
+stderr is a terminal, plain lines where it is not (nohup, Slurm logs), where a bar would be
+switched off and a long pass would print nothing for hours."""
+
+from __future__ import annotations
+
+import sys
+from time import monotonic
+
+from tqdm import tqdm
+
+LINE_SECONDS = 30.0  # plain lines: none closer together than this,
+LINE_FRACTION = 0.1  # one for every tenth of the work,
+QUIET_SECONDS = 300.0  # and one at least this often
+
+
+class Progress:
+    """Counts ``total`` images, ``initial`` of them done before, as a bar on a terminal; else as
+    lines on stderr: ``<desc>: <start>`` now, ``<desc>: n of total images (p%), ...`` every
+    tenth of the work or 5 minutes (none within 30 s of the last: a short pass has none) and
+    ``<desc>: done, ...`` when its ``with`` block ends without an error. ``enabled=False``:
+    silent."""
+
+    def __init__(
+        self, desc: str, total: int, start: str, *, initial: int = 0, enabled: bool = True
+    ) -> None:
+        terminal = sys.stderr.isatty()
+        self.desc, self.total, self.initial, self.count = desc, total, initial, initial
+        self.lines = enabled and not terminal
+        self.bar = tqdm(
+            total=total, initial=initial, desc=desc, unit="img", disable=not (enabled and terminal)
+        )
+        self.begun = self.last_time = monotonic()
+        self.last_count = initial
+        self._say(start)
+
+    def update(self, n: int) -> None:
+        """``n`` more images done."""
+        self.bar.update(n)
+        self.count += n
+        now = monotonic()
+        gap = now - self.last_time
+        if self.initial < self.count < self.total and gap >= LINE_SECONDS and (
+            self.count - self.last_count >= LINE_FRACTION * self.total or gap >= QUIET_SECONDS
+        ):
+            elapsed = now - self.begun
+            left = (self.total - self.count) * elapsed / (self.count - self.initial)
+            self._say(
+                f"{self.count} of {self.total} images ({100 * self.count / self.total:.0f}%), "
+                f"{_duration(elapsed)} so far, about {_duration(left)} left"
+            )
+            self.last_count, self.last_time = self.count, now
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, error: type[BaseException] | None, *_: object) -> None:
+        self.bar.close()
+        if error is None:
+            elapsed = _duration(monotonic() - self.begun)
+            self._say(f"done, {self.count - self.initial} images in {elapsed}")
+
+    def _say(self, text: str) -> None:
+        if self.lines:
+            print(f"{self.desc}: {text}", file=sys.stderr, flush=True)
+
+
+def processes(workers: int) -> str:
+    """Where a pass runs, for its start line: ``in this process`` or ``in N worker processes``."""
+    return "in this process" if workers <= 1 else f"in {workers} worker processes"
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``12 min`` or ``3.4 h``."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
