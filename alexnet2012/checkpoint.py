@@ -88,12 +88,13 @@ def _fsync_directory(directory: str) -> None:
             os.close(fd)
 
 
-def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: PathLike, map_location: Any = "cpu",
+                    remedy: str = "use another checkpoint") -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint` and return its ``state``.
 
     Uses ``torch.load(weights_only=True)``, so a file can never run code. A missing,
     unreadable, truncated, corrupt or foreign file raises ``UsageError`` with one line naming
-    the file and what to do.
+    the file and, for a damaged or foreign one, ``remedy``.
     """
     path = os.fspath(path)
     try:
@@ -104,7 +105,7 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> dict[str, Any]
         raise UsageError(f"cannot read checkpoint {path}: {exc.strerror}") from exc
     except Exception as exc:  # damaged or foreign files raise many types, OSError included
         raise UsageError(f"checkpoint {path} is corrupt or not an alexnet2012 checkpoint "
-                         f"({_reason(exc)}): delete it or use an older one") from exc
+                         f"({_reason(exc)}): {remedy}") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UsageError(f"{path} is not an alexnet2012 checkpoint (no format marker): "
                          "point at a file written by this project's training")

@@ -44,6 +44,8 @@ def resolve_devices(devices: Optional[Sequence[DeviceLike]], columns: int) -> Op
             device = torch.device(name)
         except RuntimeError as exc:
             raise ValueError(f"{name!r} is not a device name (use e.g. 'cpu', 'cuda:0')") from exc
+        if device.type not in ("cpu", "cuda"):
+            raise ValueError(f"{name!r}: this network runs on 'cpu' and 'cuda[:N]' devices only")
         if device.type == "cuda":
             count = torch.cuda.device_count()
             index = 0 if device.index is None else device.index

@@ -60,28 +60,36 @@ def build_parser() -> argparse.ArgumentParser:
                                 "and compare with the paper. Without --data: the synthetic demo.")
     p.add_argument("--data", help="ImageNet root (train/, val/, devkit) or a prepared cache")
     p.add_argument("--cache", help="where the prepared cache goes (default: DATA_cache beside DATA)")
-    p.add_argument("--year", type=int, choices=(2012, 2010), default=2012)
+    p.add_argument("--year", type=int, choices=(2012, 2010), default=2012,
+                   help="ILSVRC year of --data (default 2012; 2010: the paper's Table 1)")
     p.add_argument("--devices", help="cuda:0,cuda:1 (one column per GPU) | cuda:0 | cpu "
                    "(default: cuda:0 if available, else cpu)")
-    p.add_argument("--input-size", type=int, choices=paper.INPUT_SIZES)
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--input-size", type=int, choices=paper.INPUT_SIZES,
+                   help=f"crop size (default {paper.CROP_SIZE}, the paper's; 227: Caffe's)")
+    p.add_argument("--batch-size", type=int, help=f"images per SGD step (default "
+                   f"{paper.BATCH_SIZE}; the demo {DEMO['batch_size']})")
     p.add_argument("--accumulate", type=int, default=1,
                    help="split each batch into this many chunks (same update, less memory)")
-    p.add_argument("--epochs", type=int, help=f"epoch limit (default {paper.EPOCHS})")
+    p.add_argument("--epochs", type=int,
+                   help=f"epoch limit (default {paper.EPOCHS}; the demo {DEMO['epochs']})")
     p.add_argument("--out", help="run folder (default experiments/runs/<time>)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out with its saved settings (--devices, --epochs, "
                    "--workers, --checkpoint-minutes may change; --data: the cache, moved)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation, dropout and "
+                   "augmentation (default 0)")
     p.add_argument("--workers", type=int,
                    help="data loader processes (default: 0 on CPU, else up to 8)")
-    p.add_argument("--columns", type=int, choices=(1, 2), default=2)
+    p.add_argument("--columns", type=int, choices=(1, 2), default=2,
+                   help="2: the paper's net (default); 1: its one-column comparison (P §3.2)")
     p.add_argument("--no-lrn", action="store_true", help="ablation: no LRN (P §3.3)")
     p.add_argument("--no-overlap", action="store_true", help="ablation: 2x2 pooling (P §3.4)")
-    p.add_argument("--lighting", choices=("paper", "2012", "none"), default="paper")
+    p.add_argument("--lighting", choices=("paper", "2012", "none"), default="paper",
+                   help="PCA lighting noise: the paper's formula (default), [C]'s, or none")
     p.add_argument("--no-tf32", action="store_true",
                    help="on CUDA: fp32 products as in 2012 (default: TF32, faster)")
-    p.add_argument("--lr", type=float, default=paper.LEARNING_RATE)
+    p.add_argument("--lr", type=float, default=paper.LEARNING_RATE,
+                   help=f"initial learning rate (default {paper.LEARNING_RATE:g})")
     p.add_argument("--lr-drops", help="fixed drop epochs, e.g. 25,51,79 (the 2012 run)")
     p.add_argument("--patience", type=int, help="plateau rule: epochs without improvement (5)")
     p.add_argument("--threshold", type=float, default=0.001,
@@ -103,10 +111,15 @@ def resume_cache(args: argparse.Namespace) -> Optional[str]:
     return str(Path(args.cache).resolve() if args.cache else data.with_name(data.name + "_cache"))
 
 
-def fixed_on_resume(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[str]:
-    """The options given that ``--resume`` cannot apply (they would change the computation)."""
-    return [f"--{name.replace('_', '-')}" for name, value in vars(args).items()
-            if name not in RESUME_OPTIONS and value != parser.get_default(name)]
+def fixed_on_resume(argv: Optional[Sequence[str]]) -> list[str]:
+    """The options given that ``--resume`` cannot apply (they would change the computation),
+    whatever their value: the run keeps its own, even where one equals this parser's default."""
+    probe = build_parser()
+    for action in probe._actions:
+        action.default = argparse.SUPPRESS  # the namespace then holds only what was given
+    given = vars(probe.parse_args(argv))
+    return [action.option_strings[0] for action in probe._actions
+            if action.dest in given and action.dest not in RESUME_OPTIONS]
 
 
 def _int_list(text: str, option: str) -> tuple[int, ...]:
@@ -131,6 +144,9 @@ def resolve_cache(args: argparse.Namespace, workers: int, progress: bool) -> tup
     ILSVRC set the paper reports on, or, without ImageNet's 1000 classes, the folder's) and
     the split the final test runs on: ILSVRC-2010's test split (P Table 1), else val."""
     data = Path(args.data).resolve()
+    if data.is_file():
+        raise UsageError(f"--data {data} is a file: give the ImageNet root folder (train/ and "
+                         "val/) or a cache folder made by scripts/prepare_imagenet.py")
     if not data.is_dir():
         raise UsageError(f"--data {data}: no such directory (give the ImageNet root with train/ "
                          "and val/, or a cache made by scripts/prepare_imagenet.py)")
@@ -235,36 +251,40 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.resume:
         if not args.out:
             raise UsageError("--resume needs --out, the run folder to continue")
-        fixed = fixed_on_resume(args, parser)
+        fixed = fixed_on_resume(argv)
         if fixed:
             raise UsageError(f"--resume continues {args.out} with its saved settings: drop "
                              f"{', '.join(fixed)} (to change them, start a new run with another "
                              "--out)")
-        run = Run.resume(args.out, progress=progress, devices=parse_devices(args.devices),
-                         epochs=args.epochs, workers=args.workers,
-                         checkpoint_minutes=args.checkpoint_minutes, cache=resume_cache(args))
-    else:
-        run = Run(config_from_args(args), progress=progress)
-    config = run.config
-    print(f"run folder: {config.out}; devices: {', '.join(config.devices)}")
-    differences = deviations(config, run.num_classes)
-    print("differences from the paper:" + "".join(f"\n  - {d}" for d in differences or ["none"]))
+    out = None  # the run folder, once there is one
     try:
+        if args.resume:
+            run = Run.resume(args.out, progress=progress, devices=parse_devices(args.devices),
+                             epochs=args.epochs, workers=args.workers,
+                             checkpoint_minutes=args.checkpoint_minutes, cache=resume_cache(args))
+        else:  # preparing the data (once) may come first, and take long
+            run = Run(config_from_args(args), progress=progress)
+        config, out = run.config, Path(run.config.out)
+        print(f"run folder: {config.out}; devices: {', '.join(config.devices)}")
+        differences = deviations(config, run.num_classes)
+        print("differences from the paper:" + "".join(f"\n  - {d}" for d in differences or ["none"]))
         results = run.run()
     except KeyboardInterrupt:
-        raise KeyboardInterrupt(_how_to_continue(args, argv, Path(config.out))) from None
+        raise KeyboardInterrupt(_how_to_continue(args, argv, out)) from None
     report = write_report(config.out)
     print(format_comparison(results, config.dataset, run.num_classes))
     print(f"report: {report}")
     return 0
 
 
-def _how_to_continue(args: argparse.Namespace, argv: Optional[Sequence[str]], out: Path) -> str:
+def _how_to_continue(args: argparse.Namespace, argv: Optional[Sequence[str]],
+                     out: Optional[Path]) -> str:
     """What to run after Ctrl-C: the resume command (the same one after a resume), or, when no
-    checkpoint was written yet, the same command again."""
+    checkpoint was written yet (or no run folder made: ``out`` None), the same command again."""
     given = list(argv if argv is not None else sys.argv[1:])
-    if not args.resume and (out / CHECKPOINT).exists():
-        given = ["--resume", "--out", str(out)]
-    elif not args.resume and any((out / name).exists() for name in RUN_FILES):
-        return f"no checkpoint was written yet: delete {out} and run the same command again"
+    if out is not None and not args.resume:
+        if (out / CHECKPOINT).exists():
+            given = ["--resume", "--out", str(out)]
+        elif any((out / name).exists() for name in RUN_FILES):
+            return f"no checkpoint was written yet: delete {out} and run the same command again"
     return "continue with: " + shlex.join(["python", "scripts/replicate.py", *given])

@@ -263,7 +263,7 @@ def _markdown(run: Run) -> str:
     lines = [f"# AlexNet (2012) replication: {dataset}", "", "## Results", "",
              _markdown_table(headers, rows), "", *notes, "",
              f"Trained {results['epochs_trained']} epoch{'' if results['epochs_trained'] == 1 else 's'}; "
-             f"stopped: {results['stopped_because']}. "
+             f"the schedule's last word: {results['stopped_because']}. "
              f"Training time {_hms(results['wall_time_s'])} (wall clock in training steps; "
              f"validation and testing not included); {overall:.1f} images/s over all epochs "
              "(the harmonic mean of the per-epoch rates: total images / total time).",
@@ -275,7 +275,8 @@ def _markdown(run: Run) -> str:
               f"images. Devices: {_value(config['device_names']) or 'none recorded'}; "
               f"torch {config['torch']}{_cuda_settings(config.get('backends'))}.", "",
               _markdown_table(["setting", "value"],
-                              [[k, _value(v)] for k, v in config["settings"].items()]), "",
+                              [[k, _value(v)] for k, v in config["settings"].items()
+                               if k != "deviations"]), "",  # listed below
               "### Deviations from the paper", ""]
     lines += [f"- {d}" for d in config["deviations"]] or ["- none"]
     lines += ["", "## Learning-rate drops", ""]

@@ -49,6 +49,7 @@ def layer_table(model: AlexNet) -> list[Row]:
 
 
 _SEES = {"image": "the image", "own": "own column", "both": "BOTH columns"}
+_SEES_ONE_COLUMN = {"image": "the image", "own": "the layer below", "both": "the layer below"}
 
 
 def format_table(model: AlexNet) -> str:
@@ -58,12 +59,13 @@ def format_table(model: AlexNet) -> str:
              f"lrn={model.lrn}, overlapping_pool={model.overlapping_pool}",
              f"{'layer':<6} {'per column':>14} {'cols':>4} {'parameters':>12} {'neurons':>9} "
              f"{'paper':>9}  input"]
+    sees = _SEES if model.num_columns == 2 else _SEES_ONE_COLUMN
     for r in rows:
         shape = "x".join(str(d) for d in r.column_shape)
         paper_n = "" if r.paper_neurons is None else f"{r.paper_neurons:,}"
         mark = " *" if r.paper_neurons is not None and r.paper_neurons != r.neurons else ""
         lines.append(f"{r.name:<6} {shape:>14} {r.columns:>4} {r.parameters:>12,} "
-                     f"{r.neurons:>9,} {paper_n:>9}{mark:2} {_SEES[r.sees]}")
+                     f"{r.neurons:>9,} {paper_n:>9}{mark:2} {sees[r.sees]}")
     total_p = sum(r.parameters for r in rows)
     total_n = sum(r.neurons for r in rows)
     lines.append(f"total  {'':>14} {'':>4} {total_p:>12,} {total_n:>9,}")

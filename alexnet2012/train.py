@@ -101,6 +101,8 @@ def check_config(config: TrainConfig, train_images: int) -> None:
                          f"({train_images} images): no full batch to train on")
     if config.epochs < 1:
         raise UsageError(f"--epochs must be at least 1, got {config.epochs}")
+    if not 0 <= config.seed < 2**63:
+        raise UsageError(f"--seed must be from 0 to 2**63-1, got {config.seed}")
     if config.workers < 0:
         raise UsageError(f"--workers must be 0 (load in this process) or more, got {config.workers}")
     if not config.lr > 0:
@@ -144,7 +146,8 @@ def deviations(config: TrainConfig, num_classes: int) -> list[str]:
     if config.batch_size != paper.BATCH_SIZE:
         out.append(f"batch {config.batch_size} instead of {paper.BATCH_SIZE}")
     if config.epochs != paper.EPOCHS:
-        out.append(f"at most {config.epochs} epochs instead of about {paper.EPOCHS}")
+        out.append(f"at most {config.epochs} epoch{'' if config.epochs == 1 else 's'} instead "
+                   f"of about {paper.EPOCHS}")
     if config.lr_drops == ():
         out.append("lr never divided (no fixed drop within the epochs) instead of on validation "
                    "plateaus")
@@ -243,6 +246,14 @@ class _LossWatch:
         return values.mean().item()
 
 
+def other_classes(checkpoint: dict[str, Any], wnids: list[str]) -> bool:
+    """Whether ``wnids`` (a cache's classes, in label order) are not the ones the checkpoint's
+    network was trained on (checkpoints before 2026-12 hold only the class count)."""
+    if "wnids" in checkpoint:
+        return list(checkpoint["wnids"]) != list(wnids)
+    return checkpoint["num_classes"] != len(wnids)
+
+
 class Run:
     """One training run in its folder: fresh or resumed from its checkpoint."""
 
@@ -251,10 +262,13 @@ class Run:
         self.config, self.progress, self.log = config, progress, log
         self.dir = Path(config.out)
         info = cache_info(config.cache)
-        self.num_classes, self.train_images = info.num_classes, info.train_images
-        self.val_images = info.val_images
+        self.num_classes, self.wnids = info.num_classes, info.wnids
+        self.train_images, self.val_images = info.train_images, info.val_images
         if checkpoint is not None:  # before the checks of settings against the data
-            self._check_same_data(checkpoint["num_classes"])
+            self._check_same_data(checkpoint)
+        if self.num_classes < 2:
+            raise UsageError(f"{config.cache} holds {self.num_classes} class: classifying needs "
+                             "at least 2 (give data with more classes)")
         check_config(config, self.train_images)
         if self.val_images == 0:
             raise UsageError(f"{config.cache} has no prepared validation images: prepare the val "
@@ -284,9 +298,13 @@ class Run:
         that do not alter the computation (devices, workers, epochs, checkpoint_minutes, and
         cache: the same prepared data, moved)."""
         path = Path(out) / CHECKPOINT
+        dead_end = f"start a new run with another --out, or delete {out} and start again"
         if not path.exists():
+            if any((Path(out) / name).exists() for name in RUN_FILES):  # the checkpoint was lost
+                raise UsageError(f"--resume: no checkpoint at {path}, so the run cannot "
+                                 f"continue: {dead_end}")
             raise UsageError(f"--resume: no checkpoint at {path}; start without --resume")
-        checkpoint = load_checkpoint(path)
+        checkpoint = load_checkpoint(path, remedy=f"the run cannot continue: {dead_end}")
         config = TrainConfig.from_dict(checkpoint["config"])
         epochs = overrides.get("epochs")
         if checkpoint.get("finished") and epochs is not None and epochs != config.epochs:
@@ -317,24 +335,28 @@ class Run:
         if others:
             raise UsageError(f"{self.dir} is not empty ({others}): give --out a new or empty "
                              "folder, so that no file of yours is overwritten")
+        if self.dir.exists() and not self.dir.is_dir():
+            raise UsageError(f"--out {self.dir} is a file: give a folder for the run")
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UsageError(f"cannot create the run folder {self.dir}: {exc.strerror or exc}") from None
         self._write_config()
 
-    def _check_same_data(self, num_classes: int) -> None:
+    def _check_same_data(self, checkpoint: dict[str, Any]) -> None:
         """A resumed run's cache must hold the run's data: its classes and, as config.json
         records, its number of training images."""
         try:
             train_images = json.loads((self.dir / "config.json").read_text())["train_images"]
         except (OSError, ValueError, KeyError, TypeError):
-            train_images = self.train_images  # config.json unreadable: the class count must do
-        if (self.num_classes, self.train_images) != (num_classes, train_images):
-            raise UsageError(f"--resume: {self.config.cache} holds {self.num_classes} classes and "
-                             f"{self.train_images} training images, the run's data had "
-                             f"{num_classes} and {train_images}: give the run's own cache, or "
-                             "start a new run")
+            train_images = self.train_images  # config.json unreadable: the classes must do
+        fix = "give the run's own cache, or start a new run"
+        if other_classes(checkpoint, self.wnids):
+            raise UsageError(f"--resume: {self.config.cache} holds other classes than the run's "
+                             f"data ({self.num_classes} classes): {fix}")
+        if self.train_images != train_images:
+            raise UsageError(f"--resume: {self.config.cache} holds {self.train_images} training "
+                             f"images, the run's data had {train_images}: {fix}")
 
     def _write_config(self) -> None:
         """config.json: the settings, devices, data and deviations the report shows."""
@@ -373,7 +395,7 @@ class Run:
             "elapsed_s": self.elapsed, "partial": dict(self.partial),
             "drop_log": list(self.drop_log), "finished": self.finished,
             "stop_reason": self.stop_reason, "rng": rng_state(),
-            "config": asdict(self.config), "num_classes": self.num_classes})
+            "config": asdict(self.config), "num_classes": self.num_classes, "wnids": self.wnids})
 
     # -- training ---------------------------------------------------------------------
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -491,9 +513,11 @@ class Run:
         return results
 
 
-def load_trained_model(path: str, devices: Optional[tuple[str, ...]] = None) -> tuple[AlexNet, TrainConfig]:
+def load_trained_model(path: str, devices: Optional[tuple[str, ...]] = None
+                       ) -> tuple[AlexNet, TrainConfig, dict[str, Any]]:
     """The network saved in a run's checkpoint, on ``devices`` (default: the run's own), in
-    eval mode; a two-GPU run loads on one device or the CPU, and the other way round."""
+    eval mode, its run's settings and the checkpoint itself; a two-GPU run loads on one device
+    or the CPU, and the other way round."""
     checkpoint = load_checkpoint(path)
     try:
         config = TrainConfig.from_dict(checkpoint["config"])
@@ -505,4 +529,4 @@ def load_trained_model(path: str, devices: Optional[tuple[str, ...]] = None) -> 
     check_devices(config.devices, config.columns)
     model = build_model(config, num_classes)
     model.load_state_dict(state)
-    return model.eval(), config
+    return model.eval(), config, checkpoint

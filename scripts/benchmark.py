@@ -18,7 +18,8 @@ def main() -> None:
     parser.add_argument("--devices", help="comma list, e.g. cuda:0 or cuda:0,cuda:1; the "
                         "two-device row uses both, or the first twice (default: cuda:0 if "
                         "available, else cpu)")
-    parser.add_argument("--batch-size", type=int, default=paper.BATCH_SIZE)
+    parser.add_argument("--batch-size", type=int, default=paper.BATCH_SIZE,
+                        help=f"images per step (default {paper.BATCH_SIZE}, the paper's)")
     for i, (name, what) in enumerate([("--steps", "timed steps per model per round"),
                                       ("--warmup", "untimed steps per model before the rounds"),
                                       ("--repeats", "rounds; rates are the median over them")]):
@@ -33,11 +34,13 @@ def main() -> None:
                         "(alexnet2012/onednn_linear.py)")
     parser.add_argument("--data", metavar="CACHE_DIR", help="add the end-to-end row: the "
                         "one-device AlexNet trained on this data cache's train loader")
-    parser.add_argument("--workers", type=int, default=4, help="loader workers for --data")
+    parser.add_argument("--workers", type=int, default=4, help="loader workers for --data "
+                        "(default 4)")
     parser.add_argument("--system-malloc", action="store_true", help="on the CPU, leave the C "
                         "library's allocator settings alone (default: keep freed memory for "
                         "reuse, as training does; see alexnet2012/cpu_memory.py)")
-    parser.add_argument("--json", type=Path, metavar="OUT", help="write the report here")
+    parser.add_argument("--json", type=Path, metavar="OUT", help="write the report here (a file "
+                        "already there is replaced)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args()
 

@@ -7,13 +7,14 @@ from alexnet2012.data import cache_info, eval_loader
 from alexnet2012.errors import UsageError, run_cli
 from alexnet2012.evaluate import evaluate
 from alexnet2012.replicate import default_workers, parse_devices, resolve_cache
-from alexnet2012.train import load_trained_model
+from alexnet2012.train import load_trained_model, other_classes
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--checkpoint", required=True, help="a run's checkpoint.pt")
-    p.add_argument("--data", required=True, help="ImageNet root or a prepared cache")
+    p.add_argument("--data", required=True, help="a prepared cache, or the ImageNet root (then "
+                   "prepared first, to --cache, training split included: it gives the mean image)")
     p.add_argument("--cache", help="where the prepared cache goes (default: DATA_cache)")
     p.add_argument("--year", type=int, choices=(2012, 2010), default=2012)
     p.add_argument("--views", type=int, choices=(1, 10), default=10)
@@ -24,14 +25,13 @@ def main() -> None:
     args = p.parse_args()
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
-    model, config = load_trained_model(args.checkpoint, parse_devices(args.devices))
+    model, config, checkpoint = load_trained_model(args.checkpoint, parse_devices(args.devices))
     configure_backends(config.devices, config.tf32)
     workers = args.workers if args.workers is not None else default_workers(config.devices)
     cache, dataset, split = resolve_cache(args, workers, progress=True)
-    classes = cache_info(cache).num_classes
-    if classes != model.num_classes:
-        raise UsageError(f"checkpoint {args.checkpoint} has {model.num_classes} classes but the "
-                         f"data {cache} has {classes}: evaluate it on the data it was trained on")
+    if other_classes(checkpoint, cache_info(cache).wnids):
+        raise UsageError(f"checkpoint {args.checkpoint} was trained on other classes than the "
+                         f"data {cache} holds: evaluate it on the data it was trained on")
     batches = eval_loader(cache, split, batch_size=max(1, args.batch_size // args.views),
                           crop=config.input_size,
                           views=args.views, workers=workers, device=config.devices[0])

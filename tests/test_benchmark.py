@@ -43,6 +43,9 @@ def test_devices_default_and_errors():
         parse_devices("tpu")
     with pytest.raises(UsageError, match="one or two devices"):
         parse_devices("cpu,cpu,cpu")
+    for other in ("mps", "meta", "xla", "cpu,meta"):  # torch names them, this network can't use them
+        with pytest.raises(UsageError, match="runs on 'cpu' and 'cuda"):
+            parse_devices(other)
     if not torch.cuda.is_available():
         with pytest.raises(UsageError, match="does not exist"):
             parse_devices("cuda:0")

@@ -46,6 +46,15 @@ def test_summary_with_a_few_classes_lists_them_in_fc8(capsys, monkeypatch):
     assert code == 0 and fc8.split()[1:5] == ["1", "1", "4,097", "1"]
 
 
+@pytest.mark.parametrize("columns, conv3_input", [(2, "BOTH columns"), (1, "the layer below")])
+def test_summary_names_the_crossings_only_in_the_two_column_net(columns, conv3_input, capsys,
+                                                               monkeypatch):
+    code, stdout, _ = _cli("summary.py", ["--columns", columns], capsys, monkeypatch)
+    conv3 = next(line for line in stdout.splitlines() if line.startswith("conv3"))
+    assert code == 0 and conv3.endswith(conv3_input)
+    assert ("The columns cross only" in stdout) == (columns == 2)
+
+
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory) -> Path:
     """A prepared 3-class synthetic cache (a few val images)."""
@@ -56,14 +65,16 @@ def cache(tmp_path_factory) -> Path:
     return root / "cache"
 
 
-def _checkpoint(path: Path, num_classes: int) -> Path:
+def _checkpoint(path: Path, num_classes: int, wnids: list[str] | None = None) -> Path:
     """A checkpoint of a ``num_classes`` net as training writes one, in milliseconds: constant
-    weights, each stored as one value broadcast to its shape."""
+    weights, each stored as one value broadcast to its shape; without ``wnids``, as
+    checkpoints before 2026-12 were (the class count only)."""
     with torch.device("meta"):
         shapes = AlexNet(num_classes).state_dict()
     state = {k: torch.zeros((), dtype=v.dtype).expand(v.shape) for k, v in shapes.items()}
     config = asdict(TrainConfig(cache="unused", out="unused"))
-    save_checkpoint(path, {"model": state, "config": config, "num_classes": num_classes})
+    save_checkpoint(path, {"model": state, "config": config, "num_classes": num_classes,
+                           **({} if wnids is None else {"wnids": wnids})})
     return path
 
 
@@ -77,12 +88,22 @@ def test_evaluate_refuses_a_checkpoint_for_another_class_count(classes, cache, t
                                                                monkeypatch):
     checkpoint = _checkpoint(tmp_path / "checkpoint.pt", classes)
     code, stdout, stderr = _evaluate(checkpoint, cache, capsys, monkeypatch)
-    _one_error_line(code, stderr, f"has {classes} classes", f"{cache} has 3")
+    _one_error_line(code, stderr, "was trained on other classes", f"data {cache} holds")
     assert "error" not in stdout
 
 
-def test_evaluate_a_checkpoint_on_its_own_classes(cache, tmp_path, capsys, monkeypatch):
-    checkpoint = _checkpoint(tmp_path / "checkpoint.pt", 3)
+def test_evaluate_refuses_a_checkpoint_for_other_classes_of_the_same_count(cache, tmp_path,
+                                                                           capsys, monkeypatch):
+    wnids = cache_info(cache).wnids
+    checkpoint = _checkpoint(tmp_path / "checkpoint.pt", 3, [wnids[0], wnids[1], "n99999999"])
+    code, _, stderr = _evaluate(checkpoint, cache, capsys, monkeypatch)
+    _one_error_line(code, stderr, "was trained on other classes", f"data {cache} holds")
+
+
+@pytest.mark.parametrize("recorded", [True, False])  # False: a checkpoint from before 2026-12
+def test_evaluate_a_checkpoint_on_its_own_classes(recorded, cache, tmp_path, capsys, monkeypatch):
+    wnids = cache_info(cache).wnids if recorded else None
+    checkpoint = _checkpoint(tmp_path / "checkpoint.pt", 3, wnids)
     code, stdout, stderr = _evaluate(checkpoint, cache, capsys, monkeypatch, "--batch-size", 4)
     images = cache_info(cache).split_sizes["val"]  # every usable one, the last batch short
     assert code == 0, stderr

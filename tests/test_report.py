@@ -18,7 +18,7 @@ from alexnet2012.report import format_comparison, write_report
 SETTINGS = {"data": "/data/ilsvrc", "devices": ["cuda:0", "cuda:1"], "input_size": 224,
             "batch_size": 128, "epochs": 90, "seed": 0, "workers": 8, "year": 2012, "columns": 2,
             "lrn": True, "overlapping_pool": True, "lighting": "paper", "patience": 5,
-            "threshold": 0.001}
+            "threshold": 0.001, "deviations": []}  # as asdict(TrainConfig) has it
 METRICS = [
     {"epoch": 1, "lr": 0.01, "train_loss": 2.3, "train_top1": 0.9, "val_loss": 2.2,
      "val_top1": 0.9, "val_top5": 0.5, "images_per_s": 100.0, "epoch_time_s": 30, "elapsed_s": 30},
@@ -95,14 +95,15 @@ def test_report_setup_drops_epochs_and_timing(tmp_path):
     assert "torch 2.14.1; cuDNN autotuning, fp32 products." in gpu
     assert "| devices | cuda:0, cuda:1 |" in text and "| batch_size | 128 |" in text
     assert "### Deviations from the paper\n\n- none\n" in text
+    assert "| deviations |" not in text  # the list below the table, not an empty row
     assert "| 3 | 0.01 -> 0.001 | 90.00 | no improvement for 5 epochs |" in text
     assert "| 1 | 0.01 | 2.3000 | 90.00 | 50.00 | 100.0 |" in text
     assert "| 2 | 0.01 | 2.0000 | - | - | 300.0 |" in text  # an epoch without validation
     assert "| 3 | 0.001 | 1.5000 | 60.00 | 25.00 | 300.0 |" in text
-    assert "Trained 3 epochs; stopped" in text and "Training time 1:02:03" in text  # 3723.4 s
+    assert "Trained 3 epochs; the schedule's last word: epoch limit." in text and "Training time 1:02:03" in text  # 3723.4 s
     one = write_report(write_run(tmp_path / "one", metrics=METRICS[:1], drops=[],
                                  results={**RESULTS, "epochs_trained": 1})).read_text()
-    assert "Trained 1 epoch; stopped" in one
+    assert "Trained 1 epoch; the schedule's" in one
     # The same images every epoch at 100, 300 and 300 images/s: total images / total time.
     n = 1000
     assert f"{3 * n / (n / 100 + n / 300 + n / 300):.1f} images/s" in text  # 180.0

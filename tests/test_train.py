@@ -193,6 +193,9 @@ def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_pa
     (["--batch-size", 8, "--lr-drops", "100"], "--lr-drops must be increasing epochs from 2"),
     (["--batch-size", 8, "--accumulate", 0], "--accumulate must be positive, got 0"),
     (["--batch-size", 8, "--checkpoint-minutes", -5], "--checkpoint-minutes must be 0"),
+    (["--batch-size", 8, "--seed", -1], "--seed must be from 0 to 2**63-1, got -1"),
+    (["--devices", "mps"], "runs on 'cpu' and 'cuda[:N]' devices only"),
+    (["--data", __file__], "is a file: give the ImageNet root folder"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tiny, tmp_path, args, message):
     full = ["--data", tiny / "cache", "--out", tmp_path / "run", "--workers", 0]
@@ -203,6 +206,13 @@ def test_bad_input_is_one_line_and_exit_2(tiny, tmp_path, args, message):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
     assert not (tmp_path / "run").exists()  # refused before the run folder is made
+
+
+def test_a_file_is_refused_as_out(tiny, tmp_path):
+    (tmp_path / "run").write_text("mine")
+    with pytest.raises(UsageError, match="--out .*run is a file: give a folder"):
+        Run(config(tiny, tmp_path / "run"), progress=False)
+    assert (tmp_path / "run").read_text() == "mine"
 
 
 def test_a_wrong_layout_names_what_was_expected(tmp_path):
@@ -232,7 +242,29 @@ def test_a_corrupt_checkpoint_is_reported_and_left_alone(tiny, tmp_path):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "corrupt" in lines[0] and str(out / "checkpoint.pt") in lines[0]
+    assert "cannot continue: start a new run with another --out, or delete" in lines[0]
     assert digest(out / "checkpoint.pt") == before
+
+
+def test_a_run_that_lost_its_checkpoint_is_not_sent_round_in_circles(tiny, tmp_path):
+    # "start without --resume" would be refused: the folder already holds a run
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text("{}\n")
+    with pytest.raises(UsageError, match="cannot continue: start a new run with another --out"):
+        replicate.main(["--resume", "--out", str(out), "--quiet"])
+    (out / "metrics.jsonl").unlink()  # a folder with no run in it: start it afresh
+    with pytest.raises(UsageError, match="start without --resume$"):
+        replicate.main(["--resume", "--out", str(out), "--quiet"])
+
+
+def test_one_class_is_refused_before_the_run_folder_is_made(tmp_path):
+    make_synthetic_imagenet(tmp_path / "one", classes=1, train_per_class=2, val_per_class=1,
+                            seed=0, workers=1)
+    prepare_cache(tmp_path / "one", tmp_path / "cache", workers=1, progress=False)
+    with pytest.raises(UsageError, match="holds 1 class: classifying needs at least 2"):
+        Run(TrainConfig(cache=str(tmp_path / "cache"), out=str(tmp_path / "run")), progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_folder_holding_other_files_is_refused_as_out(tiny, tmp_path):
@@ -266,6 +298,10 @@ def test_resume_refuses_options_that_change_the_computation(tmp_path):
         replicate.main(["--resume", "--out", str(tmp_path / "run"), "--lr", "0.5",
                         "--batch-size", "4", "--no-lrn", "--epochs", "3", "--quiet"])
     assert not (tmp_path / "run").exists()
+    # a value equal to the default is still an option the run would not apply
+    with pytest.raises(UsageError, match="saved settings: drop --seed, --lighting "):
+        replicate.main(["--resume", "--out", str(tmp_path / "run"), "--seed", "0",
+                        "--lighting=paper", "--quiet"])
 
 
 def test_resume_finds_a_moved_cache_and_records_changed_settings(tiny, tmp_path, monkeypatch):
@@ -289,7 +325,7 @@ def test_resume_finds_a_moved_cache_and_records_changed_settings(tiny, tmp_path,
     make_synthetic_imagenet(tmp_path / "other", classes=2, train_per_class=2, val_per_class=1,
                             seed=1, workers=1)
     prepare_cache(tmp_path / "other", tmp_path / "other_cache", workers=1, progress=False)
-    with pytest.raises(UsageError, match=r"2 classes and \d+ training images, the run's data had 3"):
+    with pytest.raises(UsageError, match=r"holds other classes than the run's data \(2 classes\)"):
         Run.resume(str(out), progress=False, log=lambda s: None, cache=str(tmp_path / "other_cache"))
     run = Run.resume(str(out), progress=False, log=lambda s: None,
                      cache=str(tmp_path / "cache_b"), epochs=2)
@@ -326,6 +362,19 @@ def test_ctrl_c_says_how_to_continue(tiny, tmp_path, monkeypatch, written):
         with pytest.raises(KeyboardInterrupt) as info:
             replicate.main(again)
         assert str(info.value) == "continue with: python scripts/replicate.py " + " ".join(again)
+
+
+def test_ctrl_c_while_the_data_is_prepared_says_to_run_it_again(tmp_path, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(replicate, "prepare_cache", interrupted)
+    (tmp_path / "imagenet").mkdir()
+    argv = ["--data", str(tmp_path / "imagenet"), "--out", str(tmp_path / "run"), "--quiet"]
+    with pytest.raises(KeyboardInterrupt) as info:
+        replicate.main(argv)
+    assert str(info.value) == "continue with: python scripts/replicate.py " + " ".join(argv)
+    assert not (tmp_path / "run").exists()
 
 
 def test_resume_data_may_name_the_cache_or_the_root_it_was_prepared_beside(tmp_path):
