@@ -107,11 +107,11 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu",
         raise UsageError(f"checkpoint {path} is corrupt or not an alexnet2012 checkpoint "
                          f"({_reason(exc)}): {remedy}") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise UsageError(f"{path} is not an alexnet2012 checkpoint (no format marker): "
-                         "point at a file written by this project's training")
+        raise UsageError(f"{path} is not an alexnet2012 checkpoint (no format marker): {remedy}")
     if payload.get("version") != VERSION:
         raise UsageError(f"checkpoint {path} has format version {payload.get('version')!r}, "
-                         f"this alexnet2012 reads version {VERSION}: use a matching version")
+                         f"this alexnet2012 reads version {VERSION}: {remedy}, or use the "
+                         "alexnet2012 version that wrote it")
     return payload["state"]
 
 

@@ -40,7 +40,8 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], *,
     sums = None
     count = 0
     try:
-        for x, y in tqdm(batches, desc=desc, disable=not progress, leave=False, unit="batch"):
+        for x, y in tqdm(batches, desc=desc, disable=None if progress else True,
+                         leave=False, unit="batch"):
             probs = view_probabilities(model, x)
             y = y.to(probs.device, non_blocking=True)
             top1, top5 = topk_errors(probs, y)

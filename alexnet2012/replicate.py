@@ -14,6 +14,7 @@ import shlex
 import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -24,8 +25,8 @@ from alexnet2012.data import cache_info, prepare_cache
 from alexnet2012.data.synthetic import make_synthetic_imagenet
 from alexnet2012.errors import UsageError
 from alexnet2012.report import format_comparison, write_report
-from alexnet2012.train import (CHECKPOINT, RUN_FILES, Run, TrainConfig, check_devices,
-                               deviations, foreign_files)
+from alexnet2012.train import (CHECKPOINT, RUN_FILES, Run, TrainConfig, check_config,
+                               check_new_run_folder, deviations, foreign_files)
 
 # The demo, sized to finish in under 10 minutes on 2 CPU cores (measured: README "Demo"). The
 # paper's init sits near chance for the first epoch, then learns; one fixed lr drop (/10 from
@@ -206,12 +207,33 @@ def _check_demo_folder() -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The run's settings: the paper's, or the demo's where the demo differs."""
+    """The run's settings: the paper's, or the demo's where the demo differs. Settings and the
+    run folder are checked before the data is generated or prepared (which may take hours)."""
     demo = args.data is None
     out = args.out or f"experiments/runs/{'demo-' if demo else ''}{time.strftime('%Y%m%d-%H%M%S')}"
     devices = parse_devices(args.devices or default_devices())
-    check_devices(devices, args.columns)  # before any data is generated or prepared
     workers = args.workers if args.workers is not None else default_workers(devices)
+    epochs = _default(args.epochs, DEMO["epochs"] if demo else paper.EPOCHS)
+    if args.lr_drops:
+        lr_drops = _int_list(args.lr_drops, "--lr-drops")
+    else:  # the demo's drops that a shorter --epochs leaves in the run
+        lr_drops = tuple(e for e in DEMO["lr_drops"] if e <= epochs) if demo else None
+    batch_size = _default(args.batch_size, DEMO["batch_size"] if demo else paper.BATCH_SIZE)
+    config = TrainConfig(
+        cache="", out=out, devices=devices,
+        input_size=_default(args.input_size, paper.CROP_SIZE),
+        batch_size=batch_size, accumulate=args.accumulate, eval_batch_size=batch_size,
+        epochs=epochs,
+        seed=args.seed, workers=workers, columns=args.columns, lrn=not args.no_lrn,
+        overlapping_pool=not args.no_overlap, lighting=args.lighting, tf32=not args.no_tf32,
+        lr=args.lr,
+        lr_drops=lr_drops,
+        patience=_default(args.patience, TrainConfig.patience),
+        threshold=args.threshold,
+        ten_view=not args.no_ten_view,
+        checkpoint_minutes=_default(args.checkpoint_minutes, TrainConfig.checkpoint_minutes))
+    check_config(config)
+    check_new_run_folder(Path(out))
     progress = not args.quiet
     if demo:
         cache, dataset = demo_cache(workers, progress), f"synthetic demo ({DEMO['classes']} classes)"
@@ -221,27 +243,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     else:
         cache, dataset, test_split = resolve_cache(args, workers, progress)
         notes = []
-    epochs = _default(args.epochs, DEMO["epochs"] if demo else paper.EPOCHS)
-    if args.lr_drops:
-        lr_drops = _int_list(args.lr_drops, "--lr-drops")
-    else:  # the demo's drops that a shorter --epochs leaves in the run
-        lr_drops = tuple(e for e in DEMO["lr_drops"] if e <= epochs) if demo else None
-    return TrainConfig(
-        cache=cache, out=out, devices=devices,
-        input_size=_default(args.input_size, paper.CROP_SIZE),
-        batch_size=_default(args.batch_size, DEMO["batch_size"] if demo else paper.BATCH_SIZE),
-        accumulate=args.accumulate,
-        eval_batch_size=_default(args.batch_size, DEMO["batch_size"] if demo else paper.BATCH_SIZE),
-        epochs=epochs,
-        seed=args.seed, workers=workers, columns=args.columns, lrn=not args.no_lrn,
-        overlapping_pool=not args.no_overlap, lighting=args.lighting, tf32=not args.no_tf32,
-        lr=args.lr,
-        lr_drops=lr_drops,
-        patience=_default(args.patience, TrainConfig.patience),
-        threshold=args.threshold,
-        ten_view=not args.no_ten_view,
-        checkpoint_minutes=_default(args.checkpoint_minutes, TrainConfig.checkpoint_minutes),
-        dataset=dataset, test_split=test_split, deviations=notes)
+    return replace(config, cache=cache, dataset=dataset, test_split=test_split, deviations=notes)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -68,6 +68,7 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         known = {f.name for f in fields(cls)}
         config = cls(**{k: v for k, v in d.items() if k in known})
+        config.tf32 = d.get("tf32", False)  # runs from before the setting: fp32 products
         config.devices = tuple(config.devices)
         config.lr_drops = None if config.lr_drops is None else tuple(config.lr_drops)
         return config
@@ -85,8 +86,9 @@ def check_devices(devices: tuple[str, ...], columns: int) -> None:
         raise UsageError(str(exc)) from None
 
 
-def check_config(config: TrainConfig, train_images: int) -> None:
-    """Refuse settings that cannot run, with one line each."""
+def check_config(config: TrainConfig, train_images: Optional[int] = None) -> None:
+    """Refuse settings that cannot run, with one line each (the batch against the training set
+    only when ``train_images`` is given)."""
     check_devices(config.devices, config.columns)
     check_crop(config.input_size)
     for name, value in (("--batch-size", config.batch_size), ("--accumulate", config.accumulate),
@@ -96,7 +98,7 @@ def check_config(config: TrainConfig, train_images: int) -> None:
     if config.batch_size % config.accumulate:
         raise UsageError(f"--batch-size {config.batch_size} is not divisible by --accumulate "
                          f"{config.accumulate}: each chunk must hold the same number of images")
-    if config.batch_size > train_images:
+    if train_images is not None and config.batch_size > train_images:
         raise UsageError(f"--batch-size {config.batch_size} is larger than the training set "
                          f"({train_images} images): no full batch to train on")
     if config.epochs < 1:
@@ -246,6 +248,40 @@ class _LossWatch:
         return values.mean().item()
 
 
+def _saved_backends(folder: Path) -> Any:
+    """The CUDA settings a run's config.json records (None if it records none)."""
+    try:
+        return json.loads((folder / "config.json").read_text()).get("backends")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def classes_differ(checkpoint: dict[str, Any], wnids: list[str]) -> str:
+    """How ``wnids`` differ from the checkpoint's classes, e.g. ``3 classes, the network's 4``
+    or ``the same number, 10, but n01440764 is not among the network's``."""
+    trained = checkpoint["num_classes"]
+    if len(wnids) != trained:
+        return f"{len(wnids)} classes, the network's {trained}"
+    i = next(i for i, (w, t) in enumerate(zip(wnids, checkpoint["wnids"])) if w != t)
+    return (f"the same number, {trained}, but class {i} is {wnids[i]} here, "
+            f"{checkpoint['wnids'][i]} in the network")
+
+
+def check_new_run_folder(folder: Path) -> None:
+    """A new run's folder: never over an existing run or into a folder holding anything else
+    (a config.json alone is a run that never started)."""
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--out {folder} is a file: give a folder for the run")
+    existing = [n for n in RUN_FILES if (folder / n).exists()]
+    if existing:
+        raise UsageError(f"{folder} already holds a run ({', '.join(existing)}); use "
+                         "--resume to continue it or --out to start a new one")
+    others = foreign_files(folder, ("config.json",))
+    if others:
+        raise UsageError(f"{folder} is not empty ({others}): give --out a new or empty "
+                         "folder, so that no file of yours is overwritten")
+
+
 def other_classes(checkpoint: dict[str, Any], wnids: list[str]) -> bool:
     """Whether ``wnids`` (a cache's classes, in label order) are not the ones the checkpoint's
     network was trained on (checkpoints before 2026-12 hold only the class count)."""
@@ -320,23 +356,13 @@ class Run:
         config.out = str(out)
         _check_resumed_cache(config, moved=overrides.get("cache") is not None)
         run = cls(config, checkpoint=checkpoint, progress=progress, log=log)
-        if changed:  # the report reads the settings from config.json
+        if changed or _saved_backends(Path(out)) != run.backends:  # the report reads them there
             run._write_config()
         return run
 
     def _start_folder(self) -> None:
-        """Create the run folder and its config.json; never over an existing run or into a
-        folder holding anything else (a config.json alone is a run that never started)."""
-        existing = [n for n in RUN_FILES if (self.dir / n).exists()]
-        if existing:
-            raise UsageError(f"{self.dir} already holds a run ({', '.join(existing)}); use "
-                             "--resume to continue it or --out to start a new one")
-        others = foreign_files(self.dir, ("config.json",))
-        if others:
-            raise UsageError(f"{self.dir} is not empty ({others}): give --out a new or empty "
-                             "folder, so that no file of yours is overwritten")
-        if self.dir.exists() and not self.dir.is_dir():
-            raise UsageError(f"--out {self.dir} is a file: give a folder for the run")
+        """Create the run folder and its config.json (see :func:`check_new_run_folder`)."""
+        check_new_run_folder(self.dir)
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -353,7 +379,7 @@ class Run:
         fix = "give the run's own cache, or start a new run"
         if other_classes(checkpoint, self.wnids):
             raise UsageError(f"--resume: {self.config.cache} holds other classes than the run's "
-                             f"data ({self.num_classes} classes): {fix}")
+                             f"data ({classes_differ(checkpoint, self.wnids)}): {fix}")
         if self.train_images != train_images:
             raise UsageError(f"--resume: {self.config.cache} holds {self.train_images} training "
                              f"images, the run's data had {train_images}: {fix}")
@@ -420,7 +446,8 @@ class Run:
         watch.total, watch.steps = self.partial["loss"], self.partial["steps"]
         lr = self.optimizer.param_groups[0]["lr"]
         bar = tqdm(total=total * c.batch_size, initial=self.batch * c.batch_size, unit="img",
-                   desc=f"epoch {self.epoch}/{c.epochs}", disable=not self.progress,
+                   desc=f"epoch {self.epoch}/{c.epochs}",
+                   disable=None if self.progress else True,  # None: off where not a terminal
                    dynamic_ncols=True, smoothing=0.1)
         last_save = time.monotonic()
         started = time.perf_counter()

@@ -88,7 +88,8 @@ def test_evaluate_refuses_a_checkpoint_for_another_class_count(classes, cache, t
                                                                monkeypatch):
     checkpoint = _checkpoint(tmp_path / "checkpoint.pt", classes)
     code, stdout, stderr = _evaluate(checkpoint, cache, capsys, monkeypatch)
-    _one_error_line(code, stderr, "was trained on other classes", f"data {cache} holds")
+    _one_error_line(code, stderr, "was trained on other classes", f"data {cache} holds "
+                    f"(3 classes, the network's {classes})")
     assert "error" not in stdout
 
 
@@ -97,7 +98,8 @@ def test_evaluate_refuses_a_checkpoint_for_other_classes_of_the_same_count(cache
     wnids = cache_info(cache).wnids
     checkpoint = _checkpoint(tmp_path / "checkpoint.pt", 3, [wnids[0], wnids[1], "n99999999"])
     code, _, stderr = _evaluate(checkpoint, cache, capsys, monkeypatch)
-    _one_error_line(code, stderr, "was trained on other classes", f"data {cache} holds")
+    _one_error_line(code, stderr, "was trained on other classes", f"data {cache} holds (the same "
+                    f"number, 3, but class 2 is {wnids[2]} here, n99999999 in the network)")
 
 
 @pytest.mark.parametrize("recorded", [True, False])  # False: a checkpoint from before 2026-12

@@ -329,11 +329,13 @@ def test_a_folder_holding_other_files_is_refused_untouched(synthetic, tmp_path):
 
 
 def test_an_empty_folder_or_what_a_killed_prepare_left_is_used(synthetic, prepared, tmp_path):
-    empty, killed = tmp_path / "empty", tmp_path / "killed"
+    empty, killed, disk = tmp_path / "empty", tmp_path / "killed", tmp_path / "disk"
     empty.mkdir()
     killed.mkdir()
     (killed / "manifest.json.tmp").write_text('{"form')  # killed while writing its first file
-    for cache in (empty, killed):
+    (disk / "lost+found").mkdir(parents=True)  # a freshly formatted disk, as empty as they come
+    (disk / ".DS_Store").write_text("hidden")
+    for cache in (empty, killed, disk):
         prepare_cache(synthetic, cache, splits=("train",), workers=0, progress=False)
         for name in ("train_images.npy", "train_status.npy", "manifest.json"):
             assert (cache / name).read_bytes() == (prepared[0] / name).read_bytes()

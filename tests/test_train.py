@@ -3,6 +3,7 @@ failures a user meets (one line, non-zero exit, nothing overwritten)."""
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from alexnet2012 import replicate
-from alexnet2012.checkpoint import load_checkpoint
+from alexnet2012.checkpoint import load_checkpoint, save_checkpoint
 from alexnet2012.data import cache_info, make_synthetic_imagenet, prepare_cache
 from alexnet2012.errors import UsageError
 from alexnet2012.train import Run, TrainConfig, deviations
@@ -208,6 +209,29 @@ def test_bad_input_is_one_line_and_exit_2(tiny, tmp_path, args, message):
     assert not (tmp_path / "run").exists()  # refused before the run folder is made
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--seed", "-1"], "--seed must be from 0"),
+    (["--lr", "0"], "--lr must be positive"),
+    (["--out", "FILE"], "is a file: give a folder for the run"),
+    (["--out", "RUN"], "already holds a run (metrics.jsonl)"),
+])
+def test_settings_and_the_run_folder_are_checked_before_the_data_is_prepared(
+        tmp_path, monkeypatch, args, message):
+    def prepare(*args, **kwargs):  # hours on ImageNet: a typo must not wait for it
+        raise AssertionError("prepared before the settings were checked")
+
+    monkeypatch.setattr(replicate, "prepare_cache", prepare)
+    (tmp_path / "imagenet").mkdir()
+    (tmp_path / "FILE").write_text("mine")
+    (tmp_path / "RUN").mkdir()
+    (tmp_path / "RUN" / "metrics.jsonl").write_text("{}\n")
+    args = [str(tmp_path / a) if a in ("FILE", "RUN") else a for a in args]
+    with pytest.raises(UsageError, match=re.escape(message)):
+        replicate.main(["--data", str(tmp_path / "imagenet"), "--out", str(tmp_path / "new"),
+                        *args, "--quiet"])
+    assert not (tmp_path / "new").exists() and (tmp_path / "FILE").read_text() == "mine"
+
+
 def test_a_file_is_refused_as_out(tiny, tmp_path):
     (tmp_path / "run").write_text("mine")
     with pytest.raises(UsageError, match="--out .*run is a file: give a folder"):
@@ -325,8 +349,23 @@ def test_resume_finds_a_moved_cache_and_records_changed_settings(tiny, tmp_path,
     make_synthetic_imagenet(tmp_path / "other", classes=2, train_per_class=2, val_per_class=1,
                             seed=1, workers=1)
     prepare_cache(tmp_path / "other", tmp_path / "other_cache", workers=1, progress=False)
-    with pytest.raises(UsageError, match=r"holds other classes than the run's data \(2 classes\)"):
+    with pytest.raises(UsageError, match=r"holds other classes than the run's data \(2 classes, "
+                                         r"the network's 3\)"):
         Run.resume(str(out), progress=False, log=lambda s: None, cache=str(tmp_path / "other_cache"))
+    recorded = json.loads((out / "config.json").read_text())
+    images = recorded["train_images"]
+    (out / "config.json").write_text(json.dumps({**recorded, "train_images": images + 1}))
+    with pytest.raises(UsageError, match=f"cache_b holds {images} training images, the run's "
+                                         f"data had {images + 1}"):
+        Run.resume(str(out), progress=False, log=lambda s: None, cache=str(tmp_path / "cache_b"))
+    (out / "config.json").write_text(json.dumps(recorded))
+    # a checkpoint from before the classes and TF32 were recorded: the class count must do
+    ckpt = load_checkpoint(out / "checkpoint.pt")
+    assert ckpt["wnids"] == cache_info(tmp_path / "cache_b").wnids
+    del ckpt["wnids"], ckpt["config"]["tf32"]
+    save_checkpoint(out / "checkpoint.pt", ckpt)
+    assert Run.resume(str(out), progress=False, log=lambda s: None,
+                      cache=str(tmp_path / "cache_b")).config.tf32 is False  # fp32, as it ran
     run = Run.resume(str(out), progress=False, log=lambda s: None,
                      cache=str(tmp_path / "cache_b"), epochs=2)
     saved = json.loads((out / "config.json").read_text())

@@ -148,12 +148,14 @@ def _require_folder(cache: Path) -> None:
 
 def refuse_foreign_folder(cache: Path) -> None:
     """An existing folder holding files but no manifest (e.g. a run folder): ``UsageError``, so
-    that prepare overwrites none of them. The manifest is the first file prepare writes, so a
-    cache, finished or interrupted, has one (or, stopped while writing it, only its .tmp)."""
+    that prepare overwrites none of them (hidden files and a new disk's lost+found do not
+    count). The manifest is the first file prepare writes, so a cache, finished or
+    interrupted, has one (or, stopped while writing it, only its .tmp)."""
     if not cache.is_dir() or read_manifest(cache) is not None:
         return
-    leftover = _tmp(cache / "manifest.json").name
-    others = sorted(p.name for p in cache.iterdir() if p.name != leftover)
+    ignored = (_tmp(cache / "manifest.json").name, "lost+found")  # lost+found: a new disk's
+    others = sorted(p.name for p in cache.iterdir()
+                    if p.name not in ignored and not p.name.startswith("."))
     if others:
         listed = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
         raise UsageError(
