@@ -101,8 +101,8 @@ def make_synthetic_imagenet(
 @contextmanager
 def _all_or_nothing(out: Path) -> Iterator[None]:
     """Make the folder ``out``; an error or Ctrl-C in the block removes what the block wrote into
-    it (the set's own names only) and ``out`` itself if it was made here."""
-    made = not out.exists()
+    it (the set's own names only), and ``out`` and the parents made for it, as they were empty."""
+    made = [p for p in (out, *out.absolute().parents) if not p.exists()]  # deepest first
     make_folder(out)  # a file: UsageError
     try:
         yield
@@ -110,9 +110,9 @@ def _all_or_nothing(out: Path) -> Iterator[None]:
         for name in ("train", "val", DEVKIT):
             shutil.rmtree(out / name, ignore_errors=True)
         (out / ODDITIES_FILE).unlink(missing_ok=True)
-        if made:
-            with suppress(OSError):
-                out.rmdir()
+        with suppress(OSError):  # a folder something else wrote into stays
+            for folder in made:
+                folder.rmdir()
         raise
 
 
