@@ -236,6 +236,9 @@ def test_progress_in_a_log_is_a_line_per_pass(synthetic, tmp_path, capsys):
     ]
     assert len(lines) == len(expected)
     assert all(re.fullmatch(e, line) for e, line in zip(expected, lines)), lines
+    prepare_cache(synthetic, cache, workers=0)  # again: nothing left to do, and it says so
+    assert capsys.readouterr().err.splitlines()[0::2] == [
+        f"train: all 15 images already in {cache}", f"val: all 9 images already in {cache}"]
 
 
 def test_parallel_workers_give_the_same_cache(synthetic, prepared, tmp_path, monkeypatch):

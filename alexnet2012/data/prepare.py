@@ -178,7 +178,8 @@ def _prepare_split(
             if workers > 1 and len(tasks) > 1 else None)
     results = pool.imap_unordered(_decode_rows, tasks) if pool else map(_decode_rows, tasks)
     start = (f"decoding {len(todo)} of {len(paths)} images into {cache} "
-             f"{processes(workers if pool else 1)}")
+             f"{processes(workers if pool else 1)}" if len(todo)
+             else f"all {len(paths)} images already in {cache}")
     last, since = time.monotonic(), 0
     try:
         with Progress(split, len(paths), start, initial=len(paths) - len(todo),
