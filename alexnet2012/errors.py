@@ -36,6 +36,14 @@ def check_writable(path: Path, option: str = "--json") -> None:
         path.unlink()
 
 
+def foreign_files(folder: Path, own: tuple[str, ...], hidden: bool = True) -> str:
+    """The names in ``folder`` (if it is one) other than ``own`` (and, with ``hidden=False``,
+    other than dot-files), the first three listed for a message ("" when there are none)."""
+    names = sorted(p.name for p in folder.iterdir() if p.name not in own
+                   and (hidden or not p.name.startswith("."))) if folder.is_dir() else []
+    return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+
+
 def ignore_interrupt() -> None:
     """A worker pool's initializer: Ctrl-C is the parent process's to handle (it stops the pool),
     so that workers do not each print a KeyboardInterrupt traceback."""

@@ -23,10 +23,10 @@ import torch
 from alexnet2012 import paper
 from alexnet2012.data import cache_info, prepare_cache
 from alexnet2012.data.synthetic import make_synthetic_imagenet
-from alexnet2012.errors import UsageError
+from alexnet2012.errors import UsageError, foreign_files
 from alexnet2012.report import format_comparison, write_report
 from alexnet2012.train import (CHECKPOINT, RUN_FILES, Run, TrainConfig, check_config,
-                               check_new_run_folder, deviations, foreign_files)
+                               check_new_run_folder, deviations)
 
 # The demo, sized to finish in under 10 minutes on 2 CPU cores (measured: README "Demo"). The
 # paper's init sits near chance for the first epoch, then learns; one fixed lr drop (/10 from

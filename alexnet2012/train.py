@@ -25,7 +25,7 @@ from alexnet2012.cpu_memory import keep_freed_memory
 from alexnet2012.cuda_backends import configure_backends
 from alexnet2012.data import cache_info, eval_loader, train_loader
 from alexnet2012.data.augment import check_crop
-from alexnet2012.errors import UsageError
+from alexnet2012.errors import UsageError, foreign_files
 from alexnet2012.evaluate import evaluate
 from alexnet2012.model import AlexNet, resolve_devices
 from alexnet2012.optim import PaperSGD
@@ -196,13 +196,6 @@ def _check_resumed_cache(config: TrainConfig, moved: bool) -> None:
     elif not (Path(config.cache) / "stats.json").exists():
         raise UsageError(f"--resume: {config.cache} is not a prepared cache; --data must give the "
                          "run's cache, or the ImageNet root whose cache is --cache or ROOT_cache")
-
-
-def foreign_files(folder: Path, own: tuple[str, ...]) -> str:
-    """The names in ``folder`` (if it is one) other than ``own``, the first three listed for a
-    message ("" when there are none)."""
-    names = sorted(p.name for p in folder.iterdir() if p.name not in own) if folder.is_dir() else []
-    return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
 
 
 def _epoch_of(line: str) -> float:

@@ -33,7 +33,7 @@ import numpy as np
 
 from alexnet2012 import paper
 from alexnet2012.data.imagenet import SPLITS
-from alexnet2012.errors import UsageError
+from alexnet2012.errors import UsageError, foreign_files
 
 FORMAT = 1
 ROW_SHAPE = (paper.IMAGE_SIZE, paper.IMAGE_SIZE, 3)
@@ -154,12 +154,10 @@ def refuse_foreign_folder(cache: Path) -> None:
     if not cache.is_dir() or read_manifest(cache) is not None:
         return
     ignored = (_tmp(cache / "manifest.json").name, "lost+found")  # lost+found: a new disk's
-    others = sorted(p.name for p in cache.iterdir()
-                    if p.name not in ignored and not p.name.startswith("."))
+    others = foreign_files(cache, ignored, hidden=False)
     if others:
-        listed = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
         raise UsageError(
-            f"{cache} is not empty and not a cache ({listed}): give CACHE a new or empty "
+            f"{cache} is not empty and not a cache ({others}): give CACHE a new or empty "
             f"folder, so that none of your files is overwritten"
         )
 
