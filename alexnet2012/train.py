@@ -241,23 +241,27 @@ class _LossWatch:
         return values.mean().item()
 
 
-def _saved_backends(folder: Path) -> Any:
-    """The CUDA settings a run's config.json records (None if it records none)."""
+def _recorded(folder: Path, key: str) -> Any:
+    """What a run's config.json records under ``key`` (None if it is unreadable or has none)."""
     try:
-        return json.loads((folder / "config.json").read_text()).get("backends")
+        return json.loads((folder / "config.json").read_text()).get(key)
     except (OSError, ValueError, AttributeError):
         return None
 
 
-def classes_differ(checkpoint: dict[str, Any], wnids: list[str]) -> str:
-    """How ``wnids`` differ from the checkpoint's classes, e.g. ``3 classes, the network's 4``
-    or ``the same number, 10, but n01440764 is not among the network's``."""
+def class_mismatch(checkpoint: dict[str, Any], wnids: list[str]) -> str:
+    """How ``wnids`` (a cache's classes, in label order) differ from the classes the
+    checkpoint's network was trained on, e.g. ``3 classes, the network's 4`` or ``the same
+    number, 10, but class 0 is n01440764 here, n01443537 in the network``; "" when they do not
+    (checkpoints before 2026-12 hold only the class count)."""
     trained = checkpoint["num_classes"]
     if len(wnids) != trained:
         return f"{len(wnids)} classes, the network's {trained}"
-    i = next(i for i, (w, t) in enumerate(zip(wnids, checkpoint["wnids"])) if w != t)
-    return (f"the same number, {trained}, but class {i} is {wnids[i]} here, "
-            f"{checkpoint['wnids'][i]} in the network")
+    for i, (here, there) in enumerate(zip(wnids, checkpoint.get("wnids", wnids))):
+        if here != there:
+            return (f"the same number, {trained}, but class {i} is {here} here, {there} in the "
+                    "network")
+    return ""
 
 
 def check_new_run_folder(folder: Path) -> None:
@@ -273,14 +277,6 @@ def check_new_run_folder(folder: Path) -> None:
     if others:
         raise UsageError(f"{folder} is not empty ({others}): give --out a new or empty "
                          "folder, so that no file of yours is overwritten")
-
-
-def other_classes(checkpoint: dict[str, Any], wnids: list[str]) -> bool:
-    """Whether ``wnids`` (a cache's classes, in label order) are not the ones the checkpoint's
-    network was trained on (checkpoints before 2026-12 hold only the class count)."""
-    if "wnids" in checkpoint:
-        return list(checkpoint["wnids"]) != list(wnids)
-    return checkpoint["num_classes"] != len(wnids)
 
 
 class Run:
@@ -349,7 +345,7 @@ class Run:
         config.out = str(out)
         _check_resumed_cache(config, moved=overrides.get("cache") is not None)
         run = cls(config, checkpoint=checkpoint, progress=progress, log=log)
-        if changed or _saved_backends(Path(out)) != run.backends:  # the report reads them there
+        if changed or _recorded(Path(out), "backends") != run.backends:  # the report reads them
             run._write_config()
         return run
 
@@ -365,14 +361,14 @@ class Run:
     def _check_same_data(self, checkpoint: dict[str, Any]) -> None:
         """A resumed run's cache must hold the run's data: its classes and, as config.json
         records, its number of training images."""
-        try:
-            train_images = json.loads((self.dir / "config.json").read_text())["train_images"]
-        except (OSError, ValueError, KeyError, TypeError):
+        train_images = _recorded(self.dir, "train_images")
+        if train_images is None:
             train_images = self.train_images  # config.json unreadable: the classes must do
         fix = "give the run's own cache, or start a new run"
-        if other_classes(checkpoint, self.wnids):
+        mismatch = class_mismatch(checkpoint, self.wnids)
+        if mismatch:
             raise UsageError(f"--resume: {self.config.cache} holds other classes than the run's "
-                             f"data ({classes_differ(checkpoint, self.wnids)}): {fix}")
+                             f"data ({mismatch}): {fix}")
         if self.train_images != train_images:
             raise UsageError(f"--resume: {self.config.cache} holds {self.train_images} training "
                              f"images, the run's data had {train_images}: {fix}")

@@ -7,7 +7,7 @@ from alexnet2012.data import cache_info, eval_loader
 from alexnet2012.errors import UsageError, run_cli
 from alexnet2012.evaluate import evaluate
 from alexnet2012.replicate import default_workers, parse_devices, resolve_cache
-from alexnet2012.train import classes_differ, load_trained_model, other_classes
+from alexnet2012.train import class_mismatch, load_trained_model
 
 
 def main() -> None:
@@ -29,11 +29,11 @@ def main() -> None:
     configure_backends(config.devices, config.tf32)
     workers = args.workers if args.workers is not None else default_workers(config.devices)
     cache, dataset, split = resolve_cache(args, workers, progress=True)
-    wnids = cache_info(cache).wnids
-    if other_classes(checkpoint, wnids):
+    mismatch = class_mismatch(checkpoint, cache_info(cache).wnids)
+    if mismatch:
         raise UsageError(f"checkpoint {args.checkpoint} was trained on other classes than the "
-                         f"data {cache} holds ({classes_differ(checkpoint, wnids)}): evaluate "
-                         "it on the data it was trained on")
+                         f"data {cache} holds ({mismatch}): evaluate it on the data it was "
+                         "trained on")
     batches = eval_loader(cache, split, batch_size=max(1, args.batch_size // args.views),
                           crop=config.input_size,
                           views=args.views, workers=workers, device=config.devices[0])
