@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The checks that need a CUDA GPU, in one run of at most 8 minutes (the stage limits add up to
-# 470 s), most important first: the CUDA tests, the benchmark at batch 128 (fp32/TF32), a short
-# replication on one GPU and one on the two-device path (column 0 on the GPU, column 1 on the
-# CPU), bf16 autocast, the data stages. The demo data is gitignored, so a first stage generates
-# and prepares it on the machine.
+# The checks that need a CUDA GPU, in one run of about 8 minutes (the stage limits add up to
+# 470 s; with each stage's 10 s kill grace, 9 min at worst), most important first: the CUDA
+# tests, the benchmark at batch 128 (fp32/TF32), a short replication on one GPU and one on the
+# two-device path (column 0 on the GPU, column 1 on the CPU), bf16 autocast, the data stages.
+# The demo data is gitignored, so a first stage generates and prepares it on the machine.
 #
 #   scripts/device_checks.sh OUT_DIR
 #
