@@ -32,18 +32,14 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from alexnet2012 import paper
-from alexnet2012.cpu_memory import keep_freed_memory
 from alexnet2012.cuda_backends import configure_backends
 from alexnet2012.errors import UsageError
 from alexnet2012.model import AlexNet, resolve_devices
-from alexnet2012.onednn_linear import set_onednn, with_onednn_fc
 from alexnet2012.optim import PaperSGD
 
 IMAGES_PER_EPOCH = paper.TRAIN_IMAGES_2012  # ILSVRC-2012 train
 REFERENCE = "torchvision alexnet"
 COMPILED = ", compiled"  # the suffix of the --compile rows' names
-F_LINEAR_FC_ROW = "AlexNet, fc in F.linear"  # the --swap-fc rows
-ONEDNN_FC_ROW = "torchvision alexnet, fc in oneDNN"
 ONE_DEVICE_ROW = "AlexNet"
 TWO_DEVICE_ROW = "AlexNet two-device"
 DATA_ROW = "AlexNet + data loader"
@@ -69,11 +65,9 @@ class Settings:
     repeats: int
     compile: bool = False
     bf16: bool = False
-    swap_fc: bool = False
     data: Optional[str] = None
     workers: int = 4
     seed: int = 0
-    system_malloc: bool = False
 
 
 @dataclass
@@ -145,10 +139,7 @@ def format_bytes(n: Optional[int]) -> str:
 def build_cases(settings: Settings) -> list[Case]:
     """The model rows: one device, two-device path, one column, torchvision (the reference);
     with ``settings.compile``, ``torch.compile``d twins of the one-device and reference rows
-    (named ``..., compiled``) run beside them, so that one run shows what compiling changes;
-    with ``settings.swap_fc``, twins of the one-device and reference rows with the other fc
-    layers: this network's in ``F.linear``, torchvision's in oneDNN (``onednn_linear``), to show
-    what the oneDNN products bring to each."""
+    (named ``..., compiled``) run beside them, so that one run shows what compiling changes."""
     d0 = settings.devices[0]
     pair = (d0, settings.devices[-1])
     builders: list[tuple[str, Callable[[], nn.Module], tuple[torch.device, ...]]] = [
@@ -157,10 +148,6 @@ def build_cases(settings: Settings) -> list[Case]:
         ("AlexNet columns=1", lambda: AlexNet(columns=1).to(d0), (d0,)),
         (REFERENCE, lambda: torchvision.models.alexnet().to(d0), (d0,)),
     ]
-    if settings.swap_fc:
-        builders += [
-            (F_LINEAR_FC_ROW, lambda: set_onednn(AlexNet().to(d0), False), (d0,)),
-            (ONEDNN_FC_ROW, lambda: with_onednn_fc(torchvision.models.alexnet().to(d0)), (d0,))]
     if settings.compile:
         builders += [(f"{name}{COMPILED}", build, devices) for name, build, devices in builders
                      if name in (ONE_DEVICE_ROW, REFERENCE)]
@@ -410,14 +397,6 @@ def code_version() -> dict[str, Any]:
     return {"commit": commit, "uncommitted": sorted(line[3:] for line in status)}
 
 
-def configure_cpu_memory(settings: Settings) -> str:
-    """When a row runs on the CPU: keep freed memory for reuse (``cpu_memory``), as training
-    does, for every row alike, unless ``system_malloc``. Returns the setting for the report."""
-    if settings.system_malloc or all(d.type != "cpu" for d in settings.devices):
-        return "system default"
-    return keep_freed_memory() or "system default (not glibc)"
-
-
 def summarise(cases: list[Case], settings: Settings, backends: dict[str, Any]) -> dict[str, Any]:
     """The JSON report: device, versions, settings and one entry per row."""
     rows = []
@@ -466,7 +445,6 @@ def summarise(cases: list[Case], settings: Settings, backends: dict[str, Any]) -
                       "entry, in an order rotated by one each round",
             "compile": settings.compile,
             "bf16_autocast": settings.bf16,
-            "swap_fc_rows": settings.swap_fc,
             "precision": "bf16 autocast" if settings.bf16 else ("fp32/TF32" if cuda else "fp32"),
             "backends": backends,
             "memory_method": {"cpu": CPU_MEMORY_METHOD, "cuda": CUDA_MEMORY_METHOD,
@@ -546,8 +524,6 @@ def format_table(report: dict[str, Any]) -> str:
                      f"torchvision (target >= 1.00x); the two-device path at "
                      f"{t['two_device_train_vs_one_device']:.2f}x the one-device net (target on "
                      f"one GPU: >= 0.90x)")
-    if "cpu_allocator" in s["backends"]:
-        notes.append(f"CPU allocator, every row: {s['backends']['cpu_allocator']}")
     if s["data"] is not None:
         notes.append(f"{DATA_ROW}: end to end (loader from {s['data']['cache']}, "
                      f"{s['data']['workers']} workers) with the AlexNet row's model; compare "
@@ -557,8 +533,7 @@ def format_table(report: dict[str, Any]) -> str:
 
 def run_benchmark(settings: Settings, progress: bool = True) -> dict[str, Any]:
     """Build the rows, time them in alternating rounds, return the report."""
-    backends = {**configure_backends(settings.devices),
-                "cpu_allocator": configure_cpu_memory(settings)}  # before the workers fork
+    backends = configure_backends(settings.devices)
     batches = None if settings.data is None else start_loader(settings)
     try:
         cases = build_cases(settings)

@@ -11,9 +11,6 @@ Two ways to run the same function:
 - per column (``devices`` given, e.g. ``("cuda:0", "cuda:1")``): column k's layers run on device
   k and activations move between devices only where a layer sees both columns; fc8 sits on the
   first device, as in the 2012 code.
-
-The fc layers are ``onednn_linear.Linear``: ``nn.Linear`` with its CPU products in oneDNN (faster
-than the BLAS behind ``F.linear`` on the CPU; the same function).
 """
 from __future__ import annotations
 
@@ -27,7 +24,6 @@ from torch import Tensor, nn
 
 from alexnet2012 import paper
 from alexnet2012.layers import Conv2d2012, conv2d_2012, paper_dropout, relu_lrn_pool
-from alexnet2012.onednn_linear import Linear
 
 DeviceLike = Union[str, torch.device]
 
@@ -82,7 +78,7 @@ class Column(nn.Module):
             if layer.kind == "conv":
                 module = Conv2d2012(cin, cout, layer.kernel, layer.stride, layer.pad)
             else:
-                module = Linear(cin, cout)
+                module = nn.Linear(cin, cout)
             self.add_module(layer.name, module)
 
 
@@ -131,7 +127,7 @@ class AlexNet(nn.Module):
             in_features[layer.name] = cin
             previous = layer
         self.columns = nn.ModuleList(Column(in_features, widths) for _ in range(columns))
-        self.fc8 = Linear(in_features["fc8"], num_classes)
+        self.fc8 = nn.Linear(in_features["fc8"], num_classes)
         self.reset_parameters()
         if self.devices is not None:
             for column, device in zip(self.columns, self.devices):

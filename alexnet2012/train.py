@@ -21,7 +21,6 @@ from tqdm import tqdm
 
 from alexnet2012 import paper
 from alexnet2012.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from alexnet2012.cpu_memory import keep_freed_memory
 from alexnet2012.cuda_backends import configure_backends
 from alexnet2012.data import cache_info, eval_loader, train_loader
 from alexnet2012.data.augment import check_crop
@@ -300,8 +299,6 @@ class Run:
                              "split (scripts/prepare_imagenet.py) before training")
         self.dev = torch.device(config.devices[0])
         self.backends = configure_backends(config.devices, config.tf32)
-        if any(torch.device(d).type == "cpu" for d in config.devices):
-            keep_freed_memory()  # else each CPU step page-faults its activations in again
         if checkpoint is None:
             self._start_folder()
         torch.manual_seed(config.seed)

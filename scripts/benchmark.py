@@ -28,34 +28,23 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="add torch.compile'd twins of "
                         "the one-device AlexNet and torchvision rows")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast")
-    parser.add_argument("--swap-fc", action="store_true", help="add twins of the one-device "
-                        "AlexNet and torchvision rows with the other fc layers: AlexNet's in "
-                        "F.linear (the BLAS), torchvision's in oneDNN "
-                        "(alexnet2012/onednn_linear.py)")
     parser.add_argument("--data", metavar="CACHE_DIR", help="add the end-to-end row: the "
                         "one-device AlexNet trained on this data cache's train loader")
     parser.add_argument("--workers", type=int, default=4, help="loader workers for --data "
                         "(default 4)")
-    parser.add_argument("--system-malloc", action="store_true", help="on the CPU, leave the C "
-                        "library's allocator settings alone (default: keep freed memory for "
-                        "reuse, as training does; see alexnet2012/cpu_memory.py)")
     parser.add_argument("--json", type=Path, metavar="OUT", help="write the report here (a file "
                         "already there is replaced)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args()
 
     devices = parse_devices(args.devices)
-    if args.swap_fc and any(d.type != "cpu" for d in devices):
-        raise UsageError("--swap-fc compares the fc layers' CPU products (oneDNN against "
-                         "F.linear); on CUDA both are F.linear: use it with --devices cpu")
     steps, warmup, repeats = default_schedule(devices[0])
     settings = Settings(
         devices=devices, batch_size=args.batch_size,
         steps=steps if args.steps is None else args.steps,
         warmup=warmup if args.warmup is None else args.warmup,
         repeats=repeats if args.repeats is None else args.repeats,
-        compile=args.compile, bf16=args.bf16, swap_fc=args.swap_fc, data=args.data,
-        workers=args.workers, system_malloc=args.system_malloc)
+        compile=args.compile, bf16=args.bf16, data=args.data, workers=args.workers)
     for name in ("batch_size", "steps", "repeats"):
         if getattr(settings, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1, "

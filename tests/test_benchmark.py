@@ -11,11 +11,10 @@ import torch
 from torch import nn
 
 from alexnet2012 import benchmark
-from alexnet2012.benchmark import (F_LINEAR_FC_ROW, ONE_DEVICE_ROW, ONEDNN_FC_ROW, REFERENCE,
+from alexnet2012.benchmark import (ONE_DEVICE_ROW, REFERENCE,
                                    Case, Settings, build_cases, format_duration, format_table,
                                    parse_devices, projected_seconds, run_rounds, summarise)
 from alexnet2012.errors import UsageError, check_writable
-from alexnet2012.onednn_linear import Linear
 from alexnet2012.optim import PaperSGD
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,23 +126,6 @@ def test_compile_adds_compiled_twins_beside_the_eager_rows():
     assert len(build_cases(_settings())) == len(cases) - 2
 
 
-def test_swap_fc_adds_twins_of_alexnet_and_torchvision_with_the_other_fc_layers():
-    cases = {c.name: c for c in build_cases(_settings(swap_fc=True))}
-    fast, blas = cases[ONE_DEVICE_ROW].model, cases[F_LINEAR_FC_ROW].model
-    fcs = [m for m in blas.modules() if isinstance(m, nn.Linear)]
-    assert len(fcs) == 5 and not any(m.onednn for m in fcs)  # fc6, fc7 per column, fc8
-    assert all(m.onednn for m in fast.modules() if isinstance(m, nn.Linear))
-    assert all(torch.equal(a, b) for a, b in zip(fast.parameters(), blas.parameters()))
-    tv, tv_onednn = cases[REFERENCE].model, cases[ONEDNN_FC_ROW].model
-    assert not any(isinstance(m, Linear) for m in tv.modules())
-    fcs = [m for m in tv_onednn.modules() if isinstance(m, nn.Linear)]
-    assert len(fcs) == 3 and all(type(m) is Linear and m.onednn for m in fcs)
-    assert all(torch.equal(a, b) for a, b in zip(tv.parameters(), tv_onednn.parameters()))
-    x = torch.randn(2, 3, 224, 224)
-    assert torch.allclose(tv.eval()(x), tv_onednn.eval()(x), rtol=1e-4, atol=1e-5)
-    assert not {F_LINEAR_FC_ROW, ONEDNN_FC_ROW} & {c.name for c in build_cases(_settings())}
-
-
 def test_an_empty_loader_is_a_usage_error():
     with pytest.raises(UsageError, match="yields no batch"):
         next(benchmark.loader_batches(lambda epoch: []))
@@ -201,16 +183,6 @@ def _check_report(report: dict, table: str, names: list, repeats: int) -> None:
         assert line.endswith(format_duration(seconds))
 
 
-def test_cpu_rows_keep_freed_memory_unless_told_not_to(monkeypatch):
-    calls = []
-    monkeypatch.setattr(benchmark, "keep_freed_memory", lambda: calls.append(1) or "kept")
-    assert benchmark.configure_cpu_memory(_settings()) == "kept" and len(calls) == 1
-    assert benchmark.configure_cpu_memory(_settings(system_malloc=True)) == "system default"
-    gpu_only = _settings(devices=(torch.device("cuda", 0),))
-    assert benchmark.configure_cpu_memory(gpu_only) == "system default"
-    assert len(calls) == 1
-
-
 def _cli_report(tmp_path, devices: str, batch_size: int, steps: int, warmup: int, capsys,
                 monkeypatch) -> tuple[dict, str]:
     """One round of scripts/benchmark.py writing JSON; (the JSON report, stdout)."""
@@ -248,8 +220,6 @@ def test_cli_prints_the_table_and_writes_the_same_as_json(tmp_path, capsys, monk
         "alexnet_train_vs_torchvision": rate["AlexNet"] / rate[REFERENCE],
         "two_device_train_vs_one_device": rate["AlexNet two-device (cpu, cpu)"] / rate["AlexNet"]})
     assert "targets: AlexNet trains at" in stdout
-    assert report["settings"]["backends"]["cpu_allocator"].startswith("glibc mallopt")
-    assert "CPU allocator, every row: glibc mallopt" in stdout
     for row in report["models"]:  # weights alone are 61M float32 = 233 MiB for every model here
         assert row["train"]["peak_memory_bytes"] > row["infer"]["peak_memory_bytes"] > 200 << 20
 
@@ -287,13 +257,6 @@ def test_a_writable_json_path_is_left_as_it_was(tmp_path):
     check_writable(tmp_path / "new.json")
     assert [p.name for p in tmp_path.iterdir()] == ["old.json"]
     assert (tmp_path / "old.json").read_text() == "kept"
-
-
-def test_cli_swap_fc_is_for_the_cpu_only(capsys, monkeypatch):
-    monkeypatch.setattr(benchmark, "parse_devices", lambda spec: (torch.device("cuda", 0),))
-    code, _, stderr = _cli(["--swap-fc", "--quiet"], capsys, monkeypatch)
-    assert code == 2 and stderr.startswith("error: --swap-fc compares")
-    assert len(stderr.strip().splitlines()) == 1
 
 
 @cuda
