@@ -2,14 +2,18 @@
 """Training and inference images/s of AlexNet (one device, two-device path, columns=1) next to
 torchvision's alexnet on the same device and batch, with the projected 90-epoch time.
 
-With --data CACHE, one more row adds the real train loader (end to end, data included)."""
+With --data CACHE, one more row adds the real train loader (end to end, data included).
+With --cost, a second table: one training step of each model counted on the meta device (no GPU
+needed) and its time projected on an H100 and an H200 from datasheet figures (an estimate);
+--cost-only prints that table without timing anything."""
 import argparse
 import json
 from pathlib import Path
 
 from alexnet2012 import paper
-from alexnet2012.benchmark import (DEFAULT_SCHEDULE, Settings, default_schedule, format_table,
-                                   parse_devices, run_benchmark)
+from alexnet2012.benchmark import (DEFAULT_SCHEDULE, Settings, code_version, default_schedule,
+                                   format_table, parse_devices, run_benchmark, versions)
+from alexnet2012.cost import cost_report, format_cost_table
 from alexnet2012.errors import UsageError, check_writable, run_cli
 
 
@@ -35,7 +39,38 @@ def main() -> None:
     parser.add_argument("--json", type=Path, metavar="OUT", help="write the report here (a file "
                         "already there is replaced)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--cost", action="store_true", help="after the timed table, the cost "
+                        "of one fp32 training step of each model, counted on the meta device "
+                        "(memory-bound ops, the bytes they move, FLOPs; seconds, no GPU needed) "
+                        "with its ratios to torchvision's, and the step's time projected on an "
+                        "H100 SXM and an H200 SXM from datasheet figures (an estimate, not a "
+                        "measurement); the JSON gets it as 'cost'")
+    parser.add_argument("--cost-only", action="store_true", help="the --cost table alone, "
+                        "nothing timed (the CPU timing at batch 128 takes many minutes); takes "
+                        "--batch-size, --json, and none of the timing options")
     args = parser.parse_args()
+
+    if (args.cost_only or args.cost) and args.bf16:
+        raise UsageError("--cost counts the fp32 step: drop --bf16 or --cost")
+    if args.cost_only:
+        timing = [name for name, given in (
+            ("--devices", args.devices), ("--steps", args.steps), ("--warmup", args.warmup),
+            ("--repeats", args.repeats), ("--compile", args.compile), ("--data", args.data))
+            if given not in (None, False)]
+        if timing:
+            raise UsageError(f"--cost-only times nothing: {', '.join(timing)} would not apply "
+                             f"(use --cost to time as well)")
+        if args.batch_size < 1:
+            raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+        if args.json is not None:
+            check_writable(args.json)
+        cost = cost_report(args.batch_size)
+        print(format_cost_table(cost))
+        if args.json is not None:
+            args.json.write_text(json.dumps({"cost": cost, "code": code_version(),
+                                             "versions": versions()}, indent=2) + "\n")
+            print(f"wrote {args.json}")
+        return
 
     devices = parse_devices(args.devices)
     steps, warmup, repeats = default_schedule(devices[0])
@@ -56,6 +91,10 @@ def main() -> None:
 
     report = run_benchmark(settings, progress=not args.quiet)
     print(format_table(report))
+    if args.cost:
+        report["cost"] = cost_report(settings.batch_size)
+        print()
+        print(format_cost_table(report["cost"]))
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.json}")
