@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 from torchvision import transforms
+from torchvision.transforms.v2 import functional as TF
 
 from alexnet2012.data import (
     Lighting,
@@ -16,6 +17,7 @@ from alexnet2012.data import (
     ten_views,
     to_input,
 )
+from alexnet2012.data.augment import _gather_crops, _slice_crops, hwc_mean
 from alexnet2012.errors import UsageError
 
 # Reference ImageNet RGB PCA on [0,1] (fb.resnet.torch, quoted in PAPER_NOTES).
@@ -54,20 +56,63 @@ def test_flips_are_fair_and_lighting_draws_are_n_0_01():
     assert np.corrcoef(plan.flip.ravel(), plan.oy.ravel())[0, 1] < 0.03
 
 
+def crop_flip_per_image(images, oy, ox, flip, size):
+    """The per-image definition (``crop_flip`` before it was vectorised), written out."""
+    out = torch.empty((len(images), size, size, 3), dtype=torch.uint8)
+    for i, (y, x, f) in enumerate(zip(oy.tolist(), ox.tolist(), flip.tolist())):
+        crop = images[i, y : y + size, x : x + size]
+        out[i] = crop.flip(1) if f else crop
+    return out
+
+
 @pytest.mark.parametrize("crop", [224, 227])
-def test_crop_flip_against_numpy_slicing(crop):
-    images = random_images(6)
-    oy, ox = (
-        np.array([0, 256 - crop, 5, 17, 0, 256 - crop]),
-        np.array([256 - crop, 0, 9, 17, 0, 256 - crop]),
-    )
-    flip = np.array([True, False, True, False, False, True])
-    crops = crop_flip(images, oy, ox, flip, crop)
-    assert crops.shape == (6, crop, crop, 3) and crops.dtype == torch.uint8
-    raw = images.numpy()
-    for i in range(6):
-        expected = raw[i, oy[i] : oy[i] + crop, ox[i] : ox[i] + crop]
-        np.testing.assert_array_equal(crops[i].numpy(), expected[:, ::-1] if flip[i] else expected)
+@pytest.mark.parametrize("impl", [crop_flip, _slice_crops, _gather_crops])
+def test_crop_flip_is_the_per_image_definition_and_torchvision(crop, impl):
+    # Every offset on each axis, both extremes (0 and 256 - S) with and without a flip.
+    far = 256 - crop
+    n = 2 * (far + 1)
+    images = random_images(n, seed=3)
+    oy = np.concatenate([np.arange(far + 1), np.arange(far + 1)[::-1]])
+    ox = np.concatenate([np.arange(far + 1)[::-1], np.arange(far + 1)])
+    flip = np.arange(n) % 3 == 0
+    flip[[0, far, far + 1, n - 1]] = [True, True, False, False]
+    crops = impl(images, oy, ox, flip, crop)
+    assert crops.shape == (n, crop, crop, 3) and crops.dtype == torch.uint8
+    assert crops.is_contiguous()
+    assert torch.equal(crops, crop_flip_per_image(images, oy, ox, flip, crop))
+    for i in range(n):  # independent check: torchvision's crop and horizontal flip, on CHW
+        chw = TF.crop(images[i].permute(2, 0, 1), int(oy[i]), int(ox[i]), crop, crop)
+        expected = TF.horizontal_flip(chw) if flip[i] else chw
+        assert torch.equal(crops[i], expected.permute(1, 2, 0))
+
+
+def test_crop_flip_refuses_offsets_outside_the_image():
+    images = random_images(2)
+    ok, zero = np.array([0, 32]), np.zeros(2, bool)
+    assert crop_flip(images[:0], ok[:0], ok[:0], zero[:0], 224).shape == (0, 224, 224, 3)
+    for oy, ox in ((np.array([0, 33]), ok), (ok, np.array([-1, 0])), (ok[:1], ok[:1])):
+        with pytest.raises(ValueError, match="keep the 224 x 224 crop inside"):
+            crop_flip(images, oy, ox, zero[: len(oy)], 224)
+
+
+@pytest.mark.parametrize("mode", ["paper", "2012", "none"])
+def test_to_input_is_the_contiguous_formula_bit_for_bit_in_channels_last(mode):
+    rng = np.random.default_rng(5)
+    crops = torch.from_numpy(rng.integers(0, 256, (3, 10, 224, 224, 3), dtype=np.uint8))
+    mean = mean_crop(rng.random((3, 256, 256)).astype(np.float32), 224)
+    lighting = Lighting(mode, EIGENVALUES, EIGENVECTORS)
+    shift = lighting.shift(rng.normal(0, 0.1, (3, 3)))
+    for x in (crops, crops[:, 0]):
+        # The earlier definition: NCHW float, then the same elementwise steps in the same order.
+        expected = x.movedim(-1, -3).float().contiguous() - mean
+        if shift is not None:
+            expected += shift.view(3, *[1] * (x.dim() - 4), 3, 1, 1)
+        expected = expected * lighting.scale if lighting.scale != 1.0 else expected
+        for m in (mean, hwc_mean(mean)):
+            out = to_input(x, m, shift, lighting.scale)
+            assert out.shape == expected.shape and torch.equal(out, expected)
+            assert out.movedim(-3, -1).is_contiguous()  # channels-last
+        assert to_input(crops[:, 0], mean).is_contiguous(memory_format=torch.channels_last)
 
 
 @pytest.mark.parametrize("mode", ["paper", "2012", "none"])

@@ -47,6 +47,7 @@ def test_training_batches_are_the_plan_applied_to_the_cached_pixels(cache):
     central_mean = stats.mean_image[:, 16:240, 16:240].astype(np.float64) * 255
     for b, (x, y) in enumerate(loader):
         assert x.shape == (5, 3, 224, 224) and x.dtype == torch.float32 and y.dtype == torch.int64
+        assert x.is_contiguous(memory_format=torch.channels_last)  # the network's layout
         rows = plan.rows[b]
         np.testing.assert_array_equal(y.numpy(), labels[rows])
         for i, row in enumerate(rows):

@@ -16,7 +16,7 @@ from alexnet2012.data.augment import (
 )
 from alexnet2012.data.cache import CacheInfo, cache_info
 from alexnet2012.data.imagenet import ImageNet
-from alexnet2012.data.loader import Batches, eval_loader, train_loader
+from alexnet2012.data.loader import Batches, EvalStreams, TrainStream, eval_loader, train_loader
 from alexnet2012.data.plan import EpochPlan, make_plan
 from alexnet2012.data.prepare import prepare_cache
 from alexnet2012.data.stats import Stats, load_stats
@@ -26,9 +26,11 @@ __all__ = [
     "Batches",
     "CacheInfo",
     "EpochPlan",
+    "EvalStreams",
     "ImageNet",
     "Lighting",
     "Stats",
+    "TrainStream",
     "augment",
     "cache_info",
     "centre_view",

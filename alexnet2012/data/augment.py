@@ -3,11 +3,15 @@
 Two stages, so each runs where it is cheapest:
 
 1. ``crop_flip`` / ``centre_view`` / ``ten_views``: uint8 (B, 256, 256, 3) -> uint8 crops
-   (..., S, S, 3), HWC. Pure copies; the loader runs them in its worker processes.
+   (..., S, S, 3), HWC. Pure copies; the loader runs them in its worker processes, before the
+   crops cross to the main process and the device: S x S of the 256 x 256 bytes (77% for S = 224)
+   then go through shared memory, pinning and the host-to-device copy, and cropping uint8 on
+   the CPU is a handful of memory-speed copies.
 2. ``to_input``: uint8 crops -> float32 (..., 3, S, S) on the network's scale: pixel values on
    0..255 minus the mean image's *central* crop (whatever the crop's position; [C], and Caffe),
    plus the per-image lighting shift (``Lighting``). The loader runs it on the target device
-   (the GPU when there is one), after the uint8 crops have crossed from the workers.
+   (the GPU when there is one), after the uint8 crops have crossed from the workers. Its output
+   is channels-last, the layout the network runs in (``model._to``).
 
 ``augment`` chains them for a whole training batch. The scale is 0..255 because the paper's
 N(0, 0.01) initialisation is calibrated for it ([C] and Caffe feed 0..255 minus the mean).
@@ -49,15 +53,54 @@ def centre_offset(size: int, full: int = IMAGE_SIZE) -> int:
 def crop_flip(
     images: torch.Tensor, oy: np.ndarray, ox: np.ndarray, flip: np.ndarray, size: int
 ) -> torch.Tensor:
-    """Crop image i at (oy[i], ox[i]) to ``size`` x ``size``; mirror it left-right where flip[i]."""
+    """Crop image i at (oy[i], ox[i]) to ``size`` x ``size``; mirror it left-right where flip[i].
+
+    uint8 (B, H, W, 3) -> uint8 (B, S, S, 3). Two implementations with the same bytes: on the CPU
+    (the loader's workers) one slice copy per image, whose contiguous runs copy at memory speed,
+    whereas a gather through torch's CPU index kernel moves one byte at a time and is an order of
+    magnitude slower; on other devices one gather (``_gather_crops``) instead of a kernel or two
+    per image.
+    """
+    oy, ox, flip = np.asarray(oy), np.asarray(ox), np.asarray(flip, bool)
+    if len(images) and not (
+        len(oy) == len(ox) == len(flip) == len(images)
+        and 0 <= min(oy.min(), ox.min())
+        and oy.max() <= images.shape[1] - size
+        and ox.max() <= images.shape[2] - size
+    ):
+        raise ValueError(
+            f"crop offsets must be one per image and keep the {size} x {size} crop inside the "
+            f"{images.shape[1]} x {images.shape[2]} images"
+        )
+    if images.device.type == "cpu":
+        return _slice_crops(images, oy, ox, flip, size)
+    return _gather_crops(images, oy, ox, flip, size)
+
+
+def _slice_crops(
+    images: torch.Tensor, oy: np.ndarray, ox: np.ndarray, flip: np.ndarray, size: int
+) -> torch.Tensor:
+    """``crop_flip`` as one slice copy per image (the CPU path)."""
     out = _empty((len(images), size, size, 3), torch.uint8, images.device)
     with _one_cpu_thread(images.device):
-        for i, (y, x, f) in enumerate(
-            zip(np.asarray(oy).tolist(), np.asarray(ox).tolist(), np.asarray(flip).tolist())
-        ):
+        for i, (y, x, f) in enumerate(zip(oy.tolist(), ox.tolist(), flip.tolist())):
             crop = images[i, y : y + size, x : x + size]
             out[i] = crop.flip(1) if f else crop
     return out
+
+
+def _gather_crops(
+    images: torch.Tensor, oy: np.ndarray, ox: np.ndarray, flip: np.ndarray, size: int
+) -> torch.Tensor:
+    """``crop_flip`` as one gather on ``images``' device: output pixel (i, r, c) is input pixel
+    (i, oy[i] + r, ox[i] + c), or (i, oy[i] + r, ox[i] + S - 1 - c) where flip[i]."""
+    device = images.device
+    oy, ox, flip = (torch.as_tensor(np.asarray(a)).to(device) for a in (oy, ox, flip))
+    r = torch.arange(size, device=device)
+    rows = oy[:, None] + r
+    cols = ox[:, None] + torch.where(flip[:, None], size - 1 - r, r)
+    batch = torch.arange(len(images), device=device)
+    return images[batch[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
 @contextmanager
@@ -151,16 +194,28 @@ def to_input(
 ) -> torch.Tensor:
     """uint8 crops (B, ..., S, S, 3) -> float32 (B, ..., 3, S, S): ``(crop - mean + shift) * scale``
 
-    ``mean``: (3, S, S) on 0..255 (``mean_crop``); ``shift``: (B, 3) on 0..255 or None.
+    ``mean``: (3, S, S) on 0..255 (``mean_crop``; ``hwc_mean`` gives it the layout that avoids a
+    copy per call); ``shift``: (B, 3) on 0..255 or None. The result is channels-last (a
+    permuted view of (B, ..., S, S, 3) memory): each step is then a plain elementwise pass over
+    the crops' own layout, and the network converts its input to channels-last anyway; the
+    values are those of the contiguous layout, element for element.
     """
-    out = _empty((*crops.shape[:-3], 3, *crops.shape[-3:-1]), torch.float32, crops.device)
-    out.copy_(crops.movedim(-1, -3))
-    out.sub_(mean.to(crops.device))
-    if shift is not None:
-        out.add_(shift.to(crops.device).view(len(crops), *[1] * (out.dim() - 4), 3, 1, 1))
+    device = crops.device
+    out = _empty(tuple(crops.shape), torch.float32, device)
+    out.copy_(crops)
+    out.sub_(mean.to(device).movedim(-3, -1).contiguous())
+    if shift is not None:  # added a pixel row at a time: rows of S x 3, not runs of 3 values
+        rows = out.view(*out.shape[:-2], -1)
+        row_shift = shift.to(device).repeat(1, out.shape[-2])
+        rows.add_(row_shift.view(len(crops), *[1] * (rows.dim() - 2), -1))
     if scale != 1.0:
         out.mul_(scale)
-    return out
+    return out.movedim(-1, -3)
+
+
+def hwc_mean(mean: torch.Tensor) -> torch.Tensor:
+    """``mean`` (3, S, S), same values, stored channels-last: what ``to_input`` reads directly."""
+    return mean.movedim(-3, -1).contiguous().movedim(-1, -3)
 
 
 def augment(
