@@ -8,14 +8,6 @@ from torch import Tensor
 
 from alexnet2012 import paper
 
-CPU_BLOCK = 1 << 19
-"""Elements per block of the CPU update (see :meth:`PaperSGD.step`): 2 MiB per float32 tensor,
-so that a block's weights, gradients and velocity stay in cache through the update's operations.
-On the 2-core test machine, an update of AlexNet's 61M parameters took 50 ms against 62 ms
-tensor by tensor (an ad-hoc side-by-side timing, medians of 21 alternating rounds, not part of
-the benchmark; blocks of 2^18 to 2^21 elements all did better than whole tensors, 2^16 worse)."""
-
-
 class PaperSGD(torch.optim.Optimizer):
     """SGD with momentum and weight decay exactly as written in P §5.
 
@@ -38,15 +30,11 @@ class PaperSGD(torch.optim.Optimizer):
     group's ``weight_decay``; param groups may set their own ``lr``, ``momentum`` and
     ``weight_decay`` (e.g. ``weight_decay=0`` to exempt a group entirely).
 
-    The update runs as ``torch._foreach_*`` ops, one batch per (device, dtype, decayed) set
-    of tensors, so parameters spread over several devices are fine; ``lr`` and the other
-    hyper-parameters are Python floats, so a step never synchronises with the device. On the
-    CPU, where the foreach ops run tensor by tensor, each contiguous tensor is updated in blocks
-    of ``CPU_BLOCK`` elements, every operation of the update on a block before the next: the
-    same operations on every element, with less than half the memory traffic (fc6's weights
-    alone are 151 MB). The result is the whole-tensor update's to the bit on the tested build
-    (tests/test_optim.py compares them, with block boundaries inside vectorised runs).
-    Parameters whose ``grad`` is ``None`` are skipped (their velocity is left unchanged).
+    The update runs as ``torch._foreach_*`` ops (as ``torch.optim`` does), one batch per
+    (device, dtype, decayed) set of tensors, so parameters spread over several devices are fine;
+    ``lr`` and the other hyper-parameters are Python floats, so a step never synchronises with
+    the device. Parameters whose ``grad`` is ``None`` are skipped (their velocity is left
+    unchanged).
     """
 
     def __init__(
@@ -88,14 +76,8 @@ class PaperSGD(torch.optim.Optimizer):
                 ws.append(p)
                 gs.append(p.grad)
                 vs.append(state["velocity"])
-            for (device, _, decayed), tensors in batches.items():
-                decay = weight_decay if decayed else 0.0
-                if device.type != "cpu":
-                    _update(*tensors, momentum, decay, lr)
-                    continue
-                for wgv in zip(*tensors):
-                    for w, g, v in _blocks(wgv):
-                        _update([w], [g], [v], momentum, decay, lr)
+            for (_, _, decayed), tensors in batches.items():
+                _update(*tensors, momentum, weight_decay if decayed else 0.0, lr)
         return loss
 
 
@@ -107,11 +89,3 @@ def _update(ws: list[Tensor], gs: list[Tensor], vs: list[Tensor], momentum: floa
         torch._foreach_add_(vs, ws, alpha=-decay * lr)
     torch._foreach_add_(vs, gs, alpha=-lr)
     torch._foreach_add_(ws, vs)
-
-
-def _blocks(wgv: tuple[Tensor, Tensor, Tensor]) -> list[tuple[Tensor, Tensor, Tensor]]:
-    """One parameter's (weight, gradient, velocity) as blocks of ``CPU_BLOCK`` elements of their
-    flat views; the tensors whole when one of them is not contiguous."""
-    if not all(t.is_contiguous() for t in wgv):
-        return [wgv]
-    return list(zip(*(t.view(-1).split(CPU_BLOCK) for t in wgv)))

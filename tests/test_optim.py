@@ -6,7 +6,6 @@ import io
 import pytest
 import torch
 
-from alexnet2012 import optim
 from alexnet2012.optim import PaperSGD
 
 # Learning rate per step: three steps at 0.01, then the paper's drop to 0.001.
@@ -60,56 +59,28 @@ def test_matches_paper_rule_across_an_lr_drop(weight_decay):
         torch.testing.assert_close(opt.state[p]["velocity"], v, rtol=1e-12, atol=1e-14)
 
 
-def run_in_blocks(monkeypatch, block: int, params, grads) -> PaperSGD:
-    """PaperSGD over LRS with CPU blocks of ``block`` elements; returns the optimizer."""
-    monkeypatch.setattr(optim, "CPU_BLOCK", block)
-    opt = PaperSGD(params, lr=LRS[0], momentum=0.9, weight_decay=5e-4)
-    run_optimizer(opt, params, grads, LRS)
-    return opt
-
-
-def assert_same_bits(params, opt, other_params, other_opt) -> None:
-    """Weights and velocities equal to the bit."""
-    for p, q in zip(params, other_params):
-        assert torch.equal(p, q)
-        assert torch.equal(opt.state[p]["velocity"], other_opt.state[q]["velocity"])
-
-
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_cpu_blocks_follow_the_rule_and_give_the_whole_tensor_update_to_the_bit(monkeypatch, dtype):
-    # blocks of 5 elements: the 12- and 24-element weights in several blocks with a remainder,
-    # the 4-element bias in one; a transposed (non-contiguous) weight is updated whole
+def test_any_memory_layout_follows_the_rule(dtype):
+    # a transposed (non-contiguous) weight and a channels-last conv weight, as the model holds
     def fresh_params():
+        gen = torch.Generator().manual_seed(3)
         params = make_params(dtype=dtype)
         params.append(torch.nn.Parameter(params[0].detach().t().contiguous().t()))  # strides (1, 4)
+        conv = torch.randn(4, 3, 5, 5, generator=gen, dtype=dtype)
+        params.append(torch.nn.Parameter(conv.contiguous(memory_format=torch.channels_last)))
         return params
 
     params = fresh_params()
-    assert not params[-1].is_contiguous()
+    assert not params[-2].is_contiguous() and not params[-1].is_contiguous()
     grads = make_grads(params, len(LRS))
-    opt = run_in_blocks(monkeypatch, 5, params, grads)
+    opt = PaperSGD(params, lr=LRS[0], momentum=0.9, weight_decay=5e-4)
+    run_optimizer(opt, params, grads, LRS)
     want_w, want_v = reference(fresh_params(), grads, LRS, 0.9, 5e-4)
     tol = dict(rtol=1e-12, atol=1e-14) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-7)
     for p, w, v in zip(params, want_w, want_v):
         torch.testing.assert_close(p.detach(), w, **tol)
         torch.testing.assert_close(opt.state[p]["velocity"], v, **tol)
-    whole = fresh_params()
-    assert_same_bits(params, opt, whole, run_in_blocks(monkeypatch, 1 << 30, whole, grads))
-
-
-def test_cpu_blocks_inside_vectorised_runs_change_no_bit(monkeypatch):
-    # blocks of 1000 elements (not a multiple of any vector width) over 100k-element float32
-    # tensors: block edges fall inside the runs that the vectorised kernels split into vector
-    # body and scalar tail, which must not change the result
-    def fresh_params():
-        gen = torch.Generator().manual_seed(3)
-        return [torch.nn.Parameter(torch.randn(s, generator=gen)) for s in [(317, 331), (1000,)]]
-
-    blocked, whole = fresh_params(), fresh_params()
-    grads = make_grads(blocked, len(LRS))
-    opt = run_in_blocks(monkeypatch, 1000, blocked, grads)
-    assert_same_bits(blocked, opt, whole, run_in_blocks(monkeypatch, 1 << 30, whole, grads))
-    assert not torch.equal(blocked[0], fresh_params()[0])  # the steps did update the weights
+    assert opt.state[params[-1]]["velocity"].is_contiguous(memory_format=torch.channels_last)
 
 
 def test_first_step_and_bias_not_decayed():
