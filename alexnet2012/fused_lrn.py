@@ -384,11 +384,14 @@ def _setup_context(ctx: Any, inputs: tuple, output: tuple[Tensor, Tensor]) -> No
     z, *hyper = inputs
     ctx.save_for_backward(z, output[1])
     ctx.hyper = hyper
+    ctx.set_materialize_grads(False)  # no zero tensor for the argmax output's missing gradient
 
 
 def _backward(ctx: Any, grad: Tensor, grad_argmax: Tensor | None) -> tuple:
     """grad_z through the backward op; the argmax output has no gradient."""
     z, argmax = ctx.saved_tensors
+    if grad is None:
+        return (None,) * (1 + len(ctx.hyper))
     grad_z = torch.ops.alexnet2012.relu_lrn_pool_backward(grad, z, argmax, *ctx.hyper)
     return (grad_z,) + (None,) * len(ctx.hyper)
 

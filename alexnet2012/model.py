@@ -1,29 +1,25 @@
 """The two-column AlexNet (P §3, Figure 2), on one device or with one column per device.
 
-The layer list is ``paper.LAYERS``; the columns cross wherever a layer ``sees="both"`` (conv3,
-fc6, fc7, fc8), and nowhere else. Parameters live per column (``columns.0.conv1.weight`` ...,
-``fc8.weight``), whatever the placement, so a checkpoint trained on two GPUs loads anywhere.
-
-Two ways to run the same function:
-- one device (``devices=None``): both columns in the same kernels, the columns' weights
-  concatenated and the own-column layers as grouped convolutions (``groups=2``), LRN and dropout
-  computed per column;
-- per column (``devices`` given, e.g. ``("cuda:0", "cuda:1")``): column k's layers run on device
-  k and activations move between devices only where a layer sees both columns; fc8 sits on the
-  first device, as in the 2012 code.
+The layer list is ``paper.LAYERS``. :meth:`AlexNet.forward` follows Figure 2 top to bottom with
+one tensor per column: each column computes its own layers, and the columns cross (each
+column's input is both columns' outputs) at conv3, fc6, fc7 and fc8, and nowhere else. The same
+code runs both columns on one device and one column per device; only where each column's
+parameters live differs. Parameters live per column (``columns.0.conv1.weight`` ...,
+``fc8.weight``), so a checkpoint trained on two GPUs loads anywhere. Weights and activations
+are channels-last, the layout in which GPUs convolve fastest.
 """
 from __future__ import annotations
 
 import functools
 from contextlib import nullcontext
-from typing import ContextManager, Optional, Sequence, Union
+from typing import Callable, ContextManager, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from alexnet2012 import paper
-from alexnet2012.layers import Conv2d2012, conv2d_2012, paper_dropout, relu_lrn_pool
+from alexnet2012.layers import Conv2d2012, pad_overhang, paper_dropout, relu_lrn_pool
 
 DeviceLike = Union[str, torch.device]
 
@@ -96,7 +92,12 @@ class AlexNet(nn.Module):
             conv1-conv4; conv5 and the fc layers at full size, P §3.2).
         lrn: local response normalization after conv1 and conv2 (P §3.3 ablation when False).
         overlapping_pool: 3x3 pooling with stride 2 (P §3.4); False gives 2x2 stride 2.
+
+    ``fused_lrn`` (an attribute, True by default) lets a GPU run ReLU -> LRN -> max-pool as one
+    kernel; False uses PyTorch's own three operations, e.g. for a second derivative.
     """
+
+    fused_lrn: bool = True
 
     def __init__(self, num_classes: int = paper.NUM_CLASSES, *, input_size: int = paper.CROP_SIZE,
                  devices: Optional[Sequence[DeviceLike]] = None, columns: int = paper.COLUMNS,
@@ -129,6 +130,7 @@ class AlexNet(nn.Module):
         self.columns = nn.ModuleList(Column(in_features, widths) for _ in range(columns))
         self.fc8 = nn.Linear(in_features["fc8"], num_classes)
         self.reset_parameters()
+        self.to(memory_format=torch.channels_last)  # conv weights; the activations follow
         if self.devices is not None:
             for column, device in zip(self.columns, self.devices):
                 column.to(device)
@@ -147,76 +149,102 @@ class AlexNet(nn.Module):
             return [getattr(self, layer.name)]
         return [getattr(column, layer.name) for column in self.columns]
 
-    def _after(self, layer: paper.Layer, h: Tensor, groups: int) -> Tensor:
-        """ReLU, LRN, max-pool, dropout after ``layer`` (P §3.5 order), per column."""
-        if layer.lrn and self.lrn:  # conv1, conv2: ReLU -> LRN -> pool, in one fused pass
-            return relu_lrn_pool(h, groups, *self.pool)
+    def _after(self, layer: paper.Layer, h: Tensor) -> Tensor:
+        """ReLU, LRN, max-pool and dropout after ``layer``, in P §3.5's order."""
+        if layer.lrn and self.lrn:  # conv1, conv2: ReLU -> LRN -> pool, one fused op on a GPU
+            return relu_lrn_pool(h, 1, *self.pool, fused=None if self.fused_lrn else False)
         if layer.relu:
             h = F.relu(h, inplace=True)
         if layer.pool:
             h = F.max_pool2d(h, *self.pool)
         if layer.dropout:
-            h = paper_dropout(h, paper.DROPOUT_P, self.training, groups)
+            h = paper_dropout(h, paper.DROPOUT_P, self.training)
         return h
 
     def forward(self, x: Tensor) -> Tensor:
+        """Figure 2, top to bottom; ``hs`` holds one tensor per column, on its column's device."""
         if x.dim() != 4 or x.shape[1] != 3 or x.shape[2:] != (self.input_size, self.input_size):
             raise ValueError(f"expected images of shape (N, 3, {self.input_size}, "
                              f"{self.input_size}), got {tuple(x.shape)}")
-        if self.devices is None:
-            return self._forward_one_device(x)
-        return self._forward_per_column(x)
+        cols = _Columns([next(c.parameters()).device for c in self.columns])
+        conv1 = paper.LAYERS[0]
+        hs = cols.fork(cols.share([x], lambda h: pad_overhang(h, conv1.kernel, conv1.stride)))
+        hs = self._each("conv1", hs, cols)  # + ReLU, LRN, max-pool
+        hs = self._each("conv2", hs, cols)  # + ReLU, LRN, max-pool: own column only
+        hs = self._each("conv3", cols.cross(hs), cols)  # conv3 sees both columns
+        hs = self._each("conv4", hs, cols)  # own column only
+        hs = self._each("conv5", hs, cols)  # + ReLU, max-pool: own column only
+        hs = self._each("fc6", cols.cross(hs, flatten=True), cols)  # both columns, + dropout
+        hs = self._each("fc7", cols.cross(hs), cols)  # both columns, + dropout
+        return self.fc8(cols.cross(hs, first_only=True)[0])  # both columns, on the first device
 
-    def _forward_one_device(self, x: Tensor) -> Tensor:
-        """Both columns in the same kernels: concatenated weights, grouped convolutions."""
-        x = _to(x, self.fc8.weight.device)
-        groups = self.num_columns
-        for layer in paper.LAYERS:
-            modules = self._modules_of(layer)
-            if layer.kind == "conv":
-                weight = torch.cat([m.weight for m in modules])
-                bias = torch.cat([m.bias for m in modules])
-                x = conv2d_2012(x, weight, bias, layer.stride, layer.pad,
-                                groups if layer.sees == "own" else 1)
-            else:
-                x = x.flatten(1)  # channel-major: column 0's maps, then column 1's
-                x = torch.cat([m(x) for m in modules], dim=1)
-            x = self._after(layer, x, groups if layer.split else 1)
-        return x
+    def _each(self, name: str, hs: list[Tensor], cols: "_Columns") -> list[Tensor]:
+        """Layer ``name`` and what follows it, in every column (on its own stream)."""
+        layer = next(layer for layer in paper.LAYERS if layer.name == name)
+        out = []
+        for column, h, stream in zip(self.columns, hs, cols.streams):
+            with _on(stream):
+                out.append(self._after(layer, getattr(column, name)(h)))
+        return out
 
-    def _forward_per_column(self, x: Tensor) -> Tensor:
-        """Column k on device k; activations cross devices only where a layer sees both.
 
-        Columns that share a GPU with an earlier column run on a side CUDA stream of their own,
-        so that on one GPU they overlap as they would on two: each side stream waits for the main
-        stream only where the columns' inputs are made (:func:`_fork`, before any column's work
-        is queued), and the main stream for each side stream only where the columns cross
-        (:func:`_join`). Columns are queued in column order, so dropout draws its masks in the
-        same order as on one device. (Backward ops run on their forward op's stream; autograd
-        syncs them.)
-        """
-        devices = [next(column.parameters()).device for column in self.columns]
-        streams = _side_streams(devices)
-        hs = _fork([_to(x, device) for device in devices], streams)
-        for layer in paper.LAYERS:
-            if layer.sees == "both":
-                _join(hs, streams)
-                flat = [h.flatten(1) if layer.kind == "fc" else h for h in hs]
-                targets = devices if layer.split else devices[:1]
-                hs = _fork([torch.cat([_to(h, d) for h in flat], dim=1) for d in targets],
-                           streams)
-            for k, (module, stream) in enumerate(zip(self._modules_of(layer), streams)):
-                with _on(stream):
-                    hs[k] = self._after(layer, module(hs[k]), 1)
-        return hs[0]
+class _Columns:
+    """Where the columns run, and how their tensors move: one per device, or several on one.
+
+    Columns that share a GPU with an earlier column run on a side CUDA stream of their own, so
+    that on one GPU they overlap as they would on two: each side stream waits for the main
+    stream only where the columns' inputs are made (:meth:`fork`), and the main stream for each
+    side stream only where the columns cross (:meth:`cross`). Columns are queued in column
+    order, so dropout draws its masks in the same order whatever the placement. (Backward ops
+    run on their forward op's stream; autograd syncs them.)
+    """
+
+    def __init__(self, devices: list[torch.device]):
+        self.devices = devices
+        self.streams = _side_streams(devices)
+
+    def share(self, parts: list[Tensor], then: Callable[[Tensor], Tensor] = lambda h: h,
+              devices: Optional[list[torch.device]] = None) -> list[Tensor]:
+        """``then(parts joined along dimension 1)`` on each column's device (or ``devices``),
+        computed once per device: columns on one device read the same tensor."""
+        joined: dict[torch.device, Tensor] = {}
+        for device in devices or self.devices:
+            if device not in joined:
+                moved = [_to(p, device) for p in parts]
+                joined[device] = then(moved[0] if len(moved) == 1 else torch.cat(moved, dim=1))
+        return [joined[device] for device in devices or self.devices]
+
+    def fork(self, hs: list[Tensor]) -> list[Tensor]:
+        """Make each side stream wait for its column's input, made on the main stream, and keep
+        the input's memory until the side stream is done with it. Returns ``hs``."""
+        for h, stream in zip(hs, self.streams):
+            if stream is not None:
+                stream.wait_stream(torch.cuda.current_stream(h.device))
+                h.record_stream(stream)
+        return hs
+
+    def join(self, hs: list[Tensor]) -> None:
+        """Make the main stream wait for each side stream's output."""
+        for h, stream in zip(hs, self.streams):
+            if stream is not None:
+                main = torch.cuda.current_stream(h.device)
+                main.wait_stream(stream)
+                h.record_stream(main)
+
+    def cross(self, hs: list[Tensor], flatten: bool = False,
+              first_only: bool = False) -> list[Tensor]:
+        """Both columns' outputs as every column's input (the first column's only, for fc8),
+        flattened channel-major (column 0's maps, then column 1's) for a fully connected layer."""
+        self.join(hs)
+        if first_only:
+            return self.share(hs, devices=self.devices[:1])
+        return self.fork(self.share(hs, (lambda h: h.flatten(1)) if flatten else (lambda h: h)))
 
 
 def _to(h: Tensor, device: torch.device) -> Tensor:
-    """``h`` on ``device``, images channels-last; the copy asynchronous only towards a GPU (a CPU
-    reading a non-blocking copy from a GPU could see it before it lands).
-
-    Channels-last from the input on: the convolutions then produce the layout in which the LRN
-    and max-pooling run fastest (see ``layers._column_view``), and no layer converts."""
+    """``h`` on ``device``, images channels-last (a copy only where they are not); the copy
+    asynchronous only towards a GPU (a CPU reading a non-blocking copy from a GPU could see it
+    before it lands)."""
     h = h.to(device, non_blocking=device.type == "cuda")
     return h.contiguous(memory_format=torch.channels_last) if h.dim() == 4 else h
 
@@ -233,25 +261,6 @@ def _side_stream(device: torch.device, column: int) -> "torch.cuda.Stream":
     out the next of a pool of streams, and the caching allocator reuses freed memory only on the
     stream that allocated it: a new stream every step would hold many steps' activations.)"""
     return torch.cuda.Stream(device)
-
-
-def _fork(hs: list[Tensor], streams: list[Optional["torch.cuda.Stream"]]) -> list[Tensor]:
-    """Make each side stream wait for its column's input, made on the main stream, and keep the
-    input's memory until the side stream is done with it. Returns ``hs``."""
-    for h, stream in zip(hs, streams):
-        if stream is not None:
-            stream.wait_stream(torch.cuda.current_stream(h.device))
-            h.record_stream(stream)
-    return hs
-
-
-def _join(hs: list[Tensor], streams: list[Optional["torch.cuda.Stream"]]) -> None:
-    """Make the main stream wait for each side stream's output before the columns cross."""
-    for h, stream in zip(hs, streams):
-        if stream is not None:
-            main = torch.cuda.current_stream(h.device)
-            main.wait_stream(stream)
-            h.record_stream(main)
 
 
 def _on(stream: Optional["torch.cuda.Stream"]) -> ContextManager:

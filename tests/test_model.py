@@ -268,6 +268,29 @@ def test_gradients_equal_autograd_through_the_torch_reference(devices):
         assert torch.allclose(ours, ref, rtol=1e-9, atol=1e-12 * ref.abs().max().item()), name
 
 
+def test_the_network_is_twice_differentiable_as_the_torch_reference_is():
+    # A gradient penalty (the squared norm of d loss / d input) differentiated once more: the
+    # second derivative through every layer, against the torch.nn.functional reference.
+    torch.manual_seed(0)
+    model = AlexNet(10).double().eval()
+    sd = {k: v.detach().clone().requires_grad_() for k, v in grouped_state_dict(model).items()}
+    x, target = small_batch(2).double(), torch.tensor([1, 4])
+
+    def penalty_grads(forward, params):
+        xi = x.clone().requires_grad_()
+        (gx,) = torch.autograd.grad(F.cross_entropy(forward(xi), target), xi, create_graph=True)
+        return torch.autograd.grad(gx.square().sum(), params)
+
+    ours = dict(zip([n for n, _ in model.named_parameters()],
+                    penalty_grads(model, list(model.parameters()))))
+    reference = penalty_grads(lambda xi: reference_grouped_forward(sd, xi, 224), list(sd.values()))
+    grads = AlexNet(10).double()
+    for name, p in grads.named_parameters():
+        p.data = ours[name]
+    for (name, got), ref in zip(grouped_state_dict(grads).items(), reference):
+        assert torch.allclose(got, ref, rtol=1e-9, atol=1e-12 * ref.abs().max().item()), name
+
+
 def test_any_input_memory_layout_gives_the_same_logits():
     torch.manual_seed(0)
     x = small_batch(2)
@@ -369,9 +392,11 @@ def test_columns_sharing_a_gpu_overlap_on_a_side_stream_synchronised_only_at_cro
     two.fc8.register_forward_pre_hook(lambda m, i: log.append(f"fc8 on {current[-1].name}"))
     x = small_batch(2)
     torch.manual_seed(5)
-    out = two(x)
+    expected_out = one(x)
+    log.clear()
     torch.manual_seed(5)
-    assert torch.allclose(out, one(x), rtol=1e-5, atol=1e-6)  # same masks, same columns
+    out = two(x)
+    assert torch.allclose(out, expected_out, rtol=1e-5, atol=1e-6)  # same masks, same columns
 
     fork = ["side waits for main", "memory kept for side"]
     join = ["main waits for side", "memory kept for main"]
@@ -444,3 +469,21 @@ def test_two_columns_on_one_gpu_train_as_one_device_does(exact_cuda):
     for seed in (1, 2):  # a second step reuses the side stream and its memory
         assert_close(logits_and_gradients(two, x, target, seed),
                      logits_and_gradients(one, x, target, seed))
+
+
+@cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("devices", [None, ("cuda:0", "cuda:0")])
+def test_the_fused_gpu_kernels_compute_what_the_reference_path_computes(devices, exact_cuda):
+    # float32 (the fused kernels' precision), eval mode; the same weights with the fused kernels
+    # and with PyTorch's own ops (fused_lrn=False)
+    torch.manual_seed(0)
+    fused = AlexNet(10, devices=devices)
+    reference = AlexNet(10, devices=devices)
+    reference.load_state_dict(fused.state_dict())
+    reference.fused_lrn = False
+    if devices is None:
+        fused.cuda(), reference.cuda()
+    x, target = small_batch(4).cuda(), torch.tensor([0, 3, 5, 9])
+    assert_close(logits_and_gradients(fused.eval(), x, target),
+                 logits_and_gradients(reference.eval(), x, target), rtol=1e-4)
