@@ -1,0 +1,64 @@
+"""One step of the paper's SGD (P §5): forward, cross-entropy, backward, ``PaperSGD`` update.
+
+The training run and the benchmark both train with :class:`TrainStep`, so the benchmark times
+the run's own step. Options: bf16 autocast (the LRN stays in float32 inside it, see
+``layers``), and ``torch.compile`` of the forward pass with its loss (``fullgraph=True``: the
+whole network traces as one graph, the fused GPU kernels as custom ops) and of the update.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def autocast(device_types: Iterable[str], enabled: bool) -> contextlib.ExitStack:
+    """bf16 autocast on every device type in ``device_types`` (nothing when not ``enabled``)."""
+    stack = contextlib.ExitStack()
+    if enabled:
+        for kind in sorted(set(device_types)):
+            stack.enter_context(torch.autocast(kind, dtype=torch.bfloat16))
+    return stack
+
+
+class TrainStep:
+    """``step(x, y)`` trains ``model`` on one batch and returns its mean loss (a tensor on the
+    model's output device, not synchronised).
+
+    ``accumulate`` splits the batch into that many equal chunks whose gradients add up to the
+    whole batch's (less memory, the same update). ``compile_backend`` is ``torch.compile``'s
+    (``"inductor"`` generates kernels; the tests use ``"aot_eager"``, which traces the same
+    graphs without code generation).
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *,
+                 accumulate: int = 1, bf16: bool = False, compile: bool = False,
+                 compile_backend: str = "inductor"):
+        self.model, self.optimizer, self.accumulate, self.bf16 = model, optimizer, accumulate, bf16
+        self.device_types = sorted({p.device.type for p in model.parameters()})
+        self.forward_loss: Callable[[Tensor, Tensor], Tensor] = self._forward_loss
+        self.update: Callable[[], object] = optimizer.step
+        if compile:
+            self.forward_loss = torch.compile(self._forward_loss, fullgraph=True,
+                                              backend=compile_backend)
+            self.update = torch.compile(optimizer.step, fullgraph=True, backend=compile_backend)
+
+    def _forward_loss(self, x: Tensor, y: Tensor) -> Tensor:
+        with autocast(self.device_types, self.bf16):
+            logits = self.model(x)
+        if logits.dtype in (torch.bfloat16, torch.float16):
+            logits = logits.float()  # the softmax and the loss in float32, as autocast does
+        return F.cross_entropy(logits, y.to(logits.device, non_blocking=True))
+
+    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+        self.optimizer.zero_grad(set_to_none=True)
+        total = None
+        for xc, yc in zip(x.chunk(self.accumulate), y.chunk(self.accumulate)):
+            loss = self.forward_loss(xc, yc)
+            (loss / self.accumulate).backward()
+            total = loss.detach() if total is None else total + loss.detach()
+        self.update()
+        return total / self.accumulate
