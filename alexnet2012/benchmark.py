@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, Callable, Generator, Iterable, Iterator, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 from tqdm import tqdm
@@ -36,6 +35,7 @@ from alexnet2012.cuda_backends import configure_backends
 from alexnet2012.errors import UsageError
 from alexnet2012.model import AlexNet, resolve_devices
 from alexnet2012.optim import PaperSGD
+from alexnet2012.step import TrainStep, autocast
 
 IMAGES_PER_EPOCH = paper.TRAIN_IMAGES_2012  # ILSVRC-2012 train
 REFERENCE = "torchvision alexnet"
@@ -87,6 +87,7 @@ class Case:
     batches: Optional[Iterator[tuple[Tensor, Tensor]]] = None
     times: dict[str, list[float]] = field(default_factory=dict)
     step_peak: dict[str, Optional[int]] = field(default_factory=dict)
+    step: Optional[TrainStep] = None  # made at the first training step
 
 
 def parse_devices(spec: Optional[str]) -> tuple[torch.device, ...]:
@@ -204,27 +205,17 @@ def synthetic_batch(batch_size: int, device: torch.device, seed: int = 0) -> tup
     return x.to(device), y.to(device)
 
 
-def autocast(devices: Sequence[torch.device], enabled: bool) -> contextlib.ExitStack:
-    """bf16 autocast on every device type in ``devices`` (nothing when not ``enabled``)."""
-    stack = contextlib.ExitStack()
-    if enabled:
-        for kind in sorted({d.type for d in devices}):
-            stack.enter_context(torch.autocast(kind, dtype=torch.bfloat16))
-    return stack
-
-
 def train_step(case: Case, x: Tensor, y: Tensor, bf16: bool) -> None:
-    """One training step: forward, cross-entropy, backward, ``PaperSGD`` step."""
-    case.optimizer.zero_grad(set_to_none=True)
-    with autocast(case.devices, bf16):
-        loss = F.cross_entropy(case.model(x), y)
-    loss.backward()
-    case.optimizer.step()
+    """One training step, the training run's own (:class:`step.TrainStep`): forward,
+    cross-entropy, backward, ``PaperSGD`` update."""
+    if case.step is None:
+        case.step = TrainStep(case.model, case.optimizer, bf16=bf16)
+    case.step(x, y)
 
 
 def infer_step(case: Case, x: Tensor, bf16: bool) -> None:
     """One inference step: the forward pass without autograd."""
-    with torch.no_grad(), autocast(case.devices, bf16):
+    with torch.no_grad(), autocast({d.type for d in case.devices}, bf16):
         case.model(x)
 
 

@@ -353,13 +353,17 @@ def training_step_cost(model: nn.Module, batch_size: int,
     """The cost of one steady-state :func:`training_step` of ``model`` (its parameters on
     ``meta``) on a meta batch of ``batch_size`` images ``input_size`` (default: the model's
     ``input_size``, else the paper's crop) with labels below ``num_classes``; ``PaperSGD`` at the
-    paper's settings unless ``optimizer`` is given. One uncounted step runs first."""
+    paper's settings unless ``optimizer`` is given. One uncounted step runs first. The batch is
+    laid out as each model's loader gives it: channels-last for this project's network (its
+    loader writes that layout at no extra cost), NCHW for torchvision's, as its users load it."""
     size = input_size or getattr(model, "input_size", paper.CROP_SIZE)
     model.train()
     if optimizer is None:
         optimizer = PaperSGD(model.parameters(), lr=paper.LEARNING_RATE,
                              momentum=paper.MOMENTUM, weight_decay=paper.WEIGHT_DECAY)
     x = torch.empty(batch_size, 3, size, size, device="meta")
+    if isinstance(model, AlexNet):  # as this project's loader delivers it (data.augment.to_input)
+        x = x.contiguous(memory_format=torch.channels_last)
     y = torch.empty(batch_size, dtype=torch.long, device="meta")
     with cuda_path():
         training_step(model, optimizer, x, y)
