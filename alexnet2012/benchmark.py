@@ -34,6 +34,7 @@ from alexnet2012 import paper
 from alexnet2012.cuda_backends import configure_backends
 from alexnet2012.errors import UsageError
 from alexnet2012.model import AlexNet, resolve_devices
+from alexnet2012.data import TrainStream
 from alexnet2012.optim import PaperSGD
 from alexnet2012.step import TrainStep, autocast
 
@@ -165,36 +166,37 @@ def build_cases(settings: Settings) -> list[Case]:
 
 
 def start_loader(settings: Settings) -> Generator[tuple[Tensor, Tensor], None, None]:
-    """The end-to-end row's batches: ``train_loader`` over the cache ``settings.data``, epoch
-    after epoch, its workers started now. Call it before building the models: workers forked
-    from a process that already holds them would make every later write to the models' pages a
-    copy-on-write fault, slowing the other rows' next steps."""
-    try:
-        from alexnet2012.data import train_loader
-    except ImportError as exc:
-        raise UsageError(f"--data needs alexnet2012.data.train_loader, which this checkout "
-                         f"cannot import ({exc})") from None
+    """The end-to-end row's batches: the training run's loader (``TrainStream``: workers that
+    persist across epochs) over the cache ``settings.data``, epoch after epoch, its workers
+    started now. Call it before building the models: workers forked from a process that already
+    holds them would make every later write to the models' pages a copy-on-write fault, slowing
+    the other rows' next steps."""
     if not Path(settings.data).is_dir():
         raise UsageError(f"--data {settings.data}: no such directory (give a prepared data cache)")
-    batches = loader_batches(lambda epoch: train_loader(
-        settings.data, batch_size=settings.batch_size, crop=paper.CROP_SIZE, seed=settings.seed,
-        epoch=epoch, workers=settings.workers, device=str(settings.devices[0])))
+    stream = TrainStream(settings.data, batch_size=settings.batch_size, crop=paper.CROP_SIZE,
+                         seed=settings.seed, workers=settings.workers,
+                         device=str(settings.devices[0]))
+    batches = loader_batches(stream.epoch, stream.close)
     next(batches)  # starts the workers
     return batches
 
 
-def loader_batches(loader: Callable[[int], Iterable[tuple[Tensor, Tensor]]]
+def loader_batches(loader: Callable[[int], Iterable[tuple[Tensor, Tensor]]],
+                   close: Callable[[], None] = lambda: None
                    ) -> Generator[tuple[Tensor, Tensor], None, None]:
-    """Batches of ``loader(0)``, then ``loader(1)``, ... without end; ``close()`` stops the
-    current epoch's workers."""
-    for epoch in itertools.count():
-        empty = True
-        for batch in loader(epoch):
-            empty = False
-            yield batch
-        if empty:
-            raise UsageError("the data cache's train loader yields no batch (cache empty, or "
-                             "fewer images than --batch-size)")
+    """Batches of ``loader(0)``, then ``loader(1)``, ... without end; ``close()`` on the
+    generator calls ``close`` (stops the loader's workers)."""
+    try:
+        for epoch in itertools.count():
+            empty = True
+            for batch in loader(epoch):
+                empty = False
+                yield batch
+            if empty:
+                raise UsageError("the data cache's train loader yields no batch (cache empty, "
+                                 "or fewer images than --batch-size)")
+    finally:
+        close()
 
 
 def synthetic_batch(batch_size: int, device: torch.device, seed: int = 0) -> tuple[Tensor, Tensor]:

@@ -2,7 +2,8 @@
 (non-inverted) dropout, and the 2012 code's convolution geometry.
 
 Every function here is plain public PyTorch and twice differentiable. On a GPU, ReLU -> LRN ->
-max-pool runs as one fused kernel (``fused_lrn``), which computes the same function.
+max-pool (``fused_lrn``) and ReLU -> dropout (``fused_dropout``) run as one fused kernel each,
+which compute the same functions.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from alexnet2012 import fused_lrn, paper
+from alexnet2012 import fused_dropout, fused_lrn, paper
 
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 
@@ -55,6 +56,18 @@ def relu_lrn_pool(z: Tensor, groups: int = 1, pool_kernel: int = paper.POOL_KERN
         return fused_lrn.relu_lrn_pool(z, groups, pool_kernel, pool_stride, size, alpha, beta, k)
     return F.max_pool2d(local_response_norm(F.relu(z), groups, size, alpha, beta, k),
                         pool_kernel, pool_stride)
+
+
+def relu_dropout(z: Tensor, p: float = paper.DROPOUT_P, training: bool = True,
+                 fused: Optional[bool] = None) -> Tensor:
+    """ReLU, then the paper's dropout: P §3.5's order after fc6 and fc7. ``fused`` as for
+    :func:`relu_lrn_pool` (the fused kernel draws its masks from another generator than the
+    reference's ``bernoulli_``)."""
+    if fused is None:
+        fused = fused_dropout.available(z.device) and z.dtype in fused_dropout.DTYPES
+    if fused:
+        return fused_dropout.relu_dropout(z, p, training)
+    return paper_dropout(F.relu(z), p, training)
 
 
 def paper_dropout(x: Tensor, p: float = paper.DROPOUT_P, training: bool = True) -> Tensor:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from alexnet2012 import paper
-from alexnet2012.layers import Conv2d2012, pad_overhang, paper_dropout, relu_lrn_pool
+from alexnet2012.layers import Conv2d2012, pad_overhang, relu_dropout, relu_lrn_pool
 
 DeviceLike = Union[str, torch.device]
 
@@ -93,11 +93,12 @@ class AlexNet(nn.Module):
         lrn: local response normalization after conv1 and conv2 (P §3.3 ablation when False).
         overlapping_pool: 3x3 pooling with stride 2 (P §3.4); False gives 2x2 stride 2.
 
-    ``fused_lrn`` (an attribute, True by default) lets a GPU run ReLU -> LRN -> max-pool as one
-    kernel; False uses PyTorch's own three operations, e.g. for a second derivative.
+    ``fused`` (an attribute, True by default) lets a GPU run ReLU -> LRN -> max-pool and ReLU ->
+    dropout as one kernel each (``fused_lrn``, ``fused_dropout``); False uses PyTorch's own
+    operations, e.g. for a second derivative, which the fused kernels do not have.
     """
 
-    fused_lrn: bool = True
+    fused: bool = True
 
     def __init__(self, num_classes: int = paper.NUM_CLASSES, *, input_size: int = paper.CROP_SIZE,
                  devices: Optional[Sequence[DeviceLike]] = None, columns: int = paper.COLUMNS,
@@ -151,14 +152,15 @@ class AlexNet(nn.Module):
 
     def _after(self, layer: paper.Layer, h: Tensor) -> Tensor:
         """ReLU, LRN, max-pool and dropout after ``layer``, in P §3.5's order."""
+        fused = None if self.fused else False
         if layer.lrn and self.lrn:  # conv1, conv2: ReLU -> LRN -> pool, one fused op on a GPU
-            return relu_lrn_pool(h, 1, *self.pool, fused=None if self.fused_lrn else False)
+            return relu_lrn_pool(h, 1, *self.pool, fused=fused)
+        if layer.dropout:  # fc6, fc7: ReLU -> dropout, one fused op on a GPU
+            return relu_dropout(h, paper.DROPOUT_P, self.training, fused=fused)
         if layer.relu:
             h = F.relu(h, inplace=True)
         if layer.pool:
             h = F.max_pool2d(h, *self.pool)
-        if layer.dropout:
-            h = paper_dropout(h, paper.DROPOUT_P, self.training)
         return h
 
     def forward(self, x: Tensor) -> Tensor:

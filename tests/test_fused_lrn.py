@@ -457,3 +457,30 @@ def test_reference_is_what_the_model_computes() -> None:
 if __name__ == "__main__":  # a subprocess of subprocess_results
     torch.set_num_threads(1)  # two of them run side by side
     print(json.dumps(_run(CASES if sys.argv[1] == "interpret" else COMPILED_CASES)))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape, groups", [((32, 96, 55, 55), 2), ((32, 128, 27, 27), 1),
+                                           ((3, 48, 13, 13), 1)])
+def test_on_the_gpu_the_op_computes_the_reference(shape, groups, dtype) -> None:
+    """The compiled kernels on a real GPU, at the network's shapes, against the reference in
+    float32 on the same GPU (a near-tie in a pool window may pick the other winner: the
+    comparison is of values and of gradients summed over each window's inputs)."""
+    g = torch.Generator(device="cuda").manual_seed(0)
+    z = (torch.randn(shape, device="cuda", generator=g) * 40).to(dtype)
+    z = z.contiguous(memory_format=torch.channels_last).requires_grad_()
+    out = relu_lrn_pool(z, groups)
+    zf = z.detach().float().requires_grad_()
+    ref = relu_lrn_pool_reference(zf, groups)
+    assert out.dtype == dtype and out.is_contiguous(memory_format=torch.channels_last)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(out.float(), ref, **tol)
+    grad = torch.randn(out.shape, device="cuda", generator=g)
+    (gz,) = torch.autograd.grad(out, z, grad.to(dtype))
+    (gref,) = torch.autograd.grad(ref, zf, grad)
+    torch.testing.assert_close(gz.float().sum(), gref.sum(), rtol=1e-3, atol=1e-3)
+    if dtype == torch.float32:
+        mismatch = ~torch.isclose(gz, gref, rtol=1e-4, atol=1e-4)
+        assert mismatch.float().mean() < 1e-4  # only where a window's winner flips

@@ -476,12 +476,12 @@ def test_two_columns_on_one_gpu_train_as_one_device_does(exact_cuda):
 @pytest.mark.parametrize("devices", [None, ("cuda:0", "cuda:0")])
 def test_the_fused_gpu_kernels_compute_what_the_reference_path_computes(devices, exact_cuda):
     # float32 (the fused kernels' precision), eval mode; the same weights with the fused kernels
-    # and with PyTorch's own ops (fused_lrn=False)
+    # and with PyTorch's own ops (fused=False)
     torch.manual_seed(0)
     fused = AlexNet(10, devices=devices)
     reference = AlexNet(10, devices=devices)
     reference.load_state_dict(fused.state_dict())
-    reference.fused_lrn = False
+    reference.fused = False
     if devices is None:
         fused.cuda(), reference.cuda()
     x, target = small_batch(4).cuda(), torch.tensor([0, 3, 5, 9])
