@@ -26,18 +26,24 @@ def local_response_norm(x: Tensor, groups: int = 1, size: int = paper.LRN_SIZE,
     of channels (the columns stacked along dimension 1: a window never reaches into the other
     column's maps).
 
-    ``b_c = a_c / (k + alpha/size * sum a_{c'}^2)^beta`` over the ``size`` channels centred on
-    ``c``: ``torch.nn.functional.local_response_norm``, whose ``alpha/size`` is the 2012 code's
-    scaling (PAPER_NOTES "LRN"; ``alpha=5e-4`` reads the paper's formula literally). Half
-    precision is computed in float32: in bf16, ``k + alpha/size * sum`` rounds to ``k`` for all
-    but large activations, and the normalization would vanish.
+    ``b_c = a_c / (k + alpha/size * sum a_{c'}^2)^beta`` over the channels
+    ``c - size//2 .. c + (size-1)//2``: what ``torch.nn.functional.local_response_norm`` computes,
+    whose ``alpha/size`` is the 2012 code's scaling (PAPER_NOTES "LRN"; ``alpha=5e-4`` reads the
+    paper's formula literally). The window's mean runs as a 1-d average pool along each pixel's
+    channels, which channels-last tensors hold contiguously (no copy). Half precision is computed
+    in float32: in bf16, ``k + alpha/size * sum`` rounds to ``k`` for all but large activations,
+    and the normalization would vanish.
     """
     n, c, h, w = x.shape
     if c % groups:
         raise ValueError(f"{c} channels cannot be split into {groups} groups")
-    y = x.float() if x.dtype in HALF_DTYPES else x
-    y = F.local_response_norm(y.reshape(n * groups, c // groups, h, w), size, alpha, beta, k)
-    return y.reshape(n, c, h, w).to(x.dtype)
+    a = (x.float() if x.dtype in HALF_DTYPES else x).permute(0, 2, 3, 1)
+    a = a.reshape(n * h * w * groups, 1, c // groups)  # one row per pixel and column
+    # zero-padded by size//2 at both ends, the first c/groups windows are c - size//2 ..
+    # c + (size-1)//2 (for an even size the last window is one past the end)
+    mean = F.avg_pool1d(a * a, size, stride=1, padding=size // 2)[..., :c // groups]
+    b = a / mean.mul(alpha).add(k).pow(beta)
+    return b.reshape(n, h, w, c).permute(0, 3, 1, 2).to(x.dtype)
 
 
 def relu_lrn_pool(z: Tensor, groups: int = 1, pool_kernel: int = paper.POOL_KERNEL,
