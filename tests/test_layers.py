@@ -195,3 +195,13 @@ def test_an_empty_batch_passes_through_like_torchs_layers():
     out.sum().backward()
     assert z.grad.shape == z.shape
     assert local_response_norm(z.detach(), 2).shape == z.shape
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 6])
+def test_lrn_of_any_window_size_is_torchs_per_column(size):
+    g = torch.Generator().manual_seed(size)
+    x = torch.randn(2, 12, 3, 4, generator=g, dtype=torch.float64) * 30
+    expected = torch.cat([F.local_response_norm(part, size, ALPHA, BETA, K)
+                          for part in x.chunk(2, dim=1)], dim=1)
+    for layout in (x, x.contiguous(memory_format=torch.channels_last)):
+        assert torch.allclose(local_response_norm(layout, 2, size), expected, rtol=1e-12)
