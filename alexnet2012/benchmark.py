@@ -88,7 +88,7 @@ class Case:
     batches: Optional[Iterator[tuple[Tensor, Tensor]]] = None
     times: dict[str, list[float]] = field(default_factory=dict)
     step_peak: dict[str, Optional[int]] = field(default_factory=dict)
-    step: Optional[TrainStep] = None  # made at the first training step
+    step: Optional[TrainStep] = None  # its training step (build_cases makes it)
 
 
 def parse_devices(spec: Optional[str]) -> tuple[torch.device, ...]:
@@ -159,9 +159,11 @@ def build_cases(settings: Settings) -> list[Case]:
         model = build()
         optimizer = PaperSGD(model.parameters(), lr=paper.LEARNING_RATE,
                              momentum=paper.MOMENTUM, weight_decay=paper.WEIGHT_DECAY)
-        if name.endswith(COMPILED):
-            model = torch.compile(model)
-        cases.append(Case(name, model, optimizer, devices))
+        eager = None
+        if name.endswith(COMPILED):  # trains with TrainStep(compile=True), infers compiled
+            eager, model = model, torch.compile(model)
+        step = TrainStep(eager or model, optimizer, bf16=settings.bf16, compile=eager is not None)
+        cases.append(Case(name, model, optimizer, devices, step=step))
     return cases
 
 
@@ -530,10 +532,12 @@ def run_benchmark(settings: Settings, progress: bool = True) -> dict[str, Any]:
     batches = None if settings.data is None else start_loader(settings)
     try:
         cases = build_cases(settings)
-        if batches is not None:  # the one-device AlexNet's model and optimizer, real batches
-            model_only = cases[0]
+        if batches is not None:  # the one-device AlexNet's model and optimizer (compiled when
+            # there is a compiled row), real batches
+            model_only = next((c for c in cases if c.name == ONE_DEVICE_ROW + COMPILED), cases[0])
             cases.append(Case(DATA_ROW, model_only.model, model_only.optimizer,
-                              model_only.devices, modes=("train",), batches=batches))
+                              model_only.devices, modes=("train",), batches=batches,
+                              step=model_only.step))
         run_rounds(cases, settings, progress)
     finally:
         if batches is not None:

@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # The checks that need a CUDA GPU, in one run of about 8 minutes (the stage limits add up to
-# 470 s; with each stage's 10 s kill grace, 9 min at worst), most important first: the CUDA
-# tests, the benchmark at batch 128 (fp32/TF32), a short replication on one GPU and one on the
-# two-device path (column 0 on the GPU, column 1 on the CPU), bf16 autocast, the data stages.
-# The demo data is gitignored, so a first stage generates and prepares it on the machine.
+# 475 s; with each stage's 10 s kill grace, 9 min at worst), most important first: the CUDA
+# tests (the fused Triton kernels against the reference path included), the benchmark at batch
+# 128 in fp32/TF32 with the cost model beside it, the benchmark in bf16 + torch.compile with the
+# end-to-end row from the cache (the 10,000 images/s target), a short replication on one GPU in
+# bf16 + compile and one on the two-device path (column 0 on the GPU, column 1 on the CPU), the
+# data stages. The demo data is gitignored, so a first stage generates and prepares it.
 #
 #   scripts/device_checks.sh OUT_DIR
 #
 # Runs from the repository root with the python3 on PATH (torch, torchvision, numpy, scipy,
-# pillow, pytest; installs nothing). Writes at most 8 files to OUT_DIR: log.txt (everything
-# printed), pytest_cuda.log, bench_b128.json, bench_b128_bf16.json, data_cuda.json and
-# runs.tar.gz (the two run folders without checkpoints). Each stage has its own time limit, so
-# that one that hangs leaves the rest their time. DEVICE=cpu runs the same on the CPU (slowly).
+# pillow, pytest, triton; installs nothing). Writes at most 8 files to OUT_DIR: log.txt
+# (everything printed), pytest_cuda.log, bench_b128.json, bench_b128_bf16_compile.json,
+# data_cuda.json and runs.tar.gz (the two run folders without checkpoints). Each stage has its
+# own time limit, so that one that hangs leaves the rest their time. DEVICE=cpu runs the same on
+# the CPU (slowly).
 set -uo pipefail
 out=${1:?usage: scripts/device_checks.sh OUT_DIR}
 device=${DEVICE:-cuda:0}
@@ -34,19 +37,20 @@ stage() {  # stage NAME SECONDS COMMAND...: run with a time limit, report its st
 stage environment 15 bash -c 'nvidia-smi || true; python3 -c "import torch, torchvision;
 print(torch.__version__, torchvision.__version__, torch.cuda.is_available(),
       torch.cuda.get_device_name(0) if torch.cuda.is_available() else \"no GPU\")"'
-stage "demo data" 60 python3 -c "from alexnet2012.replicate import demo_cache
+stage "demo data" 45 python3 -c "from alexnet2012.replicate import demo_cache
 demo_cache(workers=8, progress=False)"
 stage "CUDA tests" 90 bash -c "set -o pipefail; python3 -m pytest -m cuda -p no:cacheprovider \
   2>&1 | tee '$out/pytest_cuda.log'"
-stage "benchmark, batch 128" 60 python3 scripts/benchmark.py --devices "$device" \
-  --batch-size 128 --quiet --json "$out/bench_b128.json"
-stage "replication on $device" 80 python3 scripts/replicate.py --devices "$device" \
-  --out "$runs/one-device" --quiet
-stage "replication on $device,cpu, 1 epoch" 70 python3 scripts/replicate.py \
+stage "benchmark, batch 128, and the cost model" 60 python3 scripts/benchmark.py \
+  --devices "$device" --batch-size 128 --cost --quiet --json "$out/bench_b128.json"
+stage "benchmark, batch 128, bf16 + compile, end to end" 120 python3 scripts/benchmark.py \
+  --devices "$device" --batch-size 128 --bf16 --compile --data experiments/demo_data/cache \
+  --workers 8 --quiet --json "$out/bench_b128_bf16_compile.json"
+stage "replication on $device, bf16 + compile" 75 python3 scripts/replicate.py \
+  --devices "$device" --bf16 --compile --out "$runs/one-device" --quiet
+stage "replication on $device,cpu, 1 epoch" 50 python3 scripts/replicate.py \
   --devices "$device,cpu" --epochs 1 --out "$runs/two-device" --quiet
-stage "benchmark, batch 128, bf16" 45 python3 scripts/benchmark.py --devices "$device" \
-  --batch-size 128 --bf16 --quiet --json "$out/bench_b128_bf16.json"
-stage "data stages" 30 python3 scripts/benchmark_data.py --cache experiments/demo_data/cache \
+stage "data stages" 20 python3 scripts/benchmark_data.py --cache experiments/demo_data/cache \
   --device "$device" --json "$out/data_cuda.json"
 timeout 20 tar -czf "$out/runs.tar.gz" -C "$runs" --exclude='*checkpoint*' --exclude='*.tmp' . \
   && rm -rf "$runs"
