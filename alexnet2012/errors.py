@@ -16,6 +16,16 @@ class UsageError(Exception):
     """
 
 
+class SaveError(UsageError):
+    """A file of a run could not be written (a full disk, no permission): one line naming the
+    file, the space it needed and the space left. ``no_space``: freeing space is the remedy.
+    The file's previous version is intact and no temporary file is left."""
+
+    def __init__(self, message: str, path: str, no_space: bool = False):
+        super().__init__(message)
+        self.path, self.no_space = path, no_space
+
+
 def check_writable(path: Path, option: str = "--json") -> None:
     """Refuse, before anything is measured, an output file that could not be written: a
     directory, a missing folder, a place where no file can be made (e.g. ``/proc``). Leaves an

@@ -23,10 +23,10 @@ import torch
 from alexnet2012 import paper
 from alexnet2012.data import cache_info, prepare_cache
 from alexnet2012.data.synthetic import make_synthetic_imagenet
-from alexnet2012.errors import UsageError, foreign_files
+from alexnet2012.errors import SaveError, UsageError, foreign_files
 from alexnet2012.report import format_comparison, write_report
-from alexnet2012.train import (CHECKPOINT, RUN_FILES, Run, TrainConfig, check_config,
-                               check_new_run_folder, deviations)
+from alexnet2012.train import (CHECKPOINT, Run, TrainConfig, check_config, check_new_run_folder,
+                               deviations)
 
 # The demo, sized to finish in under 10 minutes on 2 CPU cores (measured: README "Demo"). The
 # paper's init sits near chance for the first epoch, then learns; one fixed lr drop (/10 from
@@ -233,7 +233,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         ten_view=not args.no_ten_view,
         checkpoint_minutes=_default(args.checkpoint_minutes, TrainConfig.checkpoint_minutes))
     check_config(config)
-    check_new_run_folder(Path(out))
+    check_new_run_folder(Path(out), config)
     progress = not args.quiet
     if demo:
         cache, dataset = demo_cache(workers, progress), f"synthetic demo ({DEMO['classes']} classes)"
@@ -271,9 +271,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         differences = deviations(config, run.num_classes)
         print("differences from the paper:" + "".join(f"\n  - {d}" for d in differences or ["none"]))
         results = run.run()
+        report = write_report(config.out)
     except KeyboardInterrupt:
         raise KeyboardInterrupt(_how_to_continue(args, argv, out)) from None
-    report = write_report(config.out)
+    except SaveError as exc:  # a full disk, or no permission: the run continues once it is fixed
+        kept = "; the last checkpoint is intact" if out and (out / CHECKPOINT).exists() else ""
+        raise UsageError(f"{exc}{kept}: {'free space' if exc.no_space else 'fix the cause'}, "
+                         f"then {_how_to_continue(args, argv, out)}") from None
     print(format_comparison(results, config.dataset, run.num_classes))
     print(f"report: {report}")
     return 0
@@ -281,12 +285,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _how_to_continue(args: argparse.Namespace, argv: Optional[Sequence[str]],
                      out: Optional[Path]) -> str:
-    """What to run after Ctrl-C: the resume command (the same one after a resume), or, when no
-    checkpoint was written yet (or no run folder made: ``out`` None), the same command again."""
+    """What to run after Ctrl-C or a failed save: the resume command once the run folder holds
+    the run (its config.json; without a checkpoint the run starts again from the beginning), the
+    same command after a resume, or before the run folder was made (``out`` None)."""
     given = list(argv if argv is not None else sys.argv[1:])
-    if out is not None and not args.resume:
-        if (out / CHECKPOINT).exists():
-            given = ["--resume", "--out", str(out)]
-        elif any((out / name).exists() for name in RUN_FILES):
-            return f"no checkpoint was written yet: delete {out} and run the same command again"
+    if out is not None and not args.resume and (
+            (out / CHECKPOINT).exists() or (out / "config.json").exists()):
+        given = ["--resume", "--out", str(out)]
     return "continue with: " + shlex.join(["python", "scripts/replicate.py", *given])

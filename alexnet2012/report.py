@@ -7,6 +7,7 @@ percentages in the report, next to the paper's figures (``paper.RESULTS``, in %)
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
 from alexnet2012 import paper
+from alexnet2012.checkpoint import write_file
 from alexnet2012.errors import UsageError
 from alexnet2012.plot import learning_curves
 
@@ -298,11 +300,14 @@ def _markdown(run: Run) -> str:
 
 
 def write_report(run_dir: PathLike) -> Path:
-    """Write ``report.md`` and ``curves.png`` into ``run_dir``; return the report's path."""
+    """Write ``report.md`` and ``curves.png`` into ``run_dir``, each atomically (a full disk
+    raises ``SaveError`` naming the file and leaves the previous one); return the report's path."""
     run = read_run(run_dir)
     folder = Path(run_dir)
-    learning_curves(run.metrics, run.drops, folder / "curves.png",
+    png = io.BytesIO()
+    learning_curves(run.metrics, run.drops, png,
                     title=f"AlexNet (2012) replication: {run.config['dataset']}")
+    write_file(folder / "curves.png", png.getvalue())
     path = folder / "report.md"
-    path.write_text(_markdown(run), encoding="utf-8")
+    write_file(path, _markdown(run))
     return path

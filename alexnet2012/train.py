@@ -2,11 +2,15 @@
 centre-crop validation every epoch, the ten-view test at the end, exact resume.
 
 A run folder holds ``config.json``, ``metrics.jsonl`` (one line per epoch), ``drops.json``,
-``results.json``, ``checkpoint.pt`` (the latest; written atomically at the end of every epoch
-and every ``checkpoint_minutes``), and the report written by :mod:`alexnet2012.report`.
+``results.json``, ``checkpoint.pt`` (the latest; written at the end of every epoch and every
+``checkpoint_minutes``), and the report written by :mod:`alexnet2012.report`. Every file is
+written atomically (:mod:`alexnet2012.checkpoint`), so a kill or a full disk leaves the previous
+version whole; the temporary files a kill leaves are the run's own, removed when it starts or
+resumes, and a folder whose run saved no checkpoint starts that run from the beginning.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -20,7 +24,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from alexnet2012 import paper
-from alexnet2012.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from alexnet2012.checkpoint import (MARGIN, free_space, is_temporary, load_checkpoint,
+                                    pause_for_test, rng_state, save_checkpoint, set_rng_state,
+                                    size_text, storage_bytes, write_file)
 from alexnet2012.cuda_backends import configure_backends
 from alexnet2012.data import cache_info, eval_loader, train_loader
 from alexnet2012.data.augment import check_crop
@@ -32,6 +38,12 @@ from alexnet2012.schedule import PaperSchedule
 
 CHECKPOINT = "checkpoint.pt"
 RUN_FILES = ("metrics.jsonl", CHECKPOINT, "results.json")  # config.json alone: a run that never started
+OWN_FILES = ("config.json", "metrics.jsonl", "drops.json", CHECKPOINT, "results.json", "report.md",
+             "curves.png")  # what a run writes, each through a temporary file beside it
+# settings that do not change what a run computes (those --resume may change) or that follow
+# from its data: two runs that differ only in these are the same run
+NOT_COMPUTATION = ("out", "cache", "devices", "workers", "epochs", "checkpoint_minutes",
+                   "dataset", "test_split", "deviations")
 
 
 @dataclass
@@ -240,6 +252,21 @@ class _LossWatch:
         return values.mean().item()
 
 
+def _with_overrides(config: TrainConfig, overrides: dict[str, Any], out: str
+                    ) -> tuple[TrainConfig, bool]:
+    """A resumed run's settings with the ``overrides`` given (None: keep), in folder ``out``,
+    its cache checked; and whether any setting changed."""
+    changed = False
+    for key, value in overrides.items():
+        if value is not None:
+            value = tuple(value) if key == "devices" else value
+            changed |= value != getattr(config, key)
+            setattr(config, key, value)
+    config.out = str(out)
+    _check_resumed_cache(config, moved=overrides.get("cache") is not None)
+    return config, changed
+
+
 def _recorded(folder: Path, key: str) -> Any:
     """What a run's config.json records under ``key`` (None if it is unreadable or has none)."""
     try:
@@ -263,16 +290,38 @@ def class_mismatch(checkpoint: dict[str, Any], wnids: list[str]) -> str:
     return ""
 
 
-def check_new_run_folder(folder: Path) -> None:
-    """A new run's folder: never over an existing run or into a folder holding anything else
-    (a config.json alone is a run that never started)."""
+def leftovers(folder: Path) -> list[str]:
+    """The temporary files in ``folder`` that writes of a run's files left when killed."""
+    return sorted(n for n in os.listdir(folder) if is_temporary(n, OWN_FILES)) \
+        if folder.is_dir() else []
+
+
+def same_computation(recorded: Any, config: TrainConfig) -> bool:
+    """Whether the settings in a run's config.json (``recorded``) compute what ``config`` does
+    (all but :data:`NOT_COMPUTATION` equal)."""
+    try:
+        old = asdict(TrainConfig.from_dict(recorded))
+    except (TypeError, ValueError, AttributeError):
+        return False
+    new = asdict(config)
+    return all(old[k] == new[k] for k in new if k not in NOT_COMPUTATION)
+
+
+def check_new_run_folder(folder: Path, config: TrainConfig) -> None:
+    """A new run's folder: never over a run with a checkpoint or into a folder holding anything
+    else. A run that saved no checkpoint (a config.json, epochs logged with the same settings,
+    temporary files of a killed save) is this run, started again from the beginning; a
+    config.json alone is a run that never trained, replaced whatever its settings."""
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"--out {folder} is a file: give a folder for the run")
     existing = [n for n in RUN_FILES if (folder / n).exists()]
-    if existing:
+    if existing and (CHECKPOINT in existing
+                     or not same_computation(_recorded(folder, "settings"), config)):
         raise UsageError(f"{folder} already holds a run ({', '.join(existing)}); use "
                          "--resume to continue it or --out to start a new one")
-    others = foreign_files(folder, ("config.json",))
+    own = ("config.json", *RUN_FILES, "drops.json") if (folder / "config.json").exists() \
+        else ("config.json",)
+    others = foreign_files(folder, (*own, *leftovers(folder)))
     if others:
         raise UsageError(f"{folder} is not empty ({others}): give --out a new or empty "
                          "folder, so that no file of yours is overwritten")
@@ -300,11 +349,15 @@ class Run:
         self.dev = torch.device(config.devices[0])
         self.backends = configure_backends(config.devices, config.tf32)
         if checkpoint is None:
-            self._start_folder()
+            check_new_run_folder(self.dir, config)
         torch.manual_seed(config.seed)
         self.model = build_model(config, self.num_classes)
         self.optimizer = PaperSGD(self.model.parameters(), lr=config.lr)
         self.schedule = build_schedule(config)
+        self._remove_leftovers()
+        self._check_room(resumed=checkpoint is not None)
+        if checkpoint is None:
+            self._start_folder()
         self.epoch, self.batch, self.elapsed = 1, 0, 0.0
         self.partial = {"loss": 0.0, "steps": 0, "seconds": 0.0}
         self.drop_log: list[dict[str, Any]] = []
@@ -316,44 +369,92 @@ class Run:
     @classmethod
     def resume(cls, out: str, *, progress: bool = True, log: Callable[[str], None] = print,
                **overrides: Any) -> "Run":
-        """The run in folder ``out``, from its checkpoint; ``overrides`` may change settings
-        that do not alter the computation (devices, workers, epochs, checkpoint_minutes, and
-        cache: the same prepared data, moved)."""
-        path = Path(out) / CHECKPOINT
+        """The run in folder ``out``, from its checkpoint, or from the beginning with the
+        settings in its config.json when it saved no checkpoint; ``overrides`` may change
+        settings that do not alter the computation (devices, workers, epochs,
+        checkpoint_minutes, and cache: the same prepared data, moved)."""
+        folder, path = Path(out), Path(out) / CHECKPOINT
         dead_end = f"start a new run with another --out, or delete {out} and start again"
+        settings = _recorded(folder, "settings")
         if not path.exists():
-            if any((Path(out) / name).exists() for name in RUN_FILES):  # the checkpoint was lost
-                raise UsageError(f"--resume: no checkpoint at {path}, so the run cannot "
-                                 f"continue: {dead_end}")
-            raise UsageError(f"--resume: no checkpoint at {path}; start without --resume")
-        checkpoint = load_checkpoint(path, remedy=f"the run cannot continue: {dead_end}")
+            if settings is None:
+                if any((folder / name).exists() for name in RUN_FILES):  # and no config.json
+                    raise UsageError(f"--resume: no checkpoint at {path}, so the run cannot "
+                                     f"continue: {dead_end}")
+                raise UsageError(f"--resume: no checkpoint at {path}; start without --resume")
+            try:
+                config = TrainConfig.from_dict(settings)
+            except (TypeError, ValueError, AttributeError):
+                raise UsageError(f"--resume: no checkpoint at {path}, and {folder / 'config.json'} "
+                                 f"holds no settings a run can start from: {dead_end}") from None
+            config, _ = _with_overrides(config, overrides, out)
+            return cls(config, progress=progress, log=log)  # from the beginning (it says so)
+        remedy = ("the run cannot continue from it: put back a good copy, or delete it and "
+                  "--resume starts the run again from the beginning" if settings is not None
+                  else f"the run cannot continue: {dead_end}")
+        checkpoint = load_checkpoint(path, remedy=remedy)
         config = TrainConfig.from_dict(checkpoint["config"])
         epochs = overrides.get("epochs")
         if checkpoint.get("finished") and epochs is not None and epochs != config.epochs:
             raise UsageError(f"--resume: the run in {out} has finished "
                              f"({checkpoint['stop_reason']}) and cannot be extended to --epochs "
                              f"{epochs}; start a new run (--out) with --epochs {epochs}")
-        changed = False
-        for key, value in overrides.items():
-            if value is not None:
-                value = tuple(value) if key == "devices" else value
-                changed |= value != getattr(config, key)
-                setattr(config, key, value)
-        config.out = str(out)
-        _check_resumed_cache(config, moved=overrides.get("cache") is not None)
+        config, changed = _with_overrides(config, overrides, out)
         run = cls(config, checkpoint=checkpoint, progress=progress, log=log)
         if changed or _recorded(Path(out), "backends") != run.backends:  # the report reads them
             run._write_config()
         return run
 
     def _start_folder(self) -> None:
-        """Create the run folder and its config.json (see :func:`check_new_run_folder`)."""
-        check_new_run_folder(self.dir)
+        """Create the run folder and its config.json (see :func:`check_new_run_folder`); a run
+        there that saved no checkpoint starts again: its logged epochs are dropped."""
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UsageError(f"cannot create the run folder {self.dir}: {exc.strerror or exc}") from None
+        recorded = _recorded(self.dir, "settings")
+        if recorded is not None:
+            self.log(f"no checkpoint in {self.dir}: the run starts from the beginning" + (
+                " with the settings in its config.json" if same_computation(recorded, self.config)
+                else ", with the settings given (its config.json had others)"))
+        for name in ("metrics.jsonl", "drops.json", "results.json"):  # of the epochs redone
+            with contextlib.suppress(FileNotFoundError):
+                (self.dir / name).unlink()
         self._write_config()
+
+    def _remove_leftovers(self) -> None:
+        """Delete the temporary files that killed writes left in the run folder, and say so."""
+        names = leftovers(self.dir)
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                (self.dir / name).unlink()
+        if names:
+            self.log(f"removed {len(names)} temporary file{'s' if len(names) > 1 else ''} left "
+                     f"by a killed save in {self.dir}: {', '.join(names)}")
+
+    def checkpoint_bytes(self) -> int:
+        """The size of this run's checkpoint, known from the model: twice its state_dict's
+        storages (the weights, and PaperSGD's velocity, one per weight) plus ``MARGIN`` (the
+        counters, RNG states and settings, and the zip records)."""
+        return 2 * storage_bytes(self.model.state_dict()) + MARGIN
+
+    def _check_room(self, resumed: bool) -> None:
+        """Refuse to train unless the run folder's disk has room for two checkpoints, the latest
+        and the next one written beside it before the rename (a resumed run's checkpoint is one
+        of them). Each save checks again for its own (save_checkpoint)."""
+        size, path = self.checkpoint_bytes(), self.dir / CHECKPOINT
+        held = path.stat().st_size if path.exists() else 0
+        try:
+            free = free_space(self.dir)
+        except OSError:  # a file system that cannot say: the saves will tell
+            return
+        if free + held < 2 * size:
+            where = ("move the run folder to another disk and --resume it there" if resumed
+                     else "give --out on another disk")
+            raise UsageError(f"not enough space to write {path}: it needs "
+                             f"{size_text(2 * size - held)} (two checkpoints of {size_text(size)}:"
+                             f" the latest and the next, written beside it), {size_text(free)} "
+                             f"left on its disk: free space, or {where}")
 
     def _check_same_data(self, checkpoint: dict[str, Any]) -> None:
         """A resumed run's cache must hold the run's data: its classes and, as config.json
@@ -380,9 +481,18 @@ class Run:
             "deviations": deviations(self.config, self.num_classes)})
 
     def _write_json(self, name: str, obj: Any) -> None:
-        tmp = self.dir / f".{name}.tmp"
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
-        os.replace(tmp, self.dir / name)
+        write_file(self.dir / name, json.dumps(obj, indent=2) + "\n")
+
+    def _write_metrics(self, lines: list[str]) -> None:
+        """metrics.jsonl, rewritten whole (atomically): a full disk cannot leave half a line."""
+        write_file(self.dir / "metrics.jsonl", "".join(l + "\n" for l in lines))
+
+    def _metrics(self) -> list[str]:
+        """The lines of metrics.jsonl (none when it is missing)."""
+        try:
+            return (self.dir / "metrics.jsonl").read_text().splitlines()
+        except FileNotFoundError:
+            return []
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
         self.model.load_state_dict(ckpt["model"])
@@ -392,10 +502,10 @@ class Run:
         self.partial, self.drop_log = ckpt["partial"], ckpt["drop_log"]
         self.finished, self.stop_reason = ckpt["finished"], ckpt["stop_reason"]
         set_rng_state(ckpt["rng"])
-        metrics = self.dir / "metrics.jsonl"
-        if metrics.exists():  # drop epochs logged after this checkpoint was written
-            lines = [l for l in metrics.read_text().splitlines() if _epoch_of(l) < self.epoch]
-            metrics.write_text("".join(l + "\n" for l in lines))
+        lines = self._metrics()
+        kept = [l for l in lines if _epoch_of(l) < self.epoch]
+        if kept != lines:  # drop epochs logged after this checkpoint was written
+            self._write_metrics(kept)
         where = "finished" if self.finished else f"epoch {self.epoch}, batch {self.batch}"
         self.log(f"resumed from {self.dir / CHECKPOINT} ({where})")
 
@@ -502,8 +612,7 @@ class Run:
                 self.log(f"lr drop: {decision.reason}")
             for group in self.optimizer.param_groups:
                 group["lr"] = decision.lr
-            with open(self.dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(line) + "\n")
+            self._write_metrics(self._metrics() + [json.dumps(line)])
             self._write_json("drops.json", self.drop_log)
             self.finished = decision.stop
             if decision.stop:
@@ -519,6 +628,7 @@ class Run:
         split = self.config.test_split
         results: dict[str, Any] = {"split": split, "center": self.validate(1, split)}
         if self.config.ten_view:
+            pause_for_test("ten-view")
             results["ten_view"] = self.validate(10, split)
         results.update(wall_time_s=self.elapsed, epochs_trained=self.epoch - 1,
                        stopped_because=self.stop_reason)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import collections
+import errno
+import io
 import os
 import pickle
 import random
@@ -10,8 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from alexnet2012.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from alexnet2012.errors import UsageError
+from alexnet2012 import checkpoint
+from alexnet2012.checkpoint import (MARGIN, is_temporary, load_checkpoint, rng_state,
+                                    save_checkpoint, set_rng_state, storage_bytes, write_file)
+from alexnet2012.errors import SaveError, UsageError
 from alexnet2012.optim import PaperSGD
 from alexnet2012.schedule import PaperSchedule
 
@@ -95,6 +99,86 @@ def test_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch,
     monkeypatch.undo()
     assert os.listdir(tmp_path) == ["checkpoint.pt"]  # no temporary file left behind
     assert_same(load_checkpoint(path), good)
+
+
+class FullDisk(io.FileIO):
+    """A file whose disk fills after ``room`` bytes: the write that does not fit writes what
+    fits, then raises ENOSPC, as the OS does."""
+
+    room = 0
+
+    def write(self, data) -> int:
+        data = memoryview(data).cast("B")
+        fits = max(0, FullDisk.room - self.tell())
+        if len(data) > fits:
+            super().write(data[:fits])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return super().write(data)
+
+
+def full_disk(monkeypatch, room: int, free: int) -> None:
+    """Writes through the checkpoint module fill the disk after ``room`` bytes, and the disk then
+    has ``free`` bytes left; before, it had room (the save's own check passes), as when another
+    program fills the disk while the file is written."""
+    FullDisk.room = room
+    monkeypatch.setattr(checkpoint, "open", lambda path, mode: io.BufferedWriter(
+        FullDisk(path, mode.replace("b", ""))), raising=False)
+    spaces = iter([10**12, free])
+    monkeypatch.setattr(checkpoint, "free_space", lambda path: next(spaces))
+
+
+def test_a_full_disk_while_saving_is_one_line_and_keeps_the_previous_checkpoint(tmp_path,
+                                                                               monkeypatch):
+    # torch.save's zip writer turns the OSError into "RuntimeError: [enforce fail at
+    # inline_container.cc] unexpected pos" when it closes the half-written file
+    path = tmp_path / "checkpoint.pt"
+    good = training_state(0)
+    save_checkpoint(path, good)
+    state = {"w": torch.ones(1_000_000), "v": torch.ones(1_000_000)}  # 8 MB of storages
+    full_disk(monkeypatch, room=3_000_000, free=0)
+    with pytest.raises(SaveError) as info:
+        save_checkpoint(path, state)
+    assert str(info.value) == (f"cannot write checkpoint {path} (No space left on device): it "
+                               f"needs {(8_000_000 + MARGIN) / 1e6:.1f} MB, 0 bytes left on its disk")
+    assert info.value.no_space and info.value.path == str(path)
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == ["checkpoint.pt"]  # no temporary file left behind
+    assert_same(load_checkpoint(path), good)
+
+
+def test_write_file_is_atomic_and_a_full_disk_names_the_file_and_the_space(tmp_path,
+                                                                           monkeypatch):
+    path = tmp_path / "metrics.jsonl"
+    write_file(path, '{"epoch": 1}\n')
+    write_file(path, '{"epoch": 1}\n{"epoch": 2}\n')
+    assert path.read_text() == '{"epoch": 1}\n{"epoch": 2}\n'
+    full_disk(monkeypatch, room=10, free=1_500)
+    with pytest.raises(SaveError) as info:
+        write_file(path, "x" * 2_000)
+    assert str(info.value) == (f"cannot write {path} (No space left on device): it needs "
+                               "2.0 KB, 1.5 KB left on its disk")
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == ["metrics.jsonl"]
+    assert path.read_text() == '{"epoch": 1}\n{"epoch": 2}\n'
+
+
+def test_the_size_a_save_needs_counts_each_storage_once(tmp_path):
+    weights = torch.zeros(1000)
+    state = {"a": weights, "view": weights[10:], "b": [torch.ones(2, 3, dtype=torch.float64)],
+             "broadcast": torch.zeros(()).expand(500, 500), "n": 3}
+    assert storage_bytes(state) == 4 * 1000 + 8 * 6 + 4
+    save_checkpoint(tmp_path / "c.pt", state)
+    assert os.path.getsize(tmp_path / "c.pt") <= storage_bytes(state) + MARGIN
+
+
+@pytest.mark.parametrize("name, leftover", [
+    (".checkpoint.pt.c5586b9d.tmp", True), (".metrics.jsonl.0123abcd.tmp", True),
+    (".config.json.tmp", True),  # as versions before wrote JSON files
+    (".checkpoint.pt.C5586B9D.tmp", False), (".checkpoint.pt.c5586b9.tmp", False),
+    (".notes.txt.0123abcd.tmp", False), ("checkpoint.pt.0123abcd.tmp", False),
+    (".checkpoint.pt", False)])
+def test_temporary_files_are_recognised_by_name(name, leftover):
+    assert is_temporary(name, ("checkpoint.pt", "config.json", "metrics.jsonl")) is leftover
 
 
 def test_save_into_a_missing_directory_is_a_usage_error(tmp_path):

@@ -16,7 +16,7 @@ import torch
 from alexnet2012 import replicate
 from alexnet2012.checkpoint import load_checkpoint, save_checkpoint
 from alexnet2012.data import cache_info, make_synthetic_imagenet, prepare_cache
-from alexnet2012.errors import UsageError
+from alexnet2012.errors import SaveError, UsageError
 from alexnet2012.train import Run, TrainConfig, deviations
 
 REPO = Path(__file__).resolve().parents[1]
@@ -377,6 +377,8 @@ def test_resume_finds_a_moved_cache_and_records_changed_settings(tiny, tmp_path,
 
 @pytest.mark.parametrize("written", ["nothing", "an epoch's metrics", "a checkpoint"])
 def test_ctrl_c_says_how_to_continue(tiny, tmp_path, monkeypatch, written):
+    # once the run folder holds the run's config.json, --resume continues it (from the beginning
+    # while it has no checkpoint)
     out = tmp_path / "run"
 
     def interrupted(self):
@@ -390,17 +392,63 @@ def test_ctrl_c_says_how_to_continue(tiny, tmp_path, monkeypatch, written):
     argv = ["--data", str(tiny / "cache"), "--out", str(out), "--batch-size", "8", "--quiet"]
     with pytest.raises(KeyboardInterrupt) as info:
         replicate.main(argv)
-    expected = {
-        "nothing": "continue with: python scripts/replicate.py " + " ".join(argv),
-        "an epoch's metrics": f"no checkpoint was written yet: delete {out} and run the same "
-                              "command again",
-        "a checkpoint": f"continue with: python scripts/replicate.py --resume --out {out}"}
-    assert str(info.value) == expected[written]
+    assert str(info.value) == f"continue with: python scripts/replicate.py --resume --out {out}"
     if written == "a checkpoint":  # interrupted again after a resume: the same command again
         again = ["--resume", "--out", str(out), "--workers", "0", "--quiet"]
         with pytest.raises(KeyboardInterrupt) as info:
             replicate.main(again)
         assert str(info.value) == "continue with: python scripts/replicate.py " + " ".join(again)
+
+
+@pytest.mark.parametrize("saved", [False, True])
+def test_a_failed_save_says_how_to_continue(tiny, tmp_path, monkeypatch, saved):
+    out = tmp_path / "run"
+
+    def disk_full(self):
+        if saved:
+            self.save()
+        raise SaveError(f"cannot write {self.dir / 'metrics.jsonl'} (No space left on device): "
+                        "it needs 1.2 KB, 0 bytes left on its disk", "metrics.jsonl", no_space=True)
+
+    monkeypatch.setattr(Run, "run", disk_full)
+    argv = ["--data", str(tiny / "cache"), "--out", str(out), "--batch-size", "8", "--quiet"]
+    with pytest.raises(UsageError) as info:
+        replicate.main(argv)
+    assert str(info.value) == (
+        f"cannot write {out / 'metrics.jsonl'} (No space left on device): it needs 1.2 KB, 0 bytes "
+        f"left on its disk{'; the last checkpoint is intact' if saved else ''}: free space, then "
+        f"continue with: python scripts/replicate.py --resume --out {out}")
+
+
+def test_a_run_that_saved_no_checkpoint_is_started_again(tiny, tmp_path):
+    # killed at the end of its first epoch, while its first checkpoint was written
+    out, said = tmp_path / "run", []
+    Run(config(tiny, out), progress=False, log=said.append)
+    (out / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    (out / "drops.json").write_text("[]\n")
+    (out / ".checkpoint.pt.0123abcd.tmp").write_bytes(b"PK half a checkpoint")
+    (out / ".drops.json.tmp").write_text("[")  # as versions before wrote JSON files
+    assert said == []
+    with pytest.raises(UsageError, match=r"already holds a run \(metrics.jsonl\); use --resume"):
+        Run(config(tiny, out, lr=0.02), progress=False)  # other settings: another run
+    (out / ".mine.tmp").write_text("mine")
+    with pytest.raises(UsageError, match=r"run is not empty \(.mine.tmp\)"):
+        Run(config(tiny, out), progress=False)
+    (out / ".mine.tmp").unlink()
+    # the same settings (more epochs and other workers may differ, as on --resume): this run
+    Run(config(tiny, out, epochs=3, workers=1), progress=False, log=said.append)
+    restart = (f"no checkpoint in {out}: the run starts from the beginning with the settings in "
+               "its config.json")
+    assert said == [(f"removed 2 temporary files left by a killed save in {out}: "
+                     ".checkpoint.pt.0123abcd.tmp, .drops.json.tmp"), restart]
+    assert sorted(os.listdir(out)) == ["config.json"]  # the epochs it logged are redone
+    assert json.loads((out / "config.json").read_text())["settings"]["epochs"] == 3
+    (out / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    said.clear()
+    resumed = Run.resume(str(out), progress=False, log=said.append, epochs=2)
+    assert said == [restart]
+    assert (resumed.epoch, resumed.config.epochs) == (1, 2)
+    assert sorted(os.listdir(out)) == ["config.json"]
 
 
 def test_ctrl_c_while_the_data_is_prepared_says_to_run_it_again(tmp_path, monkeypatch):
