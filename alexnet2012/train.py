@@ -10,7 +10,6 @@ resumes, and a folder whose run saved no checkpoint starts that run from the beg
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import platform
@@ -418,16 +417,24 @@ class Run:
                 " with the settings in its config.json" if same_computation(recorded, self.config)
                 else ", with the settings given (its config.json had others)"))
         for name in ("metrics.jsonl", "drops.json", "results.json"):  # of the epochs redone
-            with contextlib.suppress(FileNotFoundError):
-                (self.dir / name).unlink()
+            self._remove(name)
         self._write_config()
+
+    def _remove(self, name: str) -> None:
+        """Delete the run's file ``name`` if it is there; an OS error is one line."""
+        try:
+            (self.dir / name).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise UsageError(f"cannot remove {self.dir / name} ({exc.strerror or exc}): fix the "
+                             "folder's permissions, or remove it yourself") from None
 
     def _remove_leftovers(self) -> None:
         """Delete the temporary files that killed writes left in the run folder, and say so."""
         names = leftovers(self.dir)
         for name in names:
-            with contextlib.suppress(FileNotFoundError):
-                (self.dir / name).unlink()
+            self._remove(name)
         if names:
             self.log(f"removed {len(names)} temporary file{'s' if len(names) > 1 else ''} left "
                      f"by a killed save in {self.dir}: {', '.join(names)}")
@@ -489,10 +496,14 @@ class Run:
 
     def _metrics(self) -> list[str]:
         """The lines of metrics.jsonl (none when it is missing)."""
+        path = self.dir / "metrics.jsonl"
         try:
-            return (self.dir / "metrics.jsonl").read_text().splitlines()
+            return path.read_text().splitlines()
         except FileNotFoundError:
             return []
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read {path} ({getattr(exc, 'strerror', None) or exc}): "
+                             "fix or remove it, then run the same command again") from None
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
         self.model.load_state_dict(ckpt["model"])
