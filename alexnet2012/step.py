@@ -47,7 +47,11 @@ class TrainStep:
             self.update = torch.compile(optimizer.step, fullgraph=True, backend=compile_backend)
 
     def _forward_loss(self, x: Tensor, y: Tensor) -> Tensor:
-        with autocast(self.device_types, self.bf16):
+        # autocast on the first and the last device type (at most two: cuda and cpu); plain
+        # `with` blocks, which torch.compile traces (an ExitStack of them it cannot)
+        first, last = self.device_types[0], self.device_types[-1]
+        with torch.autocast(first, torch.bfloat16, enabled=self.bf16), \
+                torch.autocast(last, torch.bfloat16, enabled=self.bf16):
             logits = self.model(x)
         if logits.dtype in (torch.bfloat16, torch.float16):
             logits = logits.float()  # the softmax and the loss in float32, as autocast does

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from alexnet2012 import paper
@@ -27,13 +26,14 @@ from alexnet2012.checkpoint import (MARGIN, free_space, is_temporary, load_check
                                     pause_for_test, rng_state, save_checkpoint, set_rng_state,
                                     size_text, storage_bytes, write_file)
 from alexnet2012.cuda_backends import configure_backends
-from alexnet2012.data import cache_info, eval_loader, train_loader
+from alexnet2012.data import EvalStreams, TrainStream, cache_info, eval_loader, train_loader
 from alexnet2012.data.augment import check_crop
 from alexnet2012.errors import UsageError, foreign_files
 from alexnet2012.evaluate import evaluate
 from alexnet2012.model import AlexNet, resolve_devices
 from alexnet2012.optim import PaperSGD
 from alexnet2012.schedule import PaperSchedule
+from alexnet2012.step import TrainStep
 
 CHECKPOINT = "checkpoint.pt"
 RUN_FILES = ("metrics.jsonl", CHECKPOINT, "results.json")  # config.json alone: a run that never started
@@ -64,6 +64,8 @@ class TrainConfig:
     overlapping_pool: bool = True
     lighting: str = "paper"
     tf32: bool = True  # on CUDA: TF32 products (cuda_backends); False: fp32 as in 2012
+    bf16: bool = False  # bf16 autocast (the LRN in float32 inside it)
+    compile: bool = False  # torch.compile the training step (step.TrainStep)
     lr: float = paper.LEARNING_RATE
     lr_drops: Optional[tuple[int, ...]] = None  # e.g. (25, 51, 79): [C]'s run, no plateau rule
     patience: int = 5
@@ -177,6 +179,9 @@ def deviations(config: TrainConfig, num_classes: int) -> list[str]:
         out.append("no local response normalization (ablation, P §3.3)")
     if not config.overlapping_pool:
         out.append("non-overlapping 2x2 pooling (ablation, P §3.4)")
+    if config.bf16:
+        out.append("bf16 autocast (products with 8-bit mantissas, the LRN in float32) instead of "
+                   "the fp32 of 2012's GPUs")
     if config.tf32 and any(torch.device(d).type == "cuda" for d in config.devices):
         out.append("TF32 products on CUDA (10-bit mantissa inputs) instead of the fp32 of 2012's "
                    "GPUs; --no-tf32 computes in fp32")
@@ -352,6 +357,10 @@ class Run:
         torch.manual_seed(config.seed)
         self.model = build_model(config, self.num_classes)
         self.optimizer = PaperSGD(self.model.parameters(), lr=config.lr)
+        self.step = TrainStep(self.model, self.optimizer, accumulate=config.accumulate,
+                              bf16=config.bf16, compile=config.compile)
+        self._train: Optional[TrainStream] = None  # the loaders of run(), made there
+        self._evals: Optional[EvalStreams] = None
         self.schedule = build_schedule(config)
         self._remove_leftovers()
         self._check_room(resumed=checkpoint is not None)
@@ -531,23 +540,15 @@ class Run:
             "config": asdict(self.config), "num_classes": self.num_classes, "wnids": self.wnids})
 
     # -- training ---------------------------------------------------------------------
-    def _step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """One SGD step on a batch (in ``accumulate`` chunks); returns the mean loss."""
-        self.optimizer.zero_grad(set_to_none=True)
-        total = None
-        for xc, yc in zip(x.chunk(self.config.accumulate), y.chunk(self.config.accumulate)):
-            loss = F.cross_entropy(self.model(xc), yc.to(self.dev, non_blocking=True))
-            (loss / self.config.accumulate).backward()
-            total = loss.detach() if total is None else total + loss.detach()
-        self.optimizer.step()
-        return total / self.config.accumulate
-
     def train_epoch(self) -> float:
         """Train the current epoch from ``self.batch`` on; returns its mean training loss."""
         c = self.config
-        loader = train_loader(c.cache, batch_size=c.batch_size, crop=c.input_size, seed=c.seed,
-                              epoch=self.epoch, start_batch=self.batch, workers=c.workers,
-                              device=str(self.dev), lighting=c.lighting)
+        if self._train is not None:  # within run(): workers that persist across epochs
+            loader = self._train.epoch(self.epoch, self.batch)
+        else:
+            loader = train_loader(c.cache, batch_size=c.batch_size, crop=c.input_size,
+                                  seed=c.seed, epoch=self.epoch, start_batch=self.batch,
+                                  workers=c.workers, device=str(self.dev), lighting=c.lighting)
         total = len(loader) + self.batch
         watch = _LossWatch()
         watch.total, watch.steps = self.partial["loss"], self.partial["steps"]
@@ -560,7 +561,7 @@ class Run:
         started = time.perf_counter()
         self.model.train()
         for x, y in loader:
-            watch.add(self.batch, self._step(x, y))
+            watch.add(self.batch, self.step(x, y))
             self.batch += 1
             bar.update(c.batch_size)
             due = time.monotonic() - last_save >= 60 * c.checkpoint_minutes
@@ -594,14 +595,34 @@ class Run:
         """Top-1/top-5 error on ``split`` from ``views`` (1 or 10) views; ten-view batches hold
         a tenth of the images, so that the network sees the same batch size."""
         c = self.config
-        batches = eval_loader(c.cache, split, batch_size=max(1, c.eval_batch_size // views),
-                              crop=c.input_size, views=views, workers=c.workers,
-                              device=str(self.dev))
+        batch_size = max(1, c.eval_batch_size // views)
+        if self._evals is not None:  # within run(): workers that persist across validations
+            batches = self._evals.batches(split, batch_size=batch_size, views=views)
+        else:
+            batches = eval_loader(c.cache, split, batch_size=batch_size, crop=c.input_size,
+                                  views=views, workers=c.workers, device=str(self.dev))
         return evaluate(self.model, batches, progress=self.progress,
                         desc=f"{'10-view' if views == 10 else 'centre'} eval")
 
     def run(self) -> dict[str, Any]:
         """Train until the schedule stops or the epoch limit, then test; returns the results."""
+        c = self.config
+        if not self.finished:
+            self._train = TrainStream(
+                c.cache, batch_size=c.batch_size, crop=c.input_size, seed=c.seed,
+                start_epoch=self.epoch, start_batch=self.batch, workers=c.workers,
+                device=str(self.dev), lighting=c.lighting, last_epoch=c.epochs)
+        self._evals = EvalStreams(c.cache, crop=c.input_size, workers=c.workers,
+                                  device=str(self.dev))
+        try:
+            return self._run()
+        finally:
+            for loaders in (self._train, self._evals):
+                if loaders is not None:
+                    loaders.close()
+            self._train = self._evals = None
+
+    def _run(self) -> dict[str, Any]:
         c = self.config
         while not self.finished:
             train_loss = self.train_epoch()
@@ -632,6 +653,8 @@ class Run:
             self.epoch, self.batch = self.epoch + 1, 0
             self.partial = {"loss": 0.0, "steps": 0, "seconds": 0.0}
             self.save()
+        if self._train is not None:
+            self._train.close()  # its workers are not needed for the test
         return self.test()
 
     def test(self) -> dict[str, Any]:

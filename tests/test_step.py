@@ -15,13 +15,13 @@ def batch(n=4, seed=0):
     return torch.randn(n, 3, 224, 224, generator=g) * 50, torch.randint(0, 10, (n,), generator=g)
 
 
-def trained(compile: bool, steps: int = 3, accumulate: int = 1):
+def trained(compile: bool, steps: int = 3, accumulate: int = 1, bf16: bool = False):
     """Losses and final gradients and weights of ``steps`` steps from the same start, eval mode
     (dropout a fixed x0.5, so that eager and compiled draw no random numbers)."""
     torch.manual_seed(0)
     model = AlexNet(10).eval()
     step = TrainStep(model, PaperSGD(model.parameters()), accumulate=accumulate,
-                     compile=compile, compile_backend="aot_eager")
+                     compile=compile, compile_backend="aot_eager", bf16=bf16)
     losses = [step(*batch(seed=s)).item() for s in range(steps)]
     grads = {n: p.grad.clone() for n, p in model.named_parameters()}
     return losses, grads, {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -55,9 +55,10 @@ def test_accumulated_chunks_give_the_whole_batch_update():
 
 @pytest.mark.slow
 def test_the_compiled_step_traces_whole_and_matches_eager_over_three_steps():
+    # in bf16 autocast, which the traced graph must carry too
     torch._dynamo.reset()
-    eager = trained(False)
-    compiled = trained(True)  # fullgraph=True: any graph break would raise
+    eager = trained(False, bf16=True)
+    compiled = trained(True, bf16=True)  # fullgraph=True: any graph break would raise
     torch._dynamo.reset()
     assert compiled[0] == pytest.approx(eager[0], rel=1e-5)
     for name in eager[1]:

@@ -17,6 +17,7 @@ from alexnet2012 import replicate
 from alexnet2012.checkpoint import load_checkpoint, save_checkpoint
 from alexnet2012.data import cache_info, make_synthetic_imagenet, prepare_cache
 from alexnet2012.errors import SaveError, UsageError
+from alexnet2012.step import TrainStep
 from alexnet2012.train import Run, TrainConfig, deviations
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,6 +93,26 @@ class Crash(Exception):
     pass
 
 
+def test_bf16_and_compile_are_recorded_listed_and_taken_by_the_step(tiny, tmp_path, monkeypatch):
+    # --bf16 --compile: in config.json and the report's deviations (bf16), and the run's step
+    # takes them (tests/test_step.py trains with both)
+    monkeypatch.setattr(replicate, "demo_cache", lambda workers, progress: str(tiny / "cache"))
+
+    def demo_config(out, *args):
+        argv = ["--devices", "cpu", "--out", str(tmp_path / out), "--workers", "0", "--epochs",
+                "1", "--batch-size", "8", "--no-ten-view", *args]
+        return replicate.config_from_args(replicate.build_parser().parse_args(argv))
+
+    config = demo_config("compiled", "--bf16", "--compile")
+    assert config.bf16 and config.compile
+    assert any(d.startswith("bf16 autocast") for d in deviations(config, 3))
+    assert not any("bf16" in d for d in deviations(replace(config, bf16=False), 3))
+    run = Run(config, progress=False)
+    assert run.step.bf16 and run.step.forward_loss is not run.step._forward_loss
+    recorded = json.loads((tmp_path / "compiled" / "config.json").read_text())
+    assert recorded["settings"]["bf16"] and recorded["settings"]["compile"]
+
+
 def test_the_demo_keeps_only_the_lr_drops_that_a_shorter_epochs_leaves(tiny, tmp_path,
                                                                         monkeypatch):
     # The demo drops the lr at epoch 5 of 10; `--epochs 3` used to stop with an error about
@@ -127,7 +148,7 @@ def test_a_run_killed_and_resumed_ends_with_the_same_weights(tiny, tmp_path, mon
     per_epoch = cache_info(tiny / "cache").train_images // 8
     assert per_epoch >= 2
     steps = {"n": 0}
-    real_step = Run._step
+    real_step = TrainStep.__call__
 
     def crashing_step(self, x, y):
         steps["n"] += 1
@@ -135,11 +156,11 @@ def test_a_run_killed_and_resumed_ends_with_the_same_weights(tiny, tmp_path, mon
             raise Crash()
         return real_step(self, x, y)
 
-    monkeypatch.setattr(Run, "_step", crashing_step)
+    monkeypatch.setattr(TrainStep, "__call__", crashing_step)
     cut = config(tiny, tmp_path / "cut", checkpoint_minutes=0.0)  # a checkpoint after every step
     with pytest.raises(Crash):
         Run(cut, progress=False, log=lambda s: None).run()
-    monkeypatch.setattr(Run, "_step", real_step)
+    monkeypatch.setattr(TrainStep, "__call__", real_step)
     saved = load_checkpoint(tmp_path / "cut" / "checkpoint.pt")
     assert (saved["epoch"], saved["batch"]) == (2, 1)  # resumes mid-epoch
 
@@ -330,19 +351,19 @@ def test_resume_refuses_options_that_change_the_computation(tmp_path):
 
 def test_resume_finds_a_moved_cache_and_records_changed_settings(tiny, tmp_path, monkeypatch):
     shutil.copytree(tiny / "cache", tmp_path / "cache_a")
-    real_step = Run._step
+    real_epoch = Run.train_epoch
 
-    def stop_in_epoch_2(self, x, y):
+    def stop_in_epoch_2(self):
         if self.epoch == 2:
             raise Crash()
-        return real_step(self, x, y)
+        return real_epoch(self)
 
-    monkeypatch.setattr(Run, "_step", stop_in_epoch_2)
+    monkeypatch.setattr(Run, "train_epoch", stop_in_epoch_2)
     out = tmp_path / "run"
     with pytest.raises(Crash):
         Run(config(tiny, out, cache=str(tmp_path / "cache_a"), epochs=3), progress=False,
             log=lambda s: None).run()
-    monkeypatch.setattr(Run, "_step", real_step)
+    monkeypatch.setattr(Run, "train_epoch", real_epoch)
     (tmp_path / "cache_a").rename(tmp_path / "cache_b")
     with pytest.raises(UsageError, match="cache_a is gone; if it moved, give its new place with --data"):
         Run.resume(str(out), progress=False, log=lambda s: None)
