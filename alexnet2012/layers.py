@@ -42,7 +42,8 @@ def local_response_norm(x: Tensor, groups: int = 1, size: int = paper.LRN_SIZE,
     # zero-padded by size//2 at both ends, the first c/groups windows are c - size//2 ..
     # c + (size-1)//2 (for an even size the last window is one past the end)
     mean = F.avg_pool1d(a * a, size, stride=1, padding=size // 2)[..., :c // groups]
-    b = a / mean.mul(alpha).add(k).pow(beta)
+    s = mean.mul(alpha).add(k)
+    b = a * ((s * s.sqrt()).rsqrt() if beta == 0.75 else s.pow(-beta))  # s^-3/4 without pow
     return b.reshape(n, h, w, c).permute(0, 3, 1, 2).to(x.dtype)
 
 

@@ -31,7 +31,7 @@ from alexnet2012.train import (CHECKPOINT, Run, TrainConfig, check_config, check
 # The demo, sized to finish in under 10 minutes on 2 CPU cores (measured: README "Demo"). The
 # paper's init sits near chance for the first epoch, then learns; one fixed lr drop (/10 from
 # epoch 5) replaces the plateau rule, which needs more epochs than the demo has to act on noise.
-DEMO = dict(classes=10, train_per_class=100, val_per_class=20, batch_size=32, epochs=10,
+DEMO = dict(classes=10, train_per_class=60, val_per_class=20, batch_size=32, epochs=8,
             lr_drops=(5,))
 DEMO_DATA = Path("experiments/demo_data")  # relative to the working directory
 DEMO_FILES = ("images", "cache", "spec.json")  # all that the demo puts in DEMO_DATA

@@ -124,7 +124,7 @@ def test_the_demo_keeps_only_the_lr_drops_that_a_shorter_epochs_leaves(tiny, tmp
         return replicate.config_from_args(replicate.build_parser().parse_args(argv))
 
     full = demo_config()
-    assert (full.epochs, full.lr_drops) == (10, (5,))
+    assert (full.epochs, full.lr_drops) == (8, (5,))
     assert demo_config("--epochs", "5").lr_drops == (5,)
     assert demo_config("--epochs", "3").lr_drops == ()
     assert demo_config("--epochs", "3", "--lr-drops", "2").lr_drops == (2,)
