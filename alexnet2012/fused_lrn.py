@@ -14,8 +14,6 @@ the ``meta`` device run it without Triton.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import os
 import threading
 from typing import Any
 
@@ -23,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from alexnet2012 import paper
+from alexnet2012 import paper, triton_support
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 """Input dtypes the op takes; it computes in float32 and returns the input's dtype."""
@@ -70,33 +68,10 @@ def relu_lrn_pool_reference(z: Tensor, groups: int, pool_kernel: int = paper.POO
 # Availability and Triton loading
 # ---------------------------------------------------------------------------------------------
 
-def _interpret_requested() -> bool:
-    """Whether ``TRITON_INTERPRET`` asks for Triton's interpreter (as Triton reads it)."""
-    return os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "on", "yes")
-
-
-def _triton_importable() -> bool:
-    """Whether ``import triton`` would find a package (without importing it)."""
-    try:
-        return importlib.util.find_spec("triton") is not None
-    except (ImportError, ValueError):
-        return False
-
-
 def available(device: torch.device | str) -> bool:
-    """Whether the fused op can run on tensors on ``device``: ``meta`` always (the fake
-    implementation), ``cuda`` when Triton is importable, ``cpu`` when Triton is importable and
-    its interpreter is on (``TRITON_INTERPRET=1`` before the op's first call; once the kernels
-    are built, the mode they were built in decides)."""
-    kind = torch.device(device).type
-    if kind == "meta":
-        return True
-    if kind == "cuda":
-        return _interpreted is not None or _triton_importable()
-    if kind == "cpu":
-        interpreting = _interpret_requested() if _interpreted is None else _interpreted
-        return interpreting and (_interpreted is not None or _triton_importable())
-    return False
+    """Whether the fused op can run on tensors on ``device`` (see
+    :func:`triton_support.available`)."""
+    return triton_support.available(device, _interpreted)
 
 
 def _load_triton() -> None:
