@@ -252,7 +252,11 @@ def _to(h: Tensor, device: torch.device) -> Tensor:
 
 
 def _side_streams(devices: list[torch.device]) -> list[Optional["torch.cuda.Stream"]]:
-    """A CUDA stream for each column whose GPU an earlier column already uses; None otherwise."""
+    """A CUDA stream for each column whose GPU an earlier column already uses; None otherwise,
+    and None for all under ``torch.compile``, whose graph holds no stream switches (the compiled
+    kernels run on the current stream)."""
+    if torch.compiler.is_compiling():
+        return [None] * len(devices)
     return [_side_stream(device, k) if device.type == "cuda" and device in devices[:k] else None
             for k, device in enumerate(devices)]
 

@@ -74,3 +74,22 @@ def test_bf16_autocast_trains_with_a_float32_loss_and_float32_weights():
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
     assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32
                for p in model.parameters())
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("devices", [None, ("cuda:0", "cuda:0")])
+def test_the_compiled_step_traces_whole_on_a_gpu(devices):
+    # both columns on one GPU (a side stream when eager, none in the compiled graph), the fused
+    # Triton ops as custom ops in the graph, bf16 autocast
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = AlexNet(10, devices=devices)
+    if devices is None:
+        model.cuda()
+    step = TrainStep(model, PaperSGD(model.parameters()), bf16=True, compile=True,
+                     compile_backend="aot_eager")
+    x, y = batch()
+    losses = [step(x.cuda(), y.cuda()).item() for _ in range(2)]
+    assert all(torch.isfinite(torch.tensor(losses)))
+    torch._dynamo.reset()
