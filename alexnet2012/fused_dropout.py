@@ -47,6 +47,8 @@ per element: fewer, larger programs. The masks do not depend on the block size."
 tl: Any = None
 """``triton.language``, bound by :func:`_load_triton` (the kernels below read it when they are
 compiled or interpreted, never at import)."""
+_rounded_for: Any = None
+"""``triton_support``'s store-side rounding helper, bound by :func:`_load_triton`."""
 _interpreted: bool | None = None
 """Whether the kernels were decorated for Triton's interpreter; None until they are."""
 _load_lock = threading.Lock()
@@ -86,7 +88,7 @@ def _load_triton() -> None:
         import triton.language
 
         tl = triton.language
-        _rounded_for = triton.jit(_rounded_for)
+        _rounded_for = triton_support.jit_rounded_for()
         _forward_kernel = triton.jit(_forward_kernel, do_not_specialize=["seed"])
         _backward_kernel = triton.jit(_backward_kernel)
         _interpreted = type(_forward_kernel).__name__ == "InterpretedFunction"
@@ -98,18 +100,6 @@ def _load_triton() -> None:
 # takes its low and high 32 bits as two counter words, so the mask of i < 2^32 is the same as
 # with an int32 index).
 # ---------------------------------------------------------------------------------------------
-
-def _rounded_for(ptr, x):
-    """float32 ``x`` rounded to nearest-even in ``ptr``'s element type. bfloat16 is rounded by
-    hand, on the bits: Triton's interpreter truncates in its float32 -> bfloat16 cast where
-    compiled code rounds, and this gives both the same bits."""
-    if ptr.dtype.element_ty == tl.bfloat16:
-        bits = x.to(tl.uint32, bitcast=True)
-        bits = (bits + (0x7FFF + ((bits >> 16) & 1))) >> 16
-        bits = tl.where(x == x, bits, 0x7FC0)  # NaN stays NaN
-        return bits.to(tl.uint16).to(tl.bfloat16, bitcast=True)
-    return x.to(ptr.dtype.element_ty)
-
 
 def _forward_kernel(z_ptr, y_ptr, n, seed, p, scale,
                     TRAINING: tl.constexpr, BLOCK: tl.constexpr):

@@ -42,6 +42,8 @@ time per operation rather than per element: fewer, larger programs."""
 tl: Any = None
 """``triton.language``, bound by :func:`_load_triton` (the kernels below read it when they are
 compiled or interpreted, never at import)."""
+_rounded_for: Any = None
+"""``triton_support``'s store-side rounding helper, bound by :func:`_load_triton`."""
 _interpreted: bool | None = None
 """Whether the kernels were decorated for Triton's interpreter; None until they are."""
 _load_lock = threading.Lock()
@@ -89,9 +91,10 @@ def _load_triton() -> None:
             raise RuntimeError(f"alexnet2012::relu_lrn_pool needs Triton 3.2 or later "
                                f"(tl.gather), found {triton.__version__}")
         tl = triton.language
-        _column_index, _shifted, _window_sum, _relu_terms, _pooled_grad, _rounded_for = (
+        _column_index, _shifted, _window_sum, _relu_terms, _pooled_grad = (
             triton.jit(fn) for fn in (_column_index, _shifted, _window_sum, _relu_terms,
-                                      _pooled_grad, _rounded_for))
+                                      _pooled_grad))
+        _rounded_for = triton_support.jit_rounded_for()
         _forward_kernel = triton.jit(_forward_kernel)
         _backward_kernel = triton.jit(_backward_kernel)
         _interpreted = type(_forward_kernel).__name__ == "InterpretedFunction"
@@ -140,18 +143,6 @@ def _relu_terms(z_ptr, offset, mask, ch, local, cg, k, alpha_over_size,
     y = tl.where(z < 0.0, 0.0, z)
     s = k + alpha_over_size * _window_sum(y * y, ch, local, cg, -(SIZE // 2), SIZE, AXIS)
     return y, s
-
-
-def _rounded_for(ptr, x):
-    """float32 ``x`` rounded to nearest-even in ``ptr``'s element type. bfloat16 is rounded by
-    hand, on the bits: Triton's interpreter truncates in its float32 -> bfloat16 cast where
-    compiled code rounds, and this gives both the same bits."""
-    if ptr.dtype.element_ty == tl.bfloat16:
-        bits = x.to(tl.uint32, bitcast=True)
-        bits = (bits + (0x7FFF + ((bits >> 16) & 1))) >> 16
-        bits = tl.where(x == x, bits, 0x7FC0)  # NaN stays NaN
-        return bits.to(tl.uint16).to(tl.bfloat16, bitcast=True)
-    return x.to(ptr.dtype.element_ty)
 
 
 def _forward_kernel(z_ptr, out_ptr, arg_ptr, n_out, out_h, out_w, c, cg,

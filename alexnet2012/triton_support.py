@@ -1,9 +1,11 @@
-"""What the Triton kernels (``fused_lrn``, ``fused_dropout``) share: where they can run."""
+"""What the Triton kernels (``fused_lrn``, ``fused_dropout``) share: where they can run, and
+the store-side rounding helper both use."""
 from __future__ import annotations
 
 import importlib.util
 import os
-from typing import Optional
+import threading
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -36,3 +38,36 @@ def available(device: torch.device | str, interpreted: Optional[bool]) -> bool:
         interpreting = interpret_requested() if interpreted is None else interpreted
         return interpreting and (interpreted is not None or triton_importable())
     return False
+
+
+tl: Any = None
+"""``triton.language``, bound by :func:`jit_rounded_for` (read by the helper when it is compiled
+or interpreted, never at import)."""
+_jitted: Optional[Callable] = None
+_lock = threading.Lock()
+
+
+def _rounded_for(ptr, x):
+    """float32 ``x`` rounded to nearest-even in ``ptr``'s element type. bfloat16 is rounded by
+    hand, on the bits: Triton's interpreter truncates in its float32 -> bfloat16 cast where
+    compiled code rounds, and this gives both the same bits."""
+    if ptr.dtype.element_ty == tl.bfloat16:
+        bits = x.to(tl.uint32, bitcast=True)
+        bits = (bits + (0x7FFF + ((bits >> 16) & 1))) >> 16
+        bits = tl.where(x == x, bits, 0x7FC0)  # NaN stays NaN
+        return bits.to(tl.uint16).to(tl.bfloat16, bitcast=True)
+    return x.to(ptr.dtype.element_ty)
+
+
+def jit_rounded_for() -> Callable:
+    """:func:`_rounded_for` decorated with ``triton.jit`` (imports Triton), once: the kernels'
+    modules call it while they load."""
+    global tl, _jitted
+    with _lock:
+        if _jitted is None:
+            import triton
+            import triton.language
+
+            tl = triton.language
+            _jitted = triton.jit(_rounded_for)
+    return _jitted
