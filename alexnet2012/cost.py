@@ -198,7 +198,7 @@ class OpCounter(TorchDispatchMode):
         kwargs = kwargs or {}
         before = self.flops.get_total_flops() if self.flops is not None else 0
         out = func(*args, **kwargs)
-        if not isinstance(func, torch._ops.OpOverload):
+        if not hasattr(func, "overloadpacket"):  # an ATen or custom op overload
             return out
         name = f"{func.namespace}.{func.overloadpacket.__name__}"
         kind = op_kind(func, args, kwargs)
@@ -241,7 +241,7 @@ class _CudaLayouts(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        if func is torch.ops.aten.convolution.default and out.is_meta and out.dim() == 4:
+        if func.name() == "aten::convolution" and out.is_meta and out.dim() == 4:
             x, weight = args[0], args[1]
             if weight.dim() == 4 and torch.channels_last in (_memory_format(x),
                                                             _memory_format(weight)):
@@ -251,9 +251,10 @@ class _CudaLayouts(TorchDispatchMode):
 
 
 def _memory_format(t: Tensor) -> torch.memory_format:
-    """ATen's ``suggest_memory_format`` (cuDNN's layout rule reads it), in PyTorch's Python
-    twin."""
-    return torch._prims_common.suggest_memory_format(t)
+    """Channels-last for a 4-d tensor laid out so and not also contiguous, as ATen's
+    ``suggest_memory_format`` (which cuDNN's layout rule reads) decides for these shapes."""
+    channels_last = t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if channels_last and not t.is_contiguous() else torch.contiguous_format
 
 
 @contextlib.contextmanager
