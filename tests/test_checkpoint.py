@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import collections
-import errno
 import io
 import os
 import pickle
@@ -18,6 +17,7 @@ from alexnet2012.checkpoint import (MARGIN, is_temporary, load_checkpoint, rng_s
 from alexnet2012.errors import SaveError, UsageError
 from alexnet2012.optim import PaperSGD
 from alexnet2012.schedule import PaperSchedule
+from faults import FullDisk
 
 
 def training_state(seed: int) -> dict:
@@ -99,21 +99,6 @@ def test_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch,
     monkeypatch.undo()
     assert os.listdir(tmp_path) == ["checkpoint.pt"]  # no temporary file left behind
     assert_same(load_checkpoint(path), good)
-
-
-class FullDisk(io.FileIO):
-    """A file whose disk fills after ``room`` bytes: the write that does not fit writes what
-    fits, then raises ENOSPC, as the OS does."""
-
-    room = 0
-
-    def write(self, data) -> int:
-        data = memoryview(data).cast("B")
-        fits = max(0, FullDisk.room - self.tell())
-        if len(data) > fits:
-            super().write(data[:fits])
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return super().write(data)
 
 
 def full_disk(monkeypatch, room: int, free: int) -> None:

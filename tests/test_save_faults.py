@@ -12,7 +12,6 @@ command is the reference.
 """
 from __future__ import annotations
 
-import errno
 import hashlib
 import io
 import json
@@ -37,6 +36,7 @@ from alexnet2012.errors import SaveError, UsageError
 from alexnet2012.model import AlexNet
 from alexnet2012.report import write_report
 from alexnet2012.train import Run, TrainConfig
+from faults import FullDisk
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = ["--batch-size", "3", "--epochs", "1", "--workers", "0", "--checkpoint-minutes", "0"]
@@ -87,21 +87,6 @@ class Replicate:
 
     def __repr__(self) -> str:
         return f"exit {self.code}\nstdout:\n{self.out}\nstderr:\n{self.err}"
-
-
-class FullDisk(io.FileIO):
-    """A file on a disk that fills up after ``room`` bytes: the write that does not fit writes
-    what fits and raises ENOSPC, as the OS does."""
-
-    room = 0
-
-    def write(self, data) -> int:
-        data = memoryview(data).cast("B")
-        fits = max(0, FullDisk.room - self.tell())
-        if len(data) > fits:
-            super().write(data[:fits])
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return super().write(data)
 
 
 def fill_disk_for(name: str, room: int, monkeypatch) -> None:
