@@ -10,6 +10,7 @@ A model's rate is its batch size over the median, across rounds, of its per-step
 With a data cache, one more row trains the one-device net on the real loader's batches, so that
 the end-to-end rate (data included) sits next to the model-only rate.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,9 +22,10 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Generator, Iterable, Iterator, Optional, Sequence
+from typing import Any
 
 import torch
 import torchvision
@@ -31,10 +33,11 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from alexnet2012 import paper
-from alexnet2012.cuda_backends import configure_backends
-from alexnet2012.errors import UsageError
-from alexnet2012.model import AlexNet, resolve_devices
 from alexnet2012.data import TrainStream
+from alexnet2012.devices import configure_backends
+from alexnet2012.devices import parse as parse_device_list
+from alexnet2012.errors import UsageError
+from alexnet2012.model import AlexNet
 from alexnet2012.optim import PaperSGD
 from alexnet2012.step import TrainStep, autocast
 
@@ -44,12 +47,18 @@ COMPILED = ", compiled"  # the suffix of the --compile rows' names
 ONE_DEVICE_ROW = "AlexNet"
 TWO_DEVICE_ROW = "AlexNet two-device"
 DATA_ROW = "AlexNet + data loader"
-CPU_MEMORY_METHOD = ("process RSS: /proc/self/status VmHWM during the step minus VmRSS before "
-                     "it, after glibc malloc_trim(0) and a peak reset via /proc/self/clear_refs")
-CUDA_MEMORY_METHOD = ("torch.cuda.max_memory_allocated during the step minus "
-                      "torch.cuda.memory_allocated before it, after reset_peak_memory_stats")
-PEAK_MEMORY = ("weights (+ PaperSGD velocity when training) + the peak growth of one step started "
-               "with no gradients held, measured after the timed rounds")
+CPU_MEMORY_METHOD = (
+    "process RSS: /proc/self/status VmHWM during the step minus VmRSS before "
+    "it, after glibc malloc_trim(0) and a peak reset via /proc/self/clear_refs"
+)
+CUDA_MEMORY_METHOD = (
+    "torch.cuda.max_memory_allocated during the step minus "
+    "torch.cuda.memory_allocated before it, after reset_peak_memory_stats"
+)
+PEAK_MEMORY = (
+    "weights (+ PaperSGD velocity when training) + the peak growth of one step started "
+    "with no gradients held, measured after the timed rounds"
+)
 # steps, warmup, repeats when not given: a CPU step takes about a second at batch 32, a GPU
 # step milliseconds, and cudnn.benchmark tries its algorithms in the first steps.
 DEFAULT_SCHEDULE = {"cpu": (1, 2, 11), "cuda": (20, 10, 5)}
@@ -66,7 +75,7 @@ class Settings:
     repeats: int
     compile: bool = False
     bf16: bool = False
-    data: Optional[str] = None
+    data: str | None = None
     workers: int = 4
     seed: int = 0
 
@@ -85,23 +94,15 @@ class Case:
     optimizer: PaperSGD
     devices: tuple[torch.device, ...]
     modes: tuple[str, ...] = ("train", "infer")
-    batches: Optional[Iterator[tuple[Tensor, Tensor]]] = None
+    batches: Iterator[tuple[Tensor, Tensor]] | None = None
     times: dict[str, list[float]] = field(default_factory=dict)
-    step_peak: dict[str, Optional[int]] = field(default_factory=dict)
-    step: Optional[TrainStep] = None  # its training step (build_cases makes it)
+    step_peak: dict[str, int | None] = field(default_factory=dict)
+    step: TrainStep | None = None  # its training step (build_cases makes it)
 
 
-def parse_devices(spec: Optional[str]) -> tuple[torch.device, ...]:
-    """``"cuda:0,cuda:1"`` -> devices; empty or ``None``: ``cuda:0`` if there is one, else ``cpu``."""
-    names = [n.strip() for n in (spec or "").split(",") if n.strip()]
-    if not names:
-        names = ["cuda:0" if torch.cuda.is_available() else "cpu"]
-    if len(names) > 2:
-        raise UsageError(f"--devices takes one or two devices, got {len(names)}: {spec}")
-    try:
-        return tuple(resolve_devices(names, len(names)))
-    except ValueError as exc:
-        raise UsageError(f"--devices: {exc}") from None
+def parse_devices(spec: str | None) -> tuple[torch.device, ...]:
+    """``"cuda:0,cuda:1"`` -> devices; empty or ``None``: ``cuda:0`` if there is one, else CPU."""
+    return parse_device_list(spec)
 
 
 def default_schedule(device: torch.device) -> tuple[int, int, int]:
@@ -109,8 +110,9 @@ def default_schedule(device: torch.device) -> tuple[int, int, int]:
     return DEFAULT_SCHEDULE["cuda" if device.type == "cuda" else "cpu"]
 
 
-def projected_seconds(images_per_s: float, epochs: int = paper.EPOCHS,
-                      images_per_epoch: int = IMAGES_PER_EPOCH) -> float:
+def projected_seconds(
+    images_per_s: float, epochs: int = paper.EPOCHS, images_per_epoch: int = IMAGES_PER_EPOCH
+) -> float:
     """Wall time of ``epochs`` ImageNet epochs at ``images_per_s``."""
     return epochs * images_per_epoch / images_per_s
 
@@ -129,7 +131,7 @@ def _count(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def format_bytes(n: Optional[int]) -> str:
+def format_bytes(n: int | None) -> str:
     """``812 MiB`` / ``1.23 GiB``; ``n/a`` when unknown."""
     if n is None:
         return "n/a"
@@ -151,14 +153,21 @@ def build_cases(settings: Settings) -> list[Case]:
         (REFERENCE, lambda: torchvision.models.alexnet().to(d0), (d0,)),
     ]
     if settings.compile:
-        builders += [(f"{name}{COMPILED}", build, devices) for name, build, devices in builders
-                     if name in (ONE_DEVICE_ROW, REFERENCE)]
+        builders += [
+            (f"{name}{COMPILED}", build, devices)
+            for name, build, devices in builders
+            if name in (ONE_DEVICE_ROW, REFERENCE)
+        ]
     cases = []
     for name, build, devices in builders:
         torch.manual_seed(settings.seed)
         model = build()
-        optimizer = PaperSGD(model.parameters(), lr=paper.LEARNING_RATE,
-                             momentum=paper.MOMENTUM, weight_decay=paper.WEIGHT_DECAY)
+        optimizer = PaperSGD(
+            model.parameters(),
+            lr=paper.LEARNING_RATE,
+            momentum=paper.MOMENTUM,
+            weight_decay=paper.WEIGHT_DECAY,
+        )
         eager = None
         if name.endswith(COMPILED):  # trains with TrainStep(compile=True), infers compiled
             eager, model = model, torch.compile(model)
@@ -175,17 +184,23 @@ def start_loader(settings: Settings) -> Generator[tuple[Tensor, Tensor], None, N
     the other rows' next steps."""
     if not Path(settings.data).is_dir():
         raise UsageError(f"--data {settings.data}: no such directory (give a prepared data cache)")
-    stream = TrainStream(settings.data, batch_size=settings.batch_size, crop=paper.CROP_SIZE,
-                         seed=settings.seed, workers=settings.workers,
-                         device=str(settings.devices[0]))
+    stream = TrainStream(
+        settings.data,
+        batch_size=settings.batch_size,
+        crop=paper.CROP_SIZE,
+        seed=settings.seed,
+        workers=settings.workers,
+        device=str(settings.devices[0]),
+    )
     batches = loader_batches(stream.epoch, stream.close)
     next(batches)  # starts the workers
     return batches
 
 
-def loader_batches(loader: Callable[[int], Iterable[tuple[Tensor, Tensor]]],
-                   close: Callable[[], None] = lambda: None
-                   ) -> Generator[tuple[Tensor, Tensor], None, None]:
+def loader_batches(
+    loader: Callable[[int], Iterable[tuple[Tensor, Tensor]]],
+    close: Callable[[], None] = lambda: None,
+) -> Generator[tuple[Tensor, Tensor], None, None]:
     """Batches of ``loader(0)``, then ``loader(1)``, ... without end; ``close()`` on the
     generator calls ``close`` (stops the loader's workers)."""
     try:
@@ -195,8 +210,10 @@ def loader_batches(loader: Callable[[int], Iterable[tuple[Tensor, Tensor]]],
                 empty = False
                 yield batch
             if empty:
-                raise UsageError("the data cache's train loader yields no batch (cache empty, "
-                                 "or fewer images than --batch-size)")
+                raise UsageError(
+                    "the data cache's train loader yields no batch (cache empty, "
+                    "or fewer images than --batch-size)"
+                )
     finally:
         close()
 
@@ -250,7 +267,7 @@ class MemoryMeter:
             Path("/proc/self/clear_refs").write_text("5")
             self.baseline += _proc_status_bytes("VmRSS")
 
-    def stop(self) -> Optional[int]:
+    def stop(self) -> int | None:
         """Peak since :meth:`start` minus the baseline (``None`` where nothing is measured)."""
         if not (self.gpus or self.cpu):
             return None
@@ -284,13 +301,15 @@ def persistent_bytes(case: Case, mode: str) -> int:
     training."""
     tensors = list(case.model.parameters())
     if mode == "train":
-        tensors += [t for s in case.optimizer.state.values() for t in s.values()
-                    if isinstance(t, Tensor)]
+        tensors += [
+            t for s in case.optimizer.state.values() for t in s.values() if isinstance(t, Tensor)
+        ]
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def run_block(case: Case, mode: str, batches: Iterator[tuple[Tensor, Tensor]], steps: int,
-              bf16: bool) -> float:
+def run_block(
+    case: Case, mode: str, batches: Iterator[tuple[Tensor, Tensor]], steps: int, bf16: bool
+) -> float:
     """Run ``steps`` steps of ``case`` in ``mode``; return seconds per step (the devices are
     synchronised before and after the block, never inside it)."""
     case.model.train(mode == "train")
@@ -318,12 +337,15 @@ def run_rounds(cases: list[Case], settings: Settings, progress: bool = True) -> 
     """Warm every entry up, then time ``repeats`` rounds of ``steps`` steps per entry, the order
     rotated by one each round (per-step times into ``case.times``), then measure each entry's
     peak memory over one more step (into ``case.step_peak``)."""
-    synthetic = itertools.repeat(synthetic_batch(settings.batch_size, settings.devices[0],
-                                                 settings.seed))
+    synthetic = itertools.repeat(
+        synthetic_batch(settings.batch_size, settings.devices[0], settings.seed)
+    )
     entries = [(case, mode) for case in cases for mode in case.modes]
     blocks = len(entries) * (settings.repeats + 1 + (settings.warmup > 0))
-    with tqdm(total=blocks, file=sys.stderr, disable=not progress, unit="block",
-              desc="benchmark") as bar:
+    with tqdm(
+        total=blocks, file=sys.stderr, disable=not progress, unit="block", desc="benchmark"
+    ) as bar:
+
         def each(label: str, order: list[tuple[Case, str]]) -> Iterator[tuple[Case, str, Iterator]]:
             for case, mode in order:
                 bar.set_postfix_str(f"{label}: {case.name} {mode}")
@@ -339,7 +361,8 @@ def run_rounds(cases: list[Case], settings: Settings, progress: bool = True) -> 
                 if case.batches is not None:
                     run_block(case, mode, batches, lead_in_steps(settings.workers), settings.bf16)
                 case.times.setdefault(mode, []).append(
-                    run_block(case, mode, batches, settings.steps, settings.bf16))
+                    run_block(case, mode, batches, settings.steps, settings.bf16)
+                )
         for case, mode, batches in each("memory", entries):
             case.optimizer.zero_grad(set_to_none=True)
             meter = MemoryMeter(case.devices)
@@ -369,12 +392,16 @@ def device_description(devices: Sequence[torch.device]) -> dict[str, Any]:
     }
 
 
-def versions() -> dict[str, Optional[str]]:
+def versions() -> dict[str, str | None]:
     """Python, torch, torchvision, CUDA and cuDNN versions."""
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "cuda": torch.version.cuda,
-            "cudnn": None if cudnn is None else str(cudnn)}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": None if cudnn is None else str(cudnn),
+    }
 
 
 def code_version() -> dict[str, Any]:
@@ -383,10 +410,12 @@ def code_version() -> dict[str, Any]:
     package = Path(__file__).resolve().parent
     try:
         git = ["git", "-C", str(package)]
-        commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True,
-                                check=True).stdout.strip()
-        status = subprocess.run([*git, "status", "--porcelain", "--", "."], capture_output=True,
-                                text=True, check=True).stdout.splitlines()
+        commit = subprocess.run(
+            [*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            [*git, "status", "--porcelain", "--", "."], capture_output=True, text=True, check=True
+        ).stdout.splitlines()
     except (OSError, subprocess.CalledProcessError):
         return {"commit": None, "uncommitted": None}
     return {"commit": commit, "uncommitted": sorted(line[3:] for line in status)}
@@ -409,16 +438,19 @@ def summarise(cases: list[Case], settings: Settings, backends: dict[str, Any]) -
                 "median_step_s": median,
                 "step_times_s": times,
                 "best_images_per_s": settings.batch_size / min(times),
-                "peak_memory_bytes": (None if step_peak is None
-                                      else persistent_bytes(case, mode) + step_peak),
+                "peak_memory_bytes": (
+                    None if step_peak is None else persistent_bytes(case, mode) + step_peak
+                ),
             }
         rows.append(row)
     reference = next(r for r in rows if r["name"] == REFERENCE)
     for row in rows:
         for mode in ("train", "infer"):
             if row[mode] is not None:
-                for rate, ratio in (("images_per_s", "ratio_to_torchvision"),
-                                    ("best_images_per_s", "best_ratio_to_torchvision")):
+                for rate, ratio in (
+                    ("images_per_s", "ratio_to_torchvision"),
+                    ("best_images_per_s", "best_ratio_to_torchvision"),
+                ):
                     row[mode][ratio] = row[mode][rate] / reference[mode][rate]
         if row["train"] is not None:
             seconds = projected_seconds(row["train"]["images_per_s"])
@@ -436,17 +468,24 @@ def summarise(cases: list[Case], settings: Settings, backends: dict[str, Any]) -
             "warmup": settings.warmup,
             "repeats": settings.repeats,
             "timing": "images_per_s: batch over the median, across rounds, of per-step time "
-                      "(best_*: over the fastest round); each round runs `steps` steps of every "
-                      "entry, in an order rotated by one each round",
+            "(best_*: over the fastest round); each round runs `steps` steps of every "
+            "entry, in an order rotated by one each round",
             "compile": settings.compile,
             "bf16_autocast": settings.bf16,
             "precision": "bf16 autocast" if settings.bf16 else ("fp32/TF32" if cuda else "fp32"),
             "backends": backends,
-            "memory_method": {"cpu": CPU_MEMORY_METHOD, "cuda": CUDA_MEMORY_METHOD,
-                              "peak_memory": PEAK_MEMORY},
-            "data": None if settings.data is None else {
-                "cache": settings.data, "workers": settings.workers,
-                "lead_in_steps_per_round": lead_in_steps(settings.workers)},
+            "memory_method": {
+                "cpu": CPU_MEMORY_METHOD,
+                "cuda": CUDA_MEMORY_METHOD,
+                "peak_memory": PEAK_MEMORY,
+            },
+            "data": None
+            if settings.data is None
+            else {
+                "cache": settings.data,
+                "workers": settings.workers,
+                "lead_in_steps_per_round": lead_in_steps(settings.workers),
+            },
             "epochs": paper.EPOCHS,
             "images_per_epoch": IMAGES_PER_EPOCH,
             "seed": settings.seed,
@@ -457,72 +496,101 @@ def summarise(cases: list[Case], settings: Settings, backends: dict[str, Any]) -
     }
 
 
-def targets(rows: list[dict[str, Any]]) -> dict[str, Optional[float]]:
+def targets(rows: list[dict[str, Any]]) -> dict[str, float | None]:
     """The issue's targets as ratios of training rates: the one-device AlexNet over torchvision's
     (target >= 1.0) and the two-device path over the one-device net (on one GPU: >= 0.9)."""
     rate = {r["name"].split(" (")[0]: r["train"]["images_per_s"] for r in rows if r["train"]}
     one = rate.get(ONE_DEVICE_ROW)
     return {
         "alexnet_train_vs_torchvision": None if one is None else one / rate[REFERENCE],
-        "two_device_train_vs_one_device": (None if one is None or TWO_DEVICE_ROW not in rate
-                                           else rate[TWO_DEVICE_ROW] / one),
+        "two_device_train_vs_one_device": (
+            None if one is None or TWO_DEVICE_ROW not in rate else rate[TWO_DEVICE_ROW] / one
+        ),
     }
 
 
 def title(report: dict[str, Any]) -> str:
     """The table's first line: batch, device, precision and the options that are on."""
     s, dev = report["settings"], report["device"]
-    where = ", ".join(dev["gpus"].values()) or (f"{dev['cpu']}, {dev['cpu_isa']}, "
-                                                 f"{dev['cpu_cores']} cores, "
-                                                 f"{dev['torch_threads']} threads")
+    where = ", ".join(dev["gpus"].values()) or (
+        f"{dev['cpu']}, {dev['cpu_isa']}, {dev['cpu_cores']} cores, {dev['torch_threads']} threads"
+    )
     options = [s["precision"]] + (["compiled rows: torch.compile"] if s["compile"] else [])
-    return (f"AlexNet vs {report['reference']}: batch {s['batch_size']} on "
-            f"{','.join(s['devices'])} ({where}), {', '.join(options)}")
+    return (
+        f"AlexNet vs {report['reference']}: batch {s['batch_size']} on "
+        f"{','.join(s['devices'])} ({where}), {', '.join(options)}"
+    )
 
 
 def format_table(report: dict[str, Any]) -> str:
     """The report as a text table: images/s, ratio to torchvision, peak memory, 90 epochs."""
-    header = ("model", "train img/s", "x tv", "infer img/s", "x tv", "train peak mem",
-              "infer peak mem", f"{paper.EPOCHS} epochs")
+    header = (
+        "model",
+        "train img/s",
+        "x tv",
+        "infer img/s",
+        "x tv",
+        "train peak mem",
+        "infer peak mem",
+        f"{paper.EPOCHS} epochs",
+    )
     lines = [header]
     for row in report["models"]:
         cells = [row["name"]]
         for mode in ("train", "infer"):
             r = row[mode]
-            cells += (["-", "-"] if r is None else
-                      [f"{r['images_per_s']:.1f}", f"{r['ratio_to_torchvision']:.2f}x"])
+            cells += (
+                ["-", "-"]
+                if r is None
+                else [f"{r['images_per_s']:.1f}", f"{r['ratio_to_torchvision']:.2f}x"]
+            )
         for mode in ("train", "infer"):
             r = row[mode]
             cells.append("-" if r is None else format_bytes(r["peak_memory_bytes"]))
         cells.append(row.get("projected_90_epochs", "-"))
         lines.append(tuple(cells))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    text = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
-                      enumerate(zip(line, widths))) for line in lines]
+    text = [
+        "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))
+        )
+        for line in lines
+    ]
     s = report["settings"]
-    notes = [f"median of {_count(s['repeats'], 'round')} x {_count(s['steps'], 'step')} "
-             f"(after {_count(s['warmup'], 'warm-up step')}); x tv: images/s over "
-             f"{report['reference']}'s in this run; {paper.EPOCHS} epochs = {paper.EPOCHS} x "
-             f"{IMAGES_PER_EPOCH:,} images at the training rate (h:mm under a day, else "
-             f"days and hours, e.g. 13d 8h)",
-             "train x tv in the fastest rounds: " + ", ".join(
-                 f"{row['name']} {row['train']['best_ratio_to_torchvision']:.2f}x"
-                 for row in report["models"] if row["name"] != report["reference"])]
+    notes = [
+        f"median of {_count(s['repeats'], 'round')} x {_count(s['steps'], 'step')} "
+        f"(after {_count(s['warmup'], 'warm-up step')}); x tv: images/s over "
+        f"{report['reference']}'s in this run; {paper.EPOCHS} epochs = {paper.EPOCHS} x "
+        f"{IMAGES_PER_EPOCH:,} images at the training rate (h:mm under a day, else "
+        f"days and hours, e.g. 13d 8h)",
+        "train x tv in the fastest rounds: "
+        + ", ".join(
+            f"{row['name']} {row['train']['best_ratio_to_torchvision']:.2f}x"
+            for row in report["models"]
+            if row["name"] != report["reference"]
+        ),
+    ]
     code = report["code"]
     if code["commit"] is not None:
         changed = code["uncommitted"]
-        notes.append(f"code: commit {code['commit'][:10]}" + (
-            f" plus uncommitted changes to {', '.join(changed)}" if changed else ""))
+        notes.append(
+            f"code: commit {code['commit'][:10]}"
+            + (f" plus uncommitted changes to {', '.join(changed)}" if changed else "")
+        )
     t = report["targets"]
     if t["alexnet_train_vs_torchvision"] is not None:
-        notes.append(f"targets: AlexNet trains at {t['alexnet_train_vs_torchvision']:.2f}x "
-                     f"torchvision (target >= 1.00x); the two-device path at "
-                     f"{t['two_device_train_vs_one_device']:.2f}x the one-device net (target on "
-                     f"one GPU: >= 0.90x)")
+        notes.append(
+            f"targets: AlexNet trains at {t['alexnet_train_vs_torchvision']:.2f}x "
+            f"torchvision (target >= 1.00x); the two-device path at "
+            f"{t['two_device_train_vs_one_device']:.2f}x the one-device net (target on "
+            f"one GPU: >= 0.90x)"
+        )
     if s["data"] is not None:
-        notes.append(f"{DATA_ROW}: end to end (loader from {s['data']['cache']}, "
-                     f"{s['data']['workers']} workers) with the AlexNet row's model; compare "
-                     f"with the AlexNet row (model only)")
+        notes.append(
+            f"{DATA_ROW}: end to end (loader from {s['data']['cache']}, "
+            f"{s['data']['workers']} workers) with the AlexNet row's model; compare "
+            f"with the AlexNet row (model only)"
+        )
     return "\n".join([title(report), *text, *notes])
 
 
@@ -535,9 +603,17 @@ def run_benchmark(settings: Settings, progress: bool = True) -> dict[str, Any]:
         if batches is not None:  # the one-device AlexNet's model and optimizer (compiled when
             # there is a compiled row), real batches
             model_only = next((c for c in cases if c.name == ONE_DEVICE_ROW + COMPILED), cases[0])
-            cases.append(Case(DATA_ROW, model_only.model, model_only.optimizer,
-                              model_only.devices, modes=("train",), batches=batches,
-                              step=model_only.step))
+            cases.append(
+                Case(
+                    DATA_ROW,
+                    model_only.model,
+                    model_only.optimizer,
+                    model_only.devices,
+                    modes=("train",),
+                    batches=batches,
+                    step=model_only.step,
+                )
+            )
         run_rounds(cases, settings, progress)
     finally:
         if batches is not None:

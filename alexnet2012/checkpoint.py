@@ -1,6 +1,7 @@
 """Training checkpoints and the run folder's other files: atomic writes that fail with one line
 (the file, the space it needed and the space left), safe loads, and the RNG state needed to
 resume exactly."""
+
 from __future__ import annotations
 
 import collections
@@ -33,8 +34,10 @@ _saves = 0  # checkpoints this process has started to write, for the test hook's
 def temporary_name(path: PathLike) -> str:
     """Where :func:`save_checkpoint` and :func:`write_file` write ``path`` before the rename: a
     hidden ``.<name>.<8 hex digits>.tmp`` beside it (see :func:`is_temporary`)."""
-    return os.path.join(os.path.dirname(os.path.abspath(path)),
-                        f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
+    return os.path.join(
+        os.path.dirname(os.path.abspath(path)),
+        f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp",
+    )
 
 
 def is_temporary(name: str, of: tuple[str, ...]) -> bool:
@@ -42,9 +45,13 @@ def is_temporary(name: str, of: tuple[str, ...]) -> bool:
     that was killed (``.<name>.tmp`` too, as older versions wrote JSON files)."""
     for own in of:
         prefix = f".{own}."
-        rest = name[len(prefix):] if name.startswith(prefix) else None
-        if rest == "tmp" or (rest is not None and len(rest) == 12 and rest.endswith(".tmp")
-                             and all(c in "0123456789abcdef" for c in rest[:8])):
+        rest = name[len(prefix) :] if name.startswith(prefix) else None
+        if rest == "tmp" or (
+            rest is not None
+            and len(rest) == 12
+            and rest.endswith(".tmp")
+            and all(c in "0123456789abcdef" for c in rest[:8])
+        ):
             return True
     return False
 
@@ -93,8 +100,12 @@ def _check_space(path: str, needed: int) -> None:
     except OSError:
         return
     if free < needed:
-        raise SaveError(f"not enough space to write {path}: it needs {size_text(needed)}, "
-                        f"{size_text(free)} left on its disk", path, no_space=True)
+        raise SaveError(
+            f"not enough space to write {path}: it needs {size_text(needed)}, "
+            f"{size_text(free)} left on its disk",
+            path,
+            no_space=True,
+        )
 
 
 def _os_error(exc: BaseException) -> OSError | None:
@@ -133,7 +144,7 @@ def _write_atomic(path: PathLike, needed: int, write: Callable[[Any], None], wha
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
         if isinstance(exc.__context__, KeyboardInterrupt):  # torch.save's cleanup failed on
-            raise KeyboardInterrupt from None                # the interrupted write: Ctrl-C it is
+            raise KeyboardInterrupt from None  # the interrupted write: Ctrl-C it is
         error = None if isinstance(exc, KeyboardInterrupt) else _os_error(exc)
         if error is None:
             raise
@@ -142,8 +153,12 @@ def _write_atomic(path: PathLike, needed: int, write: Callable[[Any], None], wha
         except OSError:
             left = ""
         no_space = error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-        raise SaveError(f"cannot write {what}{path} ({error.strerror or error}): it needs "
-                        f"{size_text(needed)}{left}", path, no_space=no_space) from None
+        raise SaveError(
+            f"cannot write {what}{path} ({error.strerror or error}): it needs "
+            f"{size_text(needed)}{left}",
+            path,
+            no_space=no_space,
+        ) from None
     _fsync_directory(directory)
 
 
@@ -239,8 +254,10 @@ def _check_plain(obj: Any, where: str) -> None:
     if isinstance(obj, torch.Tensor) or type(obj) in _LEAVES:
         return
     if type(obj) not in _CONTAINERS:
-        raise TypeError(f"checkpoint {where} is a {type(obj).__module__}.{type(obj).__qualname__}:"
-                        " store tensors and plain Python values only")
+        raise TypeError(
+            f"checkpoint {where} is a {type(obj).__module__}.{type(obj).__qualname__}:"
+            " store tensors and plain Python values only"
+        )
     items = obj.items() if isinstance(obj, dict) else enumerate(obj)
     for key, value in items:
         _check_plain(key, f"{where} key {key!r}")
@@ -257,8 +274,9 @@ def _fsync_directory(directory: str) -> None:
             os.close(fd)
 
 
-def load_checkpoint(path: PathLike, map_location: Any = "cpu",
-                    remedy: str = "use another checkpoint") -> dict[str, Any]:
+def load_checkpoint(
+    path: PathLike, map_location: Any = "cpu", remedy: str = "use another checkpoint"
+) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint` and return its ``state``.
 
     Uses ``torch.load(weights_only=True)``, so a file can never run code. A missing,
@@ -273,14 +291,18 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu",
     except (IsADirectoryError, NotADirectoryError, PermissionError) as exc:
         raise UsageError(f"cannot read checkpoint {path}: {exc.strerror}") from exc
     except Exception as exc:  # damaged or foreign files raise many types, OSError included
-        raise UsageError(f"checkpoint {path} is corrupt or not an alexnet2012 checkpoint "
-                         f"({_reason(exc)}): {remedy}") from exc
+        raise UsageError(
+            f"checkpoint {path} is corrupt or not an alexnet2012 checkpoint "
+            f"({_reason(exc)}): {remedy}"
+        ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UsageError(f"{path} is not an alexnet2012 checkpoint (no format marker): {remedy}")
     if payload.get("version") != VERSION:
-        raise UsageError(f"checkpoint {path} has format version {payload.get('version')!r}, "
-                         f"this alexnet2012 reads version {VERSION}: {remedy}, or use the "
-                         "alexnet2012 version that wrote it")
+        raise UsageError(
+            f"checkpoint {path} has format version {payload.get('version')!r}, "
+            f"this alexnet2012 reads version {VERSION}: {remedy}, or use the "
+            "alexnet2012 version that wrote it"
+        )
     return payload["state"]
 
 

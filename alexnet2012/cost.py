@@ -49,13 +49,15 @@ products at the TF32 tensor-core peak (the training default), bf16/fp16 at the B
 launch overhead, the host launches one kernel per counted op every ``launch_s`` seconds and
 each kernel starts when it is launched and the previous one has finished.
 """
+
 from __future__ import annotations
 
 import contextlib
 import math
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -73,15 +75,49 @@ COMPUTE = "compute"
 MEMORY = "memory"
 NO_KERNEL = "none"
 
-COMPUTE_OPS = frozenset({
-    "convolution", "_convolution", "convolution_backward", "conv2d", "conv1d", "conv3d",
-    "cudnn_convolution", "cudnn_convolution_transpose", "convolution_overrideable",
-    "convolution_backward_overrideable", "mm", "addmm", "bmm", "baddbmm", "addbmm", "matmul",
-    "linear", "mv", "addmv", "dot", "vdot", "_scaled_mm"})
+COMPUTE_OPS = frozenset(
+    {
+        "convolution",
+        "_convolution",
+        "convolution_backward",
+        "conv2d",
+        "conv1d",
+        "conv3d",
+        "cudnn_convolution",
+        "cudnn_convolution_transpose",
+        "convolution_overrideable",
+        "convolution_backward_overrideable",
+        "mm",
+        "addmm",
+        "bmm",
+        "baddbmm",
+        "addbmm",
+        "matmul",
+        "linear",
+        "mv",
+        "addmv",
+        "dot",
+        "vdot",
+        "_scaled_mm",
+    }
+)
 """aten ops (overload packets) that count as compute-bound products."""
-NO_KERNEL_OPS = frozenset({
-    "empty", "empty_like", "new_empty", "new_empty_strided", "empty_strided", "empty_permuted",
-    "resize_", "resize_as_", "_unsafe_view", "_reshape_alias", "lift_fresh", "set_"})
+NO_KERNEL_OPS = frozenset(
+    {
+        "empty",
+        "empty_like",
+        "new_empty",
+        "new_empty_strided",
+        "empty_strided",
+        "empty_permuted",
+        "resize_",
+        "resize_as_",
+        "_unsafe_view",
+        "_reshape_alias",
+        "lift_fresh",
+        "set_",
+    }
+)
 """aten ops that launch no kernel although their schema does not say they alias: allocations
 and metadata ops."""
 
@@ -89,6 +125,7 @@ and metadata ops."""
 # ---------------------------------------------------------------------------------------------
 # Counting
 # ---------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Op:
@@ -102,7 +139,7 @@ class Op:
     flops: int
     bytes_read: int
     bytes_written: int
-    dtype: Optional[torch.dtype] = None
+    dtype: torch.dtype | None = None
 
     @property
     def bytes(self) -> int:
@@ -150,8 +187,10 @@ def op_kind(func, args: tuple, kwargs: dict) -> str:
     returns = schema.returns
     if returns and all(r.alias_info is not None and not r.alias_info.is_write for r in returns):
         return NO_KERNEL  # a view
-    mutates = any(a.alias_info is not None and a.alias_info.is_write and _tensors(v)
-                  for a, v in _bound_arguments(func, args, kwargs))
+    mutates = any(
+        a.alias_info is not None and a.alias_info.is_write and _tensors(v)
+        for a, v in _bound_arguments(func, args, kwargs)
+    )
     makes = any("Tensor" in str(r.type) for r in returns)
     return MEMORY if (mutates or makes) else NO_KERNEL
 
@@ -174,7 +213,7 @@ def op_bytes(func, args: tuple, kwargs: dict, out: Any) -> tuple[int, int]:
     return read, written
 
 
-def _dtype(args: tuple, kwargs: dict) -> Optional[torch.dtype]:
+def _dtype(args: tuple, kwargs: dict) -> torch.dtype | None:
     for t in _tensors(list(args) + list(kwargs.values())):
         if t.is_floating_point():
             return t.dtype
@@ -187,7 +226,7 @@ class OpCounter(TorchDispatchMode):
     ``FlopCounterMode`` whose total is read around each op (entered before this mode); ``phase``
     names the part of the step the ops belong to (set it as the step goes)."""
 
-    def __init__(self, flops: Optional[FlopCounterMode] = None):
+    def __init__(self, flops: FlopCounterMode | None = None):
         super().__init__()
         self.flops = flops
         self.phase = "step"
@@ -222,8 +261,11 @@ class _CudaOps(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func in _DROPOUTS and args and isinstance(args[0], Tensor) and args[0].is_meta:
-            names = ("input", "p", "training", "inplace") if func is F.dropout else (
-                "input", "p", "train")
+            names = (
+                ("input", "p", "training", "inplace")
+                if func is F.dropout
+                else ("input", "p", "train")
+            )
             given = {**dict(zip(names, args)), **kwargs}
             p = given.get("p", 0.5)
             training = given.get("training", given.get("train", True))
@@ -243,10 +285,13 @@ class _CudaLayouts(TorchDispatchMode):
         out = func(*args, **(kwargs or {}))
         if func.name() == "aten::convolution" and out.is_meta and out.dim() == 4:
             x, weight = args[0], args[1]
-            if weight.dim() == 4 and torch.channels_last in (_memory_format(x),
-                                                            _memory_format(weight)):
-                out = torch.empty(out.shape, dtype=out.dtype, device=out.device,
-                                  memory_format=torch.channels_last)
+            if weight.dim() == 4 and torch.channels_last in (
+                _memory_format(x),
+                _memory_format(weight),
+            ):
+                out = torch.empty(
+                    out.shape, dtype=out.dtype, device=out.device, memory_format=torch.channels_last
+                )
         return out
 
 
@@ -254,7 +299,9 @@ def _memory_format(t: Tensor) -> torch.memory_format:
     """Channels-last for a 4-d tensor laid out so and not also contiguous, as ATen's
     ``suggest_memory_format`` (which cuDNN's layout rule reads) decides for these shapes."""
     channels_last = t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)
-    return torch.channels_last if channels_last and not t.is_contiguous() else torch.contiguous_format
+    return (
+        torch.channels_last if channels_last and not t.is_contiguous() else torch.contiguous_format
+    )
 
 
 @contextlib.contextmanager
@@ -266,7 +313,7 @@ def cuda_path() -> Iterator[None]:
         yield
 
 
-def count(step: Callable[[OpCounter], Any]) -> "StepCost":
+def count(step: Callable[[OpCounter], Any]) -> StepCost:
     """Run ``step(counter)`` on the CUDA path (:func:`cuda_path`) with a ``FlopCounterMode`` and
     an :class:`OpCounter` active, and return what was counted. ``step`` may set
     ``counter.phase``."""
@@ -318,26 +365,45 @@ class StepCost:
         """Phase -> memory-bound ops and bytes, compute-bound ops and bytes, FLOPs."""
         table: dict[str, dict[str, int]] = {}
         for op in self.ops:
-            row = table.setdefault(op.phase, {"memory_ops": 0, "memory_bytes": 0,
-                                              "compute_ops": 0, "compute_bytes": 0, "flops": 0})
+            row = table.setdefault(
+                op.phase,
+                {
+                    "memory_ops": 0,
+                    "memory_bytes": 0,
+                    "compute_ops": 0,
+                    "compute_bytes": 0,
+                    "flops": 0,
+                },
+            )
             row[f"{op.kind}_ops"] += 1
             row[f"{op.kind}_bytes"] += op.bytes
             row["flops"] += op.flops
         return table
 
     def summary(self) -> dict[str, Any]:
-        return {"memory_ops": self.memory_ops, "memory_bytes": self.memory_bytes,
-                "compute_ops": self.compute_ops, "compute_bytes": self.compute_bytes,
-                "flops": self.flops}
+        return {
+            "memory_ops": self.memory_ops,
+            "memory_bytes": self.memory_bytes,
+            "compute_ops": self.compute_ops,
+            "compute_bytes": self.compute_bytes,
+            "flops": self.flops,
+        }
 
 
-def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor,
-                  counter: Optional[OpCounter] = None) -> None:
+def training_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: Tensor,
+    y: Tensor,
+    counter: OpCounter | None = None,
+) -> None:
     """The benchmark's training step: ``zero_grad(set_to_none=True)``, forward, cross-entropy,
     backward, optimizer step; marks the phases on ``counter`` when given."""
+
     def phase(name: str) -> None:
         if counter is not None:
             counter.phase = name
+
     optimizer.zero_grad(set_to_none=True)
     phase("forward")
     loss = F.cross_entropy(model(x), y)
@@ -347,10 +413,13 @@ def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor,
     optimizer.step()
 
 
-def training_step_cost(model: nn.Module, batch_size: int,
-                       input_size: Optional[int] = None,
-                       num_classes: int = paper.NUM_CLASSES,
-                       optimizer: Optional[torch.optim.Optimizer] = None) -> StepCost:
+def training_step_cost(
+    model: nn.Module,
+    batch_size: int,
+    input_size: int | None = None,
+    num_classes: int = paper.NUM_CLASSES,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> StepCost:
     """The cost of one steady-state :func:`training_step` of ``model`` (its parameters on
     ``meta``) on a meta batch of ``batch_size`` images ``input_size`` (default: the model's
     ``input_size``, else the paper's crop) with labels below ``num_classes``; ``PaperSGD`` at the
@@ -360,8 +429,12 @@ def training_step_cost(model: nn.Module, batch_size: int,
     size = input_size or getattr(model, "input_size", paper.CROP_SIZE)
     model.train()
     if optimizer is None:
-        optimizer = PaperSGD(model.parameters(), lr=paper.LEARNING_RATE,
-                             momentum=paper.MOMENTUM, weight_decay=paper.WEIGHT_DECAY)
+        optimizer = PaperSGD(
+            model.parameters(),
+            lr=paper.LEARNING_RATE,
+            momentum=paper.MOMENTUM,
+            weight_decay=paper.WEIGHT_DECAY,
+        )
     x = torch.empty(batch_size, 3, size, size, device="meta")
     if isinstance(model, AlexNet):  # as this project's loader delivers it (data.augment.to_input)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -374,6 +447,7 @@ def training_step_cost(model: nn.Module, batch_size: int,
 # ---------------------------------------------------------------------------------------------
 # Roofline
 # ---------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class GPU:
@@ -406,7 +480,7 @@ class Assumptions:
     tf32: bool = True
 
 
-def product_peak(gpu: GPU, dtype: Optional[torch.dtype], tf32: bool = True) -> float:
+def product_peak(gpu: GPU, dtype: torch.dtype | None, tf32: bool = True) -> float:
     """The peak FLOP/s for products in ``dtype``: BF16 tensor cores for bf16/fp16, TF32 for fp32
     when ``tf32``, else the CUDA cores' fp32."""
     if dtype in (torch.bfloat16, torch.float16):
@@ -429,8 +503,9 @@ def launch_bound_seconds(kernel_seconds: Sequence[float], launch_s: float) -> fl
     return end
 
 
-def project(cost: StepCost, gpu: GPU, batch_size: int,
-            assume: Assumptions = Assumptions()) -> dict[str, Any]:
+def project(
+    cost: StepCost, gpu: GPU, batch_size: int, assume: Assumptions = Assumptions()
+) -> dict[str, Any]:
     """The step's roofline time on ``gpu``, without and with launch overhead, and images/s."""
     times = [op_seconds(op, gpu, assume) for op in cost.ops]
     step = sum(times)
@@ -455,8 +530,10 @@ ONE_DEVICE = "AlexNet"
 TWO_DEVICE = "AlexNet two-device"
 ONE_COLUMN = "AlexNet columns=1"
 REFERENCE = "torchvision alexnet"
-ESTIMATE = ("an estimate from datasheet figures, not a measurement: per op max(FLOPs / "
-            "(efficiency x peak), bytes / (efficiency x bandwidth)), summed")
+ESTIMATE = (
+    "an estimate from datasheet figures, not a measurement: per op max(FLOPs / "
+    "(efficiency x peak), bytes / (efficiency x bandwidth)), summed"
+)
 COUNTING_RULES = (
     "per aten op dispatched below autograd (backward included): convolutions and matrix "
     "products are compute-bound; views, allocations and metadata ops launch no kernel and are "
@@ -464,7 +541,8 @@ COUNTING_RULES = (
     "tensor inputs read, outputs written, a mutated input read and written, an out= tensor "
     "written; FLOPs from torch.utils.flop_counter.FlopCounterMode. One steady-state step "
     "(after an uncounted one), fp32, on the meta device on the CUDA code path (alexnet2012/"
-    "cost.py's docstring)")
+    "cost.py's docstring)"
+)
 TARGET_RATIO = 1.5
 """The issue's targets: memory-bound ops and their bytes at most 1.5x torchvision's, for the
 one-device net and the two-device path."""
@@ -483,9 +561,11 @@ def per_column_on_meta(**kwargs: Any) -> nn.Module:
 def on_meta(build: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
     """``build`` made on ``meta``: ``build().to("meta")`` without drawing the weights on the
     CPU first."""
+
     def built() -> nn.Module:
         with torch.device("meta"):
             return build().to("meta")
+
     return built
 
 
@@ -499,46 +579,63 @@ def default_models() -> list[tuple[str, Callable[[], nn.Module]]]:
     ]
 
 
-def _ratio(a: float, b: float) -> Optional[float]:
+def _ratio(a: float, b: float) -> float | None:
     return a / b if b else None
 
 
-def cost_report(batch_size: int = paper.BATCH_SIZE,
-                models: Optional[Iterable[tuple[str, Callable[[], nn.Module]]]] = None,
-                gpus: Sequence[GPU] = GPUS, assume: Assumptions = Assumptions(),
-                reference: str = REFERENCE) -> dict[str, Any]:
+def cost_report(
+    batch_size: int = paper.BATCH_SIZE,
+    models: Iterable[tuple[str, Callable[[], nn.Module]]] | None = None,
+    gpus: Sequence[GPU] = GPUS,
+    assume: Assumptions = Assumptions(),
+    reference: str = REFERENCE,
+) -> dict[str, Any]:
     """The cost of one training step of each model (default: :func:`default_models`), its ratios
     to ``reference``'s, the per-op and per-phase breakdown and the roofline projections."""
     rows = []
-    for name, build in (default_models() if models is None else models):
+    for name, build in default_models() if models is None else models:
         torch.manual_seed(0)
         cost = training_step_cost(build(), batch_size)
-        rows.append({"name": name, **cost.summary(),
-                     "not_counted": cost.skipped,
-                     "projection": [project(cost, gpu, batch_size, assume) for gpu in gpus],
-                     "by_phase": cost.by_phase(), "by_op": cost.by_op()})
+        rows.append(
+            {
+                "name": name,
+                **cost.summary(),
+                "not_counted": cost.skipped,
+                "projection": [project(cost, gpu, batch_size, assume) for gpu in gpus],
+                "by_phase": cost.by_phase(),
+                "by_op": cost.by_op(),
+            }
+        )
     ref = next((r for r in rows if r["name"] == reference), None)
     for row in rows:
-        row["ratio_to_torchvision"] = None if ref is None else {
-            key: _ratio(row[key], ref[key])
-            for key in ("memory_ops", "memory_bytes", "compute_ops", "compute_bytes", "flops")}
+        row["ratio_to_torchvision"] = (
+            None
+            if ref is None
+            else {
+                key: _ratio(row[key], ref[key])
+                for key in ("memory_ops", "memory_bytes", "compute_ops", "compute_bytes", "flops")
+            }
+        )
         if ref is not None:
             for mine, theirs in zip(row["projection"], ref["projection"]):
                 mine["step_s_ratio_to_torchvision"] = _ratio(mine["step_s"], theirs["step_s"])
                 mine["step_s_with_launch_ratio_to_torchvision"] = _ratio(
-                    mine["step_s_with_launch"], theirs["step_s_with_launch"])
+                    mine["step_s_with_launch"], theirs["step_s_with_launch"]
+                )
     targets = {}
     for row in rows:
         if row["name"] in (ONE_DEVICE, TWO_DEVICE) and row["ratio_to_torchvision"]:
             r = row["ratio_to_torchvision"]
             targets[row["name"]] = {
-                "memory_ops_ratio": r["memory_ops"], "memory_bytes_ratio": r["memory_bytes"],
+                "memory_ops_ratio": r["memory_ops"],
+                "memory_bytes_ratio": r["memory_bytes"],
                 "target": TARGET_RATIO,
-                "met": r["memory_ops"] <= TARGET_RATIO and r["memory_bytes"] <= TARGET_RATIO}
+                "met": r["memory_ops"] <= TARGET_RATIO and r["memory_bytes"] <= TARGET_RATIO,
+            }
     return {
         "what": "one training step (zero_grad(set_to_none=True), forward, F.cross_entropy, "
-                "backward, PaperSGD step), steady state, counted on the meta device on the "
-                "CUDA code path, fp32",
+        "backward, PaperSGD step), steady state, counted on the meta device on the "
+        "CUDA code path, fp32",
         "batch_size": batch_size,
         "reference": reference,
         "counting_rules": COUNTING_RULES,
@@ -546,11 +643,12 @@ def cost_report(batch_size: int = paper.BATCH_SIZE,
             **asdict(assume),
             "gpus": [asdict(g) for g in gpus],
             "peak_source": PEAK_SOURCE,
-            "projection": ESTIMATE + "; fp32 products at the TF32 peak" if assume.tf32 else
-                          ESTIMATE + "; fp32 products at the fp32 CUDA-core peak",
+            "projection": ESTIMATE + "; fp32 products at the TF32 peak"
+            if assume.tf32
+            else ESTIMATE + "; fp32 products at the fp32 CUDA-core peak",
             "launch": f"{assume.launch_s * 1e6:g} us of host time per counted op (memory- and "
-                      "compute-bound); a kernel starts once launched and the previous one is "
-                      "done",
+            "compute-bound); a kernel starts once launched and the previous one is "
+            "done",
         },
         "models": rows,
         "targets": targets,
@@ -561,18 +659,23 @@ def cost_report(batch_size: int = paper.BATCH_SIZE,
 # Text
 # ---------------------------------------------------------------------------------------------
 
+
 def _gb(n: float) -> str:
     return f"{n / 1e9:.2f} GB"
 
 
-def _x(r: Optional[float]) -> str:
+def _x(r: float | None) -> str:
     return "-" if r is None else f"{r:.2f}x"
 
 
 def _columns(lines: list[tuple[str, ...]]) -> list[str]:
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-    return ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
-                      enumerate(zip(line, widths))) for line in lines]
+    return [
+        "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))
+        )
+        for line in lines
+    ]
 
 
 def top_ops(row: dict[str, Any], n: int = 5) -> str:
@@ -585,19 +688,43 @@ def format_cost_table(report: dict[str, Any]) -> str:
     """The counts with their ratios to torchvision, then the roofline projection (labelled as an
     estimate), the peaks it assumes, the top op types by bytes and the issue's targets."""
     b = report["batch_size"]
-    lines = [("model", "mem ops", "x tv", "mem bytes", "x tv", "compute ops", "GFLOP",
-              "compute bytes", "not counted")]
+    lines = [
+        (
+            "model",
+            "mem ops",
+            "x tv",
+            "mem bytes",
+            "x tv",
+            "compute ops",
+            "GFLOP",
+            "compute bytes",
+            "not counted",
+        )
+    ]
     for row in report["models"]:
         r = row["ratio_to_torchvision"] or {}
-        lines.append((row["name"], str(row["memory_ops"]), _x(r.get("memory_ops")),
-                      _gb(row["memory_bytes"]), _x(r.get("memory_bytes")),
-                      str(row["compute_ops"]), f"{row['flops'] / 1e9:.0f}",
-                      _gb(row["compute_bytes"]), str(sum(row["not_counted"].values()))))
-    text = [(f"Cost of one training step at batch {b}, counted on the meta device (CUDA code "
-             f"path, fp32): memory-bound ops and the bytes they read + write; compute = "
-             f"convolutions and matrix products; not counted: views, allocations, metadata "
-             f"ops"),
-            *_columns(lines)]
+        lines.append(
+            (
+                row["name"],
+                str(row["memory_ops"]),
+                _x(r.get("memory_ops")),
+                _gb(row["memory_bytes"]),
+                _x(r.get("memory_bytes")),
+                str(row["compute_ops"]),
+                f"{row['flops'] / 1e9:.0f}",
+                _gb(row["compute_bytes"]),
+                str(sum(row["not_counted"].values())),
+            )
+        )
+    text = [
+        (
+            f"Cost of one training step at batch {b}, counted on the meta device (CUDA code "
+            f"path, fp32): memory-bound ops and the bytes they read + write; compute = "
+            f"convolutions and matrix products; not counted: views, allocations, metadata "
+            f"ops"
+        ),
+        *_columns(lines),
+    ]
     a = report["assumptions"]
     gpus = [g["name"] for g in a["gpus"]]
     head = ["model", "launch ms"]
@@ -607,29 +734,41 @@ def format_cost_table(report: dict[str, Any]) -> str:
     for row in report["models"]:
         cells = [row["name"], f"{row['projection'][0]['launch_s'] * 1e3:.2f}"]
         for p in row["projection"]:
-            cells += [f"{p['step_s'] * 1e3:.2f}", f"{p['images_per_s']:,.0f}",
-                      f"{p['step_s_with_launch'] * 1e3:.2f}",
-                      f"{p['images_per_s_with_launch']:,.0f}",
-                      _x(p.get("step_s_with_launch_ratio_to_torchvision"))]
+            cells += [
+                f"{p['step_s'] * 1e3:.2f}",
+                f"{p['images_per_s']:,.0f}",
+                f"{p['step_s_with_launch'] * 1e3:.2f}",
+                f"{p['images_per_s_with_launch']:,.0f}",
+                _x(p.get("step_s_with_launch_ratio_to_torchvision")),
+            ]
         lines.append(tuple(cells))
-    peaks = "; ".join(f"{g['name']}: TF32 tensor {g['tf32_flops'] / 1e12:g}, FP32 "
-                      f"{g['fp32_flops'] / 1e12:g}, BF16 {g['bf16_flops'] / 1e12:g} TFLOP/s, "
-                      f"{g['bandwidth'] / 1e12:g} TB/s" for g in a["gpus"])
-    text += ["",
-             (f"Projected step time, ESTIMATE (not a measurement) from datasheet figures: per op "
-             f"max(FLOPs / ({a['compute_efficiency']:.0%} of peak), bytes / "
-             f"({a['memory_efficiency']:.0%} of bandwidth)), summed; fp32 products at the "
-             f"{'TF32 tensor' if a['tf32'] else 'FP32'} peak; launch ms: "
-             f"{a['launch_s'] * 1e6:g} us of host time per op; +launch: each kernel starts "
-             f"once launched and the previous one is done; x tv: +launch time over "
-             f"torchvision's"),
-             *_columns(lines),
-             f"peaks assumed ({a['peak_source']}): {peaks}"]
+    peaks = "; ".join(
+        f"{g['name']}: TF32 tensor {g['tf32_flops'] / 1e12:g}, FP32 "
+        f"{g['fp32_flops'] / 1e12:g}, BF16 {g['bf16_flops'] / 1e12:g} TFLOP/s, "
+        f"{g['bandwidth'] / 1e12:g} TB/s"
+        for g in a["gpus"]
+    )
+    text += [
+        "",
+        (
+            f"Projected step time, ESTIMATE (not a measurement) from datasheet figures: per op "
+            f"max(FLOPs / ({a['compute_efficiency']:.0%} of peak), bytes / "
+            f"({a['memory_efficiency']:.0%} of bandwidth)), summed; fp32 products at the "
+            f"{'TF32 tensor' if a['tf32'] else 'FP32'} peak; launch ms: "
+            f"{a['launch_s'] * 1e6:g} us of host time per op; +launch: each kernel starts "
+            f"once launched and the previous one is done; x tv: +launch time over "
+            f"torchvision's"
+        ),
+        *_columns(lines),
+        f"peaks assumed ({a['peak_source']}): {peaks}",
+    ]
     for row in report["models"]:
         if row["name"] in (ONE_DEVICE, report["reference"]):
             text.append(f"top memory-bound op types by bytes, {row['name']}: {top_ops(row)}")
     for name, t in report["targets"].items():
-        text.append(f"target, {name}: memory-bound ops {t['memory_ops_ratio']:.2f}x and bytes "
-                    f"{t['memory_bytes_ratio']:.2f}x torchvision's (target <= "
-                    f"{t['target']:.1f}x each): {'met' if t['met'] else 'NOT met'}")
+        text.append(
+            f"target, {name}: memory-bound ops {t['memory_ops_ratio']:.2f}x and bytes "
+            f"{t['memory_bytes_ratio']:.2f}x torchvision's (target <= "
+            f"{t['target']:.1f}x each): {'met' if t['met'] else 'NOT met'}"
+        )
     return "\n".join(text)

@@ -1,15 +1,17 @@
 """User-facing errors: one line saying what is wrong and how to fix it, never a traceback."""
+
 from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, NoReturn
+from typing import NoReturn
 
 import torch
 
 
-class UsageError(Exception):
+class UsageError(ValueError):
     """A problem with the user's input (paths, options, files) rather than a bug.
 
     Command-line scripts print its message as one line and exit with status 2.
@@ -31,17 +33,20 @@ def check_writable(path: Path, option: str = "--json") -> None:
     directory, a missing folder, a place where no file can be made (e.g. ``/proc``). Leaves an
     existing file as it is and makes no new one."""
     if path.is_dir():
-        raise UsageError(f"{option} {path} is a directory: give a file name, "
-                         f"e.g. {path / 'benchmark.json'}")
+        raise UsageError(
+            f"{option} {path} is a directory: give a file name, e.g. {path / 'benchmark.json'}"
+        )
     if not path.parent.is_dir():
-        raise UsageError(f"{option} {path}: folder {path.parent} does not exist (create it "
-                         "or write elsewhere)")
+        raise UsageError(
+            f"{option} {path}: folder {path.parent} does not exist (create it or write elsewhere)"
+        )
     existed = path.exists()
     try:
         path.open("a").close()
     except OSError as exc:
-        raise UsageError(f"{option} {path}: cannot write a file there ({exc.strerror}): pick a "
-                         "writable folder") from None
+        raise UsageError(
+            f"{option} {path}: cannot write a file there ({exc.strerror}): pick a writable folder"
+        ) from None
     if not existed:
         path.unlink()
 
@@ -49,8 +54,15 @@ def check_writable(path: Path, option: str = "--json") -> None:
 def foreign_files(folder: Path, own: tuple[str, ...], hidden: bool = True) -> str:
     """The names in ``folder`` (if it is one) other than ``own`` (and, with ``hidden=False``,
     other than dot-files), the first three listed for a message ("" when there are none)."""
-    names = sorted(p.name for p in folder.iterdir() if p.name not in own
-                   and (hidden or not p.name.startswith("."))) if folder.is_dir() else []
+    names = (
+        sorted(
+            p.name
+            for p in folder.iterdir()
+            if p.name not in own and (hidden or not p.name.startswith("."))
+        )
+        if folder.is_dir()
+        else []
+    )
     return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
 
 
@@ -63,11 +75,13 @@ def ignore_interrupt() -> None:
 def out_of_memory(exc: BaseException) -> bool:
     """Whether ``exc`` is PyTorch failing to allocate memory (CUDA or CPU)."""
     return isinstance(exc, torch.cuda.OutOfMemoryError) or (
-        isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
+        isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+    )
 
 
-def run_cli(main: Callable[[], int | None], *,
-            oom_hint: str = "use a smaller --batch-size") -> NoReturn:
+def run_cli(
+    main: Callable[[], int | None], *, oom_hint: str = "use a smaller --batch-size"
+) -> NoReturn:
     """Run a script's ``main``; turn a :class:`UsageError` into ``error: <message>`` (exit 2),
     running out of memory into ``error: out of memory ...; <oom_hint>`` (exit 2), and Ctrl-C
     into ``interrupted`` plus the interrupt's message, if any (e.g. how to resume; exit 130)."""

@@ -1,7 +1,8 @@
 """Top-1/top-5 error from the centre crop or the paper's ten views (P §4.1)."""
+
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -28,8 +29,13 @@ def topk_errors(probs: Tensor, targets: Tensor, k: int = 5) -> tuple[Tensor, Ten
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], *,
-             progress: bool = False, desc: str = "eval") -> dict[str, float]:
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    *,
+    progress: bool = False,
+    desc: str = "eval",
+) -> dict[str, float]:
     """Error rates (fractions) and mean loss of ``model`` over ``batches`` in eval mode.
 
     The loss is the negative log of the (view-averaged) probability of the true class.
@@ -40,8 +46,9 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], *,
     sums = None
     count = 0
     try:
-        for x, y in tqdm(batches, desc=desc, disable=None if progress else True,
-                         leave=False, unit="batch"):
+        for x, y in tqdm(
+            batches, desc=desc, disable=None if progress else True, leave=False, unit="batch"
+        ):
             probs = view_probabilities(model, x)
             y = y.to(probs.device, non_blocking=True)
             top1, top5 = topk_errors(probs, y)

@@ -20,6 +20,7 @@ call (see :func:`available`). Triton is imported, and the kernels decorated, on 
 so importing this module stays cheap and works without Triton; the fake implementations let
 ``torch.compile`` trace the op and the ``meta`` device run it without Triton.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -35,7 +36,7 @@ from alexnet2012 import paper, triton_support
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 """Input dtypes the op takes; it computes in float32 and returns the input's dtype."""
 
-SEED_BOUND = 2 ** 31 - 1
+SEED_BOUND = 2**31 - 1
 """Seeds are drawn uniformly from [0, SEED_BOUND) (a positive int32 kernel argument)."""
 
 _BLOCK, _WARPS = 1024, 4
@@ -58,6 +59,7 @@ _load_lock = threading.Lock()
 # The reference: plain PyTorch
 # ---------------------------------------------------------------------------------------------
 
+
 def relu_dropout_reference(z: Tensor, p: float = paper.DROPOUT_P, training: bool = True) -> Tensor:
     """What the op computes, in public PyTorch (its mask from ``bernoulli_`` on ``z``'s device's
     generator): ``relu(z) * m`` with ``m ~ Bernoulli(1 - p)`` when training, else
@@ -69,6 +71,7 @@ def relu_dropout_reference(z: Tensor, p: float = paper.DROPOUT_P, training: bool
 # ---------------------------------------------------------------------------------------------
 # Availability and Triton loading
 # ---------------------------------------------------------------------------------------------
+
 
 def available(device: torch.device | str) -> bool:
     """Whether the fused op can run on tensors on ``device`` (see
@@ -101,8 +104,8 @@ def _load_triton() -> None:
 # with an int32 index).
 # ---------------------------------------------------------------------------------------------
 
-def _forward_kernel(z_ptr, y_ptr, n, seed, p, scale,
-                    TRAINING: tl.constexpr, BLOCK: tl.constexpr):
+
+def _forward_kernel(z_ptr, y_ptr, n, seed, p, scale, TRAINING: tl.constexpr, BLOCK: tl.constexpr):
     """y = relu(z) * [tl.rand(seed, i) >= p] when TRAINING, else relu(z) * scale. The mask is
     multiplied in, as in the reference, so a dropped inf or NaN gives NaN there too."""
     i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -131,6 +134,7 @@ def _backward_kernel(grad_ptr, x_ptr, gz_ptr, n, scale, BLOCK: tl.constexpr):
 # Launch helpers
 # ---------------------------------------------------------------------------------------------
 
+
 def _check(z: Tensor, p: float) -> None:
     """Refuse what the op does not take (shared by the real and fake impls)."""
     if z.dtype not in DTYPES:
@@ -150,8 +154,10 @@ def _kernels_on(device: torch.device) -> tuple[contextlib.AbstractContextManager
     launch them in (``device`` as the current CUDA device, as Triton launches on that one) and
     the block size."""
     if not available(device):
-        raise RuntimeError(f"alexnet2012::relu_dropout cannot run on {device}: it needs Triton, "
-                           "and for CPU tensors TRITON_INTERPRET=1 (see fused_dropout.available)")
+        raise RuntimeError(
+            f"alexnet2012::relu_dropout cannot run on {device}: it needs Triton, "
+            "and for CPU tensors TRITON_INTERPRET=1 (see fused_dropout.available)"
+        )
     _load_triton()
     block = _INTERPRETER_BLOCK if _interpreted else _BLOCK
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext(), block
@@ -160,6 +166,7 @@ def _kernels_on(device: torch.device) -> tuple[contextlib.AbstractContextManager
 # ---------------------------------------------------------------------------------------------
 # The custom ops
 # ---------------------------------------------------------------------------------------------
+
 
 @torch.library.custom_op("alexnet2012::relu_dropout", mutates_args=())
 def _relu_dropout_op(z: Tensor, p: float, training: bool) -> Tensor:
@@ -173,8 +180,9 @@ def _relu_dropout_op(z: Tensor, p: float, training: bool) -> Tensor:
     if n:
         context, block = _kernels_on(z.device)
         with context:
-            _forward_kernel[(-(-n // block),)](z, y, n, seed, float(p), 1.0 - p,
-                                               TRAINING=training, BLOCK=block, num_warps=_WARPS)
+            _forward_kernel[(-(-n // block),)](
+                z, y, n, seed, float(p), 1.0 - p, TRAINING=training, BLOCK=block, num_warps=_WARPS
+            )
     return y
 
 
@@ -195,8 +203,9 @@ def _relu_dropout_backward_op(grad: Tensor, y: Tensor, scale: float = 1.0) -> Te
     if n:
         context, block = _kernels_on(y.device)
         with context:
-            _backward_kernel[(-(-n // block),)](grad, y, grad_z, n, float(scale), BLOCK=block,
-                                                num_warps=_WARPS)
+            _backward_kernel[(-(-n // block),)](
+                grad, y, grad_z, n, float(scale), BLOCK=block, num_warps=_WARPS
+            )
     return grad_z
 
 
@@ -208,8 +217,9 @@ def _relu_dropout_backward_fake(grad: Tensor, y: Tensor, scale: float = 1.0) -> 
 
 def _check_backward(grad: Tensor, y: Tensor) -> None:
     if grad.shape != y.shape:
-        raise ValueError(f"gradient of shape {tuple(grad.shape)} for an output of shape "
-                         f"{tuple(y.shape)}")
+        raise ValueError(
+            f"gradient of shape {tuple(grad.shape)} for an output of shape {tuple(y.shape)}"
+        )
     if grad.dtype not in DTYPES or y.dtype not in DTYPES:
         raise TypeError(f"relu_dropout_backward takes {DTYPES}, got {grad.dtype}, {y.dtype}")
 

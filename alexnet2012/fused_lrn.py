@@ -11,6 +11,7 @@ imported, and the kernels decorated, at that first call, so that importing this 
 cheap and works without Triton; the fake implementations let ``torch.compile`` trace the op and
 the ``meta`` device run it without Triton.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -53,10 +54,17 @@ _load_lock = threading.Lock()
 # The reference: plain PyTorch
 # ---------------------------------------------------------------------------------------------
 
-def relu_lrn_pool_reference(z: Tensor, groups: int, pool_kernel: int = paper.POOL_KERNEL,
-                            pool_stride: int = paper.POOL_STRIDE, size: int = paper.LRN_SIZE,
-                            alpha: float = paper.LRN_ALPHA, beta: float = paper.LRN_BETA,
-                            k: float = paper.LRN_K) -> Tensor:
+
+def relu_lrn_pool_reference(
+    z: Tensor,
+    groups: int,
+    pool_kernel: int = paper.POOL_KERNEL,
+    pool_stride: int = paper.POOL_STRIDE,
+    size: int = paper.LRN_SIZE,
+    alpha: float = paper.LRN_ALPHA,
+    beta: float = paper.LRN_BETA,
+    k: float = paper.LRN_K,
+) -> Tensor:
     """What the op computes, in public PyTorch: ``F.local_response_norm`` of ``relu(z)`` within
     each of ``groups`` consecutive channel blocks (columns), then ``F.max_pool2d`` without
     padding. Computes in ``z``'s dtype."""
@@ -69,6 +77,7 @@ def relu_lrn_pool_reference(z: Tensor, groups: int, pool_kernel: int = paper.POO
 # ---------------------------------------------------------------------------------------------
 # Availability and Triton loading
 # ---------------------------------------------------------------------------------------------
+
 
 def available(device: torch.device | str) -> bool:
     """Whether the fused op can run on tensors on ``device`` (see
@@ -88,12 +97,15 @@ def _load_triton() -> None:
         import triton.language
 
         if not hasattr(triton.language, "gather"):
-            raise RuntimeError(f"alexnet2012::relu_lrn_pool needs Triton 3.2 or later "
-                               f"(tl.gather), found {triton.__version__}")
+            raise RuntimeError(
+                f"alexnet2012::relu_lrn_pool needs Triton 3.2 or later "
+                f"(tl.gather), found {triton.__version__}"
+            )
         tl = triton.language
         _column_index, _shifted, _window_sum, _relu_terms, _pooled_grad = (
-            triton.jit(fn) for fn in (_column_index, _shifted, _window_sum, _relu_terms,
-                                      _pooled_grad))
+            triton.jit(fn)
+            for fn in (_column_index, _shifted, _window_sum, _relu_terms, _pooled_grad)
+        )
         _rounded_for = triton_support.jit_rounded_for()
         _forward_kernel = triton.jit(_forward_kernel)
         _backward_kernel = triton.jit(_backward_kernel)
@@ -108,6 +120,7 @@ def _load_triton() -> None:
 # tl.gather, so that each value is loaded once per use.
 # ---------------------------------------------------------------------------------------------
 
+
 def _column_index(ch, c, cg, SIZE: tl.constexpr):
     """ch % cg (cg = C/groups) for the C channels; for the tile's padding channels past C a
     negative number that keeps any shift within the LRN window outside every column."""
@@ -121,8 +134,7 @@ def _shifted(x, ch, local, cg, shift: tl.constexpr, AXIS: tl.constexpr):
     return tl.where(inside, tl.gather(x, index, axis=AXIS), 0.0)
 
 
-def _window_sum(x, ch, local, cg, FIRST: tl.constexpr, SIZE: tl.constexpr,
-                AXIS: tl.constexpr):
+def _window_sum(x, ch, local, cg, FIRST: tl.constexpr, SIZE: tl.constexpr, AXIS: tl.constexpr):
     """sum_{i < SIZE} x[..., c + FIRST + i] within c's column: the LRN window
     [c - SIZE//2, c + (SIZE-1)//2] with FIRST = -(SIZE//2), or the channels whose windows
     contain c with FIRST = -((SIZE-1)//2)."""
@@ -135,8 +147,9 @@ def _window_sum(x, ch, local, cg, FIRST: tl.constexpr, SIZE: tl.constexpr,
     return total
 
 
-def _relu_terms(z_ptr, offset, mask, ch, local, cg, k, alpha_over_size,
-                SIZE: tl.constexpr, AXIS: tl.constexpr):
+def _relu_terms(
+    z_ptr, offset, mask, ch, local, cg, k, alpha_over_size, SIZE: tl.constexpr, AXIS: tl.constexpr
+):
     """(y, s): y = relu(z) in float32 (NaN stays NaN, as in F.relu) and the LRN's
     s = k + alpha/size * sum_window(y^2); the output is y * s^-beta."""
     z = tl.load(z_ptr + offset, mask=mask, other=0.0).to(tl.float32)
@@ -145,11 +158,37 @@ def _relu_terms(z_ptr, offset, mask, ch, local, cg, k, alpha_over_size,
     return y, s
 
 
-def _forward_kernel(z_ptr, out_ptr, arg_ptr, n_out, out_h, out_w, c, cg,
-                    szn, szc, szh, szw, son, soc, soh, sow, san, sac, sah, saw,
-                    k, alpha_over_size, beta,
-                    KERNEL: tl.constexpr, STRIDE: tl.constexpr, SIZE: tl.constexpr,
-                    BLOCK_P: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+def _forward_kernel(
+    z_ptr,
+    out_ptr,
+    arg_ptr,
+    n_out,
+    out_h,
+    out_w,
+    c,
+    cg,
+    szn,
+    szc,
+    szh,
+    szw,
+    son,
+    soc,
+    soh,
+    sow,
+    san,
+    sac,
+    sah,
+    saw,
+    k,
+    alpha_over_size,
+    beta,
+    KERNEL: tl.constexpr,
+    STRIDE: tl.constexpr,
+    SIZE: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_W: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
     """Pooled LRN output and argmax for BLOCK_P pooled pixels, as a (pixel, window position,
     channel) tile; BLOCK_W >= KERNEL^2 positions in row-major order. The argmax is the first
     maximum in that order, as max_pool2d picks it (a NaN wins and is the output)."""
@@ -161,8 +200,18 @@ def _forward_kernel(z_ptr, out_ptr, arg_ptr, n_out, out_h, out_w, c, cg,
     mask = (p < n_out)[:, None, None] & (ch < c)
     corner = (n * szn + (oh * STRIDE) * szh + (ow * STRIDE) * szw)[:, None, None]
     offset = corner + ((q // KERNEL) * szh + (q % KERNEL) * szw) + ch * szc
-    y, s = _relu_terms(z_ptr, offset, mask & (q < KERNEL * KERNEL), ch,
-                       _column_index(ch, c, cg, SIZE), cg, k, alpha_over_size, SIZE, 2)
+    y, s = _relu_terms(
+        z_ptr,
+        offset,
+        mask & (q < KERNEL * KERNEL),
+        ch,
+        _column_index(ch, c, cg, SIZE),
+        cg,
+        k,
+        alpha_over_size,
+        SIZE,
+        2,
+    )
     b = y * tl.exp2(-beta * tl.log2(s))
     is_nan = b != b
     # b >= 0: padding positions (-1) never win; a NaN (+inf here) wins over any number
@@ -178,9 +227,27 @@ def _forward_kernel(z_ptr, out_ptr, arg_ptr, n_out, out_h, out_w, c, cg,
     tl.store(arg_ptr + arg_offset, arg.to(tl.uint8), mask=mask)
 
 
-def _pooled_grad(grad_ptr, arg_ptr, n, h, w, ch, mask, out_h, out_w,
-                 sgn, sgc, sgh, sgw, san, sac, sah, saw,
-                 KERNEL: tl.constexpr, STRIDE: tl.constexpr):
+def _pooled_grad(
+    grad_ptr,
+    arg_ptr,
+    n,
+    h,
+    w,
+    ch,
+    mask,
+    out_h,
+    out_w,
+    sgn,
+    sgc,
+    sgh,
+    sgw,
+    san,
+    sac,
+    sah,
+    saw,
+    KERNEL: tl.constexpr,
+    STRIDE: tl.constexpr,
+):
     """The gradient w.r.t. the LRN output at pixels (n, h, w): the sum of ``grad`` over the
     pooling windows that contain the pixel and chose it as their argmax (a gather over at most
     ceil(KERNEL/STRIDE)^2 windows; no atomics)."""
@@ -190,23 +257,67 @@ def _pooled_grad(grad_ptr, arg_ptr, n, h, w, ch, mask, out_h, out_w,
         oh = h // STRIDE - i
         for j in tl.static_range(WINDOWS):
             ow = w // STRIDE - j
-            inside = ((oh >= 0) & (oh < out_h) & (h - oh * STRIDE < KERNEL)
-                      & (ow >= 0) & (ow < out_w) & (w - ow * STRIDE < KERNEL))
+            inside = (
+                (oh >= 0)
+                & (oh < out_h)
+                & (h - oh * STRIDE < KERNEL)
+                & (ow >= 0)
+                & (ow < out_w)
+                & (w - ow * STRIDE < KERNEL)
+            )
             window_mask = mask & inside[:, None]
-            arg = tl.load(arg_ptr + (n * san + oh * sah + ow * saw)[:, None] + ch * sac,
-                          mask=window_mask, other=0).to(tl.int32)
-            grad = tl.load(grad_ptr + (n * sgn + oh * sgh + ow * sgw)[:, None] + ch * sgc,
-                           mask=window_mask, other=0.0).to(tl.float32)
+            arg = tl.load(
+                arg_ptr + (n * san + oh * sah + ow * saw)[:, None] + ch * sac,
+                mask=window_mask,
+                other=0,
+            ).to(tl.int32)
+            grad = tl.load(
+                grad_ptr + (n * sgn + oh * sgh + ow * sgw)[:, None] + ch * sgc,
+                mask=window_mask,
+                other=0.0,
+            ).to(tl.float32)
             position = ((h - oh * STRIDE) * KERNEL + (w - ow * STRIDE))[:, None]
             total += tl.where(window_mask & (arg == position), grad, 0.0)
     return total
 
 
-def _backward_kernel(grad_ptr, z_ptr, arg_ptr, gz_ptr, n_in, in_h, in_w, out_h, out_w, c, cg,
-                     szn, szc, szh, szw, sgn, sgc, sgh, sgw, san, sac, sah, saw,
-                     sdn, sdc, sdh, sdw, k, alpha_over_size, beta,
-                     KERNEL: tl.constexpr, STRIDE: tl.constexpr, SIZE: tl.constexpr,
-                     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+def _backward_kernel(
+    grad_ptr,
+    z_ptr,
+    arg_ptr,
+    gz_ptr,
+    n_in,
+    in_h,
+    in_w,
+    out_h,
+    out_w,
+    c,
+    cg,
+    szn,
+    szc,
+    szh,
+    szw,
+    sgn,
+    sgc,
+    sgh,
+    sgw,
+    san,
+    sac,
+    sah,
+    saw,
+    sdn,
+    sdc,
+    sdh,
+    sdw,
+    k,
+    alpha_over_size,
+    beta,
+    KERNEL: tl.constexpr,
+    STRIDE: tl.constexpr,
+    SIZE: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
     """grad_z for BLOCK_P input pixels. With g the gradient w.r.t. the LRN output
     (:func:`_pooled_grad`) and s the recomputed denominator:
     dy_c = g_c s_c^-beta - 2 alpha beta/size * y_c * sum_{j: c in window(j)} g_j y_j s_j^(-beta-1),
@@ -217,10 +328,39 @@ def _backward_kernel(grad_ptr, z_ptr, arg_ptr, gz_ptr, n_in, in_h, in_w, out_h, 
     ch = tl.arange(0, BLOCK_C)[None, :]
     local = _column_index(ch, c, cg, SIZE)
     mask = (p < n_in)[:, None] & (ch < c)
-    y, s = _relu_terms(z_ptr, (n * szn + h * szh + w * szw)[:, None] + ch * szc, mask, ch,
-                       local, cg, k, alpha_over_size, SIZE, 1)
-    g = _pooled_grad(grad_ptr, arg_ptr, n, h, w, ch, mask, out_h, out_w,
-                     sgn, sgc, sgh, sgw, san, sac, sah, saw, KERNEL, STRIDE)
+    y, s = _relu_terms(
+        z_ptr,
+        (n * szn + h * szh + w * szw)[:, None] + ch * szc,
+        mask,
+        ch,
+        local,
+        cg,
+        k,
+        alpha_over_size,
+        SIZE,
+        1,
+    )
+    g = _pooled_grad(
+        grad_ptr,
+        arg_ptr,
+        n,
+        h,
+        w,
+        ch,
+        mask,
+        out_h,
+        out_w,
+        sgn,
+        sgc,
+        sgh,
+        sgw,
+        san,
+        sac,
+        sah,
+        saw,
+        KERNEL,
+        STRIDE,
+    )
     direct = g * tl.exp2(-beta * tl.log2(s))
     through_s = _window_sum(direct * y / s, ch, local, cg, -((SIZE - 1) // 2), SIZE, 1)
     grad_z = tl.where(y > 0.0, direct - 2.0 * alpha_over_size * beta * y * through_s, 0.0)
@@ -232,8 +372,10 @@ def _backward_kernel(grad_ptr, z_ptr, arg_ptr, gz_ptr, n_in, in_h, in_w, out_h, 
 # Launch helpers
 # ---------------------------------------------------------------------------------------------
 
-def _pooled_shape(z: Tensor, groups: int, pool_kernel: int, pool_stride: int,
-                  size: int) -> tuple[int, int, int, int]:
+
+def _pooled_shape(
+    z: Tensor, groups: int, pool_kernel: int, pool_stride: int, size: int
+) -> tuple[int, int, int, int]:
     """The output's shape, after checking the arguments (shared by the real and fake impls)."""
     if z.dim() != 4:
         raise ValueError(f"expected an (N, C, H, W) tensor, got shape {tuple(z.shape)}")
@@ -243,8 +385,9 @@ def _pooled_shape(z: Tensor, groups: int, pool_kernel: int, pool_stride: int,
     if groups < 1 or c % groups:
         raise ValueError(f"{c} channels cannot be split into {groups} groups")
     if not 1 <= pool_kernel <= MAX_POOL_KERNEL or pool_stride < 1 or size < 1:
-        raise ValueError(f"unsupported pool_kernel={pool_kernel}, pool_stride={pool_stride} "
-                         f"or size={size}")
+        raise ValueError(
+            f"unsupported pool_kernel={pool_kernel}, pool_stride={pool_stride} or size={size}"
+        )
     if h < pool_kernel or w < pool_kernel:
         raise ValueError(f"{h}x{w} maps are smaller than the {pool_kernel}x{pool_kernel} window")
     return n, c, (h - pool_kernel) // pool_stride + 1, (w - pool_kernel) // pool_stride + 1
@@ -279,8 +422,10 @@ def _kernels_on(device: torch.device) -> contextlib.AbstractContextManager:
     """Load the kernels, or say why the op cannot run on ``device``; returns the context to
     launch them in (``device`` as the current CUDA device, as Triton launches on that one)."""
     if not available(device):
-        raise RuntimeError(f"alexnet2012::relu_lrn_pool cannot run on {device}: it needs Triton, "
-                           "and for CPU tensors TRITON_INTERPRET=1 (see fused_lrn.available)")
+        raise RuntimeError(
+            f"alexnet2012::relu_lrn_pool cannot run on {device}: it needs Triton, "
+            "and for CPU tensors TRITON_INTERPRET=1 (see fused_lrn.available)"
+        )
     _load_triton()
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
@@ -289,9 +434,18 @@ def _kernels_on(device: torch.device) -> contextlib.AbstractContextManager:
 # The custom ops
 # ---------------------------------------------------------------------------------------------
 
+
 @torch.library.custom_op("alexnet2012::relu_lrn_pool", mutates_args=())
-def _relu_lrn_pool_op(z: Tensor, groups: int, pool_kernel: int, pool_stride: int, size: int,
-                      alpha: float, beta: float, k: float) -> tuple[Tensor, Tensor]:
+def _relu_lrn_pool_op(
+    z: Tensor,
+    groups: int,
+    pool_kernel: int,
+    pool_stride: int,
+    size: int,
+    alpha: float,
+    beta: float,
+    k: float,
+) -> tuple[Tensor, Tensor]:
     """(pooled output, uint8 argmax position inside each window) of relu -> LRN -> max-pool."""
     shape = _pooled_shape(z, groups, pool_kernel, pool_stride, size)
     out, argmax = _empty_outputs(z, shape)
@@ -299,27 +453,62 @@ def _relu_lrn_pool_op(z: Tensor, groups: int, pool_kernel: int, pool_stride: int
         return out, argmax
     with _kernels_on(z.device):
         n, c, out_h, out_w = shape
-        n_out, block_w, block_c = n * out_h * out_w, _power_of_2(pool_kernel ** 2), _power_of_2(c)
+        n_out, block_w, block_c = n * out_h * out_w, _power_of_2(pool_kernel**2), _power_of_2(c)
         block_p = _pixels_per_program(n_out, block_w * block_c, _FORWARD_TILE)
         _forward_kernel[(-(-n_out // block_p),)](
-            z, out, argmax, n_out, out_h, out_w, c, c // groups,
-            *z.stride(), *out.stride(), *argmax.stride(), k, alpha / size, beta,
-            KERNEL=pool_kernel, STRIDE=pool_stride, SIZE=size,
-            BLOCK_P=block_p, BLOCK_W=block_w, BLOCK_C=block_c, num_warps=_FORWARD_WARPS)
+            z,
+            out,
+            argmax,
+            n_out,
+            out_h,
+            out_w,
+            c,
+            c // groups,
+            *z.stride(),
+            *out.stride(),
+            *argmax.stride(),
+            k,
+            alpha / size,
+            beta,
+            KERNEL=pool_kernel,
+            STRIDE=pool_stride,
+            SIZE=size,
+            BLOCK_P=block_p,
+            BLOCK_W=block_w,
+            BLOCK_C=block_c,
+            num_warps=_FORWARD_WARPS,
+        )
     return out, argmax
 
 
 @_relu_lrn_pool_op.register_fake
-def _relu_lrn_pool_fake(z: Tensor, groups: int, pool_kernel: int, pool_stride: int, size: int,
-                        alpha: float, beta: float, k: float) -> tuple[Tensor, Tensor]:
+def _relu_lrn_pool_fake(
+    z: Tensor,
+    groups: int,
+    pool_kernel: int,
+    pool_stride: int,
+    size: int,
+    alpha: float,
+    beta: float,
+    k: float,
+) -> tuple[Tensor, Tensor]:
     """Shapes, dtypes and memory format only (torch.compile's tracing, the meta device)."""
     return _empty_outputs(z, _pooled_shape(z, groups, pool_kernel, pool_stride, size))
 
 
 @torch.library.custom_op("alexnet2012::relu_lrn_pool_backward", mutates_args=())
-def _relu_lrn_pool_backward_op(grad: Tensor, z: Tensor, argmax: Tensor, groups: int,
-                               pool_kernel: int, pool_stride: int, size: int, alpha: float,
-                               beta: float, k: float) -> Tensor:
+def _relu_lrn_pool_backward_op(
+    grad: Tensor,
+    z: Tensor,
+    argmax: Tensor,
+    groups: int,
+    pool_kernel: int,
+    pool_stride: int,
+    size: int,
+    alpha: float,
+    beta: float,
+    k: float,
+) -> Tensor:
     """grad_z of relu_lrn_pool from the pooled gradient, z and the forward's argmax."""
     shape = _pooled_shape(z, groups, pool_kernel, pool_stride, size)
     grad_z = torch.empty_like(z)
@@ -330,17 +519,47 @@ def _relu_lrn_pool_backward_op(grad: Tensor, z: Tensor, argmax: Tensor, groups: 
         n_in, block_c = n * h * w, _power_of_2(c)
         block_p = _pixels_per_program(n_in, block_c, _BACKWARD_TILE)
         _backward_kernel[(-(-n_in // block_p),)](
-            grad, z, argmax, grad_z, n_in, h, w, shape[2], shape[3], c, c // groups,
-            *z.stride(), *grad.stride(), *argmax.stride(), *grad_z.stride(),
-            k, alpha / size, beta, KERNEL=pool_kernel, STRIDE=pool_stride, SIZE=size,
-            BLOCK_P=block_p, BLOCK_C=block_c, num_warps=_BACKWARD_WARPS)
+            grad,
+            z,
+            argmax,
+            grad_z,
+            n_in,
+            h,
+            w,
+            shape[2],
+            shape[3],
+            c,
+            c // groups,
+            *z.stride(),
+            *grad.stride(),
+            *argmax.stride(),
+            *grad_z.stride(),
+            k,
+            alpha / size,
+            beta,
+            KERNEL=pool_kernel,
+            STRIDE=pool_stride,
+            SIZE=size,
+            BLOCK_P=block_p,
+            BLOCK_C=block_c,
+            num_warps=_BACKWARD_WARPS,
+        )
     return grad_z
 
 
 @_relu_lrn_pool_backward_op.register_fake
-def _relu_lrn_pool_backward_fake(grad: Tensor, z: Tensor, argmax: Tensor, groups: int,
-                                 pool_kernel: int, pool_stride: int, size: int, alpha: float,
-                                 beta: float, k: float) -> Tensor:
+def _relu_lrn_pool_backward_fake(
+    grad: Tensor,
+    z: Tensor,
+    argmax: Tensor,
+    groups: int,
+    pool_kernel: int,
+    pool_stride: int,
+    size: int,
+    alpha: float,
+    beta: float,
+    k: float,
+) -> Tensor:
     _pooled_shape(z, groups, pool_kernel, pool_stride, size)
     return torch.empty_like(z)
 
@@ -365,13 +584,20 @@ def _backward(ctx: Any, grad: Tensor, grad_argmax: Tensor | None) -> tuple:
 _relu_lrn_pool_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-def relu_lrn_pool(z: Tensor, groups: int = 1, pool_kernel: int = paper.POOL_KERNEL,
-                  pool_stride: int = paper.POOL_STRIDE, size: int = paper.LRN_SIZE,
-                  alpha: float = paper.LRN_ALPHA, beta: float = paper.LRN_BETA,
-                  k: float = paper.LRN_K) -> Tensor:
+def relu_lrn_pool(
+    z: Tensor,
+    groups: int = 1,
+    pool_kernel: int = paper.POOL_KERNEL,
+    pool_stride: int = paper.POOL_STRIDE,
+    size: int = paper.LRN_SIZE,
+    alpha: float = paper.LRN_ALPHA,
+    beta: float = paper.LRN_BETA,
+    k: float = paper.LRN_K,
+) -> Tensor:
     """:func:`relu_lrn_pool_reference` as the fused custom op ``alexnet2012::relu_lrn_pool``
     (differentiable; one op under ``torch.compile``). ``z`` is float32, bfloat16 or float16,
     of any strides (channels-last is the fast layout); the result has ``z``'s dtype and memory
     format. Runs where :func:`available` says so."""
-    return torch.ops.alexnet2012.relu_lrn_pool(z, groups, pool_kernel, pool_stride, size,
-                                               float(alpha), float(beta), float(k))[0]
+    return torch.ops.alexnet2012.relu_lrn_pool(
+        z, groups, pool_kernel, pool_stride, size, float(alpha), float(beta), float(k)
+    )[0]

@@ -5,9 +5,10 @@ column 1's along the output dimension; conv2, conv4 and conv5 are ``groups=2`` c
 (their input dimension is one column's); fc6's inputs are column 0's 128x6x6 maps then column
 1's, flattened channel-major, which is this package's own order, so no permutation is needed.
 """
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor
@@ -22,14 +23,15 @@ def _check_two_columns(model: AlexNet) -> None:
 
 
 def grouped_state_dict(model: AlexNet) -> dict[str, Tensor]:
-    """The model's weights as single tensors per layer (on the CPU), e.g. conv1.weight (96,3,11,11)."""
+    """The model's weights as single tensors per layer (on the CPU), e.g. conv1.weight."""
     _check_two_columns(model)
     out = {}
     for layer in paper.LAYERS:
         modules = model._modules_of(layer)
         for kind in ("weight", "bias"):
             out[f"{layer.name}.{kind}"] = torch.cat(
-                [getattr(m, kind).detach().cpu() for m in modules]).clone()
+                [getattr(m, kind).detach().cpu() for m in modules]
+            ).clone()
     return out
 
 
@@ -44,8 +46,9 @@ def load_grouped_state_dict(model: AlexNet, state_dict: Mapping[str, Tensor]) ->
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
     if missing or unexpected:
-        raise KeyError(f"grouped state dict keys do not match: missing {missing}, "
-                       f"unexpected {unexpected}")
+        raise KeyError(
+            f"grouped state dict keys do not match: missing {missing}, unexpected {unexpected}"
+        )
     for key, shape in expected.items():
         if tuple(state_dict[key].shape) != shape:
             raise ValueError(f"{key}: expected shape {shape}, got {tuple(state_dict[key].shape)}")

@@ -5,10 +5,10 @@ Every function here is plain public PyTorch and twice differentiable. On a GPU, 
 max-pool (``fused_lrn``) and ReLU -> dropout (``fused_dropout``) run as one fused kernel each,
 which compute the same functions.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -19,9 +19,14 @@ from alexnet2012 import fused_dropout, fused_lrn, paper
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
-def local_response_norm(x: Tensor, groups: int = 1, size: int = paper.LRN_SIZE,
-                        alpha: float = paper.LRN_ALPHA, beta: float = paper.LRN_BETA,
-                        k: float = paper.LRN_K) -> Tensor:
+def local_response_norm(
+    x: Tensor,
+    groups: int = 1,
+    size: int = paper.LRN_SIZE,
+    alpha: float = paper.LRN_ALPHA,
+    beta: float = paper.LRN_BETA,
+    k: float = paper.LRN_K,
+) -> Tensor:
     """Local response normalization across channels (P §3.3), within each of ``groups`` blocks
     of channels (the columns stacked along dimension 1: a window never reaches into the other
     column's maps).
@@ -41,16 +46,23 @@ def local_response_norm(x: Tensor, groups: int = 1, size: int = paper.LRN_SIZE,
     a = a.reshape(n * h * w * groups, 1, c // groups)  # one row per pixel and column
     # zero-padded by size//2 at both ends, the first c/groups windows are c - size//2 ..
     # c + (size-1)//2 (for an even size the last window is one past the end)
-    mean = F.avg_pool1d(a * a, size, stride=1, padding=size // 2)[..., :c // groups]
+    mean = F.avg_pool1d(a * a, size, stride=1, padding=size // 2)[..., : c // groups]
     s = mean.mul(alpha).add(k)
     b = a * ((s * s.sqrt()).rsqrt() if beta == 0.75 else s.pow(-beta))  # s^-3/4 without pow
     return b.reshape(n, h, w, c).permute(0, 3, 1, 2).to(x.dtype)
 
 
-def relu_lrn_pool(z: Tensor, groups: int = 1, pool_kernel: int = paper.POOL_KERNEL,
-                  pool_stride: int = paper.POOL_STRIDE, size: int = paper.LRN_SIZE,
-                  alpha: float = paper.LRN_ALPHA, beta: float = paper.LRN_BETA,
-                  k: float = paper.LRN_K, fused: Optional[bool] = None) -> Tensor:
+def relu_lrn_pool(
+    z: Tensor,
+    groups: int = 1,
+    pool_kernel: int = paper.POOL_KERNEL,
+    pool_stride: int = paper.POOL_STRIDE,
+    size: int = paper.LRN_SIZE,
+    alpha: float = paper.LRN_ALPHA,
+    beta: float = paper.LRN_BETA,
+    k: float = paper.LRN_K,
+    fused: bool | None = None,
+) -> Tensor:
     """ReLU, LRN within each column, max-pooling: P §3.5's order after conv1 and conv2.
 
     ``fused=None`` takes the fused kernel where it can run (a GPU with Triton) and the reference
@@ -61,12 +73,14 @@ def relu_lrn_pool(z: Tensor, groups: int = 1, pool_kernel: int = paper.POOL_KERN
         fused = fused_lrn.available(z.device) and z.dtype in fused_lrn.DTYPES
     if fused:
         return fused_lrn.relu_lrn_pool(z, groups, pool_kernel, pool_stride, size, alpha, beta, k)
-    return F.max_pool2d(local_response_norm(F.relu(z), groups, size, alpha, beta, k),
-                        pool_kernel, pool_stride)
+    return F.max_pool2d(
+        local_response_norm(F.relu(z), groups, size, alpha, beta, k), pool_kernel, pool_stride
+    )
 
 
-def relu_dropout(z: Tensor, p: float = paper.DROPOUT_P, training: bool = True,
-                 fused: Optional[bool] = None) -> Tensor:
+def relu_dropout(
+    z: Tensor, p: float = paper.DROPOUT_P, training: bool = True, fused: bool | None = None
+) -> Tensor:
     """ReLU, then the paper's dropout: P §3.5's order after fc6 and fc7. ``fused`` as for
     :func:`relu_lrn_pool` (the fused kernel draws its masks from another generator than the
     reference's ``bernoulli_``)."""
@@ -98,13 +112,21 @@ def conv_output_size_2012(size: int, kernel: int, stride: int = 1, pad: int = 0)
 def pad_overhang(x: Tensor, kernel: int, stride: int = 1, pad: int = 0) -> Tensor:
     """``x`` with the zero rows/columns at the bottom/right that the 2012 code's overhanging
     windows read (``x`` itself when the windows fit, as for a 227 input)."""
-    bottom, right = ((conv_output_size_2012(size, kernel, stride, pad) - 1) * stride + kernel
-                     - (size + 2 * pad) for size in x.shape[-2:])
+    bottom, right = (
+        (conv_output_size_2012(size, kernel, stride, pad) - 1) * stride + kernel - (size + 2 * pad)
+        for size in x.shape[-2:]
+    )
     return F.pad(x, (0, right, 0, bottom)) if bottom or right else x
 
 
-def conv2d_2012(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: int = 1,
-                pad: int = 0, groups: int = 1) -> Tensor:
+def conv2d_2012(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: int = 1,
+    pad: int = 0,
+    groups: int = 1,
+) -> Tensor:
     """A convolution with the 2012 code's geometry: zero padding ``pad`` on every side, plus the
     overhang of :func:`pad_overhang`."""
     x = pad_overhang(x, weight.shape[-1], stride, pad)

@@ -8,49 +8,24 @@ parameters live differs. Parameters live per column (``columns.0.conv1.weight`` 
 ``fc8.weight``), so a checkpoint trained on two GPUs loads anywhere. Weights and activations
 are channels-last, the layout in which GPUs convolve fastest.
 """
+
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager as ContextManager
 from contextlib import nullcontext
-from typing import Callable, ContextManager, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from alexnet2012 import paper
+from alexnet2012.devices import parse as parse_devices
+from alexnet2012.errors import UsageError
 from alexnet2012.layers import Conv2d2012, pad_overhang, relu_dropout, relu_lrn_pool
 
-DeviceLike = Union[str, torch.device]
-
-
-def resolve_devices(devices: Optional[Sequence[DeviceLike]], columns: int) -> Optional[list[torch.device]]:
-    """Check a placement: one existing device per column (``None``: wherever the module goes)."""
-    if devices is None:
-        return None
-    if isinstance(devices, (str, torch.device)):
-        devices = [devices]
-    resolved = []
-    for name in devices:
-        try:
-            device = torch.device(name)
-        except RuntimeError as exc:
-            raise ValueError(f"{name!r} is not a device name (use e.g. 'cpu', 'cuda:0')") from exc
-        if device.type not in ("cpu", "cuda"):
-            raise ValueError(f"{name!r}: this network runs on 'cpu' and 'cuda[:N]' devices only")
-        if device.type == "cuda":
-            count = torch.cuda.device_count()
-            index = 0 if device.index is None else device.index
-            if index >= count:
-                have = ", ".join(f"cuda:{i}" for i in range(count)) or "none"
-                raise ValueError(f"CUDA device {device} does not exist on this machine "
-                                 f"(CUDA devices: {have})")
-            device = torch.device("cuda", index)
-        resolved.append(device)
-    if len(resolved) != columns:
-        raise ValueError(f"devices needs one device per column: {columns} for columns={columns}, "
-                         f"got {len(resolved)}")
-    return resolved
+DeviceLike = str | torch.device
 
 
 def column_widths(layer: paper.Layer, columns: int, num_classes: int) -> int:
@@ -100,22 +75,40 @@ class AlexNet(nn.Module):
 
     fused: bool = True
 
-    def __init__(self, num_classes: int = paper.NUM_CLASSES, *, input_size: int = paper.CROP_SIZE,
-                 devices: Optional[Sequence[DeviceLike]] = None, columns: int = paper.COLUMNS,
-                 lrn: bool = True, overlapping_pool: bool = True):
+    def __init__(
+        self,
+        num_classes: int = paper.NUM_CLASSES,
+        *,
+        input_size: int = paper.CROP_SIZE,
+        devices: Sequence[DeviceLike] | None = None,
+        columns: int = paper.COLUMNS,
+        lrn: bool = True,
+        overlapping_pool: bool = True,
+    ):
         super().__init__()
         if input_size not in paper.INPUT_SIZES:
-            raise ValueError(f"input_size must be one of {paper.INPUT_SIZES} "
-                             f"(224: the 2012 code's padding, 227: none), got {input_size}")
+            raise ValueError(
+                f"input_size must be one of {paper.INPUT_SIZES} "
+                f"(224: the 2012 code's padding, 227: none), got {input_size}"
+            )
         if columns not in (1, 2):
             raise ValueError(f"columns must be 1 or 2, got {columns}")
         if num_classes < 1:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
         self.num_classes, self.input_size, self.num_columns = num_classes, input_size, columns
         self.lrn, self.overlapping_pool = lrn, overlapping_pool
-        self.pool = ((paper.POOL_KERNEL, paper.POOL_STRIDE) if overlapping_pool
-                     else (paper.POOL_ABLATION, paper.POOL_ABLATION))
-        self.devices = resolve_devices(devices, columns)
+        self.pool = (
+            (paper.POOL_KERNEL, paper.POOL_STRIDE)
+            if overlapping_pool
+            else (paper.POOL_ABLATION, paper.POOL_ABLATION)
+        )
+        if devices is not None:
+            devices = list(parse_devices(devices, columns))
+            if len(devices) != columns:
+                raise UsageError(
+                    f"devices needs one device per column ({columns}), got {len(devices)}"
+                )
+        self.devices = devices
 
         widths = {layer.name: column_widths(layer, columns, num_classes) for layer in paper.LAYERS}
         in_features, previous = {}, None
@@ -125,7 +118,7 @@ class AlexNet(nn.Module):
             else:
                 cin = widths[previous.name] * (columns if layer.sees == "both" else 1)
                 if layer.kind == "fc" and previous.kind == "conv":
-                    cin *= paper.POOLED_SIZE ** 2
+                    cin *= paper.POOLED_SIZE**2
             in_features[layer.name] = cin
             previous = layer
         self.columns = nn.ModuleList(Column(in_features, widths) for _ in range(columns))
@@ -166,8 +159,10 @@ class AlexNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Figure 2, top to bottom; ``hs`` holds one tensor per column, on its column's device."""
         if x.dim() != 4 or x.shape[1] != 3 or x.shape[2:] != (self.input_size, self.input_size):
-            raise ValueError(f"expected images of shape (N, 3, {self.input_size}, "
-                             f"{self.input_size}), got {tuple(x.shape)}")
+            raise ValueError(
+                f"expected images of shape (N, 3, {self.input_size}, "
+                f"{self.input_size}), got {tuple(x.shape)}"
+            )
         cols = _Columns([next(c.parameters()).device for c in self.columns])
         conv1 = paper.LAYERS[0]
         hs = cols.fork(cols.share([x], lambda h: pad_overhang(h, conv1.kernel, conv1.stride)))
@@ -180,7 +175,7 @@ class AlexNet(nn.Module):
         hs = self._each("fc7", cols.cross(hs), cols)  # both columns, + dropout
         return self.fc8(cols.cross(hs, first_only=True)[0])  # both columns, on the first device
 
-    def _each(self, name: str, hs: list[Tensor], cols: "_Columns") -> list[Tensor]:
+    def _each(self, name: str, hs: list[Tensor], cols: _Columns) -> list[Tensor]:
         """Layer ``name`` and what follows it, in every column (on its own stream)."""
         layer = next(layer for layer in paper.LAYERS if layer.name == name)
         out = []
@@ -205,8 +200,12 @@ class _Columns:
         self.devices = devices
         self.streams = _side_streams(devices)
 
-    def share(self, parts: list[Tensor], then: Callable[[Tensor], Tensor] = lambda h: h,
-              devices: Optional[list[torch.device]] = None) -> list[Tensor]:
+    def share(
+        self,
+        parts: list[Tensor],
+        then: Callable[[Tensor], Tensor] = lambda h: h,
+        devices: list[torch.device] | None = None,
+    ) -> list[Tensor]:
         """``then(parts joined along dimension 1)`` on each column's device (or ``devices``),
         computed once per device: columns on one device read the same tensor."""
         joined: dict[torch.device, Tensor] = {}
@@ -233,8 +232,9 @@ class _Columns:
                 main.wait_stream(stream)
                 h.record_stream(main)
 
-    def cross(self, hs: list[Tensor], flatten: bool = False,
-              first_only: bool = False) -> list[Tensor]:
+    def cross(
+        self, hs: list[Tensor], flatten: bool = False, first_only: bool = False
+    ) -> list[Tensor]:
         """Both columns' outputs as every column's input (the first column's only, for fc8),
         flattened channel-major (column 0's maps, then column 1's) for a fully connected layer."""
         self.join(hs)
@@ -251,24 +251,26 @@ def _to(h: Tensor, device: torch.device) -> Tensor:
     return h.contiguous(memory_format=torch.channels_last) if h.dim() == 4 else h
 
 
-def _side_streams(devices: list[torch.device]) -> list[Optional["torch.cuda.Stream"]]:
+def _side_streams(devices: list[torch.device]) -> list[torch.cuda.Stream | None]:
     """A CUDA stream for each column whose GPU an earlier column already uses; None otherwise,
     and None for all under ``torch.compile``, whose graph holds no stream switches (the compiled
     kernels run on the current stream)."""
     if torch.compiler.is_compiling():
         return [None] * len(devices)
-    return [_side_stream(device, k) if device.type == "cuda" and device in devices[:k] else None
-            for k, device in enumerate(devices)]
+    return [
+        _side_stream(device, k) if device.type == "cuda" and device in devices[:k] else None
+        for k, device in enumerate(devices)
+    ]
 
 
-@functools.lru_cache(maxsize=None)
-def _side_stream(device: torch.device, column: int) -> "torch.cuda.Stream":
+@functools.cache
+def _side_stream(device: torch.device, column: int) -> torch.cuda.Stream:
     """Column ``column``'s side stream on ``device``, made once. (``torch.cuda.Stream()`` hands
     out the next of a pool of streams, and the caching allocator reuses freed memory only on the
     stream that allocated it: a new stream every step would hold many steps' activations.)"""
     return torch.cuda.Stream(device)
 
 
-def _on(stream: Optional["torch.cuda.Stream"]) -> ContextManager:
+def _on(stream: torch.cuda.Stream | None) -> ContextManager:
     """Queue the work in this context on ``stream`` (None: on the current stream)."""
     return nullcontext() if stream is None else torch.cuda.stream(stream)

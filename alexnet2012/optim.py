@@ -1,12 +1,14 @@
 """The paper's momentum SGD (PAPER_NOTES "Learning", P §5)."""
+
 from __future__ import annotations
 
-from typing import Callable, Iterable, Optional
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor
 
 from alexnet2012 import paper
+
 
 class PaperSGD(torch.optim.Optimizer):
     """SGD with momentum and weight decay exactly as written in P §5.
@@ -50,7 +52,7 @@ class PaperSGD(torch.optim.Optimizer):
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
 
     @torch.no_grad()
-    def step(self, closure: Optional[Callable[[], Tensor]] = None) -> Optional[Tensor]:
+    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
         """Apply one update to every parameter that has a gradient.
 
         ``closure``, if given, re-evaluates the model and returns the loss (run with
@@ -81,8 +83,9 @@ class PaperSGD(torch.optim.Optimizer):
         return loss
 
 
-def _update(ws: list[Tensor], gs: list[Tensor], vs: list[Tensor], momentum: float, decay: float,
-            lr: float) -> None:
+def _update(
+    ws: list[Tensor], gs: list[Tensor], vs: list[Tensor], momentum: float, decay: float, lr: float
+) -> None:
     """``v <- momentum * v - decay * lr * w - lr * g; w <- w + v`` on lists of tensors."""
     torch._foreach_mul_(vs, momentum)
     if decay:

@@ -5,10 +5,10 @@ The architecture is described as data, in the spirit of [C]'s ``layers-145.cfg``
 every layer with what it sees. ``sees="both"`` marks where the columns cross: the input of conv3
 and of every fully connected layer (P §3.5, Figure 2). ``model.py`` builds the network from it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 
 @dataclass(frozen=True)
@@ -41,10 +41,29 @@ class Layer:
 
 # P §3.5 and Figure 2; bias constants from P §5; LRN and pooling placement from P §3.5.
 LAYERS: tuple[Layer, ...] = (
-    Layer("conv1", "conv", 96, "image", kernel=11, stride=4, lrn=True, pool=True,
-          halved_in_one_column=True),
-    Layer("conv2", "conv", 256, "own", kernel=5, pad=2, bias_init=1.0, lrn=True, pool=True,
-          halved_in_one_column=True),
+    Layer(
+        "conv1",
+        "conv",
+        96,
+        "image",
+        kernel=11,
+        stride=4,
+        lrn=True,
+        pool=True,
+        halved_in_one_column=True,
+    ),
+    Layer(
+        "conv2",
+        "conv",
+        256,
+        "own",
+        kernel=5,
+        pad=2,
+        bias_init=1.0,
+        lrn=True,
+        pool=True,
+        halved_in_one_column=True,
+    ),
     Layer("conv3", "conv", 384, "both", kernel=3, pad=1, halved_in_one_column=True),
     Layer("conv4", "conv", 384, "own", kernel=3, pad=1, bias_init=1.0, halved_in_one_column=True),
     Layer("conv5", "conv", 256, "own", kernel=3, pad=1, bias_init=1.0, pool=True),
@@ -94,8 +113,16 @@ PAPER_NEURONS = (253_440, 186_624, 64_896, 64_896, 43_264, 4096, 4096, 1000)
 PAPER_NEURONS_TOTAL_QUOTED = 650_000
 PAPER_PARAMETERS_QUOTED = 60_000_000
 # Output maps per layer (height = width, channels over both columns), P Figure 2.
-FEATURE_MAPS = {"conv1": (55, 96), "pool1": (27, 96), "conv2": (27, 256), "pool2": (13, 256),
-                "conv3": (13, 384), "conv4": (13, 384), "conv5": (13, 256), "pool5": (6, 256)}
+FEATURE_MAPS = {
+    "conv1": (55, 96),
+    "pool1": (27, 96),
+    "conv2": (27, 256),
+    "pool2": (13, 256),
+    "conv3": (13, 384),
+    "conv4": (13, 384),
+    "conv5": (13, 256),
+    "pool5": (6, 256),
+}
 
 
 @dataclass(frozen=True)
@@ -105,7 +132,7 @@ class Result:
     source: str
     dataset: str
     top1: float
-    top5: Optional[float]
+    top5: float | None
     note: str = ""
 
 
@@ -113,17 +140,23 @@ class Result:
 RESULTS: tuple[Result, ...] = (
     Result("P Table 1", "ILSVRC-2010 test", 37.5, 17.0, "1 CNN"),
     Result("P Table 2", "ILSVRC-2012 val", 40.7, 18.2, "1 CNN"),
-    Result("[C] log, layers-145", "ILSVRC-2012 val", 40.66, 18.21,
-           "epoch 91; views not logged, the code's default test is the centre crop"),
+    Result(
+        "[C] log, layers-145",
+        "ILSVRC-2012 val",
+        40.66,
+        18.21,
+        "epoch 91; views not logged, the code's default test is the centre crop",
+    ),
     Result("[C] log, layers-145", "ILSVRC-2012 val", 40.25, 17.99, "135 epochs, 10-view"),
     Result("Caffe bvlc_alexnet", "ILSVRC-2012 val", 42.9, 19.8, "centre crop"),
-    Result("torchvision alexnet", "ILSVRC-2012 val", 43.48, 20.93,
-           "one-column variant, centre crop"),
+    Result(
+        "torchvision alexnet", "ILSVRC-2012 val", 43.48, 20.93, "one-column variant, centre crop"
+    ),
 )
 
 # Ablations the paper reports: change in top-1 / top-5 error (percentage points) from the
 # named feature (negative = the feature helps). None where the paper gives no figure.
-ABLATIONS: dict[str, tuple[float, Optional[float]]] = {
+ABLATIONS: dict[str, tuple[float, float | None]] = {
     "two columns vs one (P §3.2)": (-1.7, -1.2),
     "local response normalization (P §3.3)": (-1.4, -1.2),
     "overlapping pooling (P §3.4)": (-0.4, -0.3),
@@ -133,7 +166,7 @@ ABLATIONS: dict[str, tuple[float, Optional[float]]] = {
 
 
 def result_for(dataset: str) -> Result:
-    """The paper's own 1-CNN figure on ``dataset`` (``"ILSVRC-2012 val"`` or ``"ILSVRC-2010 test"``)."""
+    """The paper's own 1-CNN figure on ``dataset`` ("ILSVRC-2012 val" or "ILSVRC-2010 test")."""
     for r in RESULTS:
         if r.source.startswith("P ") and r.dataset == dataset:
             return r

@@ -4,12 +4,14 @@ Two panels side by side: training loss per epoch, and validation top-1 / top-5 e
 epoch. Learning-rate drops are dashed vertical lines between the last epoch at the old rate
 and the first at the new one (``drop["epoch"] - 0.5``), labelled with the new rate.
 """
+
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Sequence, Union
+from typing import Any, NamedTuple, Union
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -48,11 +50,23 @@ class Panel(NamedTuple):
 
 
 PANELS = (
-    Panel("training loss", (70, 60, 570, 410), (0, math.inf), (0, 1),
-          (Curve("train loss", "train_loss", 1, LOSS_COLOR),)),
-    Panel("validation error (%)", (670, 60, 1170, 410), (0, 100), (0, 100),
-          (Curve("val top-1", "val_top1", 100, TOP1_COLOR),
-           Curve("val top-5", "val_top5", 100, TOP5_COLOR))),
+    Panel(
+        "training loss",
+        (70, 60, 570, 410),
+        (0, math.inf),
+        (0, 1),
+        (Curve("train loss", "train_loss", 1, LOSS_COLOR),),
+    ),
+    Panel(
+        "validation error (%)",
+        (670, 60, 1170, 410),
+        (0, 100),
+        (0, 100),
+        (
+            Curve("val top-1", "val_top1", 100, TOP1_COLOR),
+            Curve("val top-5", "val_top5", 100, TOP5_COLOR),
+        ),
+    ),
 )
 
 
@@ -85,18 +99,24 @@ class Axes:
         """Pixel position of the data point (x, y); y grows upwards in data, downwards in pixels."""
         left, top, right, bottom = self.box
         (x0, x1), (y0, y1) = (self.xticks[0], self.xticks[-1]), (self.yticks[0], self.yticks[-1])
-        return (left + (x - x0) / (x1 - x0) * (right - left),
-                bottom - (y - y0) / (y1 - y0) * (bottom - top))
+        return (
+            left + (x - x0) / (x1 - x0) * (right - left),
+            bottom - (y - y0) / (y1 - y0) * (bottom - top),
+        )
 
 
 def series(metrics: Sequence[dict[str, Any]], key: str, scale: float = 1.0) -> list[Point]:
     """(epoch, value * scale) for every epoch whose ``key`` is a finite number."""
-    return [(m["epoch"], m[key] * scale) for m in metrics
-            if isinstance(m.get(key), (int, float)) and math.isfinite(m[key])]
+    return [
+        (m["epoch"], m[key] * scale)
+        for m in metrics
+        if isinstance(m.get(key), (int, float)) and math.isfinite(m[key])
+    ]
 
 
-def _value_ticks(values: Sequence[float], bounds: tuple[float, float],
-                 empty: tuple[float, float]) -> list[float]:
+def _value_ticks(
+    values: Sequence[float], bounds: tuple[float, float], empty: tuple[float, float]
+) -> list[float]:
     """Ticks covering ``values`` (``empty`` when there are none) with a small margin (a band
     around a single value), kept within ``bounds``."""
     lo, hi = (min(values), max(values)) if values else empty
@@ -104,8 +124,7 @@ def _value_ticks(values: Sequence[float], bounds: tuple[float, float],
     return nice_ticks(max(lo - pad, bounds[0]), min(hi + pad, bounds[1]))
 
 
-def layout(metrics: Sequence[dict[str, Any]], drops: Sequence[dict[str, Any]]
-           ) -> tuple[Axes, ...]:
+def layout(metrics: Sequence[dict[str, Any]], drops: Sequence[dict[str, Any]]) -> tuple[Axes, ...]:
     """The axes of each of :data:`PANELS`: the loss panel's, then the error panel's.
 
     x runs from 0 to a round epoch past the last epoch (and past any drop); the loss axis
@@ -114,14 +133,25 @@ def layout(metrics: Sequence[dict[str, Any]], drops: Sequence[dict[str, Any]]
     last = max([m["epoch"] for m in metrics] + [d["epoch"] for d in drops])
     xticks = nice_ticks(0, last + 0.5, target=8, min_step=1)
     return tuple(
-        Axes(p.box, xticks, _value_ticks([y for c in p.curves
-                                          for _, y in series(metrics, c.key, c.scale)],
-                                         p.bounds, p.empty))
-        for p in PANELS)
+        Axes(
+            p.box,
+            xticks,
+            _value_ticks(
+                [y for c in p.curves for _, y in series(metrics, c.key, c.scale)], p.bounds, p.empty
+            ),
+        )
+        for p in PANELS
+    )
 
 
-def _text(draw: ImageDraw.ImageDraw, xy: Point, text: str, font: Any, align: str = "left",
-          fill: Colour = INK) -> None:
+def _text(
+    draw: ImageDraw.ImageDraw,
+    xy: Point,
+    text: str,
+    font: Any,
+    align: str = "left",
+    fill: Colour = INK,
+) -> None:
     """Draw ``text`` with its left edge, centre or right edge at x and its middle at y."""
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
     shift = {"left": 0, "center": (right - left) / 2, "right": right - left}[align]
@@ -152,8 +182,7 @@ def _draw_frame(draw: ImageDraw.ImageDraw, axes: Axes, title: str, font: Any) ->
     _text(draw, ((left + right) / 2, bottom + 30), "epoch", font, "center")
 
 
-def _draw_series(draw: ImageDraw.ImageDraw, axes: Axes, points: list[Point],
-                 color: Colour) -> None:
+def _draw_series(draw: ImageDraw.ImageDraw, axes: Axes, points: list[Point], color: Colour) -> None:
     pixels = [axes.px(x, y) for x, y in points]
     if len(pixels) > 1:
         draw.line(pixels, fill=color, width=2, joint="curve")
@@ -161,8 +190,9 @@ def _draw_series(draw: ImageDraw.ImageDraw, axes: Axes, points: list[Point],
         draw.ellipse([px - 2.5, py - 2.5, px + 2.5, py + 2.5], fill=color)
 
 
-def _draw_drops(draw: ImageDraw.ImageDraw, axes: Axes, drops: Sequence[dict[str, Any]],
-                font: Any) -> None:
+def _draw_drops(
+    draw: ImageDraw.ImageDraw, axes: Axes, drops: Sequence[dict[str, Any]], font: Any
+) -> None:
     left, top, right, bottom = axes.box
     for i, drop in enumerate(drops):
         x = axes.px(drop["epoch"] - 0.5, 0)[0]
@@ -176,8 +206,9 @@ def _draw_drops(draw: ImageDraw.ImageDraw, axes: Axes, drops: Sequence[dict[str,
             _text(draw, (x - 4, y), label, font, "right", DROP_COLOR)
 
 
-def _draw_legend(draw: ImageDraw.ImageDraw, axes: Axes,
-                 entries: list[tuple[str, Colour, bool]], font: Any) -> None:
+def _draw_legend(
+    draw: ImageDraw.ImageDraw, axes: Axes, entries: list[tuple[str, Colour, bool]], font: Any
+) -> None:
     """A row of (label, colour, dashed) samples centred under the panel."""
     widths = [32 + draw.textbbox((0, 0), label, font=font)[2] for label, _, _ in entries]
     left, _, right, bottom = axes.box
@@ -192,8 +223,12 @@ def _draw_legend(draw: ImageDraw.ImageDraw, axes: Axes,
         x += width + 16
 
 
-def learning_curves(metrics: Sequence[dict[str, Any]], drops: Sequence[dict[str, Any]],
-                    path: PathLike, title: str = "AlexNet learning curves") -> None:
+def learning_curves(
+    metrics: Sequence[dict[str, Any]],
+    drops: Sequence[dict[str, Any]],
+    path: PathLike,
+    title: str = "AlexNet learning curves",
+) -> None:
     """Write the two-panel learning-curve PNG to ``path``.
 
     ``metrics``: one dict per epoch (``epoch``, ``train_loss``, optional ``val_top1`` and
@@ -216,6 +251,7 @@ def learning_curves(metrics: Sequence[dict[str, Any]], drops: Sequence[dict[str,
         if not any(points):
             left, top, right, bottom = axes.box
             _text(draw, ((left + right) / 2, (top + bottom) / 2), "no values", font, "center")
-        _draw_legend(draw, axes, [(c.label, c.colour, False) for c in panel.curves] + drop_entry,
-                     font)
+        _draw_legend(
+            draw, axes, [(c.label, c.colour, False) for c in panel.curves] + drop_entry, font
+        )
     image.save(path, format="PNG")

@@ -5,6 +5,7 @@ trains on the paper's schedule, evaluates with the ten views and writes the repo
 ``--data`` it runs the demo: a small synthetic ImageNet-layout set, generated, prepared,
 trained on and evaluated end to end on whatever the machine has.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,9 +15,9 @@ import shlex
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Optional, Sequence
 
 import torch
 
@@ -25,14 +26,21 @@ from alexnet2012.data import cache_info, prepare_cache
 from alexnet2012.data.synthetic import make_synthetic_imagenet
 from alexnet2012.errors import SaveError, UsageError, foreign_files
 from alexnet2012.report import format_comparison, write_report
-from alexnet2012.train import (CHECKPOINT, Run, TrainConfig, check_config, check_new_run_folder,
-                               deviations)
+from alexnet2012.train import (
+    CHECKPOINT,
+    Run,
+    TrainConfig,
+    check_config,
+    check_new_run_folder,
+    deviations,
+)
 
 # The demo, sized to finish in under 10 minutes on 2 CPU cores (measured: README "Demo"). The
 # paper's init sits near chance for the first epoch, then learns; one fixed lr drop (/10 from
 # epoch 5) replaces the plateau rule, which needs more epochs than the demo has to act on noise.
-DEMO = dict(classes=10, train_per_class=60, val_per_class=20, batch_size=32, epochs=8,
-            lr_drops=(5,))
+DEMO = dict(
+    classes=10, train_per_class=60, val_per_class=20, batch_size=32, epochs=8, lr_drops=(5,)
+)
 DEMO_DATA = Path("experiments/demo_data")  # relative to the working directory
 DEMO_FILES = ("images", "cache", "spec.json")  # all that the demo puts in DEMO_DATA
 
@@ -52,61 +60,131 @@ def default_workers(devices: Sequence[str]) -> int:
 
 
 # what --resume may change: where and how the run computes, not what it computes
-RESUME_OPTIONS = ("out", "resume", "data", "cache", "year", "devices", "epochs", "workers",
-                  "checkpoint_minutes", "quiet")
+RESUME_OPTIONS = (
+    "out",
+    "resume",
+    "data",
+    "cache",
+    "year",
+    "devices",
+    "epochs",
+    "workers",
+    "checkpoint_minutes",
+    "quiet",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Train and evaluate the 2012 AlexNet the paper's way "
-                                "and compare with the paper. Without --data: the synthetic demo.")
+    p = argparse.ArgumentParser(
+        description="Train and evaluate the 2012 AlexNet the paper's way "
+        "and compare with the paper. Without --data: the synthetic demo."
+    )
     p.add_argument("--data", help="ImageNet root (train/, val/, devkit) or a prepared cache")
-    p.add_argument("--cache", help="where the prepared cache goes (default: DATA_cache beside DATA)")
-    p.add_argument("--year", type=int, choices=(2012, 2010), default=2012,
-                   help="ILSVRC year of --data (default 2012; 2010: the paper's Table 1)")
-    p.add_argument("--devices", help="cuda:0,cuda:1 (one column per GPU) | cuda:0 | cpu "
-                   "(default: cuda:0 if available, else cpu)")
-    p.add_argument("--input-size", type=int, choices=paper.INPUT_SIZES,
-                   help=f"crop size (default {paper.CROP_SIZE}, the paper's; 227: Caffe's)")
-    p.add_argument("--batch-size", type=int, help=f"images per SGD step (default "
-                   f"{paper.BATCH_SIZE}; the demo {DEMO['batch_size']})")
-    p.add_argument("--accumulate", type=int, default=1,
-                   help="split each batch into this many chunks (same update, less memory)")
-    p.add_argument("--epochs", type=int,
-                   help=f"epoch limit (default {paper.EPOCHS}; the demo {DEMO['epochs']})")
+    p.add_argument(
+        "--cache", help="where the prepared cache goes (default: DATA_cache beside DATA)"
+    )
+    p.add_argument(
+        "--year",
+        type=int,
+        choices=(2012, 2010),
+        default=2012,
+        help="ILSVRC year of --data (default 2012; 2010: the paper's Table 1)",
+    )
+    p.add_argument(
+        "--devices",
+        help="cuda:0,cuda:1 (one column per GPU) | cuda:0 | cpu "
+        "(default: cuda:0 if available, else cpu)",
+    )
+    p.add_argument(
+        "--input-size",
+        type=int,
+        choices=paper.INPUT_SIZES,
+        help=f"crop size (default {paper.CROP_SIZE}, the paper's; 227: Caffe's)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help=f"images per SGD step (default {paper.BATCH_SIZE}; the demo {DEMO['batch_size']})",
+    )
+    p.add_argument(
+        "--accumulate",
+        type=int,
+        default=1,
+        help="split each batch into this many chunks (same update, less memory)",
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        help=f"epoch limit (default {paper.EPOCHS}; the demo {DEMO['epochs']})",
+    )
     p.add_argument("--out", help="run folder (default experiments/runs/<time>)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out with its saved settings (--devices, --epochs, "
-                   "--workers, --checkpoint-minutes may change; --data: the cache, moved)")
-    p.add_argument("--seed", type=int, default=0, help="seed of initialisation, dropout and "
-                   "augmentation (default 0)")
-    p.add_argument("--workers", type=int,
-                   help="data loader processes (default: 0 on CPU, else up to 8)")
-    p.add_argument("--columns", type=int, choices=(1, 2), default=2,
-                   help="2: the paper's net (default); 1: its one-column comparison (P §3.2)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out with its saved settings (--devices, --epochs, "
+        "--workers, --checkpoint-minutes may change; --data: the cache, moved)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of initialisation, dropout and augmentation (default 0)",
+    )
+    p.add_argument(
+        "--workers", type=int, help="data loader processes (default: 0 on CPU, else up to 8)"
+    )
+    p.add_argument(
+        "--columns",
+        type=int,
+        choices=(1, 2),
+        default=2,
+        help="2: the paper's net (default); 1: its one-column comparison (P §3.2)",
+    )
     p.add_argument("--no-lrn", action="store_true", help="ablation: no LRN (P §3.3)")
     p.add_argument("--no-overlap", action="store_true", help="ablation: 2x2 pooling (P §3.4)")
-    p.add_argument("--lighting", choices=("paper", "2012", "none"), default="paper",
-                   help="PCA lighting noise: the paper's formula (default), [C]'s, or none")
-    p.add_argument("--bf16", action="store_true",
-                   help="bf16 autocast (faster on GPUs; the LRN stays in float32; a deviation "
-                   "from the paper's fp32, listed in the report)")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile the training step (the first steps take longer)")
-    p.add_argument("--no-tf32", action="store_true",
-                   help="on CUDA: fp32 products as in 2012 (default: TF32, faster)")
-    p.add_argument("--lr", type=float, default=paper.LEARNING_RATE,
-                   help=f"initial learning rate (default {paper.LEARNING_RATE:g})")
+    p.add_argument(
+        "--lighting",
+        choices=("paper", "2012", "none"),
+        default="paper",
+        help="PCA lighting noise: the paper's formula (default), [C]'s, or none",
+    )
+    p.add_argument(
+        "--bf16",
+        action="store_true",
+        help="bf16 autocast (faster on GPUs; the LRN stays in float32; a deviation "
+        "from the paper's fp32, listed in the report)",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the training step (the first steps take longer)",
+    )
+    p.add_argument(
+        "--no-tf32",
+        action="store_true",
+        help="on CUDA: fp32 products as in 2012 (default: TF32, faster)",
+    )
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=paper.LEARNING_RATE,
+        help=f"initial learning rate (default {paper.LEARNING_RATE:g})",
+    )
     p.add_argument("--lr-drops", help="fixed drop epochs, e.g. 25,51,79 (the 2012 run)")
     p.add_argument("--patience", type=int, help="plateau rule: epochs without improvement (5)")
-    p.add_argument("--threshold", type=float, default=0.001,
-                   help="plateau rule: improvement that counts, as a fraction (0.001)")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=0.001,
+        help="plateau rule: improvement that counts, as a fraction (0.001)",
+    )
     p.add_argument("--checkpoint-minutes", type=float, help="also checkpoint every N minutes (30)")
     p.add_argument("--no-ten-view", action="store_true", help="skip the final ten-view test")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
 
-def resume_cache(args: argparse.Namespace) -> Optional[str]:
+def resume_cache(args: argparse.Namespace) -> str | None:
     """With ``--resume``: the prepared cache that ``--data`` names (a cache, or the ImageNet root
     whose cache is ``--cache`` or ``DATA_cache``, as when the run started); None without it."""
     if args.data is None:
@@ -117,22 +195,27 @@ def resume_cache(args: argparse.Namespace) -> Optional[str]:
     return str(Path(args.cache).resolve() if args.cache else data.with_name(data.name + "_cache"))
 
 
-def fixed_on_resume(argv: Optional[Sequence[str]]) -> list[str]:
+def fixed_on_resume(argv: Sequence[str] | None) -> list[str]:
     """The options given that ``--resume`` cannot apply (they would change the computation),
     whatever their value: the run keeps its own, even where one equals this parser's default."""
     probe = build_parser()
     for action in probe._actions:
         action.default = argparse.SUPPRESS  # the namespace then holds only what was given
     given = vars(probe.parse_args(argv))
-    return [action.option_strings[0] for action in probe._actions
-            if action.dest in given and action.dest not in RESUME_OPTIONS]
+    return [
+        action.option_strings[0]
+        for action in probe._actions
+        if action.dest in given and action.dest not in RESUME_OPTIONS
+    ]
 
 
 def _int_list(text: str, option: str) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise UsageError(f"{option} takes comma-separated epochs, e.g. 25,51,79; got {text!r}") from None
+        raise UsageError(
+            f"{option} takes comma-separated epochs, e.g. 25,51,79; got {text!r}"
+        ) from None
 
 
 def _default(value, default):
@@ -140,7 +223,7 @@ def _default(value, default):
     return default if value is None else value
 
 
-def parse_devices(text: Optional[str]) -> Optional[tuple[str, ...]]:
+def parse_devices(text: str | None) -> tuple[str, ...] | None:
     """``'cuda:0,cuda:1'`` -> ``('cuda:0', 'cuda:1')``; None stays None."""
     return None if text is None else tuple(d.strip() for d in text.split(",") if d.strip())
 
@@ -151,25 +234,32 @@ def resolve_cache(args: argparse.Namespace, workers: int, progress: bool) -> tup
     the split the final test runs on: ILSVRC-2010's test split (P Table 1), else val."""
     data = Path(args.data).resolve()
     if data.is_file():
-        raise UsageError(f"--data {data} is a file: give the ImageNet root folder (train/ and "
-                         "val/) or a cache folder made by scripts/prepare_imagenet.py")
+        raise UsageError(
+            f"--data {data} is a file: give the ImageNet root folder (train/ and "
+            "val/) or a cache folder made by scripts/prepare_imagenet.py"
+        )
     if not data.is_dir():
-        raise UsageError(f"--data {data}: no such directory (give the ImageNet root with train/ "
-                         "and val/, or a cache made by scripts/prepare_imagenet.py)")
+        raise UsageError(
+            f"--data {data}: no such directory (give the ImageNet root with train/ "
+            "and val/, or a cache made by scripts/prepare_imagenet.py)"
+        )
     if (data / "stats.json").exists():
         cache = data
     else:
         cache = Path(args.cache) if args.cache else data.with_name(data.name + "_cache")
         splits = ("train", "val", "test") if args.year == 2010 else ("train", "val")
-        prepare_cache(data, cache, splits=splits, workers=workers, year=args.year,
-                      progress=progress)
+        prepare_cache(
+            data, cache, splits=splits, workers=workers, year=args.year, progress=progress
+        )
     info = cache_info(cache)
     if info.num_classes != paper.NUM_CLASSES:
         return str(cache), f"{data.name} ({info.num_classes} classes)", "val"
     if info.year == 2010:
         if "test" not in info.split_sizes:
-            raise UsageError(f"{cache} has no prepared ILSVRC-2010 test split (the paper's "
-                             "Table 1): prepare it with --splits train val test --year 2010")
+            raise UsageError(
+                f"{cache} has no prepared ILSVRC-2010 test split (the paper's "
+                "Table 1): prepare it with --splits train val test --year 2010"
+            )
         return str(cache), "ILSVRC-2010 test", "test"
     return str(cache), "ILSVRC-2012 val", "val"
 
@@ -182,16 +272,18 @@ def demo_cache(workers: int, progress: bool) -> str:
     if _demo_spec(marker) != spec:
         _check_demo_folder()
         shutil.rmtree(DEMO_DATA, ignore_errors=True)  # a partial or older demo set
-        print(f"demo: generating a synthetic ImageNet-layout set in {images} "
-              f"({spec['classes']} classes, {spec['train_per_class']} train and "
-              f"{spec['val_per_class']} val images per class)")
+        print(
+            f"demo: generating a synthetic ImageNet-layout set in {images} "
+            f"({spec['classes']} classes, {spec['train_per_class']} train and "
+            f"{spec['val_per_class']} val images per class)"
+        )
         make_synthetic_imagenet(images, **spec, seed=0)
         marker.write_text(json.dumps(spec))
     prepare_cache(images, cache, workers=workers, progress=progress)
     return str(cache)
 
 
-def _demo_spec(marker: Path) -> Optional[dict]:
+def _demo_spec(marker: Path) -> dict | None:
     """The demo set's recorded spec; None when missing or unreadable."""
     try:
         return json.loads(marker.read_text())
@@ -202,13 +294,17 @@ def _demo_spec(marker: Path) -> Optional[dict]:
 def _check_demo_folder() -> None:
     """Refuse to replace a DEMO_DATA folder that holds anything the demo did not make."""
     if DEMO_DATA.exists() and not DEMO_DATA.is_dir():
-        raise UsageError(f"{DEMO_DATA.resolve()} is a file; the demo keeps its data there: move "
-                         "it, or run the demo from another folder")
+        raise UsageError(
+            f"{DEMO_DATA.resolve()} is a file; the demo keeps its data there: move "
+            "it, or run the demo from another folder"
+        )
     others = foreign_files(DEMO_DATA, DEMO_FILES)
     if others:
-        raise UsageError(f"{DEMO_DATA.resolve()} holds files the demo did not make ({others}); "
-                         "the demo would replace the folder: move them, or run the demo from "
-                         "another folder")
+        raise UsageError(
+            f"{DEMO_DATA.resolve()} holds files the demo did not make ({others}); "
+            "the demo would replace the folder: move them, or run the demo from "
+            "another folder"
+        )
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -225,34 +321,50 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         lr_drops = tuple(e for e in DEMO["lr_drops"] if e <= epochs) if demo else None
     batch_size = _default(args.batch_size, DEMO["batch_size"] if demo else paper.BATCH_SIZE)
     config = TrainConfig(
-        cache="", out=out, devices=devices,
+        cache="",
+        out=out,
+        devices=devices,
         input_size=_default(args.input_size, paper.CROP_SIZE),
-        batch_size=batch_size, accumulate=args.accumulate, eval_batch_size=batch_size,
+        batch_size=batch_size,
+        accumulate=args.accumulate,
+        eval_batch_size=batch_size,
         epochs=epochs,
-        seed=args.seed, workers=workers, columns=args.columns, lrn=not args.no_lrn,
-        overlapping_pool=not args.no_overlap, lighting=args.lighting, tf32=not args.no_tf32,
-        bf16=args.bf16, compile=args.compile,
+        seed=args.seed,
+        workers=workers,
+        columns=args.columns,
+        lrn=not args.no_lrn,
+        overlapping_pool=not args.no_overlap,
+        lighting=args.lighting,
+        tf32=not args.no_tf32,
+        bf16=args.bf16,
+        compile=args.compile,
         lr=args.lr,
         lr_drops=lr_drops,
         patience=_default(args.patience, TrainConfig.patience),
         threshold=args.threshold,
         ten_view=not args.no_ten_view,
-        checkpoint_minutes=_default(args.checkpoint_minutes, TrainConfig.checkpoint_minutes))
+        checkpoint_minutes=_default(args.checkpoint_minutes, TrainConfig.checkpoint_minutes),
+    )
     check_config(config)
     check_new_run_folder(Path(out), config)
     progress = not args.quiet
     if demo:
-        cache, dataset = demo_cache(workers, progress), f"synthetic demo ({DEMO['classes']} classes)"
+        cache, dataset = (
+            demo_cache(workers, progress),
+            f"synthetic demo ({DEMO['classes']} classes)",
+        )
         test_split = "val"
-        notes = ["synthetic demo data (generated shapes and textures), not ImageNet: the "
-                 "paper's figures are not comparable"]
+        notes = [
+            "synthetic demo data (generated shapes and textures), not ImageNet: the "
+            "paper's figures are not comparable"
+        ]
     else:
         cache, dataset, test_split = resolve_cache(args, workers, progress)
         notes = []
     return replace(config, cache=cache, dataset=dataset, test_split=test_split, deviations=notes)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     progress = not args.quiet
@@ -261,41 +373,55 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise UsageError("--resume needs --out, the run folder to continue")
         fixed = fixed_on_resume(argv)
         if fixed:
-            raise UsageError(f"--resume continues {args.out} with its saved settings: drop "
-                             f"{', '.join(fixed)} (to change them, start a new run with another "
-                             "--out)")
+            raise UsageError(
+                f"--resume continues {args.out} with its saved settings: drop "
+                f"{', '.join(fixed)} (to change them, start a new run with another "
+                "--out)"
+            )
     out = None  # the run folder, once there is one
     try:
         if args.resume:
-            run = Run.resume(args.out, progress=progress, devices=parse_devices(args.devices),
-                             epochs=args.epochs, workers=args.workers,
-                             checkpoint_minutes=args.checkpoint_minutes, cache=resume_cache(args))
+            run = Run.resume(
+                args.out,
+                progress=progress,
+                devices=parse_devices(args.devices),
+                epochs=args.epochs,
+                workers=args.workers,
+                checkpoint_minutes=args.checkpoint_minutes,
+                cache=resume_cache(args),
+            )
         else:  # preparing the data (once) may come first, and take long
             run = Run(config_from_args(args), progress=progress)
         config, out = run.config, Path(run.config.out)
         print(f"run folder: {config.out}; devices: {', '.join(config.devices)}")
         differences = deviations(config, run.num_classes)
-        print("differences from the paper:" + "".join(f"\n  - {d}" for d in differences or ["none"]))
+        print(
+            "differences from the paper:" + "".join(f"\n  - {d}" for d in differences or ["none"])
+        )
         results = run.run()
         report = write_report(config.out)
     except KeyboardInterrupt:
         raise KeyboardInterrupt(_how_to_continue(args, argv, out)) from None
     except SaveError as exc:  # a full disk, or no permission: the run continues once it is fixed
         kept = "; the last checkpoint is intact" if out and (out / CHECKPOINT).exists() else ""
-        raise UsageError(f"{exc}{kept}: {'free space' if exc.no_space else 'fix the cause'}, "
-                         f"then {_how_to_continue(args, argv, out)}") from None
+        raise UsageError(
+            f"{exc}{kept}: {'free space' if exc.no_space else 'fix the cause'}, "
+            f"then {_how_to_continue(args, argv, out)}"
+        ) from None
     print(format_comparison(results, config.dataset, run.num_classes))
     print(f"report: {report}")
     return 0
 
 
-def _how_to_continue(args: argparse.Namespace, argv: Optional[Sequence[str]],
-                     out: Optional[Path]) -> str:
+def _how_to_continue(args: argparse.Namespace, argv: Sequence[str] | None, out: Path | None) -> str:
     """What to run after Ctrl-C or a failed save: the resume command once the run folder holds
     the run (its config.json; without a checkpoint the run starts again from the beginning), the
     same command after a resume, or before the run folder was made (``out`` None)."""
     given = list(argv if argv is not None else sys.argv[1:])
-    if out is not None and not args.resume and (
-            (out / CHECKPOINT).exists() or (out / "config.json").exists()):
+    if (
+        out is not None
+        and not args.resume
+        and ((out / CHECKPOINT).exists() or (out / "config.json").exists())
+    ):
         given = ["--resume", "--out", str(out)]
     return "continue with: " + shlex.join(["python", "scripts/replicate.py", *given])

@@ -5,14 +5,16 @@ A run folder (written by ``scripts/replicate.py``) holds ``config.json``, ``metr
 :func:`read_run` gives the fields read. Error rates are fractions in [0, 1] in the files and
 percentages in the report, next to the paper's figures (``paper.RESULTS``, in %).
 """
+
 from __future__ import annotations
 
 import io
 import json
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Union
 
 from alexnet2012 import paper
 from alexnet2012.checkpoint import write_file
@@ -36,21 +38,41 @@ _KINDS: dict[str, Callable[[Any], bool]] = {
     "an object": lambda v: isinstance(v, dict),
 }
 _ERRORS = {"top1": "a fraction in [0, 1]", "top5": "a fraction in [0, 1]"}
-_CONFIG = {"settings": "an object", "device_names": "a list", "torch": "a string",
-           "dataset": "a string", "num_classes": "a positive integer",
-           "train_images": "a positive integer", "val_images": "a positive integer",
-           "deviations": "a list"}
-_EPOCH = {"epoch": "a positive integer", "lr": "a number", "train_loss": "a number",
-          "images_per_s": "a positive number"}
+_CONFIG = {
+    "settings": "an object",
+    "device_names": "a list",
+    "torch": "a string",
+    "dataset": "a string",
+    "num_classes": "a positive integer",
+    "train_images": "a positive integer",
+    "val_images": "a positive integer",
+    "deviations": "a list",
+}
+_EPOCH = {
+    "epoch": "a positive integer",
+    "lr": "a number",
+    "train_loss": "a number",
+    "images_per_s": "a positive number",
+}
 _EPOCH_OPTIONAL = {"val_top1": "a fraction in [0, 1]", "val_top5": "a fraction in [0, 1]"}
-_DROP = {"epoch": "a positive integer", "old_lr": "a number", "new_lr": "a number",
-         "val_error": "a fraction in [0, 1]", "reason": "a string"}
-_RESULTS = {"center": "an object", "wall_time_s": "a number",
-            "epochs_trained": "a positive integer", "stopped_because": "a string"}
+_DROP = {
+    "epoch": "a positive integer",
+    "old_lr": "a number",
+    "new_lr": "a number",
+    "val_error": "a fraction in [0, 1]",
+    "reason": "a string",
+}
+_RESULTS = {
+    "center": "an object",
+    "wall_time_s": "a number",
+    "epochs_trained": "a positive integer",
+    "stopped_because": "a string",
+}
 
 
-def _check(obj: Any, where: str, required: dict[str, str],
-           optional: Optional[dict[str, str]] = None) -> dict[str, Any]:
+def _check(
+    obj: Any, where: str, required: dict[str, str], optional: dict[str, str] | None = None
+) -> dict[str, Any]:
     """``obj`` if it is a JSON object whose fields have the given kinds; ``UsageError`` if not.
 
     ``optional`` fields may be absent or null."""
@@ -70,8 +92,9 @@ def _read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise UsageError(f"{path}: missing (is this a run folder written by "
-                         "scripts/replicate.py?)") from None
+        raise UsageError(
+            f"{path}: missing (is this a run folder written by scripts/replicate.py?)"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: cannot read: {exc}") from None
 
@@ -122,8 +145,10 @@ def read_run(run_dir: PathLike) -> Run:
             where = f"{path} line {number}"
             metrics.append(_check(_parse(line, where), where, _EPOCH, _EPOCH_OPTIONAL))
             if len(metrics) > 1 and metrics[-1]["epoch"] <= metrics[-2]["epoch"]:
-                raise UsageError(f"{where}: epoch {metrics[-1]['epoch']} after epoch "
-                                 f"{metrics[-2]['epoch']}: epochs must increase")
+                raise UsageError(
+                    f"{where}: epoch {metrics[-1]['epoch']} after epoch "
+                    f"{metrics[-2]['epoch']}: epochs must increase"
+                )
     if not metrics:
         raise UsageError(f"{path}: no epochs")
 
@@ -142,7 +167,7 @@ def read_run(run_dir: PathLike) -> Run:
     return Run(config, metrics, drops, results)
 
 
-def _pct(fraction: Optional[float]) -> str:
+def _pct(fraction: float | None) -> str:
     return "-" if fraction is None else f"{100 * fraction:.2f}"
 
 
@@ -159,56 +184,86 @@ def chance_error(num_classes: int) -> tuple[float, float]:
     return 1 - 1 / num_classes, 1 - min(5, num_classes) / num_classes
 
 
-def comparison(results: dict[str, Any], dataset: str, num_classes: Optional[int] = None
-               ) -> tuple[list[str], list[list[str]], list[str]]:
+def comparison(
+    results: dict[str, Any], dataset: str, num_classes: int | None = None
+) -> tuple[list[str], list[list[str]], list[str]]:
     """Headers, rows and notes comparing this run's test errors with every ``paper.RESULTS`` row.
 
     Differences (this run minus the row, points) are given only for rows on ``dataset``; the
     paper's own figure for it (``paper.result_for``) is marked. ``num_classes`` adds chance.
     """
     center, ten_view = results["center"], results.get("ten_view") or {}
-    headers = ["", "dataset", "top-1 %", "top-5 %", "run centre - row (pt)",
-               "run ten-view - row (pt)"]
-    rows = [[label + ("" if view else " (not run)"), dataset, _pct(view.get("top1")),
-             _pct(view.get("top5")), "", ""]
-            for label, view in (("this run, centre crop", center),
-                                ("this run, ten views", ten_view))]
+    headers = [
+        "",
+        "dataset",
+        "top-1 %",
+        "top-5 %",
+        "run centre - row (pt)",
+        "run ten-view - row (pt)",
+    ]
+    rows = [
+        [
+            label + ("" if view else " (not run)"),
+            dataset,
+            _pct(view.get("top1")),
+            _pct(view.get("top5")),
+            "",
+            "",
+        ]
+        for label, view in (("this run, centre crop", center), ("this run, ten views", ten_view))
+    ]
     notes = []
     if num_classes is not None:
         top1, top5 = map(_pct, chance_error(num_classes))
         rows.append([f"chance ({num_classes} classes)", dataset, top1, top5, "", ""])
         notes.append(f"Chance error with {num_classes} classes: {top1}% top-1, {top5}% top-5.")
     try:
-        own: Optional[paper.Result] = paper.result_for(dataset)
+        own: paper.Result | None = paper.result_for(dataset)
     except KeyError:
         own = None
     for r in paper.RESULTS:
         label = f"{r.source} ({r.note})" + (" <- the paper's figure" if r == own else "")
         same = r.dataset == dataset
-        rows.append([label, r.dataset, str(r.top1), "-" if r.top5 is None else str(r.top5),
-                     _points(center, r) if same else "", _points(ten_view, r) if same else ""])
+        rows.append(
+            [
+                label,
+                r.dataset,
+                str(r.top1),
+                "-" if r.top5 is None else str(r.top5),
+                _points(center, r) if same else "",
+                _points(ten_view, r) if same else "",
+            ]
+        )
     if any(r.dataset == dataset for r in paper.RESULTS):
-        notes.insert(0, "Differences are this run's error minus the row's, in percentage "
-                        "points (top-1 / top-5): positive means this run's error is higher.")
+        notes.insert(
+            0,
+            "Differences are this run's error minus the row's, in percentage "
+            "points (top-1 / top-5): positive means this run's error is higher.",
+        )
         return headers, rows, notes
-    notes.insert(0, "The paper's figures are on ImageNet (ILSVRC, 1000 classes) and are "
-                    f"NOT comparable with this run on {dataset}.")
+    notes.insert(
+        0,
+        "The paper's figures are on ImageNet (ILSVRC, 1000 classes) and are "
+        f"NOT comparable with this run on {dataset}.",
+    )
     return headers[:4], [row[:4] for row in rows], notes  # no differences to show
 
 
-def format_comparison(results: dict[str, Any], dataset: str,
-                      num_classes: Optional[int] = None) -> str:
+def format_comparison(results: dict[str, Any], dataset: str, num_classes: int | None = None) -> str:
     """The comparison as a plain-text table with its notes, for the terminal."""
     headers, rows, notes = comparison(results, dataset, num_classes)
     widths = [max(len(row[i]) for row in [headers] + rows) for i in range(len(headers))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
-             for row in [headers, ["-" * w for w in widths]] + rows]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
+        for row in [headers, ["-" * w for w in widths]] + rows
+    ]
     return "\n".join(lines + notes)
 
 
 def _markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     def line(cells: Sequence[Any]) -> str:
         return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
     return "\n".join([line(headers), line(["---"] * len(headers))] + [line(r) for r in rows])
 
 
@@ -226,24 +281,36 @@ def _ablation_section(settings: dict[str, Any]) -> list[str]:
     for setting, off, key in _ABLATION_SWITCHES:
         if setting in settings and settings[setting] == off:
             top1, top5 = paper.ABLATIONS[key]
-            rows.append([key, f"{setting}={off}", f"{top1:+g}",
-                         "not given" if top5 is None else f"{top5:+g}"])
+            rows.append(
+                [
+                    key,
+                    f"{setting}={off}",
+                    f"{top1:+g}",
+                    "not given" if top5 is None else f"{top5:+g}",
+                ]
+            )
     if not rows:
         return []
-    return ["## Ablation", "",
-            "This run switches off a feature whose effect the paper reports. The paper's figures "
-            "are the change in error the feature brings (negative: it lowers error), so expect "
-            "this run's error to be higher than the full net's by about that much.", "",
-            _markdown_table(["feature switched off", "setting", "paper: top-1 change (pt)",
-                             "top-5 change (pt)"], rows), ""]
+    return [
+        "## Ablation",
+        "",
+        "This run switches off a feature whose effect the paper reports. The paper's figures "
+        "are the change in error the feature brings (negative: it lowers error), so expect "
+        "this run's error to be higher than the full net's by about that much.",
+        "",
+        _markdown_table(
+            ["feature switched off", "setting", "paper: top-1 change (pt)", "top-5 change (pt)"],
+            rows,
+        ),
+        "",
+    ]
 
 
 def _cuda_settings(backends: Any) -> str:
     """``; cuDNN autotuning, TF32`` for a GPU run's config.json ``backends`` (cuda_backends)."""
     if not isinstance(backends, dict) or not backends.get("cuda"):
         return ""
-    return ("; cuDNN autotuning, " + ("TF32" if backends.get("tf32_cudnn") else "fp32")
-            + " products")
+    return "; cuDNN autotuning, " + ("TF32" if backends.get("tf32_cudnn") else "fp32") + " products"
 
 
 def _hms(seconds: float) -> str:
@@ -262,40 +329,83 @@ def _markdown(run: Run) -> str:
     # Every epoch trains on the same images, so the overall rate (total images / total time)
     # is the harmonic mean of the per-epoch rates.
     overall = len(metrics) / sum(1 / m["images_per_s"] for m in metrics)
-    lines = [f"# AlexNet (2012) replication: {dataset}", "", "## Results", "",
-             _markdown_table(headers, rows), "", *notes, "",
-             f"Trained {results['epochs_trained']} epoch{'' if results['epochs_trained'] == 1 else 's'}; "
-             f"the schedule's last word: {results['stopped_because']}. "
-             f"Training time {_hms(results['wall_time_s'])} (wall clock in training steps; "
-             f"validation and testing not included); {overall:.1f} images/s over all epochs "
-             "(the harmonic mean of the per-epoch rates: total images / total time).",
-             ""]
+    lines = [
+        f"# AlexNet (2012) replication: {dataset}",
+        "",
+        "## Results",
+        "",
+        _markdown_table(headers, rows),
+        "",
+        *notes,
+        "",
+        f"Trained {results['epochs_trained']} "
+        f"epoch{'' if results['epochs_trained'] == 1 else 's'}; "
+        f"the schedule's last word: {results['stopped_because']}. "
+        f"Training time {_hms(results['wall_time_s'])} (wall clock in training steps; "
+        f"validation and testing not included); {overall:.1f} images/s over all epochs "
+        "(the harmonic mean of the per-epoch rates: total images / total time).",
+        "",
+    ]
     lines += _ablation_section(config["settings"])
-    lines += ["## Setup", "",
-              f"Dataset: {dataset}, {config['num_classes']} classes, "
-              f"{config['train_images']:,} training and {config['val_images']:,} validation "
-              f"images. Devices: {_value(config['device_names']) or 'none recorded'}; "
-              f"torch {config['torch']}{_cuda_settings(config.get('backends'))}.", "",
-              _markdown_table(["setting", "value"],
-                              [[k, _value(v)] for k, v in config["settings"].items()
-                               if k != "deviations"]), "",  # listed below
-              "### Deviations from the paper", ""]
+    lines += [
+        "## Setup",
+        "",
+        f"Dataset: {dataset}, {config['num_classes']} classes, "
+        f"{config['train_images']:,} training and {config['val_images']:,} validation "
+        f"images. Devices: {_value(config['device_names']) or 'none recorded'}; "
+        f"torch {config['torch']}{_cuda_settings(config.get('backends'))}.",
+        "",
+        _markdown_table(
+            ["setting", "value"],
+            [[k, _value(v)] for k, v in config["settings"].items() if k != "deviations"],
+        ),
+        "",  # listed below
+        "### Deviations from the paper",
+        "",
+    ]
     lines += [f"- {d}" for d in config["deviations"]] or ["- none"]
     lines += ["", "## Learning-rate drops", ""]
     if run.drops:
-        lines.append(_markdown_table(
-            ["from epoch", "lr", "val error before (%)", "reason"],
-            [[d["epoch"], f"{d['old_lr']:g} -> {d['new_lr']:g}", _pct(d["val_error"]), d["reason"]]
-             for d in run.drops]))
+        lines.append(
+            _markdown_table(
+                ["from epoch", "lr", "val error before (%)", "reason"],
+                [
+                    [
+                        d["epoch"],
+                        f"{d['old_lr']:g} -> {d['new_lr']:g}",
+                        _pct(d["val_error"]),
+                        d["reason"],
+                    ]
+                    for d in run.drops
+                ],
+            )
+        )
     else:
         lines.append("none")
-    lines += ["", "## Learning curves", "", "![learning curves](curves.png)", "",
-              "## Per epoch", "",
-              _markdown_table(["epoch", "lr", "train loss", "val top-1 (%)", "val top-5 (%)",
-                               "images/s"],
-                              [[m["epoch"], f"{m['lr']:g}", f"{m['train_loss']:.4f}",
-                                _pct(m.get("val_top1")), _pct(m.get("val_top5")),
-                                f"{m['images_per_s']:.1f}"] for m in metrics]), ""]
+    lines += [
+        "",
+        "## Learning curves",
+        "",
+        "![learning curves](curves.png)",
+        "",
+        "## Per epoch",
+        "",
+        _markdown_table(
+            ["epoch", "lr", "train loss", "val top-1 (%)", "val top-5 (%)", "images/s"],
+            [
+                [
+                    m["epoch"],
+                    f"{m['lr']:g}",
+                    f"{m['train_loss']:.4f}",
+                    _pct(m.get("val_top1")),
+                    _pct(m.get("val_top5")),
+                    f"{m['images_per_s']:.1f}",
+                ]
+                for m in metrics
+            ],
+        ),
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -305,8 +415,9 @@ def write_report(run_dir: PathLike) -> Path:
     run = read_run(run_dir)
     folder = Path(run_dir)
     png = io.BytesIO()
-    learning_curves(run.metrics, run.drops, png,
-                    title=f"AlexNet (2012) replication: {run.config['dataset']}")
+    learning_curves(
+        run.metrics, run.drops, png, title=f"AlexNet (2012) replication: {run.config['dataset']}"
+    )
     write_file(folder / "curves.png", png.getvalue())
     path = folder / "report.md"
     write_file(path, _markdown(run))

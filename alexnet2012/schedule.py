@@ -5,10 +5,12 @@ dividing it by 10 "when the validation error rate stopped improving with the cur
 rate"; about 90 epochs. Krizhevsky made those calls by hand. :class:`PaperSchedule` turns them
 into a plateau rule, or replays the drop epochs of the 2012 run [C] (25, 51, 79).
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from alexnet2012 import paper
 from alexnet2012.errors import UsageError
@@ -78,7 +80,7 @@ class PaperSchedule:
         patience: int = 5,
         threshold: float = 0.001,
         max_epochs: int = paper.EPOCHS,
-        drop_epochs: Optional[Sequence[int]] = None,
+        drop_epochs: Sequence[int] | None = None,
     ) -> None:
         checks = [
             (lr > 0, f"lr must be > 0, got {lr}"),
@@ -92,8 +94,13 @@ class PaperSchedule:
             drop_epochs = tuple(int(e) for e in drop_epochs)
             increasing = all(a < b for a, b in zip(drop_epochs, drop_epochs[1:]))
             in_range = all(2 <= e <= max_epochs for e in drop_epochs)
-            checks.append((increasing and in_range, "drop_epochs must increase strictly and lie "
-                           f"in 2..max_epochs ({max_epochs}), got {list(drop_epochs)}"))
+            checks.append(
+                (
+                    increasing and in_range,
+                    "drop_epochs must increase strictly and lie "
+                    f"in 2..max_epochs ({max_epochs}), got {list(drop_epochs)}",
+                )
+            )
         for ok, message in checks:
             if not ok:
                 raise UsageError(f"lr schedule: {message}")
@@ -102,7 +109,7 @@ class PaperSchedule:
         self.max_epochs, self.drop_epochs = int(max_epochs), drop_epochs
         self.epoch = 0  # last epoch passed to step()
         self.drops: list[Drop] = []
-        self._best: Optional[float] = None  # best val error at the current rate
+        self._best: float | None = None  # best val error at the current rate
         self._stalled = 0  # epochs since the last improvement at the current rate
         self._plateau_stop = False
 
@@ -124,8 +131,9 @@ class PaperSchedule:
             raise ValueError(f"lr schedule: expected epoch {self.epoch + 1}, got {epoch}")
         val_error = float(val_error)  # a numpy scalar in the state would break weights_only
         if not 0.0 <= val_error <= 1.0:
-            raise ValueError(f"lr schedule: val_error must be a fraction in [0, 1], "
-                             f"got {val_error}")
+            raise ValueError(
+                f"lr schedule: val_error must be a fraction in [0, 1], got {val_error}"
+            )
         self.epoch = epoch
         lr = self.lr
         if epoch >= self.max_epochs:
@@ -136,26 +144,35 @@ class PaperSchedule:
             return Decision(lr, False, False, f"fixed schedule: keep lr {lr:g}")
         if self._best is None or val_error < self._best - self.threshold:
             self._best, self._stalled = val_error, 0
-            return Decision(lr, False, False, f"val error {100 * val_error:.2f}% is the best "
-                                              f"at lr {lr:g}: keep lr {lr:g}")
+            return Decision(
+                lr,
+                False,
+                False,
+                f"val error {100 * val_error:.2f}% is the best at lr {lr:g}: keep lr {lr:g}",
+            )
         self._stalled += 1
-        stalled = (f"no improvement > {100 * self.threshold:g} pt on {100 * self._best:.2f}% for "
-                   f"{self._stalled} epoch{'s' if self._stalled > 1 else ''} at lr {lr:g}")
+        stalled = (
+            f"no improvement > {100 * self.threshold:g} pt on {100 * self._best:.2f}% for "
+            f"{self._stalled} epoch{'s' if self._stalled > 1 else ''} at lr {lr:g}"
+        )
         if self._stalled < self.patience:
-            return Decision(lr, False, False,
-                            f"{stalled} (patience {self.patience}): keep lr {lr:g}")
+            return Decision(
+                lr, False, False, f"{stalled} (patience {self.patience}): keep lr {lr:g}"
+            )
         if len(self.drops) >= self.max_drops:
             self._plateau_stop = True
-            return Decision(lr, False, True, f"{stalled}, the last rate after "
-                                             f"{len(self.drops)} drops: stop")
+            return Decision(
+                lr, False, True, f"{stalled}, the last rate after {len(self.drops)} drops: stop"
+            )
         return self._drop(val_error, stalled)
 
     def _drop(self, val_error: float, why: str) -> Decision:
         old = self.lr
         self.drops.append(Drop(self.epoch + 1, old, old / self.factor, val_error))
         self._best, self._stalled = None, 0
-        return Decision(self.lr, True, False, f"{why}: lr {old:g} -> {self.lr:g} "
-                                              f"from epoch {self.epoch + 1}")
+        return Decision(
+            self.lr, True, False, f"{why}: lr {old:g} -> {self.lr:g} from epoch {self.epoch + 1}"
+        )
 
     def _rule(self) -> dict[str, Any]:
         """The options that shape the decisions (``max_epochs`` may change on resume)."""
@@ -182,10 +199,15 @@ class PaperSchedule:
         ``max_epochs`` is this schedule's, so a resumed run may be given a longer limit."""
         saved, now = state["rule"], self._rule()
         if saved != now:
-            diff = ", ".join(f"{k} {saved.get(k)} (checkpoint) vs {now.get(k)} (now)"
-                             for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k))
-            raise UsageError(f"the checkpoint's lr schedule differs from this run's: {diff}; "
-                             "resume with the same schedule options")
+            diff = ", ".join(
+                f"{k} {saved.get(k)} (checkpoint) vs {now.get(k)} (now)"
+                for k in sorted(set(saved) | set(now))
+                if saved.get(k) != now.get(k)
+            )
+            raise UsageError(
+                f"the checkpoint's lr schedule differs from this run's: {diff}; "
+                "resume with the same schedule options"
+            )
         self.epoch, self._best = state["epoch"], state["best"]
         self._stalled, self._plateau_stop = state["stalled"], state["plateau_stop"]
         self.drops = [Drop(*d) for d in state["drops"]]

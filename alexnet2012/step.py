@@ -5,10 +5,11 @@ the run's own step. Options: bf16 autocast (the LRN stays in float32 inside it, 
 ``layers``), and ``torch.compile`` of the forward pass with its loss (``fullgraph=True``: the
 whole network traces as one graph, the fused GPU kernels as custom ops) and of the update.
 """
+
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -34,24 +35,34 @@ class TrainStep:
     graphs without code generation).
     """
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *,
-                 accumulate: int = 1, bf16: bool = False, compile: bool = False,
-                 compile_backend: str = "inductor"):
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        accumulate: int = 1,
+        bf16: bool = False,
+        compile: bool = False,
+        compile_backend: str = "inductor",
+    ):
         self.model, self.optimizer, self.accumulate, self.bf16 = model, optimizer, accumulate, bf16
         self.device_types = sorted({p.device.type for p in model.parameters()})
         self.forward_loss: Callable[[Tensor, Tensor], Tensor] = self._forward_loss
         self.update: Callable[[], object] = optimizer.step
         if compile:
-            self.forward_loss = torch.compile(self._forward_loss, fullgraph=True,
-                                              backend=compile_backend)
+            self.forward_loss = torch.compile(
+                self._forward_loss, fullgraph=True, backend=compile_backend
+            )
             self.update = torch.compile(optimizer.step, fullgraph=True, backend=compile_backend)
 
     def _forward_loss(self, x: Tensor, y: Tensor) -> Tensor:
         # autocast on the first and the last device type (at most two: cuda and cpu); plain
         # `with` blocks, which torch.compile traces (an ExitStack of them it cannot)
         first, last = self.device_types[0], self.device_types[-1]
-        with torch.autocast(first, torch.bfloat16, enabled=self.bf16), \
-                torch.autocast(last, torch.bfloat16, enabled=self.bf16):
+        with (
+            torch.autocast(first, torch.bfloat16, enabled=self.bf16),
+            torch.autocast(last, torch.bfloat16, enabled=self.bf16),
+        ):
             logits = self.model(x)
         if logits.dtype in (torch.bfloat16, torch.float16):
             logits = logits.float()  # the softmax and the loss in float32, as autocast does

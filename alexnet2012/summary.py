@@ -1,8 +1,8 @@
 """The layer table of a model next to the paper's figures (``scripts/summary.py``)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from alexnet2012 import paper
 from alexnet2012.layers import conv_output_size_2012
@@ -19,7 +19,7 @@ class Row:
     parameters: int
     neurons: int
     sees: str
-    paper_neurons: Optional[int]
+    paper_neurons: int | None
 
 
 def layer_table(model: AlexNet) -> list[Row]:
@@ -39,12 +39,21 @@ def layer_table(model: AlexNet) -> list[Row]:
         count = 1
         for d in shape:
             count *= d
-        rows.append(Row(
-            name=layer.name, column_shape=shape, columns=len(modules),
-            parameters=sum(p.numel() for m in modules for p in m.parameters()),
-            neurons=count * len(modules), sees=layer.sees,
-            paper_neurons=(paper.PAPER_NEURONS[index]
-                           if model.num_classes == 1000 and model.num_columns == 2 else None)))
+        rows.append(
+            Row(
+                name=layer.name,
+                column_shape=shape,
+                columns=len(modules),
+                parameters=sum(p.numel() for m in modules for p in m.parameters()),
+                neurons=count * len(modules),
+                sees=layer.sees,
+                paper_neurons=(
+                    paper.PAPER_NEURONS[index]
+                    if model.num_classes == 1000 and model.num_columns == 2
+                    else None
+                ),
+            )
+        )
     return rows
 
 
@@ -55,30 +64,39 @@ _SEES_ONE_COLUMN = {"image": "the image", "own": "the layer below", "both": "the
 def format_table(model: AlexNet) -> str:
     """The table as text, with totals and the note on the paper's conv1 neuron count."""
     rows = layer_table(model)
-    lines = [f"AlexNet: input {model.input_size}x{model.input_size}, columns={model.num_columns}, "
-             f"lrn={model.lrn}, overlapping_pool={model.overlapping_pool}",
-             f"{'layer':<6} {'per column':>14} {'cols':>4} {'parameters':>12} {'neurons':>9} "
-             f"{'paper':>9}  input"]
+    lines = [
+        f"AlexNet: input {model.input_size}x{model.input_size}, columns={model.num_columns}, "
+        f"lrn={model.lrn}, overlapping_pool={model.overlapping_pool}",
+        f"{'layer':<6} {'per column':>14} {'cols':>4} {'parameters':>12} {'neurons':>9} "
+        f"{'paper':>9}  input",
+    ]
     sees = _SEES if model.num_columns == 2 else _SEES_ONE_COLUMN
     for r in rows:
         shape = "x".join(str(d) for d in r.column_shape)
         paper_n = "" if r.paper_neurons is None else f"{r.paper_neurons:,}"
         mark = " *" if r.paper_neurons is not None and r.paper_neurons != r.neurons else ""
-        lines.append(f"{r.name:<6} {shape:>14} {r.columns:>4} {r.parameters:>12,} "
-                     f"{r.neurons:>9,} {paper_n:>9}{mark:2} {sees[r.sees]}")
+        lines.append(
+            f"{r.name:<6} {shape:>14} {r.columns:>4} {r.parameters:>12,} "
+            f"{r.neurons:>9,} {paper_n:>9}{mark:2} {sees[r.sees]}"
+        )
     total_p = sum(r.parameters for r in rows)
     total_n = sum(r.neurons for r in rows)
     lines.append(f"total  {'':>14} {'':>4} {total_p:>12,} {total_n:>9,}")
-    lines.append(f"The paper quotes about {paper.PAPER_PARAMETERS_QUOTED:,} parameters "
-                 f"({paper.PARAMETERS:,} exactly for the two-column net with 1000 classes) "
-                 f"and {paper.PAPER_NEURONS_TOTAL_QUOTED:,} neurons.")
+    lines.append(
+        f"The paper quotes about {paper.PAPER_PARAMETERS_QUOTED:,} parameters "
+        f"({paper.PARAMETERS:,} exactly for the two-column net with 1000 classes) "
+        f"and {paper.PAPER_NEURONS_TOTAL_QUOTED:,} neurons."
+    )
     if any(r.paper_neurons is not None and r.paper_neurons != r.neurons for r in rows):
         lines.append(
             f"* P §3.5 lists {paper.PAPER_NEURONS[0]:,} neurons for conv1, but its own 55x55x96 "
-            f"maps hold {55 * 55 * 96:,}: a known slip in the paper ({paper.PAPER_NEURONS[0]:,} / 96 "
+            f"maps hold {55 * 55 * 96:,}: a known slip in the paper "
+            f"({paper.PAPER_NEURONS[0]:,} / 96 "
             f"= {paper.PAPER_NEURONS[0] / 96:,.0f} is not a square, so no map size gives it; "
-            "the other layers match).")
+            "the other layers match)."
+        )
     if model.num_columns == 2:
-        lines.append("The columns cross only where the input is 'BOTH columns': "
-                     "conv3, fc6, fc7, fc8.")
+        lines.append(
+            "The columns cross only where the input is 'BOTH columns': conv3, fc6, fc7, fc8."
+        )
     return "\n".join(lines)

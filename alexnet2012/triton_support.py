@@ -1,11 +1,13 @@
 """What the Triton kernels (``fused_lrn``, ``fused_dropout``) share: where they can run, and
 the store-side rounding helper both use."""
+
 from __future__ import annotations
 
 import importlib.util
 import os
 import threading
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -23,7 +25,7 @@ def triton_importable() -> bool:
         return False
 
 
-def available(device: torch.device | str, interpreted: Optional[bool]) -> bool:
+def available(device: torch.device | str, interpreted: bool | None) -> bool:
     """Whether kernels built (``interpreted``: for the interpreter or not) or not yet built
     (None) can run on tensors on ``device``: ``meta`` always (the ops' fake implementations),
     ``cuda`` when Triton is importable, ``cpu`` when Triton is importable and its interpreter is
@@ -43,7 +45,7 @@ def available(device: torch.device | str, interpreted: Optional[bool]) -> bool:
 tl: Any = None
 """``triton.language``, bound by :func:`jit_rounded_for` (read by the helper when it is compiled
 or interpreted, never at import)."""
-_jitted: Optional[Callable] = None
+_jitted: Callable | None = None
 _lock = threading.Lock()
 
 

@@ -3,9 +3,13 @@
 
 Without --data: the built-in demo on a generated synthetic set. See --help.
 """
+
 from alexnet2012.errors import run_cli
 from alexnet2012.replicate import main
 
 if __name__ == "__main__":
-    run_cli(main, oom_hint="use a smaller --batch-size, or --accumulate K (the same update, "
-                             "computed in K chunks of the batch)")
+    run_cli(
+        main,
+        oom_hint="use a smaller --batch-size, or --accumulate K (the same update, "
+        "computed in K chunks of the batch)",
+    )

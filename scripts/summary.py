@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """Print the network's layer table next to the paper's figures."""
+
 import argparse
 
 from alexnet2012 import AlexNet, paper
@@ -9,7 +10,9 @@ from alexnet2012.summary import format_table
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--input-size", type=int, choices=paper.INPUT_SIZES, default=paper.CROP_SIZE)
+    parser.add_argument(
+        "--input-size", type=int, choices=paper.INPUT_SIZES, default=paper.CROP_SIZE
+    )
     parser.add_argument("--columns", type=int, choices=(1, 2), default=2)
     parser.add_argument("--num-classes", type=int, default=paper.NUM_CLASSES)
     args = parser.parse_args()

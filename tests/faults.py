@@ -1,4 +1,5 @@
 """Test helpers shared by the checkpoint and fault-injection tests."""
+
 import errno
 import io
 import os

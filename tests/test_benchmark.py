@@ -1,5 +1,6 @@
 """The benchmark's arithmetic, report and CLI; tiny settings and tiny stand-in models, no timing
 assertions (the CPU and CUDA targets are checked by running the benchmark, not here)."""
+
 import json
 import runpy
 import statistics
@@ -11,9 +12,19 @@ import torch
 from torch import nn
 
 from alexnet2012 import benchmark
-from alexnet2012.benchmark import (ONE_DEVICE_ROW, REFERENCE,
-                                   Case, Settings, build_cases, format_duration, format_table,
-                                   parse_devices, projected_seconds, run_rounds, summarise)
+from alexnet2012.benchmark import (
+    ONE_DEVICE_ROW,
+    REFERENCE,
+    Case,
+    Settings,
+    build_cases,
+    format_duration,
+    format_table,
+    parse_devices,
+    projected_seconds,
+    run_rounds,
+    summarise,
+)
 from alexnet2012.errors import UsageError, check_writable
 from alexnet2012.optim import PaperSGD
 
@@ -29,8 +40,16 @@ def test_projected_time_is_90_imagenet_epochs_at_the_rate():
     assert format_duration(projected_seconds(4000.0)) == "8:00"
 
 
-@pytest.mark.parametrize("seconds, text", [(0, "0:00"), (59 * 60 + 31, "1:00"), (3 * 3600 + 7 * 60, "3:07"),
-                                           (86_399, "1d 0h"), (2 * 86_400 + 5 * 3600 + 1700, "2d 5h")])
+@pytest.mark.parametrize(
+    "seconds, text",
+    [
+        (0, "0:00"),
+        (59 * 60 + 31, "1:00"),
+        (3 * 3600 + 7 * 60, "3:07"),
+        (86_399, "1d 0h"),
+        (2 * 86_400 + 5 * 3600 + 1700, "2d 5h"),
+    ],
+)
 def test_durations_read_as_h_mm_under_a_day_and_days_hours_above(seconds, text):
     assert format_duration(seconds) == text
 
@@ -42,7 +61,12 @@ def test_devices_default_and_errors():
         parse_devices("tpu")
     with pytest.raises(UsageError, match="one or two devices"):
         parse_devices("cpu,cpu,cpu")
-    for other in ("mps", "meta", "xla", "cpu,meta"):  # torch names them, this network can't use them
+    for other in (
+        "mps",
+        "meta",
+        "xla",
+        "cpu,meta",
+    ):  # torch names them, this network can't use them
         with pytest.raises(UsageError, match="runs on 'cpu' and 'cuda"):
             parse_devices(other)
     if not torch.cuda.is_available():
@@ -69,16 +93,25 @@ def _case(name: str, log: list, **kwargs) -> Case:
 
 
 def _settings(**kwargs) -> Settings:
-    return Settings(**{**dict(devices=(torch.device("cpu"),), batch_size=2, steps=2, warmup=1, repeats=3),
-                       **kwargs})
+    return Settings(
+        **{
+            **dict(devices=(torch.device("cpu"),), batch_size=2, steps=2, warmup=1, repeats=3),
+            **kwargs,
+        }
+    )
 
 
 def test_rounds_alternate_models_with_the_order_rotated_and_keep_every_step_time():
     log = []
     cases = [_case("a", log), _case(REFERENCE, log)]
     run_rounds(cases, _settings(), progress=False)
-    assert log[:4] == [("a", "train"), ("a", "infer"), (REFERENCE, "train"), (REFERENCE, "infer")]  # warm-up
-    rounds = [log[4 + 8 * r: 4 + 8 * (r + 1): 2] for r in range(3)]
+    assert log[:4] == [
+        ("a", "train"),
+        ("a", "infer"),
+        (REFERENCE, "train"),
+        (REFERENCE, "infer"),
+    ]  # warm-up
+    rounds = [log[4 + 8 * r : 4 + 8 * (r + 1) : 2] for r in range(3)]
     entries = [("a", "train"), ("a", "infer"), (REFERENCE, "train"), (REFERENCE, "infer")]
     assert rounds == [entries[r:] + entries[:r] for r in range(3)]
     assert log[28:] == entries  # one step each for the memory pass
@@ -112,8 +145,9 @@ def test_data_row_reads_one_loader_epoch_after_epoch_with_a_lead_in_each_round()
 
 def test_compile_adds_compiled_twins_beside_the_eager_rows():
     cases = build_cases(_settings(compile=True))
-    compiled = {c.name: c for c in cases
-                if isinstance(c.model, torch._dynamo.eval_frame.OptimizedModule)}
+    compiled = {
+        c.name: c for c in cases if isinstance(c.model, torch._dynamo.eval_frame.OptimizedModule)
+    }
     assert sorted(compiled) == [f"{ONE_DEVICE_ROW}, compiled", f"{REFERENCE}, compiled"]
     eager = {c.name: c for c in cases if c.name not in compiled}
     assert {ONE_DEVICE_ROW, REFERENCE} <= set(eager)  # the targets still read the eager rows
@@ -121,8 +155,10 @@ def test_compile_adds_compiled_twins_beside_the_eager_rows():
         twin = compiled[f"{name}, compiled"]
         assert type(twin.model._orig_mod) is type(eager[name].model)
         assert twin.optimizer is not eager[name].optimizer
-        assert all(torch.equal(a, b) for a, b in zip(twin.model.parameters(),
-                                                     eager[name].model.parameters()))
+        assert all(
+            torch.equal(a, b)
+            for a, b in zip(twin.model.parameters(), eager[name].model.parameters())
+        )
     assert len(build_cases(_settings())) == len(cases) - 2
 
 
@@ -144,11 +180,16 @@ def test_report_and_table_name_every_row_the_ratios_and_the_options():
     _check_report(report, table, names=["a", "b", REFERENCE], repeats=2)
 
 
-@pytest.mark.parametrize("repeats, steps, warmup, counts", [
-    (1, 1, 1, "median of 1 round x 1 step (after 1 warm-up step);"),
-    (2, 3, 0, "median of 2 rounds x 3 steps (after 0 warm-up steps);")])
-def test_table_footer_counts_and_durations_read_as_printed(repeats, steps, warmup, counts,
-                                                           monkeypatch):
+@pytest.mark.parametrize(
+    "repeats, steps, warmup, counts",
+    [
+        (1, 1, 1, "median of 1 round x 1 step (after 1 warm-up step);"),
+        (2, 3, 0, "median of 2 rounds x 3 steps (after 0 warm-up steps);"),
+    ],
+)
+def test_table_footer_counts_and_durations_read_as_printed(
+    repeats, steps, warmup, counts, monkeypatch
+):
     monkeypatch.setattr(benchmark, "code_version", lambda: {"commit": None, "uncommitted": None})
     log = []
     cases = [_case("a", log), _case(REFERENCE, log)]
@@ -157,8 +198,9 @@ def test_table_footer_counts_and_durations_read_as_printed(repeats, steps, warmu
     footer = format_table(summarise(cases, settings, {"cuda": False})).splitlines()[4]
     assert footer.startswith(counts)
     long = format_duration(projected_seconds(100.0))  # the column's format above a day
-    assert footer.endswith(f"at the training rate (h:mm under a day, else days and hours, "
-                           f"e.g. {long})")
+    assert footer.endswith(
+        f"at the training rate (h:mm under a day, else days and hours, e.g. {long})"
+    )
 
 
 def _check_report(report: dict, table: str, names: list, repeats: int) -> None:
@@ -183,13 +225,30 @@ def _check_report(report: dict, table: str, names: list, repeats: int) -> None:
         assert line.endswith(format_duration(seconds))
 
 
-def _cli_report(tmp_path, devices: str, batch_size: int, steps: int, warmup: int, capsys,
-                monkeypatch) -> tuple[dict, str]:
+def _cli_report(
+    tmp_path, devices: str, batch_size: int, steps: int, warmup: int, capsys, monkeypatch
+) -> tuple[dict, str]:
     """One round of scripts/benchmark.py writing JSON; (the JSON report, stdout)."""
     out = tmp_path / "report.json"
-    code, stdout, stderr = _cli(["--devices", devices, "--batch-size", str(batch_size), "--steps",
-                                 str(steps), "--warmup", str(warmup), "--repeats", "1", "--quiet",
-                                 "--json", str(out)], capsys, monkeypatch)
+    code, stdout, stderr = _cli(
+        [
+            "--devices",
+            devices,
+            "--batch-size",
+            str(batch_size),
+            "--steps",
+            str(steps),
+            "--warmup",
+            str(warmup),
+            "--repeats",
+            "1",
+            "--quiet",
+            "--json",
+            str(out),
+        ],
+        capsys,
+        monkeypatch,
+    )
     assert code == 0, stderr
     return json.loads(out.read_text()), stdout
 
@@ -216,36 +275,58 @@ def test_cli_prints_the_table_and_writes_the_same_as_json(tmp_path, capsys, monk
     assert "memory_method" in report["settings"]
     assert set(report["code"]) == {"commit", "uncommitted"}
     rate = {r["name"]: r["train"]["images_per_s"] for r in report["models"]}
-    assert report["targets"] == pytest.approx({
-        "alexnet_train_vs_torchvision": rate["AlexNet"] / rate[REFERENCE],
-        "two_device_train_vs_one_device": rate["AlexNet two-device (cpu, cpu)"] / rate["AlexNet"]})
+    assert report["targets"] == pytest.approx(
+        {
+            "alexnet_train_vs_torchvision": rate["AlexNet"] / rate[REFERENCE],
+            "two_device_train_vs_one_device": rate["AlexNet two-device (cpu, cpu)"]
+            / rate["AlexNet"],
+        }
+    )
     assert "targets: AlexNet trains at" in stdout
     for row in report["models"]:  # weights alone are 61M float32 = 233 MiB for every model here
         assert row["train"]["peak_memory_bytes"] > row["infer"]["peak_memory_bytes"] > 200 << 20
 
 
-@pytest.mark.parametrize("args, message", [(["--devices", "tpu"], "not a device name"),
-                                           (["--steps", "0"], "--steps must be at least 1"),
-                                           (["--data", "/no/such/cache"], "no such directory")])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--devices", "tpu"], "not a device name"),
+        (["--steps", "0"], "--steps must be at least 1"),
+        (["--data", "/no/such/cache"], "no such directory"),
+    ],
+)
 def test_cli_bad_input_is_one_line(args, message, capsys, monkeypatch):
-    code, _, stderr = _cli(["--devices", "cpu", *args, "--batch-size", "2", "--quiet"], capsys, monkeypatch)
+    code, _, stderr = _cli(
+        ["--devices", "cpu", *args, "--batch-size", "2", "--quiet"], capsys, monkeypatch
+    )
     assert code == 2
     assert stderr.startswith("error: ") and message in stderr
     assert len(stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("json_path, message", [
-    ("{tmp}", "is a directory: give a file name"),
-    ("{tmp}/no/report.json", "folder {tmp}/no does not exist"),
-    pytest.param("/proc/report.json", "cannot write a file there", marks=pytest.mark.skipif(
-        not Path("/proc/self").is_dir(), reason="needs Linux's /proc"))])
-def test_cli_refuses_an_unwritable_json_before_measuring(json_path, message, tmp_path, capsys,
-                                                          monkeypatch):
+@pytest.mark.parametrize(
+    "json_path, message",
+    [
+        ("{tmp}", "is a directory: give a file name"),
+        ("{tmp}/no/report.json", "folder {tmp}/no does not exist"),
+        pytest.param(
+            "/proc/report.json",
+            "cannot write a file there",
+            marks=pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc"),
+        ),
+    ],
+)
+def test_cli_refuses_an_unwritable_json_before_measuring(
+    json_path, message, tmp_path, capsys, monkeypatch
+):
     runs = []
     monkeypatch.setattr(benchmark, "run_benchmark", lambda *a, **k: runs.append(a))
     json_path, message = (text.format(tmp=tmp_path) for text in (json_path, message))
-    code, _, stderr = _cli(["--devices", "cpu", "--batch-size", "2", "--quiet",
-                            "--json", json_path], capsys, monkeypatch)
+    code, _, stderr = _cli(
+        ["--devices", "cpu", "--batch-size", "2", "--quiet", "--json", json_path],
+        capsys,
+        monkeypatch,
+    )
     assert code == 2 and stderr.startswith(f"error: --json {json_path}") and message in stderr
     assert len(stderr.strip().splitlines()) == 1
     assert runs == [] and list(tmp_path.iterdir()) == []
@@ -264,8 +345,14 @@ def test_a_writable_json_path_is_left_as_it_was(tmp_path):
 def test_cuda_run_reports_the_gpu_and_tf32(tmp_path, capsys, monkeypatch):
     report, _ = _cli_report(tmp_path, "cuda:0", 4, 2, 1, capsys, monkeypatch)
     assert report["device"]["gpus"]["cuda:0"] == torch.cuda.get_device_name(0)
-    assert report["settings"]["backends"]["tf32_matmul"] and report["settings"]["precision"] == "fp32/TF32"
-    assert {r["name"] for r in report["models"]} >= {"AlexNet two-device (cuda:0, cuda:0)", REFERENCE}
+    assert (
+        report["settings"]["backends"]["tf32_matmul"]
+        and report["settings"]["precision"] == "fp32/TF32"
+    )
+    assert {r["name"] for r in report["models"]} >= {
+        "AlexNet two-device (cuda:0, cuda:0)",
+        REFERENCE,
+    }
 
 
 @cuda

@@ -1,4 +1,5 @@
 """Checkpoints: round trip, atomic saves under simulated crashes, user errors, RNG capture."""
+
 from __future__ import annotations
 
 import collections
@@ -10,14 +11,22 @@ import random
 import numpy as np
 import pytest
 import torch
+from faults import FullDisk
 
 from alexnet2012 import checkpoint
-from alexnet2012.checkpoint import (MARGIN, is_temporary, load_checkpoint, rng_state,
-                                    save_checkpoint, set_rng_state, storage_bytes, write_file)
+from alexnet2012.checkpoint import (
+    MARGIN,
+    is_temporary,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    storage_bytes,
+    write_file,
+)
 from alexnet2012.errors import SaveError, UsageError
 from alexnet2012.optim import PaperSGD
 from alexnet2012.schedule import PaperSchedule
-from faults import FullDisk
 
 
 def training_state(seed: int) -> dict:
@@ -72,8 +81,9 @@ def test_overwrite_replaces_the_old_checkpoint(tmp_path):
     assert os.listdir(tmp_path) == ["checkpoint.pt"]
 
 
-@pytest.mark.parametrize("crash", [RuntimeError, OSError, KeyboardInterrupt,
-                                   "ctrl-c, then torch.save's cleanup fails"])
+@pytest.mark.parametrize(
+    "crash", [RuntimeError, OSError, KeyboardInterrupt, "ctrl-c, then torch.save's cleanup fails"]
+)
 def test_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch, crash):
     path = tmp_path / "checkpoint.pt"
     good = training_state(0)
@@ -106,14 +116,19 @@ def full_disk(monkeypatch, room: int, free: int) -> None:
     has ``free`` bytes left; before, it had room (the save's own check passes), as when another
     program fills the disk while the file is written."""
     FullDisk.room = room
-    monkeypatch.setattr(checkpoint, "open", lambda path, mode: io.BufferedWriter(
-        FullDisk(path, mode.replace("b", ""))), raising=False)
+    monkeypatch.setattr(
+        checkpoint,
+        "open",
+        lambda path, mode: io.BufferedWriter(FullDisk(path, mode.replace("b", ""))),
+        raising=False,
+    )
     spaces = iter([10**12, free])
     monkeypatch.setattr(checkpoint, "free_space", lambda path: next(spaces))
 
 
-def test_a_full_disk_while_saving_is_one_line_and_keeps_the_previous_checkpoint(tmp_path,
-                                                                               monkeypatch):
+def test_a_full_disk_while_saving_is_one_line_and_keeps_the_previous_checkpoint(
+    tmp_path, monkeypatch
+):
     # torch.save's zip writer turns the OSError into "RuntimeError: [enforce fail at
     # inline_container.cc] unexpected pos" when it closes the half-written file
     path = tmp_path / "checkpoint.pt"
@@ -123,16 +138,17 @@ def test_a_full_disk_while_saving_is_one_line_and_keeps_the_previous_checkpoint(
     full_disk(monkeypatch, room=3_000_000, free=0)
     with pytest.raises(SaveError) as info:
         save_checkpoint(path, state)
-    assert str(info.value) == (f"cannot write checkpoint {path} (No space left on device): it "
-                               f"needs {(8_000_000 + MARGIN) / 1e6:.1f} MB, 0 bytes left on its disk")
+    assert str(info.value) == (
+        f"cannot write checkpoint {path} (No space left on device): it "
+        f"needs {(8_000_000 + MARGIN) / 1e6:.1f} MB, 0 bytes left on its disk"
+    )
     assert info.value.no_space and info.value.path == str(path)
     monkeypatch.undo()
     assert os.listdir(tmp_path) == ["checkpoint.pt"]  # no temporary file left behind
     assert_same(load_checkpoint(path), good)
 
 
-def test_write_file_is_atomic_and_a_full_disk_names_the_file_and_the_space(tmp_path,
-                                                                           monkeypatch):
+def test_write_file_is_atomic_and_a_full_disk_names_the_file_and_the_space(tmp_path, monkeypatch):
     path = tmp_path / "metrics.jsonl"
     write_file(path, '{"epoch": 1}\n')
     write_file(path, '{"epoch": 1}\n{"epoch": 2}\n')
@@ -140,8 +156,9 @@ def test_write_file_is_atomic_and_a_full_disk_names_the_file_and_the_space(tmp_p
     full_disk(monkeypatch, room=10, free=1_500)
     with pytest.raises(SaveError) as info:
         write_file(path, "x" * 2_000)
-    assert str(info.value) == (f"cannot write {path} (No space left on device): it needs "
-                               "2.0 KB, 1.5 KB left on its disk")
+    assert str(info.value) == (
+        f"cannot write {path} (No space left on device): it needs 2.0 KB, 1.5 KB left on its disk"
+    )
     monkeypatch.undo()
     assert os.listdir(tmp_path) == ["metrics.jsonl"]
     assert path.read_text() == '{"epoch": 1}\n{"epoch": 2}\n'
@@ -149,19 +166,31 @@ def test_write_file_is_atomic_and_a_full_disk_names_the_file_and_the_space(tmp_p
 
 def test_the_size_a_save_needs_counts_each_storage_once(tmp_path):
     weights = torch.zeros(1000)
-    state = {"a": weights, "view": weights[10:], "b": [torch.ones(2, 3, dtype=torch.float64)],
-             "broadcast": torch.zeros(()).expand(500, 500), "n": 3}
+    state = {
+        "a": weights,
+        "view": weights[10:],
+        "b": [torch.ones(2, 3, dtype=torch.float64)],
+        "broadcast": torch.zeros(()).expand(500, 500),
+        "n": 3,
+    }
     assert storage_bytes(state) == 4 * 1000 + 8 * 6 + 4
     save_checkpoint(tmp_path / "c.pt", state)
     assert os.path.getsize(tmp_path / "c.pt") <= storage_bytes(state) + MARGIN
 
 
-@pytest.mark.parametrize("name, leftover", [
-    (".checkpoint.pt.c5586b9d.tmp", True), (".metrics.jsonl.0123abcd.tmp", True),
-    (".config.json.tmp", True),  # as versions before wrote JSON files
-    (".checkpoint.pt.C5586B9D.tmp", False), (".checkpoint.pt.c5586b9.tmp", False),
-    (".notes.txt.0123abcd.tmp", False), ("checkpoint.pt.0123abcd.tmp", False),
-    (".checkpoint.pt", False)])
+@pytest.mark.parametrize(
+    "name, leftover",
+    [
+        (".checkpoint.pt.c5586b9d.tmp", True),
+        (".metrics.jsonl.0123abcd.tmp", True),
+        (".config.json.tmp", True),  # as versions before wrote JSON files
+        (".checkpoint.pt.C5586B9D.tmp", False),
+        (".checkpoint.pt.c5586b9.tmp", False),
+        (".notes.txt.0123abcd.tmp", False),
+        ("checkpoint.pt.0123abcd.tmp", False),
+        (".checkpoint.pt", False),
+    ],
+)
 def test_temporary_files_are_recognised_by_name(name, leftover):
     assert is_temporary(name, ("checkpoint.pt", "config.json", "metrics.jsonl")) is leftover
 
@@ -174,8 +203,11 @@ def test_save_into_a_missing_directory_is_a_usage_error(tmp_path):
 
 @pytest.mark.parametrize(
     "value, name",
-    [(np.float64(0.4), "numpy.float64"), (np.zeros(2), "numpy.ndarray"),
-     (collections.defaultdict(int), "collections.defaultdict")],
+    [
+        (np.float64(0.4), "numpy.float64"),
+        (np.zeros(2), "numpy.ndarray"),
+        (collections.defaultdict(int), "collections.defaultdict"),
+    ],
 )
 def test_save_refuses_what_weights_only_cannot_load(tmp_path, value, name):
     path = tmp_path / "checkpoint.pt"
@@ -203,10 +235,12 @@ BAD_FILES = {
     "zero bytes": (lambda path: path.write_bytes(b""), "empty or ends early"),
     "garbage": (lambda path: path.write_bytes(b"not a checkpoint\n" * 100), "corrupt"),
     "foreign pickle": (
-        lambda path: path.write_bytes(pickle.dumps(Foreign(), protocol=2)), "corrupt"
+        lambda path: path.write_bytes(pickle.dumps(Foreign(), protocol=2)),
+        "corrupt",
     ),
     "model weights only": (
-        write_torch_file(torch.nn.Linear(2, 2).state_dict()), "no format marker"
+        write_torch_file(torch.nn.Linear(2, 2).state_dict()),
+        "no format marker",
     ),
     "a bare tensor": (write_torch_file(torch.zeros(3)), "no format marker"),
     "future version": (

@@ -1,6 +1,7 @@
 """scripts/summary.py and scripts/evaluate.py on bad input: one line, exit 2, refused before any
 work; and the good input next to it still runs. Checkpoints are written directly in the training
 checkpoint's format (no training)."""
+
 import runpy
 import sys
 from dataclasses import asdict
@@ -47,8 +48,9 @@ def test_summary_with_a_few_classes_lists_them_in_fc8(capsys, monkeypatch):
 
 
 @pytest.mark.parametrize("columns, conv3_input", [(2, "BOTH columns"), (1, "the layer below")])
-def test_summary_names_the_crossings_only_in_the_two_column_net(columns, conv3_input, capsys,
-                                                               monkeypatch):
+def test_summary_names_the_crossings_only_in_the_two_column_net(
+    columns, conv3_input, capsys, monkeypatch
+):
     code, stdout, _ = _cli("summary.py", ["--columns", columns], capsys, monkeypatch)
     conv3 = next(line for line in stdout.splitlines() if line.startswith("conv3"))
     assert code == 0 and conv3.endswith(conv3_input)
@@ -59,8 +61,9 @@ def test_summary_names_the_crossings_only_in_the_two_column_net(columns, conv3_i
 def cache(tmp_path_factory) -> Path:
     """A prepared 3-class synthetic cache (a few val images)."""
     root = tmp_path_factory.mktemp("tiny")
-    make_synthetic_imagenet(root / "imagenet", classes=3, train_per_class=2, val_per_class=2,
-                            seed=1, workers=1)
+    make_synthetic_imagenet(
+        root / "imagenet", classes=3, train_per_class=2, val_per_class=2, seed=1, workers=1
+    )
     prepare_cache(root / "imagenet", root / "cache", workers=1, progress=False)
     return root / "cache"
 
@@ -73,33 +76,67 @@ def _checkpoint(path: Path, num_classes: int, wnids: list[str] | None = None) ->
         shapes = AlexNet(num_classes).state_dict()
     state = {k: torch.zeros((), dtype=v.dtype).expand(v.shape) for k, v in shapes.items()}
     config = asdict(TrainConfig(cache="unused", out="unused"))
-    save_checkpoint(path, {"model": state, "config": config, "num_classes": num_classes,
-                           **({} if wnids is None else {"wnids": wnids})})
+    save_checkpoint(
+        path,
+        {
+            "model": state,
+            "config": config,
+            "num_classes": num_classes,
+            **({} if wnids is None else {"wnids": wnids}),
+        },
+    )
     return path
 
 
 def _evaluate(checkpoint: Path, cache: Path, capsys, monkeypatch, *args) -> tuple[int, str, str]:
-    return _cli("evaluate.py", ["--checkpoint", checkpoint, "--data", cache, "--views", 1,
-                                "--devices", "cpu", "--workers", 0, *args], capsys, monkeypatch)
+    return _cli(
+        "evaluate.py",
+        [
+            "--checkpoint",
+            checkpoint,
+            "--data",
+            cache,
+            "--views",
+            1,
+            "--devices",
+            "cpu",
+            "--workers",
+            0,
+            *args,
+        ],
+        capsys,
+        monkeypatch,
+    )
 
 
 @pytest.mark.parametrize("classes", [2, 4])  # fewer: labels out of range; more: wrong numbers
-def test_evaluate_refuses_a_checkpoint_for_another_class_count(classes, cache, tmp_path, capsys,
-                                                               monkeypatch):
+def test_evaluate_refuses_a_checkpoint_for_another_class_count(
+    classes, cache, tmp_path, capsys, monkeypatch
+):
     checkpoint = _checkpoint(tmp_path / "checkpoint.pt", classes)
     code, stdout, stderr = _evaluate(checkpoint, cache, capsys, monkeypatch)
-    _one_error_line(code, stderr, "was trained on other classes", f"data {cache} holds "
-                    f"(3 classes, the network's {classes})")
+    _one_error_line(
+        code,
+        stderr,
+        "was trained on other classes",
+        f"data {cache} holds (3 classes, the network's {classes})",
+    )
     assert "error" not in stdout
 
 
-def test_evaluate_refuses_a_checkpoint_for_other_classes_of_the_same_count(cache, tmp_path,
-                                                                           capsys, monkeypatch):
+def test_evaluate_refuses_a_checkpoint_for_other_classes_of_the_same_count(
+    cache, tmp_path, capsys, monkeypatch
+):
     wnids = cache_info(cache).wnids
     checkpoint = _checkpoint(tmp_path / "checkpoint.pt", 3, [wnids[0], wnids[1], "n99999999"])
     code, _, stderr = _evaluate(checkpoint, cache, capsys, monkeypatch)
-    _one_error_line(code, stderr, "was trained on other classes", f"data {cache} holds (the same "
-                    f"number, 3, but class 2 is {wnids[2]} here, n99999999 in the network)")
+    _one_error_line(
+        code,
+        stderr,
+        "was trained on other classes",
+        f"data {cache} holds (the same "
+        f"number, 3, but class 2 is {wnids[2]} here, n99999999 in the network)",
+    )
 
 
 @pytest.mark.parametrize("recorded", [True, False])  # False: a checkpoint from before 2026-12

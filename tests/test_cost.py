@@ -1,5 +1,6 @@
 """The cost model (alexnet2012/cost.py) against counts, bytes, FLOPs and times worked out by hand,
 and scripts/benchmark.py's --cost and --cost-only."""
+
 import json
 import runpy
 import sys
@@ -11,9 +12,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from alexnet2012 import benchmark, cost
-from alexnet2012.cost import (COMPUTE, MEMORY, GPU, Assumptions, Op, count, cost_report,
-                              format_cost_table, launch_bound_seconds, op_seconds, project,
-                              tensor_bytes, training_step_cost)
+from alexnet2012.cost import (
+    COMPUTE,
+    GPU,
+    MEMORY,
+    Assumptions,
+    Op,
+    cost_report,
+    count,
+    format_cost_table,
+    launch_bound_seconds,
+    op_seconds,
+    project,
+    tensor_bytes,
+    training_step_cost,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 F32 = 4
@@ -52,6 +65,7 @@ def test_views_and_allocations_launch_nothing():
         x[:, :1].expand(4, 6, 8), x[1:3], x.select(0, 1), x.unsqueeze(0).squeeze(0)
         x.detach(), x.as_strided((2, 2), (1, 1)), x.flatten(1), x.chunk(2, dim=1)
         torch.empty(3, device="meta"), torch.empty_like(x), x.new_empty(5)
+
     c = count(views)
     assert c.ops == [] and sum(c.skipped.values()) > 10 and "aten.empty_like" in c.skipped
 
@@ -100,6 +114,7 @@ def test_a_channels_last_convolution_keeps_cudnns_layout_so_no_copy_follows():
             assert y.is_contiguous(memory_format=torch.channels_last)
             y.contiguous(memory_format=torch.channels_last)
         assert F.conv2d(x, weight).contiguous().is_contiguous()  # NCHW stays NCHW
+
     c = count(conv_then_channels_last)
     assert [op.name for op in c.ops] == ["aten.convolution"] * 4
     assert c.flops == 4 * (2 * 2 * 16 * 7 * 7 * 8 * 3 * 3)
@@ -111,14 +126,17 @@ def test_a_training_step_counts_forward_backward_and_the_paper_sgd_update_by_pha
     with torch.device("meta"):
         model = nn.Sequential(nn.Flatten(), nn.Linear(fan_in, classes))
     c = training_step_cost(model, n, input_size=size, num_classes=classes)
-    names = {phase: [op.name for op in c.ops if op.phase == phase]
-             for phase in ("forward", "backward", "optimizer")}
+    names = {
+        phase: [op.name for op in c.ops if op.phase == phase]
+        for phase in ("forward", "backward", "optimizer")
+    }
     assert names["forward"] == ["aten.addmm", "aten._log_softmax", "aten.nll_loss_forward"]
     assert names["backward"].count("aten.mm") == 1  # the weight's gradient; the input needs none
     # PaperSGD's foreach update, steady state (the velocity exists): weights mul, add w, add g,
     # add v; biases (no decay) mul, add g, add v
-    assert sorted(names["optimizer"]) == sorted(["aten._foreach_mul_"] * 2
-                                                + ["aten._foreach_add_"] * 5)
+    assert sorted(names["optimizer"]) == sorted(
+        ["aten._foreach_mul_"] * 2 + ["aten._foreach_add_"] * 5
+    )
     w, b = fan_in * classes, classes
     optimizer_bytes = sum(op.bytes for op in c.ops if op.phase == "optimizer")
     assert optimizer_bytes == F32 * (w * (2 + 3 + 3 + 3) + b * (2 + 3 + 3))
@@ -158,7 +176,9 @@ def test_torchvision_alexnet_counts_its_known_layers_flops_and_optimizer_bytes(r
     assert tv["by_phase"]["forward"]["flops"] == 2 * 2 * 714_188_480
     # forward: 7 ReLU, 3 max-pool, the adaptive pool, 2 dropouts, log-softmax, NLL
     assert tv["by_phase"]["forward"]["memory_ops"] == 7 + 3 + 1 + 2 + 1 + 1
-    assert tv["by_op"]["aten.relu_"]["count"] == tv["by_op"]["aten.threshold_backward"]["count"] == 7
+    assert (
+        tv["by_op"]["aten.relu_"]["count"] == tv["by_op"]["aten.threshold_backward"]["count"] == 7
+    )
     assert tv["by_phase"]["forward"]["compute_ops"] == 5 + 3
     weights = 61_100_840 - 10_344  # torchvision alexnet's parameters, of which 10,344 biases
     assert tv["by_phase"]["optimizer"]["memory_bytes"] == F32 * (weights * 11 + 10_344 * 8)
@@ -173,8 +193,9 @@ def test_report_has_the_four_models_their_ratios_and_the_targets(report):
         assert r["memory_ops"] == pytest.approx(row["memory_ops"] / tv["memory_ops"])
         assert r["memory_bytes"] == pytest.approx(row["memory_bytes"] / tv["memory_bytes"])
         assert row["memory_ops"] > 0 and row["compute_ops"] > 0 and row["flops"] > 0
-        assert sum(v["count"] for v in row["by_op"].values()) == (row["memory_ops"]
-                                                                   + row["compute_ops"])
+        assert sum(v["count"] for v in row["by_op"].values()) == (
+            row["memory_ops"] + row["compute_ops"]
+        )
         assert [p["gpu"] for p in row["projection"]] == ["H100 SXM5", "H200 SXM"]
         # same ops, more bandwidth: the H200 is no slower
         assert row["projection"][1]["step_s"] <= row["projection"][0]["step_s"]
@@ -197,11 +218,13 @@ def _cli(args: list, capsys, monkeypatch) -> tuple[int, str, str]:
     return exit_.value.code, out, err
 
 
-def test_cli_cost_only_prints_the_table_and_writes_the_peaks_and_ratios(tmp_path, capsys,
-                                                                      monkeypatch):
+def test_cli_cost_only_prints_the_table_and_writes_the_peaks_and_ratios(
+    tmp_path, capsys, monkeypatch
+):
     out = tmp_path / "cost.json"
-    code, stdout, stderr = _cli(["--cost-only", "--batch-size", "2", "--json", str(out)], capsys,
-                                monkeypatch)
+    code, stdout, stderr = _cli(
+        ["--cost-only", "--batch-size", "2", "--json", str(out)], capsys, monkeypatch
+    )
     assert code == 0, stderr
     written = json.loads(out.read_text())["cost"]
     assert written["batch_size"] == 2
@@ -218,24 +241,29 @@ def test_cli_cost_only_prints_the_table_and_writes_the_peaks_and_ratios(tmp_path
     assert stdout.startswith("Cost of one training step at batch 2")
 
 
-def test_cli_cost_prints_both_tables_and_adds_cost_to_the_timed_report(report, tmp_path, capsys,
-                                                                      monkeypatch):
+def test_cli_cost_prints_both_tables_and_adds_cost_to_the_timed_report(
+    report, tmp_path, capsys, monkeypatch
+):
     monkeypatch.setattr(benchmark, "run_benchmark", lambda settings, progress: {"timed": True})
     monkeypatch.setattr(benchmark, "format_table", lambda r: "TIMED TABLE")
     monkeypatch.setattr(cost, "cost_report", lambda batch_size: report)
     out = tmp_path / "r.json"
-    code, stdout, stderr = _cli(["--cost", "--devices", "cpu", "--batch-size", "2", "--json",
-                                 str(out)], capsys, monkeypatch)
+    code, stdout, stderr = _cli(
+        ["--cost", "--devices", "cpu", "--batch-size", "2", "--json", str(out)], capsys, monkeypatch
+    )
     assert code == 0, stderr
     assert stdout.index("TIMED TABLE") < stdout.index("ESTIMATE (not a measurement)")
     assert json.loads(out.read_text()) == json.loads(json.dumps({"timed": True, "cost": report}))
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--cost-only", "--steps", "3"], "--cost-only times nothing: --steps"),
-    (["--cost-only", "--devices", "cpu", "--compile"], "--devices, --compile would not apply"),
-    (["--cost", "--bf16"], "--cost counts the fp32 step"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--cost-only", "--steps", "3"], "--cost-only times nothing: --steps"),
+        (["--cost-only", "--devices", "cpu", "--compile"], "--devices, --compile would not apply"),
+        (["--cost", "--bf16"], "--cost counts the fp32 step"),
+    ],
+)
 def test_cli_cost_refuses_options_it_would_not_apply(args, message, capsys, monkeypatch):
     monkeypatch.setattr(cost, "cost_report", lambda batch_size: pytest.fail("ran"))
     code, _, stderr = _cli(args, capsys, monkeypatch)

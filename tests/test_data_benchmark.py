@@ -80,8 +80,10 @@ def test_a_source_that_is_not_the_caches_is_refused(cache, tmp_path):
 def test_the_script_checks_json_before_measuring(tmp_path):
     # A cache that does not exist: the --json check must come first.
     script, missing = str(REPO / "scripts/benchmark_data.py"), str(tmp_path / "none")
-    for path, message in [("/proc/x/d.json", "folder /proc/x does not exist"),
-                          ("/proc/d.json", "cannot write a file there")]:
+    for path, message in [
+        ("/proc/x/d.json", "folder /proc/x does not exist"),
+        ("/proc/d.json", "cannot write a file there"),
+    ]:
         run = subprocess.run(
             [sys.executable, script, "--cache", missing, "--json", path],
             capture_output=True,

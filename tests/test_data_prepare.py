@@ -238,7 +238,9 @@ def test_progress_in_a_log_is_a_line_per_pass(synthetic, tmp_path, capsys):
     assert all(re.fullmatch(e, line) for e, line in zip(expected, lines)), lines
     prepare_cache(synthetic, cache, workers=0)  # again: nothing left to do, and it says so
     assert capsys.readouterr().err.splitlines()[0::2] == [
-        f"train: all 15 images already in {cache}", f"val: all 9 images already in {cache}"]
+        f"train: all 15 images already in {cache}",
+        f"val: all 9 images already in {cache}",
+    ]
 
 
 def test_parallel_workers_give_the_same_cache(synthetic, prepared, tmp_path, monkeypatch):
@@ -349,8 +351,11 @@ def test_an_empty_folder_or_what_a_killed_prepare_left_is_used(synthetic, prepar
 
 
 def test_negative_workers_are_refused(synthetic, tmp_path):
-    with pytest.raises(UsageError, match=r"--workers must be 0 \(decode in this process\) or "
-                                         "more, not -2"):
+    with pytest.raises(
+        UsageError,
+        match=r"--workers must be 0 \(decode in this process\) or "
+        "more, not -2",
+    ):
         prepare_cache(synthetic, tmp_path / "cache", workers=-2, progress=False)
     assert not (tmp_path / "cache").exists()
 
@@ -446,8 +451,7 @@ def test_an_unfinished_split_is_refused_to_its_readers(synthetic, prepared, tmp_
 
 
 @pytest.mark.parametrize("damage", ["", "garbage without a header\n"])
-def test_a_damaged_list_of_bad_files_does_not_block_a_re_run(synthetic, prepared, tmp_path,
-                                                              damage):
+def test_a_damaged_list_of_bad_files_does_not_block_a_re_run(synthetic, prepared, tmp_path, damage):
     # the list is a report (the status file says which rows are bad): start it again, keeping
     # every bad row, its reason marked lost
     cache = _copy(prepared[0], tmp_path)
@@ -457,7 +461,8 @@ def test_a_damaged_list_of_bad_files_does_not_block_a_re_run(synthetic, prepared
     summary = prepare_cache(synthetic, cache, splits=("train",), workers=0, progress=False)
     assert dict(summary["train"]["bad_files"]).keys() == before.keys()
     assert {r for _, r in summary["train"]["bad_files"]} == {
-        "unreadable (its reason was lost with the old list)"}
+        "unreadable (its reason was lost with the old list)"
+    }
     assert summary["train"]["decoded_now"] == 0
 
 

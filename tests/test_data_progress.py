@@ -38,8 +38,10 @@ def test_a_slow_pass_gets_a_line_every_5_minutes(clock, capsys):
             bar.update(1)
     lines = capsys.readouterr().err.splitlines()
     # 997 images left at 100 s each
-    assert lines[1:] == ["x: 3 of 1000 images (0%), 5 min so far, about 27.7 h left",
-                         "x: done, 4 images in 7 min"]
+    assert lines[1:] == [
+        "x: 3 of 1000 images (0%), 5 min so far, about 27.7 h left",
+        "x: done, 4 images in 7 min",
+    ]
 
 
 def test_an_error_ends_without_a_done_line(clock, capsys):

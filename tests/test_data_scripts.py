@@ -27,20 +27,31 @@ def _run(script: str, args: list, capsys, monkeypatch) -> tuple[int, str, str]:
     [
         (
             "prepare_imagenet.py",
-            ["splits to prepare (default: train val)", "ILSVRC year (default: 2012)",
-             "decoding processes, 0: in this process (default: one per CPU core)"],
+            [
+                "splits to prepare (default: train val)",
+                "ILSVRC year (default: 2012)",
+                "decoding processes, 0: in this process (default: one per CPU core)",
+            ],
         ),
         (
             "make_synthetic_imagenet.py",
-            ["number of classes, at most 360 ", "(default: 10)",
-             "train images per class (default: 100)", "val images per class (default: 20)",
-             "drawing processes, 0: in this process (default: one per CPU core)"],
+            [
+                "number of classes, at most 360 ",
+                "(default: 10)",
+                "train images per class (default: 100)",
+                "val images per class (default: 20)",
+                "drawing processes, 0: in this process (default: one per CPU core)",
+            ],
         ),
         (
             "benchmark_data.py",
-            ["images per batch (default: 128)", "batches timed per stage (default: 30)",
-             "decoded in the decode stage (default: 200)", "(default: one per CPU core",
-             "crop size (default: 224)"],
+            [
+                "images per batch (default: 128)",
+                "batches timed per stage (default: 30)",
+                "decoded in the decode stage (default: 200)",
+                "(default: one per CPU core",
+                "crop size (default: 224)",
+            ],
         ),
     ],
 )
@@ -60,9 +71,9 @@ def test_ctrl_c_during_prepare_says_how_to_continue(tmp_path, capsys, monkeypatc
     monkeypatch.setattr(prepare_module, "load_256", ctrl_c)
     code, out, err = _run("prepare_imagenet.py", [src, cache, "--quiet"], capsys, monkeypatch)
     assert (code, out) == (130, "")
-    assert err == (f"\ninterrupted: finished work is kept in {cache}; run the same command "
-                   "again to continue\n")
+    assert err == (
+        f"\ninterrupted: finished work is kept in {cache}; run the same command again to continue\n"
+    )
     monkeypatch.undo()
     code, out, _ = _run("prepare_imagenet.py", [src, cache, "--quiet"], capsys, monkeypatch)
     assert code == 0 and "train: 2 of 2 images usable, 0 unreadable (2 decoded in this run)" in out
-

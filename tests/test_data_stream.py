@@ -78,7 +78,7 @@ def test_stream_started_mid_epoch_is_the_resumed_per_epoch_loader(cache, workers
 def test_an_epoch_left_half_read_or_read_out_of_order_restarts_the_same_workers(cache):
     with TrainStream(cache, workers=2, **TRAIN) as stream:
         pids = stream.worker_pids()
-        for k, batch in enumerate(stream.epoch(0)):
+        for k, _batch in enumerate(stream.epoch(0)):
             if k == 1:
                 break  # the stream is now ahead of what was used
         assert_same(cpu(stream.epoch(1)), old_epoch(cache, 1))

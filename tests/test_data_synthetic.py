@@ -147,8 +147,11 @@ def test_bad_counts_and_unusable_output_folders_are_refused(tmp_path):
     assert not (tmp_path / "x").exists() and (tmp_path / "afile").read_text() == "x"
 
 
-@pytest.mark.parametrize("existed, nested", [(False, False), (True, False), (False, True)],
-                         ids=["new folder", "empty folder", "new parent folders"])
+@pytest.mark.parametrize(
+    "existed, nested",
+    [(False, False), (True, False), (False, True)],
+    ids=["new folder", "empty folder", "new parent folders"],
+)
 def test_an_interrupted_generation_leaves_nothing_behind(tmp_path, monkeypatch, existed, nested):
     out = tmp_path / "a" / "b" / "out" if nested else tmp_path / "out"
     if existed:

@@ -1,4 +1,5 @@
 """The scripts' error lines (alexnet2012.errors.run_cli): one line, the right exit status."""
+
 import signal
 
 import pytest
@@ -16,24 +17,35 @@ def run(main, capsys, **kwargs):
 def raising(exc):
     def main():
         raise exc
+
     return main
 
 
 def test_a_usage_error_is_one_line_and_status_2(capsys):
     assert run(raising(UsageError("--data x: no such directory")), capsys) == (
-        2, "error: --data x: no such directory\n")
+        2,
+        "error: --data x: no such directory\n",
+    )
 
 
-@pytest.mark.parametrize("exc", [
-    RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate "
-                 "memory: you tried to allocate 9437184000 bytes. Error code 12\nmore lines"),
-    torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB.\ndetails"),
-    torch.cuda.OutOfMemoryError(""),
-    MemoryError("Unable to allocate 9.00 GiB for an array with shape (1000, 3, 1024, 1024)")])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate "
+            "memory: you tried to allocate 9437184000 bytes. Error code 12\nmore lines"
+        ),
+        torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB.\ndetails"),
+        torch.cuda.OutOfMemoryError(""),
+        MemoryError("Unable to allocate 9.00 GiB for an array with shape (1000, 3, 1024, 1024)"),
+    ],
+)
 def test_running_out_of_memory_names_the_fix(exc, capsys):
     code, err = run(raising(exc), capsys, oom_hint="use a smaller --batch-size")
     assert code == 2
-    assert err.startswith("error: out of memory (") and err.endswith("; use a smaller --batch-size\n")
+    assert err.startswith("error: out of memory (") and err.endswith(
+        "; use a smaller --batch-size\n"
+    )
     assert err.count("\n") == 1
 
 

@@ -1,4 +1,5 @@
 """The ten-view test averages softmax outputs (P §4.1), checked against numpy."""
+
 import numpy as np
 import torch
 from torch import nn
@@ -42,8 +43,9 @@ def test_topk_errors_match_a_direct_count():
     p, t = probs.numpy(), targets.numpy()
     order = np.argsort(-p, axis=1)
     assert np.array_equal(top1.numpy(), (order[:, 0] != t).astype(np.float32))
-    assert np.array_equal(top5.numpy(), np.array([t[i] not in order[i, :5] for i in range(50)],
-                                                 dtype=np.float32))
+    assert np.array_equal(
+        top5.numpy(), np.array([t[i] not in order[i, :5] for i in range(50)], dtype=np.float32)
+    )
 
 
 def test_topk_is_capped_at_the_number_of_classes():

@@ -9,6 +9,7 @@ test; a second subprocess, side by side, compiles the kernels for an SM90 GPU
 process. The statistical checks use fixed seeds, so they are deterministic; their bounds (5
 standard deviations) say why they would pass for almost any seed.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,8 @@ import os
 import subprocess
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import torch
@@ -42,6 +43,7 @@ def case(fn: Callable[[], None]) -> Callable[[], None]:
 # ---------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------
+
 
 def _z(shape: tuple[int, ...], seed: int = 0, dtype: torch.dtype = torch.float32) -> Tensor:
     """Normal values with some exact zeros (ReLU's kink), in ``dtype``."""
@@ -70,12 +72,14 @@ def _within(count: int, trials: int, probability: float, what: str) -> None:
     (a fair check fails with probability below 1e-6)."""
     mean = trials * probability
     sigma = math.sqrt(trials * probability * (1 - probability))
-    assert abs(count - mean) <= 5 * sigma, (f"{what}: {count} of {trials}, expected "
-                                            f"{mean:.0f} +- {5 * sigma:.0f} (5 sigma)")
+    assert abs(count - mean) <= 5 * sigma, (
+        f"{what}: {count} of {trials}, expected {mean:.0f} +- {5 * sigma:.0f} (5 sigma)"
+    )
 
 
-def _op_and_grad(z: Tensor, grad: Tensor, p: float = 0.5, training: bool = True,
-                 seed: int = 0) -> tuple[Tensor, Tensor]:
+def _op_and_grad(
+    z: Tensor, grad: Tensor, p: float = 0.5, training: bool = True, seed: int = 0
+) -> tuple[Tensor, Tensor]:
     z = z.detach().clone().requires_grad_()
     torch.manual_seed(seed)
     y = relu_dropout(z, p, training)
@@ -86,6 +90,7 @@ def _op_and_grad(z: Tensor, grad: Tensor, p: float = 0.5, training: bool = True,
 # ---------------------------------------------------------------------------------------------
 # Interpreter checks, run by a subprocess (the first two before anything imports Triton)
 # ---------------------------------------------------------------------------------------------
+
 
 @case
 def import_is_cheap() -> None:
@@ -152,8 +157,8 @@ def mask_depends_only_on_seed_and_index() -> None:
     long = _z((7, 4097), 6)
     full = _seeded(long, 7)
     for rows, cols in ((1, 1), (1, 5), (3, 4097), (1, 4097 * 7 - 3)):
-        z = long.flatten()[:rows * cols].view(rows, cols)
-        assert torch.equal(_seeded(z, 7), full.flatten()[:rows * cols].view(rows, cols))
+        z = long.flatten()[: rows * cols].view(rows, cols)
+        assert torch.equal(_seeded(z, 7), full.flatten()[: rows * cols].view(rows, cols))
     saved = fused_dropout._INTERPRETER_BLOCK
     try:
         for block in (1024, 4096):
@@ -319,8 +324,9 @@ def opcheck() -> None:
     for p, training in ((0.5, True), (0.5, False)):
         torch.library.opcheck(torch.ops.alexnet2012.relu_dropout.default, (z, p, training))
     y = relu_dropout(z.detach())
-    torch.library.opcheck(torch.ops.alexnet2012.relu_dropout_backward.default,
-                          (torch.randn(3, 10), y, 1.0))
+    torch.library.opcheck(
+        torch.ops.alexnet2012.relu_dropout_backward.default, (torch.randn(3, 10), y, 1.0)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -339,10 +345,14 @@ def _compile(kernel: object, signature: dict[str, str], constexprs: dict[str, ob
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource, compile
 
-    signature = {name: "constexpr" if name in constexprs else signature[name]
-                 for name in kernel.arg_names}
-    compiled = compile(ASTSource(kernel, signature, constexprs), target=GPUTarget(*SM90),
-                       options={"num_warps": fused_dropout._WARPS})
+    signature = {
+        name: "constexpr" if name in constexprs else signature[name] for name in kernel.arg_names
+    }
+    compiled = compile(
+        ASTSource(kernel, signature, constexprs),
+        target=GPUTarget(*SM90),
+        options={"num_warps": fused_dropout._WARPS},
+    )
     assert compiled.asm["cubin"]
 
 
@@ -350,27 +360,41 @@ def _compile_forward(dtype: str, training: bool) -> Callable[[], None]:
     def check() -> None:
         fused_dropout._load_triton()
         assert not fused_dropout._interpreted
-        _compile(fused_dropout._forward_kernel,
-                 {"z_ptr": dtype, "y_ptr": dtype, "n": "i32", "seed": "i32", "p": "fp32",
-                  "scale": "fp32"},
-                 {"TRAINING": training, "BLOCK": fused_dropout._BLOCK})
+        _compile(
+            fused_dropout._forward_kernel,
+            {
+                "z_ptr": dtype,
+                "y_ptr": dtype,
+                "n": "i32",
+                "seed": "i32",
+                "p": "fp32",
+                "scale": "fp32",
+            },
+            {"TRAINING": training, "BLOCK": fused_dropout._BLOCK},
+        )
+
     return check
 
 
 def _compile_backward(dtype: str) -> Callable[[], None]:
     def check() -> None:
         fused_dropout._load_triton()
-        _compile(fused_dropout._backward_kernel,
-                 {"grad_ptr": dtype, "x_ptr": dtype, "gz_ptr": dtype, "n": "i32", "scale": "fp32"},
-                 {"BLOCK": fused_dropout._BLOCK})
+        _compile(
+            fused_dropout._backward_kernel,
+            {"grad_ptr": dtype, "x_ptr": dtype, "gz_ptr": dtype, "n": "i32", "scale": "fp32"},
+            {"BLOCK": fused_dropout._BLOCK},
+        )
+
     return check
 
 
-COMPILED_CASES.update({
-    "forward_compiles_for_sm90_bf16_training": _compile_forward("*bf16", True),
-    "forward_compiles_for_sm90_fp32_eval": _compile_forward("*fp32", False),
-    "backward_compiles_for_sm90_bf16": _compile_backward("*bf16"),
-})
+COMPILED_CASES.update(
+    {
+        "forward_compiles_for_sm90_bf16_training": _compile_forward("*bf16", True),
+        "forward_compiles_for_sm90_fp32_eval": _compile_forward("*fp32", False),
+        "backward_compiles_for_sm90_bf16": _compile_backward("*bf16"),
+    }
+)
 
 
 def _run(cases: dict[str, Callable[[], None]]) -> dict[str, str | None]:
@@ -389,6 +413,7 @@ def _run(cases: dict[str, Callable[[], None]]) -> dict[str, str | None]:
 # Tests
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def subprocess_results() -> dict[str, str | None]:
     """The results of CASES, run in one subprocess in Triton's interpreter, and of
@@ -396,10 +421,17 @@ def subprocess_results() -> dict[str, str | None]:
     pytest.importorskip("triton")
     path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     base = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    runs = [subprocess.Popen([sys.executable, __file__, mode], cwd=REPO, text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             env=dict(base, PYTHONPATH=path, **extra))
-            for mode, extra in (("interpret", {"TRITON_INTERPRET": "1"}), ("compile", {}))]
+    runs = [
+        subprocess.Popen(
+            [sys.executable, __file__, mode],
+            cwd=REPO,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(base, PYTHONPATH=path, **extra),
+        )
+        for mode, extra in (("interpret", {"TRITON_INTERPRET": "1"}), ("compile", {}))
+    ]
     results = {}
     for run in runs:
         stdout, stderr = run.communicate(timeout=600)

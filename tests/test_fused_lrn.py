@@ -8,6 +8,7 @@ test; the rest of the suite stays on its normal path. A second subprocess, side 
 the kernels for an SM90 GPU (``COMPILED_CASES``; no GPU needed), which the interpreter does not
 do. The meta device needs no Triton and is tested in this process.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,9 @@ import os
 import subprocess
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -41,6 +43,7 @@ def case(fn: Callable[[], None], name: str | None = None) -> Callable[[], None]:
 # Helpers
 # ---------------------------------------------------------------------------------------------
 
+
 class Config(NamedTuple):
     shape: tuple[int, int, int, int]
     groups: int
@@ -53,8 +56,10 @@ class Config(NamedTuple):
     def name(self) -> str:
         n, c, h, w = self.shape
         size, alpha, beta, k = self.lrn
-        return (f"n{n}_c{c}_{h}x{w}_g{self.groups}_pool{self.pool[0]}s{self.pool[1]}_"
-                f"{'cl' if self.channels_last else 'contig'}_lrn{size}_{alpha:g}_{beta:g}_{k:g}")
+        return (
+            f"n{n}_c{c}_{h}x{w}_g{self.groups}_pool{self.pool[0]}s{self.pool[1]}_"
+            f"{'cl' if self.channels_last else 'contig'}_lrn{size}_{alpha:g}_{beta:g}_{k:g}"
+        )
 
     def args(self) -> tuple:
         return (self.groups, *self.pool, *self.lrn)
@@ -75,8 +80,9 @@ def _op_and_grad(z: Tensor, grad: Tensor, args: tuple) -> tuple[Tensor, Tensor]:
     return out.detach(), z.grad
 
 
-def _reference_and_grad(z: Tensor, grad: Tensor, args: tuple,
-                        dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+def _reference_and_grad(
+    z: Tensor, grad: Tensor, args: tuple, dtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
     z = z.detach().to(dtype).requires_grad_()
     out = relu_lrn_pool_reference(z, *args)
     out.backward(grad.to(dtype))
@@ -92,8 +98,9 @@ def _assert_close_to_reference(actual: Tensor, ref32: Tensor, ref64: Tensor, wha
     bound = max(4 * ref32_error, 16 * torch.finfo(torch.float32).eps * scale)
     error = (actual.double() - ref64).abs().max().item()
     assert error <= bound, f"{what}: error {error:.3g} against float64, bound {bound:.3g}"
-    torch.testing.assert_close(actual, ref32, rtol=1e-5, atol=1e-5 * scale,
-                               msg=lambda message: f"{what}: {message}")
+    torch.testing.assert_close(
+        actual, ref32, rtol=1e-5, atol=1e-5 * scale, msg=lambda message: f"{what}: {message}"
+    )
 
 
 def _check_against_reference(z: Tensor, args: tuple, grad: Tensor) -> None:
@@ -104,8 +111,9 @@ def _check_against_reference(z: Tensor, args: tuple, grad: Tensor) -> None:
     ref64, grad64 = _reference_and_grad(z, grad, args, torch.float64)
     _assert_close_to_reference(out, ref32, ref64, "output")
     _assert_close_to_reference(grad_z, grad32, grad64, "grad_z")
-    fmt = _memory_format(z.is_contiguous(memory_format=torch.channels_last)
-                         and not z.is_contiguous())
+    fmt = _memory_format(
+        z.is_contiguous(memory_format=torch.channels_last) and not z.is_contiguous()
+    )
     assert out.dtype == z.dtype and out.is_contiguous(memory_format=fmt)
     assert grad_z.dtype == z.dtype and grad_z.is_contiguous(memory_format=fmt)
 
@@ -118,6 +126,7 @@ def _grad_for(z: Tensor, args: tuple, seed: int = 1) -> Tensor:
 # ---------------------------------------------------------------------------------------------
 # Interpreter checks, run by a subprocess (the first two before anything imports Triton)
 # ---------------------------------------------------------------------------------------------
+
 
 @case
 def import_is_cheap() -> None:
@@ -163,6 +172,7 @@ def _config_case(config: Config) -> Callable[[], None]:
         z = config.scale * torch.randn(config.shape, generator=torch.Generator().manual_seed(0))
         z = _layout(z, config.channels_last)
         _check_against_reference(z, config.args(), _grad_for(z, config.args()))
+
     return check
 
 
@@ -196,8 +206,9 @@ def _ties_input(shape: tuple[int, int, int, int], seed: int) -> Tensor:
     """Small integers, each pixel repeated over a 2x2 square: pooling windows hold exactly equal
     values, and whole windows of zeros after ReLU."""
     n, c, h, w = shape
-    base = torch.randint(-3, 4, (n, c, (h + 1) // 2, (w + 1) // 2),
-                         generator=torch.Generator().manual_seed(seed)).float()
+    base = torch.randint(
+        -3, 4, (n, c, (h + 1) // 2, (w + 1) // 2), generator=torch.Generator().manual_seed(seed)
+    ).float()
     return base.repeat_interleave(2, 2).repeat_interleave(2, 3)[:, :, :h, :w].contiguous()
 
 
@@ -249,8 +260,9 @@ def half_precision() -> None:
             assert out.is_contiguous(memory_format=_memory_format(channels_last))
             rounding = torch.finfo(dtype).eps / 2 + 1e-5  # half an ulp, relative
             torch.testing.assert_close(out.float(), ref, rtol=rounding, atol=1e-6)
-            torch.testing.assert_close(grad_z.float(), ref_grad, rtol=rounding,
-                                       atol=1e-5 * ref_grad.abs().max().item())
+            torch.testing.assert_close(
+                grad_z.float(), ref_grad, rtol=rounding, atol=1e-5 * ref_grad.abs().max().item()
+            )
 
 
 @case
@@ -283,12 +295,14 @@ def torch_compile_traces_one_op() -> None:
 def opcheck() -> None:
     """torch.library.opcheck: schema, fake impl, autograd registration, AOT dispatch."""
     z = torch.randn(1, 4, 5, 5, generator=torch.Generator().manual_seed(7), requires_grad=True)
-    torch.library.opcheck(torch.ops.alexnet2012.relu_lrn_pool.default,
-                          (z, 2, 3, 2, 5, 1.0, 0.75, 2.0))
+    torch.library.opcheck(
+        torch.ops.alexnet2012.relu_lrn_pool.default, (z, 2, 3, 2, 5, 1.0, 0.75, 2.0)
+    )
     _, argmax = torch.ops.alexnet2012.relu_lrn_pool(z, 2, 3, 2, 5, 1.0, 0.75, 2.0)
-    torch.library.opcheck(torch.ops.alexnet2012.relu_lrn_pool_backward.default,
-                          (torch.randn(1, 4, 2, 2), z.detach(), argmax, 2, 3, 2, 5, 1.0, 0.75,
-                           2.0))
+    torch.library.opcheck(
+        torch.ops.alexnet2012.relu_lrn_pool_backward.default,
+        (torch.randn(1, 4, 2, 2), z.detach(), argmax, 2, 3, 2, 5, 1.0, 0.75, 2.0),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -301,18 +315,29 @@ COMPILED_CASES: dict[str, Callable[[], None]] = {}
 SM90 = ("cuda", 90, 32)  # H100 / H200
 
 
-def _compile(kernel: object, pointers: dict[str, str], constexprs: dict[str, int],
-             num_warps: int) -> None:
+def _compile(
+    kernel: object, pointers: dict[str, str], constexprs: dict[str, int], num_warps: int
+) -> None:
     """Compile ``kernel`` (a triton.jit function) for SM90 down to a cubin with Triton's own
     ptxas, as its launch would: scalar arguments are int32 but k, alpha_over_size, beta."""
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource, compile
 
-    signature = {name: "constexpr" if name in constexprs else pointers[name]
-                 if name.endswith("_ptr") else "fp32" if name in ("k", "alpha_over_size", "beta")
-                 else "i32" for name in kernel.arg_names}
-    compiled = compile(ASTSource(kernel, signature, constexprs), target=GPUTarget(*SM90),
-                       options={"num_warps": num_warps})
+    signature = {
+        name: "constexpr"
+        if name in constexprs
+        else pointers[name]
+        if name.endswith("_ptr")
+        else "fp32"
+        if name in ("k", "alpha_over_size", "beta")
+        else "i32"
+        for name in kernel.arg_names
+    }
+    compiled = compile(
+        ASTSource(kernel, signature, constexprs),
+        target=GPUTarget(*SM90),
+        options={"num_warps": num_warps},
+    )
     assert compiled.asm["cubin"]
 
 
@@ -324,12 +349,24 @@ def _load_compiled() -> None:
 def _compile_forward(dtype: str, pool_kernel: int, channels: int) -> Callable[[], None]:
     def check() -> None:
         _load_compiled()
-        block_w, block_c = fused_lrn._power_of_2(pool_kernel ** 2), fused_lrn._power_of_2(channels)
-        constexprs = dict(KERNEL=pool_kernel, STRIDE=2, SIZE=5, BLOCK_W=block_w, BLOCK_C=block_c,
-                          BLOCK_P=fused_lrn._pixels_per_program(10 ** 5, block_w * block_c,
-                                                                fused_lrn._FORWARD_TILE))
-        _compile(fused_lrn._forward_kernel, {"z_ptr": dtype, "out_ptr": dtype, "arg_ptr": "*u8"},
-                 constexprs, fused_lrn._FORWARD_WARPS)
+        block_w, block_c = fused_lrn._power_of_2(pool_kernel**2), fused_lrn._power_of_2(channels)
+        constexprs = dict(
+            KERNEL=pool_kernel,
+            STRIDE=2,
+            SIZE=5,
+            BLOCK_W=block_w,
+            BLOCK_C=block_c,
+            BLOCK_P=fused_lrn._pixels_per_program(
+                10**5, block_w * block_c, fused_lrn._FORWARD_TILE
+            ),
+        )
+        _compile(
+            fused_lrn._forward_kernel,
+            {"z_ptr": dtype, "out_ptr": dtype, "arg_ptr": "*u8"},
+            constexprs,
+            fused_lrn._FORWARD_WARPS,
+        )
+
     return check
 
 
@@ -337,20 +374,30 @@ def _compile_backward(dtype: str, channels: int) -> Callable[[], None]:
     def check() -> None:
         _load_compiled()
         block_c = fused_lrn._power_of_2(channels)
-        constexprs = dict(KERNEL=3, STRIDE=2, SIZE=5, BLOCK_C=block_c,
-                          BLOCK_P=fused_lrn._pixels_per_program(10 ** 5, block_c,
-                                                                fused_lrn._BACKWARD_TILE))
-        _compile(fused_lrn._backward_kernel, {"grad_ptr": dtype, "z_ptr": dtype, "gz_ptr": dtype,
-                                              "arg_ptr": "*u8"}, constexprs,
-                 fused_lrn._BACKWARD_WARPS)
+        constexprs = dict(
+            KERNEL=3,
+            STRIDE=2,
+            SIZE=5,
+            BLOCK_C=block_c,
+            BLOCK_P=fused_lrn._pixels_per_program(10**5, block_c, fused_lrn._BACKWARD_TILE),
+        )
+        _compile(
+            fused_lrn._backward_kernel,
+            {"grad_ptr": dtype, "z_ptr": dtype, "gz_ptr": dtype, "arg_ptr": "*u8"},
+            constexprs,
+            fused_lrn._BACKWARD_WARPS,
+        )
+
     return check
 
 
-COMPILED_CASES.update({
-    "forward_compiles_for_sm90_bf16_conv1": _compile_forward("*bf16", 3, 96),
-    "forward_compiles_for_sm90_fp32_pool2": _compile_forward("*fp32", 2, 256),
-    "backward_compiles_for_sm90_bf16_conv2": _compile_backward("*bf16", 256),
-})
+COMPILED_CASES.update(
+    {
+        "forward_compiles_for_sm90_bf16_conv1": _compile_forward("*bf16", 3, 96),
+        "forward_compiles_for_sm90_fp32_pool2": _compile_forward("*fp32", 2, 256),
+        "backward_compiles_for_sm90_bf16_conv2": _compile_backward("*bf16", 256),
+    }
+)
 
 
 def _run(cases: dict[str, Callable[[], None]]) -> dict[str, str | None]:
@@ -369,6 +416,7 @@ def _run(cases: dict[str, Callable[[], None]]) -> dict[str, str | None]:
 # Tests
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def subprocess_results() -> dict[str, str | None]:
     """The results of CASES, run in one subprocess in Triton's interpreter, and of
@@ -376,10 +424,17 @@ def subprocess_results() -> dict[str, str | None]:
     pytest.importorskip("triton")
     path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     base = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    runs = [subprocess.Popen([sys.executable, __file__, mode], cwd=REPO, text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             env=dict(base, PYTHONPATH=path, **extra))
-            for mode, extra in (("interpret", {"TRITON_INTERPRET": "1"}), ("compile", {}))]
+    runs = [
+        subprocess.Popen(
+            [sys.executable, __file__, mode],
+            cwd=REPO,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(base, PYTHONPATH=path, **extra),
+        )
+        for mode, extra in (("interpret", {"TRITON_INTERPRET": "1"}), ("compile", {}))
+    ]
     results = {}
     for run in runs:
         stdout, stderr = run.communicate(timeout=600)
@@ -422,8 +477,10 @@ def test_meta_device_runs_as_one_op(channels_last: bool, dtype: torch.dtype) -> 
 def test_autograd_saves_z_and_a_byte_per_pooled_unit() -> None:
     z = torch.empty(2, 96, 55, 55, device="meta", dtype=torch.bfloat16, requires_grad=True)
     saved = relu_lrn_pool(z, 2).grad_fn.saved_tensors
-    assert [(t.shape, t.dtype) for t in saved] == [(z.shape, torch.bfloat16),
-                                                   ((2, 96, 27, 27), torch.uint8)]
+    assert [(t.shape, t.dtype) for t in saved] == [
+        (z.shape, torch.bfloat16),
+        ((2, 96, 27, 27), torch.uint8),
+    ]
 
 
 def test_bad_arguments_are_refused_by_the_fake_impl() -> None:
@@ -451,7 +508,9 @@ def test_reference_is_what_the_model_computes() -> None:
         torch.testing.assert_close(
             relu_lrn_pool_reference(z, groups, pool, 2),
             layers.relu_lrn_pool(z, groups=groups, pool_kernel=pool, pool_stride=2),
-            rtol=1e-5, atol=1e-5)
+            rtol=1e-5,
+            atol=1e-5,
+        )
 
 
 if __name__ == "__main__":  # a subprocess of subprocess_results
@@ -462,8 +521,9 @@ if __name__ == "__main__":  # a subprocess of subprocess_results
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("shape, groups", [((32, 96, 55, 55), 2), ((32, 128, 27, 27), 1),
-                                           ((3, 48, 13, 13), 1)])
+@pytest.mark.parametrize(
+    "shape, groups", [((32, 96, 55, 55), 2), ((32, 128, 27, 27), 1), ((3, 48, 13, 13), 1)]
+)
 def test_on_the_gpu_the_op_computes_the_reference(shape, groups, dtype) -> None:
     """The compiled kernels on a real GPU, at the network's shapes, against the reference in
     float32 on the same GPU (a near-tie in a pool window may pick the other winner: the

@@ -1,4 +1,5 @@
-"""The 2012 layers against formulas written out here (PAPER_NOTES "LRN", "Dropout", "224 vs 227")."""
+"""The 2012 layers against formulas written out here (PAPER_NOTES: LRN, Dropout, 224 vs 227)."""
+
 import math
 import os
 
@@ -8,23 +9,28 @@ import torch
 import torch.nn.functional as F
 
 from alexnet2012 import fused_lrn
-from alexnet2012.layers import (conv2d_2012, conv_output_size_2012, local_response_norm,
-                                paper_dropout, relu_lrn_pool)
+from alexnet2012.layers import (
+    conv2d_2012,
+    conv_output_size_2012,
+    local_response_norm,
+    paper_dropout,
+    relu_lrn_pool,
+)
 
 torch.set_num_threads(2)
 K, N, ALPHA, BETA = 2.0, 5, 1e-4, 0.75
 
 
 def lrn_by_the_formula(a, groups):
-    """b_c = a_c / (k + alpha/n * sum_{c'=c-2}^{c+2} a_{c'}^2)^beta, clipped at each group's edges."""
+    """b_c = a_c / (k + alpha/n * sum_{c'=c-2}^{c+2} a_{c'}^2)^beta, clipped at group edges."""
     a = np.asarray(a, dtype=np.float64)
     out = np.empty_like(a)
     width = a.shape[1] // groups
     for g in range(groups):
         lo, hi = g * width, (g + 1) * width
         for c in range(lo, hi):
-            window = a[:, max(lo, c - N // 2):min(hi, c + N // 2 + 1)]
-            out[:, c] = a[:, c] / (K + ALPHA / N * (window ** 2).sum(axis=1)) ** BETA
+            window = a[:, max(lo, c - N // 2) : min(hi, c + N // 2 + 1)]
+            out[:, c] = a[:, c] / (K + ALPHA / N * (window**2).sum(axis=1)) ** BETA
     return out
 
 
@@ -33,7 +39,7 @@ def lrn_reference(x, groups):
     parts = []
     for a in x.chunk(groups, dim=1):
         sq = F.pad(a * a, (0, 0, 0, 0, N // 2, N // 2))
-        window = sum(sq[:, i:i + a.shape[1]] for i in range(N))
+        window = sum(sq[:, i : i + a.shape[1]] for i in range(N))
         parts.append(a / (K + ALPHA / N * window) ** BETA)
     return torch.cat(parts, dim=1)
 
@@ -42,15 +48,17 @@ def lrn_reference(x, groups):
 def test_lrn_matches_the_formula_within_each_column(groups):
     g = torch.Generator().manual_seed(0)
     x = torch.rand(2, 12, 4, 3, generator=g, dtype=torch.float64) * 300
-    assert np.allclose(local_response_norm(x, groups).numpy(), lrn_by_the_formula(x, groups),
-                       rtol=1e-12)
+    assert np.allclose(
+        local_response_norm(x, groups).numpy(), lrn_by_the_formula(x, groups), rtol=1e-12
+    )
 
 
 def test_lrn_is_torch_local_response_norm_per_column():
     g = torch.Generator().manual_seed(1)
     x = torch.rand(3, 96, 5, 5, generator=g) * 100
-    expected = torch.cat([F.local_response_norm(part, N, ALPHA, BETA, K)
-                          for part in x.chunk(2, dim=1)], dim=1)
+    expected = torch.cat(
+        [F.local_response_norm(part, N, ALPHA, BETA, K) for part in x.chunk(2, dim=1)], dim=1
+    )
     assert torch.allclose(local_response_norm(x, 2), expected, rtol=1e-5)
 
 
@@ -70,8 +78,9 @@ def test_lrn_gradient_is_the_formula_s_gradient():
 def torch_relu_lrn_pool(z, groups, pool):
     """ReLU, torch's own LRN on each column, max-pool: the reference in torch ops."""
     x = F.relu(z)
-    lrn = torch.cat([F.local_response_norm(part, N, ALPHA, BETA, K)
-                     for part in x.chunk(groups, dim=1)], dim=1)
+    lrn = torch.cat(
+        [F.local_response_norm(part, N, ALPHA, BETA, K) for part in x.chunk(groups, dim=1)], dim=1
+    )
     return F.max_pool2d(lrn, *pool)
 
 
@@ -99,8 +108,10 @@ def test_half_precision_input_is_normalized_in_float32(dtype):
     g = torch.Generator().manual_seed(9)
     z = (torch.randn(2, 32, 13, 13, generator=g) * 8).to(dtype)
     half_ulp = torch.finfo(dtype).eps / 2 * (1 + 1e-4)  # + float32's own error
-    for ours, exact in ((relu_lrn_pool(z, 2, 3, 2), torch_relu_lrn_pool(z.double(), 2, (3, 2))),
-                        (local_response_norm(z, 2), lrn_reference(z.double(), 2))):
+    for ours, exact in (
+        (relu_lrn_pool(z, 2, 3, 2), torch_relu_lrn_pool(z.double(), 2, (3, 2))),
+        (local_response_norm(z, 2), lrn_reference(z.double(), 2)),
+    ):
         assert ours.dtype == dtype
         assert ((ours.double() - exact).abs() <= half_ulp * exact.abs()).all()
 
@@ -109,8 +120,11 @@ def test_any_input_layout_gives_the_same_values_and_gradients():
     g = torch.Generator().manual_seed(8)
     z = torch.randn(3, 32, 15, 15, generator=g) * 30
     outputs = []
-    for layout in (z.contiguous(), z.contiguous(memory_format=torch.channels_last),
-                   z.transpose(2, 3).contiguous().transpose(2, 3)):
+    for layout in (
+        z.contiguous(),
+        z.contiguous(memory_format=torch.channels_last),
+        z.transpose(2, 3).contiguous().transpose(2, 3),
+    ):
         layout = layout.detach().requires_grad_()
         out = relu_lrn_pool(layout, 2)
         (grad,) = torch.autograd.grad(out, layout, torch.ones_like(out))
@@ -127,8 +141,9 @@ def test_channels_that_do_not_split_into_the_columns_are_refused():
             op(x, 3)
 
 
-@pytest.mark.parametrize("op", [lambda t: relu_lrn_pool(t, 2, 3, 2),
-                                lambda t: local_response_norm(t, 2)])
+@pytest.mark.parametrize(
+    "op", [lambda t: relu_lrn_pool(t, 2, 3, 2), lambda t: local_response_norm(t, 2)]
+)
 def test_the_layers_are_twice_differentiable(op):
     z = (torch.randn(2, 8, 7, 7, dtype=torch.float64) * 30).requires_grad_()
     assert torch.autograd.gradcheck(op, (z,))
@@ -137,16 +152,17 @@ def test_the_layers_are_twice_differentiable(op):
 
 def test_torch_compile_traces_the_layers_whole():
     torch._dynamo.reset()
-    compiled = torch.compile(lambda t: relu_lrn_pool(t * 1.5, 2).sum(dim=(2, 3)),
-                             backend="aot_eager", fullgraph=True)
+    compiled = torch.compile(
+        lambda t: relu_lrn_pool(t * 1.5, 2).sum(dim=(2, 3)), backend="aot_eager", fullgraph=True
+    )
     g = torch.Generator().manual_seed(9)
     z = (torch.randn(2, 16, 13, 13, generator=g) * 30).requires_grad_()
     out = compiled(z)
     reference = F.max_pool2d(lrn_reference(F.relu(z * 1.5), 2), 3, 2).sum(dim=(2, 3))
     assert torch.allclose(out, reference, rtol=1e-5, atol=1e-6)
     weights = torch.randn(out.shape, generator=g)
-    got, = torch.autograd.grad(out, z, weights)
-    expected, = torch.autograd.grad(reference, z, weights)
+    (got,) = torch.autograd.grad(out, z, weights)
+    (expected,) = torch.autograd.grad(reference, z, weights)
     assert torch.allclose(got, expected, rtol=1e-4, atol=1e-6)
     torch._dynamo.reset()
 
@@ -171,7 +187,9 @@ def test_2012_conv_output_size_and_the_overhanging_224_input():
     b = torch.randn(8, generator=g)
     padded = torch.zeros(2, 3, 227, 227)
     padded[:, :, :224, :224] = x  # three zero rows at the bottom, three zero columns at the right
-    assert torch.allclose(conv2d_2012(x, w, b, stride=4), F.conv2d(padded, w, b, stride=4), atol=1e-4)
+    assert torch.allclose(
+        conv2d_2012(x, w, b, stride=4), F.conv2d(padded, w, b, stride=4), atol=1e-4
+    )
     x227 = torch.randn(1, 3, 227, 227, generator=g)
     assert torch.equal(conv2d_2012(x227, w, b, stride=4), F.conv2d(x227, w, b, stride=4))
 
@@ -201,7 +219,8 @@ def test_an_empty_batch_passes_through_like_torchs_layers():
 def test_lrn_of_any_window_size_is_torchs_per_column(size):
     g = torch.Generator().manual_seed(size)
     x = torch.randn(2, 12, 3, 4, generator=g, dtype=torch.float64) * 30
-    expected = torch.cat([F.local_response_norm(part, size, ALPHA, BETA, K)
-                          for part in x.chunk(2, dim=1)], dim=1)
+    expected = torch.cat(
+        [F.local_response_norm(part, size, ALPHA, BETA, K) for part in x.chunk(2, dim=1)], dim=1
+    )
     for layout in (x, x.contiguous(memory_format=torch.channels_last)):
         assert torch.allclose(local_response_norm(layout, 2, size), expected, rtol=1e-12)

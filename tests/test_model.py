@@ -1,5 +1,6 @@
 """The network against the paper (PAPER_NOTES "Architecture") and against computations written
 out here: shapes, counts, placements, column independence, init, dropout, grouped weights."""
+
 import contextlib
 import math
 
@@ -24,8 +25,11 @@ def column_outputs(model, x, names):
     hooks = []
     for k, column in enumerate(model.columns):
         for name in names:
-            hooks.append(getattr(column, name).register_forward_hook(
-                lambda m, i, o, key=(name, k): seen.__setitem__(key, o.detach().clone())))
+            hooks.append(
+                getattr(column, name).register_forward_hook(
+                    lambda m, i, o, key=(name, k): seen.__setitem__(key, o.detach().clone())
+                )
+            )
     model(x)
     for h in hooks:
         h.remove()
@@ -33,9 +37,24 @@ def column_outputs(model, x, names):
 
 
 def test_parameter_count_matches_the_paper_and_a_hand_count():
-    by_hand = (96 * 3 * 11 * 11 + 96 + 256 * 48 * 25 + 256 + 384 * 256 * 9 + 384
-               + 384 * 192 * 9 + 384 + 256 * 192 * 9 + 256 + 4096 * 9216 + 4096
-               + 4096 * 4096 + 4096 + 1000 * 4096 + 1000)
+    by_hand = (
+        96 * 3 * 11 * 11
+        + 96
+        + 256 * 48 * 25
+        + 256
+        + 384 * 256 * 9
+        + 384
+        + 384 * 192 * 9
+        + 384
+        + 256 * 192 * 9
+        + 256
+        + 4096 * 9216
+        + 4096
+        + 4096 * 4096
+        + 4096
+        + 1000 * 4096
+        + 1000
+    )
     count = sum(p.numel() for p in AlexNet().parameters())
     assert count == by_hand == paper.PARAMETERS == 60_965_224
 
@@ -60,17 +79,30 @@ def test_layer_shapes_per_column():
     model = AlexNet(devices=("cpu", "cpu"))
     names = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7"]
     out = column_outputs(model, small_batch(1), names)
-    expected = {"conv1": (48, 55, 55), "conv2": (128, 27, 27), "conv3": (192, 13, 13),
-                "conv4": (192, 13, 13), "conv5": (128, 13, 13), "fc6": (2048,), "fc7": (2048,)}
+    expected = {
+        "conv1": (48, 55, 55),
+        "conv2": (128, 27, 27),
+        "conv3": (192, 13, 13),
+        "conv4": (192, 13, 13),
+        "conv5": (128, 13, 13),
+        "fc6": (2048,),
+        "fc7": (2048,),
+    }
     for name in ("conv1", "conv2", "conv3", "conv4", "conv5"):  # Figure 2, both columns
         size, channels = paper.FEATURE_MAPS[name]
         assert expected[name] == (channels // 2, size, size)
     for name, shape in expected.items():
         for k in range(2):
             assert tuple(out[name, k].shape[1:]) == shape, name
-    weights = {"conv1": (48, 3, 11, 11), "conv2": (128, 48, 5, 5), "conv3": (192, 256, 3, 3),
-               "conv4": (192, 192, 3, 3), "conv5": (128, 192, 3, 3), "fc6": (2048, 9216),
-               "fc7": (2048, 4096)}
+    weights = {
+        "conv1": (48, 3, 11, 11),
+        "conv2": (128, 48, 5, 5),
+        "conv3": (192, 256, 3, 3),
+        "conv4": (192, 192, 3, 3),
+        "conv5": (128, 192, 3, 3),
+        "fc6": (2048, 9216),
+        "fc7": (2048, 4096),
+    }
     for name, shape in weights.items():
         assert tuple(getattr(model.columns[1], name).weight.shape) == shape
     assert tuple(model.fc8.weight.shape) == (1000, 4096)
@@ -79,8 +111,9 @@ def test_layer_shapes_per_column():
 def test_one_column_comparison_net_halves_conv1_to_conv4_only():
     model = AlexNet(columns=1)
     col = model.columns[0]
-    assert [getattr(col, n).weight.shape[0] for n in ("conv1", "conv2", "conv3", "conv4", "conv5")] \
-        == [48, 128, 192, 192, 256]
+    assert [
+        getattr(col, n).weight.shape[0] for n in ("conv1", "conv2", "conv3", "conv4", "conv5")
+    ] == [48, 128, 192, 192, 256]
     assert tuple(col.fc6.weight.shape) == (4096, 256 * 36)
     assert tuple(col.fc7.weight.shape) == (4096, 4096)
     assert model(small_batch(2)).shape == (2, 1000)
@@ -157,7 +190,9 @@ def test_initialisation_follows_the_paper():
     model = AlexNet()
     ones = {"conv2", "conv4", "conv5", "fc6", "fc7"}
     for layer in paper.LAYERS:
-        modules = [model.fc8] if layer.name == "fc8" else [getattr(c, layer.name) for c in model.columns]
+        modules = (
+            [model.fc8] if layer.name == "fc8" else [getattr(c, layer.name) for c in model.columns]
+        )
         w = torch.cat([m.weight.flatten() for m in modules])
         assert abs(w.std().item() - 0.01) < 0.0005, layer.name
         assert abs(w.mean().item()) < 0.0005, layer.name
@@ -173,7 +208,8 @@ def test_dropout_is_the_papers_not_inverted():
     fc6_out = {}
     for k in range(2):
         model.columns[k].fc6.register_forward_hook(
-            lambda m, i, o, k=k: fc6_out.__setitem__(k, F.relu(o.detach())))
+            lambda m, i, o, k=k: fc6_out.__setitem__(k, F.relu(o.detach()))
+        )
     x = small_batch(8)
     model.train()
     model(x)
@@ -217,16 +253,23 @@ def reference_grouped_forward(sd, x, size):
 
     def lrn(h):
         a, b = h.chunk(2, dim=1)
-        return torch.cat([F.local_response_norm(a, 5, 1e-4, 0.75, 2.0),
-                          F.local_response_norm(b, 5, 1e-4, 0.75, 2.0)], dim=1)
+        return torch.cat(
+            [
+                F.local_response_norm(a, 5, 1e-4, 0.75, 2.0),
+                F.local_response_norm(b, 5, 1e-4, 0.75, 2.0),
+            ],
+            dim=1,
+        )
 
     h = F.max_pool2d(lrn(F.relu(F.conv2d(x, sd["conv1.weight"], sd["conv1.bias"], stride=4))), 3, 2)
-    h = F.max_pool2d(lrn(F.relu(F.conv2d(h, sd["conv2.weight"], sd["conv2.bias"], padding=2,
-                                         groups=2))), 3, 2)
+    h = F.max_pool2d(
+        lrn(F.relu(F.conv2d(h, sd["conv2.weight"], sd["conv2.bias"], padding=2, groups=2))), 3, 2
+    )
     h = F.relu(F.conv2d(h, sd["conv3.weight"], sd["conv3.bias"], padding=1))
     h = F.relu(F.conv2d(h, sd["conv4.weight"], sd["conv4.bias"], padding=1, groups=2))
-    h = F.max_pool2d(F.relu(F.conv2d(h, sd["conv5.weight"], sd["conv5.bias"], padding=1,
-                                     groups=2)), 3, 2)
+    h = F.max_pool2d(
+        F.relu(F.conv2d(h, sd["conv5.weight"], sd["conv5.bias"], padding=1, groups=2)), 3, 2
+    )
     h = 0.5 * F.relu(F.linear(h.flatten(1), sd["fc6.weight"], sd["fc6.bias"]))
     h = 0.5 * F.relu(F.linear(h, sd["fc7.weight"], sd["fc7.bias"]))
     return F.linear(h, sd["fc8.weight"], sd["fc8.bias"])
@@ -237,16 +280,24 @@ def test_grouped_state_dict_has_the_caffe_shapes_and_the_same_function(size):
     torch.manual_seed(0)
     model = AlexNet(input_size=size).eval()
     sd = grouped_state_dict(model)
-    shapes = {"conv1.weight": (96, 3, 11, 11), "conv2.weight": (256, 48, 5, 5),
-              "conv3.weight": (384, 256, 3, 3), "conv4.weight": (384, 192, 3, 3),
-              "conv5.weight": (256, 192, 3, 3), "fc6.weight": (4096, 9216),
-              "fc7.weight": (4096, 4096), "fc8.weight": (1000, 4096)}
+    shapes = {
+        "conv1.weight": (96, 3, 11, 11),
+        "conv2.weight": (256, 48, 5, 5),
+        "conv3.weight": (384, 256, 3, 3),
+        "conv4.weight": (384, 192, 3, 3),
+        "conv5.weight": (256, 192, 3, 3),
+        "fc6.weight": (4096, 9216),
+        "fc7.weight": (4096, 4096),
+        "fc8.weight": (1000, 4096),
+    }
     assert {k: tuple(v.shape) for k, v in sd.items() if k.endswith("weight")} == shapes
     assert torch.equal(sd["conv1.weight"][:48], model.columns[0].conv1.weight)
     assert torch.equal(sd["fc6.weight"][2048:], model.columns[1].fc6.weight)
     x = small_batch(2, size)
     with torch.no_grad():
-        assert torch.allclose(model(x), reference_grouped_forward(sd, x, size), rtol=1e-4, atol=1e-5)
+        assert torch.allclose(
+            model(x), reference_grouped_forward(sd, x, size), rtol=1e-4, atol=1e-5
+        )
 
 
 @pytest.mark.parametrize("devices", [None, ("cpu", "cpu")])
@@ -259,8 +310,9 @@ def test_gradients_equal_autograd_through_the_torch_reference(devices):
     sd = {k: v.detach().clone().requires_grad_() for k, v in grouped_state_dict(model).items()}
     x, target = small_batch(3).double(), torch.tensor([1, 4, 7])
     F.cross_entropy(model(x), target).backward()
-    reference = torch.autograd.grad(F.cross_entropy(reference_grouped_forward(sd, x, 224), target),
-                                    list(sd.values()))
+    reference = torch.autograd.grad(
+        F.cross_entropy(reference_grouped_forward(sd, x, 224), target), list(sd.values())
+    )
     grads = AlexNet(10).double()
     for p, g in zip(grads.parameters(), model.parameters()):
         p.data = g.grad
@@ -281,8 +333,11 @@ def test_the_network_is_twice_differentiable_as_the_torch_reference_is():
         (gx,) = torch.autograd.grad(F.cross_entropy(forward(xi), target), xi, create_graph=True)
         return torch.autograd.grad(gx.square().sum(), params)
 
-    ours = dict(zip([n for n, _ in model.named_parameters()],
-                    penalty_grads(model, list(model.parameters()))))
+    ours = dict(
+        zip(
+            [n for n, _ in model.named_parameters()], penalty_grads(model, list(model.parameters()))
+        )
+    )
     reference = penalty_grads(lambda xi: reference_grouped_forward(sd, xi, 224), list(sd.values()))
     grads = AlexNet(10).double()
     for name, p in grads.named_parameters():
@@ -298,8 +353,10 @@ def test_any_input_memory_layout_gives_the_same_logits():
         model = AlexNet(10, devices=devices).eval()
         with torch.no_grad():
             expected = model(x)
-            for layout in (x.contiguous(memory_format=torch.channels_last),
-                           x.transpose(2, 3).contiguous().transpose(2, 3)):
+            for layout in (
+                x.contiguous(memory_format=torch.channels_last),
+                x.transpose(2, 3).contiguous().transpose(2, 3),
+            ):
                 assert torch.allclose(model(layout), expected, rtol=1e-5, atol=1e-6)
 
 
@@ -360,8 +417,7 @@ class FakeStream:
         self.log.append(f"{self.name} waits for {other.name}")
 
 
-def test_columns_sharing_a_gpu_overlap_on_a_side_stream_synchronised_only_at_crossings(
-        monkeypatch):
+def test_columns_sharing_a_gpu_overlap_on_a_side_stream_synchronised_only_at_crossings(monkeypatch):
     # The stream protocol of two columns on one GPU, run on the CPU with logging stand-ins: the
     # side stream waits for the main stream only where the columns' inputs are made, the main
     # stream for the side stream only where the columns cross, column 1's layers are queued on
@@ -379,8 +435,11 @@ def test_columns_sharing_a_gpu_overlap_on_a_side_stream_synchronised_only_at_cro
     monkeypatch.setattr(model_module, "_side_streams", lambda devices: [None, side])
     monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: current[-1])
     monkeypatch.setattr(torch.cuda, "stream", on)
-    monkeypatch.setattr(torch.Tensor, "record_stream",
-                        lambda self, stream: log.append(f"memory kept for {stream.name}"))
+    monkeypatch.setattr(
+        torch.Tensor,
+        "record_stream",
+        lambda self, stream: log.append(f"memory kept for {stream.name}"),
+    )
     torch.manual_seed(0)
     one = AlexNet(10).train()
     two = AlexNet(10, devices=("cpu", "cpu")).train()
@@ -388,7 +447,8 @@ def test_columns_sharing_a_gpu_overlap_on_a_side_stream_synchronised_only_at_cro
     for k, column in enumerate(two.columns):
         for name, module in column.named_children():
             module.register_forward_pre_hook(
-                lambda m, i, name=name, k=k: log.append(f"{name} column {k} on {current[-1].name}"))
+                lambda m, i, name=name, k=k: log.append(f"{name} column {k} on {current[-1].name}")
+            )
     two.fc8.register_forward_pre_hook(lambda m, i: log.append(f"fc8 on {current[-1].name}"))
     x = small_batch(2)
     torch.manual_seed(5)
@@ -435,8 +495,9 @@ def logits_and_gradients(model, x, target, seed=123):
 def assert_close(a, b, rtol=1e-9):
     assert torch.allclose(a[0], b[0], rtol=rtol, atol=rtol * b[0].abs().max().item())
     for name in b[1]:
-        assert torch.allclose(a[1][name], b[1][name], rtol=rtol,
-                              atol=rtol * b[1][name].abs().max().item()), name
+        assert torch.allclose(
+            a[1][name], b[1][name], rtol=rtol, atol=rtol * b[1][name].abs().max().item()
+        ), name
 
 
 @cuda
@@ -453,8 +514,7 @@ def test_cuda_placements_match_the_cpu(devices, exact_cuda):
     model.eval()
     x, target = small_batch(4).double(), torch.tensor([0, 3, 5, 9])
     assert model(x).device == torch.device("cuda", 0)
-    assert_close(logits_and_gradients(model, x, target),
-                 logits_and_gradients(reference, x, target))
+    assert_close(logits_and_gradients(model, x, target), logits_and_gradients(reference, x, target))
 
 
 @cuda
@@ -467,8 +527,9 @@ def test_two_columns_on_one_gpu_train_as_one_device_does(exact_cuda):
     two.load_state_dict(one.state_dict())
     x, target = small_batch(4).double().cuda(), torch.tensor([0, 3, 5, 9])
     for seed in (1, 2):  # a second step reuses the side stream and its memory
-        assert_close(logits_and_gradients(two, x, target, seed),
-                     logits_and_gradients(one, x, target, seed))
+        assert_close(
+            logits_and_gradients(two, x, target, seed), logits_and_gradients(one, x, target, seed)
+        )
 
 
 @cuda
@@ -485,5 +546,8 @@ def test_the_fused_gpu_kernels_compute_what_the_reference_path_computes(devices,
     if devices is None:
         fused.cuda(), reference.cuda()
     x, target = small_batch(4).cuda(), torch.tensor([0, 3, 5, 9])
-    assert_close(logits_and_gradients(fused.eval(), x, target),
-                 logits_and_gradients(reference.eval(), x, target), rtol=1e-4)
+    assert_close(
+        logits_and_gradients(fused.eval(), x, target),
+        logits_and_gradients(reference.eval(), x, target),
+        rtol=1e-4,
+    )

@@ -1,4 +1,5 @@
 """PaperSGD against the update rule of P §5, written out here with plain tensor arithmetic."""
+
 from __future__ import annotations
 
 import io
@@ -22,8 +23,9 @@ def make_params(seed: int = 0, dtype: torch.dtype = torch.float64) -> list[torch
 def make_grads(params: list[torch.Tensor], steps: int, seed: int = 1) -> list[list[torch.Tensor]]:
     """Fixed gradients for every step (independent of the weights, so both sides see the same)."""
     gen = torch.Generator().manual_seed(seed)
-    return [[torch.randn(p.shape, generator=gen, dtype=p.dtype) for p in params]
-            for _ in range(steps)]
+    return [
+        [torch.randn(p.shape, generator=gen, dtype=p.dtype) for p in params] for _ in range(steps)
+    ]
 
 
 def run_optimizer(opt: torch.optim.Optimizer, params, grads, lrs) -> None:
@@ -140,7 +142,10 @@ def test_same_as_torch_sgd_until_the_drop_then_different():
     # torch SGD equivalent: same lr/momentum/decay, no dampening, biases undecayed.
     ref = torch.optim.SGD(
         [{"params": theirs[:2]}, {"params": theirs[2:], "weight_decay": 0.0}],
-        lr=lr_before, momentum=m, weight_decay=wd, dampening=0.0,
+        lr=lr_before,
+        momentum=m,
+        weight_decay=wd,
+        dampening=0.0,
     )
     run_optimizer(opt, ours, grads[:3], [lr_before] * 3)
     run_optimizer(ref, theirs, grads[:3], [lr_before] * 3)

@@ -1,4 +1,5 @@
 """The README's commands are the ones CI runs."""
+
 import re
 from pathlib import Path
 

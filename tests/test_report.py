@@ -3,6 +3,7 @@
 Expected percentages, differences, chance levels and pixel positions are worked out in the
 tests (from PAPER_NOTES "Results to compare against"), not read back from the code.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,40 +16,101 @@ from alexnet2012 import plot
 from alexnet2012.errors import UsageError
 from alexnet2012.report import format_comparison, write_report
 
-SETTINGS = {"data": "/data/ilsvrc", "devices": ["cuda:0", "cuda:1"], "input_size": 224,
-            "batch_size": 128, "epochs": 90, "seed": 0, "workers": 8, "year": 2012, "columns": 2,
-            "lrn": True, "overlapping_pool": True, "lighting": "paper", "patience": 5,
-            "threshold": 0.001, "deviations": []}  # as asdict(TrainConfig) has it
+SETTINGS = {
+    "data": "/data/ilsvrc",
+    "devices": ["cuda:0", "cuda:1"],
+    "input_size": 224,
+    "batch_size": 128,
+    "epochs": 90,
+    "seed": 0,
+    "workers": 8,
+    "year": 2012,
+    "columns": 2,
+    "lrn": True,
+    "overlapping_pool": True,
+    "lighting": "paper",
+    "patience": 5,
+    "threshold": 0.001,
+    "deviations": [],
+}  # as asdict(TrainConfig) has it
 METRICS = [
-    {"epoch": 1, "lr": 0.01, "train_loss": 2.3, "train_top1": 0.9, "val_loss": 2.2,
-     "val_top1": 0.9, "val_top5": 0.5, "images_per_s": 100.0, "epoch_time_s": 30, "elapsed_s": 30},
+    {
+        "epoch": 1,
+        "lr": 0.01,
+        "train_loss": 2.3,
+        "train_top1": 0.9,
+        "val_loss": 2.2,
+        "val_top1": 0.9,
+        "val_top5": 0.5,
+        "images_per_s": 100.0,
+        "epoch_time_s": 30,
+        "elapsed_s": 30,
+    },
     {"epoch": 2, "lr": 0.01, "train_loss": 2.0, "val_top1": None, "images_per_s": 300.0},
-    {"epoch": 3, "lr": 0.001, "train_loss": 1.5, "val_top1": 0.6, "val_top5": 0.25,
-     "images_per_s": 300.0},
+    {
+        "epoch": 3,
+        "lr": 0.001,
+        "train_loss": 1.5,
+        "val_top1": 0.6,
+        "val_top5": 0.25,
+        "images_per_s": 300.0,
+    },
 ]
-DROPS = [{"epoch": 3, "old_lr": 0.01, "new_lr": 0.001, "val_error": 0.9,
-          "reason": "no improvement for 5 epochs"}]
-RESULTS = {"center": {"top1": 0.4123, "top5": 0.1877, "loss": 1.8},
-           "ten_view": {"top1": 0.4011, "top5": 0.1802},
-           "wall_time_s": 3723.4, "epochs_trained": 3, "stopped_because": "epoch limit"}
+DROPS = [
+    {
+        "epoch": 3,
+        "old_lr": 0.01,
+        "new_lr": 0.001,
+        "val_error": 0.9,
+        "reason": "no improvement for 5 epochs",
+    }
+]
+RESULTS = {
+    "center": {"top1": 0.4123, "top5": 0.1877, "loss": 1.8},
+    "ten_view": {"top1": 0.4011, "top5": 0.1802},
+    "wall_time_s": 3723.4,
+    "epochs_trained": 3,
+    "stopped_because": "epoch limit",
+}
 IMAGENET_2012 = "ILSVRC-2012 val"
-PAPER_SOURCES = ["P Table 1", "P Table 2", "[C] log, layers-145", "Caffe bvlc_alexnet",
-                 "torchvision alexnet"]
+PAPER_SOURCES = [
+    "P Table 1",
+    "P Table 2",
+    "[C] log, layers-145",
+    "Caffe bvlc_alexnet",
+    "torchvision alexnet",
+]
 
 
-def write_run(folder: Path, dataset: str = IMAGENET_2012, num_classes: int = 1000,
-              settings: dict | None = None, deviations: tuple[str, ...] = (),
-              metrics: list | None = None, drops: list | None = None,
-              results: dict | None = None, backends: dict | None = None) -> Path:
+def write_run(
+    folder: Path,
+    dataset: str = IMAGENET_2012,
+    num_classes: int = 1000,
+    settings: dict | None = None,
+    deviations: tuple[str, ...] = (),
+    metrics: list | None = None,
+    drops: list | None = None,
+    results: dict | None = None,
+    backends: dict | None = None,
+) -> Path:
     """A run folder as scripts/replicate.py writes it."""
     folder.mkdir(parents=True, exist_ok=True)
-    config = {"settings": {**SETTINGS, **(settings or {})}, "device_names": ["cpu (2 cores)"],
-              "torch": "2.14.1", "dataset": dataset, "num_classes": num_classes,
-              "train_images": 1000, "val_images": 200, "demo": dataset.startswith("synthetic"),
-              "deviations": list(deviations), "backends": backends or {"cuda": False}}
+    config = {
+        "settings": {**SETTINGS, **(settings or {})},
+        "device_names": ["cpu (2 cores)"],
+        "torch": "2.14.1",
+        "dataset": dataset,
+        "num_classes": num_classes,
+        "train_images": 1000,
+        "val_images": 200,
+        "demo": dataset.startswith("synthetic"),
+        "deviations": list(deviations),
+        "backends": backends or {"cuda": False},
+    }
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "metrics.jsonl").write_text(
-        "".join(json.dumps(m) + "\n" for m in (METRICS if metrics is None else metrics)))
+        "".join(json.dumps(m) + "\n" for m in (METRICS if metrics is None else metrics))
+    )
     (folder / "drops.json").write_text(json.dumps(DROPS if drops is None else drops))
     (folder / "results.json").write_text(json.dumps(RESULTS if results is None else results))
     return folder
@@ -62,6 +124,7 @@ def table_line(text: str, first_cell: str) -> str:
 
 
 # ---- report.md ----------------------------------------------------------------------------
+
 
 def test_imagenet_report_compares_with_every_paper_row(tmp_path):
     report = write_report(write_run(tmp_path / "run"))
@@ -90,8 +153,17 @@ def test_imagenet_report_compares_with_every_paper_row(tmp_path):
 def test_report_setup_drops_epochs_and_timing(tmp_path):
     text = write_report(write_run(tmp_path)).read_text()
     assert "cpu (2 cores)" in text and "torch 2.14.1" in text
-    gpu = write_report(write_run(tmp_path / "gpu", backends={
-        "cuda": True, "cudnn_benchmark": True, "tf32_matmul": False, "tf32_cudnn": False})).read_text()
+    gpu = write_report(
+        write_run(
+            tmp_path / "gpu",
+            backends={
+                "cuda": True,
+                "cudnn_benchmark": True,
+                "tf32_matmul": False,
+                "tf32_cudnn": False,
+            },
+        )
+    ).read_text()
     assert "torch 2.14.1; cuDNN autotuning, fp32 products." in gpu
     assert "| devices | cuda:0, cuda:1 |" in text and "| batch_size | 128 |" in text
     assert "### Deviations from the paper\n\n- none\n" in text
@@ -100,9 +172,18 @@ def test_report_setup_drops_epochs_and_timing(tmp_path):
     assert "| 1 | 0.01 | 2.3000 | 90.00 | 50.00 | 100.0 |" in text
     assert "| 2 | 0.01 | 2.0000 | - | - | 300.0 |" in text  # an epoch without validation
     assert "| 3 | 0.001 | 1.5000 | 60.00 | 25.00 | 300.0 |" in text
-    assert "Trained 3 epochs; the schedule's last word: epoch limit." in text and "Training time 1:02:03" in text  # 3723.4 s
-    one = write_report(write_run(tmp_path / "one", metrics=METRICS[:1], drops=[],
-                                 results={**RESULTS, "epochs_trained": 1})).read_text()
+    assert (
+        "Trained 3 epochs; the schedule's last word: epoch limit." in text
+        and "Training time 1:02:03" in text
+    )  # 3723.4 s
+    one = write_report(
+        write_run(
+            tmp_path / "one",
+            metrics=METRICS[:1],
+            drops=[],
+            results={**RESULTS, "epochs_trained": 1},
+        )
+    ).read_text()
     assert "Trained 1 epoch; the schedule's" in one
     # The same images every epoch at 100, 300 and 300 images/s: total images / total time.
     n = 1000
@@ -116,8 +197,9 @@ def test_demo_report_says_not_comparable_and_gives_chance(tmp_path, classes):
     dataset = f"synthetic demo ({classes} classes)"
     deviations = (f"{classes} classes instead of 1000", "batch 32 instead of 128")
     results = {**RESULTS, "ten_view": None}
-    text = write_report(write_run(tmp_path, dataset, classes, deviations=deviations,
-                                  results=results)).read_text()
+    text = write_report(
+        write_run(tmp_path, dataset, classes, deviations=deviations, results=results)
+    ).read_text()
     top1 = 100 * (classes - 1) / classes  # guess one class of `classes`
     top5 = 100 * (classes - min(5, classes)) / classes  # 5 guesses (all of them if fewer)
     assert f"| chance ({classes} classes) | {dataset} | {top1:.2f} | {top5:.2f} |" in text
@@ -131,14 +213,18 @@ def test_demo_report_says_not_comparable_and_gives_chance(tmp_path, classes):
         assert f"\n- {deviation}\n" in text
 
 
-@pytest.mark.parametrize("setting, value, feature, delta", [
-    ("columns", 1, "two columns vs one", "| -1.7 | -1.2 |"),
-    ("lrn", False, "local response normalization", "| -1.4 | -1.2 |"),
-    ("overlapping_pool", False, "overlapping pooling", "| -0.4 | -0.3 |"),
-    ("lighting", "none", "PCA lighting", "| -1 | not given |"),
-])
-def test_ablation_note_names_the_switch_and_the_papers_delta(tmp_path, setting, value, feature,
-                                                             delta):
+@pytest.mark.parametrize(
+    "setting, value, feature, delta",
+    [
+        ("columns", 1, "two columns vs one", "| -1.7 | -1.2 |"),
+        ("lrn", False, "local response normalization", "| -1.4 | -1.2 |"),
+        ("overlapping_pool", False, "overlapping pooling", "| -0.4 | -0.3 |"),
+        ("lighting", "none", "PCA lighting", "| -1 | not given |"),
+    ],
+)
+def test_ablation_note_names_the_switch_and_the_papers_delta(
+    tmp_path, setting, value, feature, delta
+):
     text = write_report(write_run(tmp_path, settings={setting: value})).read_text()
     assert "## Ablation" in text
     line = table_line(text, feature)
@@ -152,6 +238,7 @@ def test_no_drops(tmp_path):
 
 
 # ---- format_comparison --------------------------------------------------------------------
+
 
 def test_format_comparison_plain_text_on_ilsvrc_2010():
     text = format_comparison({"center": {"top1": 0.3812, "top5": 0.1650}}, "ILSVRC-2010 test")
@@ -171,6 +258,7 @@ def test_format_comparison_demo_gives_chance():
 
 # ---- bad run folders ----------------------------------------------------------------------
 
+
 def test_missing_metrics_file(tmp_path):
     (write_run(tmp_path) / "metrics.jsonl").unlink()
     with pytest.raises(UsageError, match=r"metrics\.jsonl: missing"):
@@ -184,16 +272,26 @@ def test_malformed_metrics_line_is_named(tmp_path):
         write_report(tmp_path)
 
 
-@pytest.mark.parametrize("name, content, message", [
-    ("results.json", {**RESULTS, "center": {"top1": 40.66, "top5": 18.21}},
-     r"results\.json 'center': 'top1' must be a fraction in \[0, 1\], got 40.66"),
-    ("results.json", {"center": RESULTS["center"]}, r"results\.json: missing 'wall_time_s'"),
-    ("drops.json", {"epoch": 3}, r"drops\.json: expected a JSON list"),
-    ("drops.json", [{**DROPS[0], "new_lr": "0.001"}], r"drops\.json item 1: 'new_lr' must be"),
-    ("config.json", [], r"config\.json: expected a JSON object"),
-    ("metrics.jsonl", METRICS[:1] + METRICS[:1], r"metrics\.jsonl line 2: epoch 1 after epoch 1"),
-    ("metrics.jsonl", [], r"metrics\.jsonl: no epochs"),
-])
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        (
+            "results.json",
+            {**RESULTS, "center": {"top1": 40.66, "top5": 18.21}},
+            r"results\.json 'center': 'top1' must be a fraction in \[0, 1\], got 40.66",
+        ),
+        ("results.json", {"center": RESULTS["center"]}, r"results\.json: missing 'wall_time_s'"),
+        ("drops.json", {"epoch": 3}, r"drops\.json: expected a JSON list"),
+        ("drops.json", [{**DROPS[0], "new_lr": "0.001"}], r"drops\.json item 1: 'new_lr' must be"),
+        ("config.json", [], r"config\.json: expected a JSON object"),
+        (
+            "metrics.jsonl",
+            METRICS[:1] + METRICS[:1],
+            r"metrics\.jsonl line 2: epoch 1 after epoch 1",
+        ),
+        ("metrics.jsonl", [], r"metrics\.jsonl: no epochs"),
+    ],
+)
 def test_bad_files_name_the_file_and_the_problem(tmp_path, name, content, message):
     write_run(tmp_path)
     lines = [json.dumps(m) for m in content] if name.endswith(".jsonl") else [json.dumps(content)]
@@ -208,6 +306,7 @@ def test_not_a_folder(tmp_path):
 
 
 # ---- curves.png ---------------------------------------------------------------------------
+
 
 def colours(image: Image.Image, box: tuple[int, int, int, int]) -> set[tuple[int, int, int]]:
     """The colours inside ``box`` (left, top, right, bottom), edges excluded."""
@@ -225,8 +324,9 @@ def test_axes_maps_the_tick_range_onto_the_box():
 def test_nice_ticks():
     assert plot.nice_ticks(0, 90.5, target=8, min_step=1) == [0, 20, 40, 60, 80, 100]
     assert plot.nice_ticks(0, 1.5, target=8, min_step=1) == [0, 1, 2]
-    assert plot.nice_ticks(2.196, 2.304) == pytest.approx([2.18, 2.2, 2.22, 2.24, 2.26, 2.28,
-                                                           2.3, 2.32])
+    assert plot.nice_ticks(2.196, 2.304) == pytest.approx(
+        [2.18, 2.2, 2.22, 2.24, 2.26, 2.28, 2.3, 2.32]
+    )
     assert plot.tick_label(2.2, 0.02) == "2.20" and plot.tick_label(40, 20) == "40"
 
 
@@ -274,8 +374,10 @@ def test_one_epoch_without_validation(tmp_path):
 
 
 def test_long_run_fits_on_the_axes(tmp_path):
-    metrics = [{"epoch": e, "train_loss": 7 / e, "val_top1": 0.4 + 0.6 / e,
-                "val_top5": 0.2 + 0.6 / e} for e in range(1, 121)]
+    metrics = [
+        {"epoch": e, "train_loss": 7 / e, "val_top1": 0.4 + 0.6 / e, "val_top5": 0.2 + 0.6 / e}
+        for e in range(1, 121)
+    ]
     drops = [{"epoch": e, "new_lr": lr} for e, lr in ((25, 1e-3), (51, 1e-4), (79, 1e-5))]
     plot.learning_curves(metrics, drops, tmp_path / "long.png")
     loss_axes, error_axes = plot.layout(metrics, drops)
@@ -284,8 +386,10 @@ def test_long_run_fits_on_the_axes(tmp_path):
     assert error_axes.yticks[0] <= 100 * (0.2 + 0.6 / 120) and error_axes.yticks[-1] == 100
     with Image.open(tmp_path / "long.png") as image:
         image = image.convert("RGB")
-    assert image.getpixel(tuple(map(round, error_axes.px(120, 100 * (0.4 + 0.6 / 120))))) \
+    assert (
+        image.getpixel(tuple(map(round, error_axes.px(120, 100 * (0.4 + 0.6 / 120)))))
         == plot.TOP1_COLOR
+    )
 
 
 def test_no_epochs_is_an_error(tmp_path):

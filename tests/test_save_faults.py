@@ -10,6 +10,7 @@ from what the last one left, as a user's would; the full disk is simulated in th
 file that refuses writes with ENOSPC, so no mount is needed. One uninterrupted run of the same
 command is the reference.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from faults import FullDisk
 
 from alexnet2012 import checkpoint as checkpoint_module
 from alexnet2012.checkpoint import MARGIN, TEST_PAUSE, load_checkpoint, save_checkpoint
@@ -36,7 +38,6 @@ from alexnet2012.errors import SaveError, UsageError
 from alexnet2012.model import AlexNet
 from alexnet2012.report import write_report
 from alexnet2012.train import Run, TrainConfig
-from faults import FullDisk
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = ["--batch-size", "3", "--epochs", "1", "--workers", "0", "--checkpoint-minutes", "0"]
@@ -48,8 +49,15 @@ NOT_TIMINGS = ("epoch", "lr", "train_loss", "val_loss", "val_top1", "val_top5")
 def cache(tmp_path_factory) -> Path:
     """A prepared 3-class synthetic cache: 6 training images, 3 validation images."""
     root = tmp_path_factory.mktemp("faults")
-    make_synthetic_imagenet(root / "imagenet", classes=3, train_per_class=2, val_per_class=1,
-                            seed=1, workers=1, progress=False)
+    make_synthetic_imagenet(
+        root / "imagenet",
+        classes=3,
+        train_per_class=2,
+        val_per_class=1,
+        seed=1,
+        workers=1,
+        progress=False,
+    )
     prepare_cache(root / "imagenet", root / "cache", workers=1, progress=False)
     return root / "cache"
 
@@ -57,10 +65,19 @@ def cache(tmp_path_factory) -> Path:
 def start(args: list, env: dict[str, str] | None = None) -> subprocess.Popen:
     """scripts/replicate.py in a subprocess on two threads, without the test hook unless ``env``
     sets it."""
-    env = {**{k: v for k, v in os.environ.items() if k != TEST_PAUSE}, "OMP_NUM_THREADS": "2",
-           **(env or {})}
-    return subprocess.Popen([sys.executable, "scripts/replicate.py", *map(str, args)], cwd=REPO,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {
+        **{k: v for k, v in os.environ.items() if k != TEST_PAUSE},
+        "OMP_NUM_THREADS": "2",
+        **(env or {}),
+    }
+    return subprocess.Popen(
+        [sys.executable, "scripts/replicate.py", *map(str, args)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 class Replicate:
@@ -106,9 +123,12 @@ def fill_disk_for(name: str, room: int, monkeypatch) -> None:
 def digests(folder: Path) -> dict[str, object]:
     """What each file in ``folder`` holds: its SHA-256; for a checkpoint, whose hash takes long,
     its inode, size and time (any write, atomic or not, changes one of them)."""
-    return {p.name: (p.stat().st_ino, p.stat().st_size, p.stat().st_mtime_ns)
-            if p.name == "checkpoint.pt" else hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.iterdir())}
+    return {
+        p.name: (p.stat().st_ino, p.stat().st_size, p.stat().st_mtime_ns)
+        if p.name == "checkpoint.pt"
+        else hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.iterdir())
+    }
 
 
 def metrics(folder: Path) -> list[dict]:
@@ -240,7 +260,9 @@ def chain(cache, runs, uninterrupted):
     return steps, out
 
 
-RESTART = "no checkpoint in {}: the run starts from the beginning with the settings in its config.json"
+RESTART = (
+    "no checkpoint in {}: the run starts from the beginning with the settings in its config.json"
+)
 
 
 def killed(run) -> bool:
@@ -280,7 +302,8 @@ def test_killed_while_writing_a_later_checkpoint_the_one_before_is_whole(chain):
     assert killed(steps[4]), steps[4]
     left = steps[4].temporary
     assert len(left) == 1 and steps[4].files == sorted(
-        ["checkpoint.pt", "config.json", "drops.json", "metrics.jsonl", *left])
+        ["checkpoint.pt", "config.json", "drops.json", "metrics.jsonl", *left]
+    )
     assert steps[4].signature == steps[3].signature  # the checkpoint before, untouched
     lines = steps[5].out.splitlines()  # and the next run resumes from it
     assert f"removed 1 temporary file left by a killed save in {out}: {left[0]}" in lines
@@ -296,7 +319,9 @@ def test_a_full_disk_is_one_line_naming_the_file_the_space_and_how_to_continue(c
     match = re.fullmatch(
         rf"error: cannot write checkpoint {re.escape(str(path))} \(No space left on device\): it "
         r"needs ([\d.]+) MB, [\d.]+ [GMK]B left on its disk; the last checkpoint is intact: free "
-        r"space, then continue with: (.*)", lines[0])
+        r"space, then continue with: (.*)",
+        lines[0],
+    )
     assert match, lines[0]
     # the space it needed: the checkpoint it replaces (the same tensors) and at most MARGIN more
     size = steps[4].sizes["checkpoint.pt"] / 1e6
@@ -315,7 +340,8 @@ def test_a_truncated_checkpoint_is_refused_in_one_line_naming_the_remedy(chain):
         f"error: checkpoint {out / 'checkpoint.pt'} is corrupt or not an alexnet2012 checkpoint "
         "(RuntimeError: PytorchStreamReader failed reading zip archive: failed finding central "
         "directory): the run cannot continue from it: put back a good copy, or delete it and "
-        "--resume starts the run again from the beginning")
+        "--resume starts the run again from the beginning"
+    )
     assert steps["6 after"] == steps["6 before"]  # nothing touched
     # deleted as it says, the command the full disk printed starts the run again
     assert RESTART.format(out) in steps[7].out.splitlines(), steps[7]
@@ -355,21 +381,30 @@ def _tensors(state, prefix="") -> dict[str, torch.Tensor]:
     """The tensors in a nested state dict, by path."""
     if isinstance(state, torch.Tensor):
         return {prefix: state}
-    items = state.items() if isinstance(state, dict) else enumerate(state) \
-        if isinstance(state, (list, tuple)) else ()
+    items = (
+        state.items()
+        if isinstance(state, dict)
+        else enumerate(state)
+        if isinstance(state, (list, tuple))
+        else ()
+    )
     return {k: v for key, value in items for k, v in _tensors(value, f"{prefix}/{key}").items()}
 
 
 @pytest.mark.parametrize("name", ["curves.png", "report.md"])
 def test_a_full_disk_while_writing_the_report_names_the_file_and_keeps_the_old_one(
-        reference, monkeypatch, name):
+    reference, monkeypatch, name
+):
     before = digests(reference)
     fill_disk_for(name, 100, monkeypatch)
     with pytest.raises(SaveError) as info:
         write_report(reference)
     path = reference / name
-    match = re.fullmatch(rf"cannot write {re.escape(str(path))} \(No space left on device\): it "
-                         r"needs ([\d.]+) KB, [\d.]+ [GMK]B left on its disk", str(info.value))
+    match = re.fullmatch(
+        rf"cannot write {re.escape(str(path))} \(No space left on device\): it "
+        r"needs ([\d.]+) KB, [\d.]+ [GMK]B left on its disk",
+        str(info.value),
+    )
     assert match and info.value.no_space, str(info.value)
     assert abs(float(match[1]) * 1e3 - path.stat().st_size) <= 50  # the same file, rounded
     assert digests(reference) == before  # report.md and curves.png as they were, no temporary
@@ -387,8 +422,9 @@ def mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
-def test_too_little_space_for_two_checkpoints_is_refused_before_training(cache, tmp_path,
-                                                                         monkeypatch):
+def test_too_little_space_for_two_checkpoints_is_refused_before_training(
+    cache, tmp_path, monkeypatch
+):
     size = checkpoint_size()
     free = 2 * size - 1
     monkeypatch.setattr("alexnet2012.train.free_space", lambda path: free)
@@ -399,7 +435,8 @@ def test_too_little_space_for_two_checkpoints_is_refused_before_training(cache, 
     assert str(info.value) == (
         f"not enough space to write {out / 'checkpoint.pt'}: it needs {mb(2 * size)} (two "
         f"checkpoints of {mb(size)}: the latest and the next, written beside it), {mb(free)} left "
-        "on its disk: free space, or give --out on another disk")
+        "on its disk: free space, or give --out on another disk"
+    )
     assert not out.exists()
 
 
@@ -416,7 +453,8 @@ def test_a_resumed_run_needs_room_for_one_checkpoint_beside_its_own(reference, m
         f"not enough space to write {reference / 'checkpoint.pt'}: it needs {mb(2 * size - held)} "
         f"(two checkpoints of {mb(size)}: the latest and the next, written beside it), "
         f"{mb(free['bytes'])} left on its disk: free space, or move the run folder to another "
-        "disk and --resume it there")
+        "disk and --resume it there"
+    )
 
 
 def test_each_save_checks_the_space_first_and_fails_with_the_same_message(tmp_path, monkeypatch):
@@ -427,7 +465,9 @@ def test_each_save_checks_the_space_first_and_fails_with_the_same_message(tmp_pa
     monkeypatch.setattr(checkpoint_module, "free_space", lambda p: 2_500_000)
     with pytest.raises(SaveError) as info:
         save_checkpoint(path, state)
-    assert str(info.value) == (f"not enough space to write {path}: it needs "
-                               f"{(2_000_000 + MARGIN) / 1e6:.1f} MB, 2.5 MB left on its disk")
+    assert str(info.value) == (
+        f"not enough space to write {path}: it needs "
+        f"{(2_000_000 + MARGIN) / 1e6:.1f} MB, 2.5 MB left on its disk"
+    )
     assert info.value.no_space and path.read_bytes() == before
     assert os.listdir(tmp_path) == ["checkpoint.pt"]

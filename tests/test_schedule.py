@@ -1,4 +1,5 @@
 """PaperSchedule on scripted validation curves; expected drop points are written out by hand."""
+
 from __future__ import annotations
 
 import io

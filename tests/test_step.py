@@ -1,4 +1,5 @@
 """TrainStep: the paper's SGD step, eager or compiled, fp32 or bf16 autocast."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -20,8 +21,14 @@ def trained(compile: bool, steps: int = 3, accumulate: int = 1, bf16: bool = Fal
     (dropout a fixed x0.5, so that eager and compiled draw no random numbers)."""
     torch.manual_seed(0)
     model = AlexNet(10).eval()
-    step = TrainStep(model, PaperSGD(model.parameters()), accumulate=accumulate,
-                     compile=compile, compile_backend="aot_eager", bf16=bf16)
+    step = TrainStep(
+        model,
+        PaperSGD(model.parameters()),
+        accumulate=accumulate,
+        compile=compile,
+        compile_backend="aot_eager",
+        bf16=bf16,
+    )
     losses = [step(*batch(seed=s)).item() for s in range(steps)]
     grads = {n: p.grad.clone() for n, p in model.named_parameters()}
     return losses, grads, {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -62,8 +69,13 @@ def test_the_compiled_step_traces_whole_and_matches_eager_over_three_steps():
     torch._dynamo.reset()
     assert compiled[0] == pytest.approx(eager[0], rel=1e-5)
     for name in eager[1]:
-        for ours, theirs in ((compiled[1][name], eager[1][name]), (compiled[2][name], eager[2][name])):
-            assert torch.allclose(ours, theirs, rtol=1e-4, atol=1e-4 * theirs.abs().max().item()), name
+        for ours, theirs in (
+            (compiled[1][name], eager[1][name]),
+            (compiled[2][name], eager[2][name]),
+        ):
+            assert torch.allclose(ours, theirs, rtol=1e-4, atol=1e-4 * theirs.abs().max().item()), (
+                name
+            )
 
 
 def test_bf16_autocast_trains_with_a_float32_loss_and_float32_weights():
@@ -72,8 +84,9 @@ def test_bf16_autocast_trains_with_a_float32_loss_and_float32_weights():
     step = TrainStep(model, PaperSGD(model.parameters()), bf16=True)
     loss = step(*batch())
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
-    assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32
-               for p in model.parameters())
+    assert all(
+        p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in model.parameters()
+    )
 
 
 @pytest.mark.cuda
@@ -87,8 +100,9 @@ def test_the_compiled_step_traces_whole_on_a_gpu(devices):
     model = AlexNet(10, devices=devices)
     if devices is None:
         model.cuda()
-    step = TrainStep(model, PaperSGD(model.parameters()), bf16=True, compile=True,
-                     compile_backend="aot_eager")
+    step = TrainStep(
+        model, PaperSGD(model.parameters()), bf16=True, compile=True, compile_backend="aot_eager"
+    )
     x, y = batch()
     losses = [step(x.cuda(), y.cuda()).item() for _ in range(2)]
     assert all(torch.isfinite(torch.tensor(losses)))

@@ -1,5 +1,6 @@
 """The replication harness end to end on a tiny synthetic set: outputs, exact resume, and the
 failures a user meets (one line, non-zero exit, nothing overwritten)."""
+
 import hashlib
 import json
 import os
@@ -28,23 +29,38 @@ torch.set_num_threads(2)
 def tiny(tmp_path_factory):
     """A 3-class synthetic ILSVRC folder (24 train, 9 val images) and its prepared cache."""
     root = tmp_path_factory.mktemp("tiny")
-    make_synthetic_imagenet(root / "imagenet", classes=3, train_per_class=8, val_per_class=3,
-                            seed=1, workers=1)
+    make_synthetic_imagenet(
+        root / "imagenet", classes=3, train_per_class=8, val_per_class=3, seed=1, workers=1
+    )
     prepare_cache(root / "imagenet", root / "cache", workers=1, progress=False)
     return root
 
 
 def config(tiny, out, **kw):
-    settings = dict(cache=str(tiny / "cache"), out=str(out), batch_size=8, eval_batch_size=8,
-                    epochs=2, workers=0, dataset="synthetic test", ten_view=False)
+    settings = dict(
+        cache=str(tiny / "cache"),
+        out=str(out),
+        batch_size=8,
+        eval_batch_size=8,
+        epochs=2,
+        workers=0,
+        dataset="synthetic test",
+        ten_view=False,
+    )
     settings.update(kw)
     return TrainConfig(**settings)
 
 
 def run_cli(*args, cwd=REPO):
     env = dict(os.environ, OMP_NUM_THREADS="2")
-    return subprocess.run([sys.executable, "scripts/replicate.py", "--quiet", *map(str, args)],
-                          cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, "scripts/replicate.py", "--quiet", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
 
 
 def digest(path):
@@ -53,11 +69,34 @@ def digest(path):
 
 def test_two_epochs_write_every_output(tiny, tmp_path, capsys):
     out = tmp_path / "run"
-    code = replicate.main([str(a) for a in ("--data", tiny / "cache", "--out", out, "--epochs", 2,
-                                            "--batch-size", 8, "--workers", 0, "--quiet")])
+    code = replicate.main(
+        [
+            str(a)
+            for a in (
+                "--data",
+                tiny / "cache",
+                "--out",
+                out,
+                "--epochs",
+                2,
+                "--batch-size",
+                8,
+                "--workers",
+                0,
+                "--quiet",
+            )
+        ]
+    )
     assert code == 0
-    for name in ("config.json", "metrics.jsonl", "drops.json", "results.json", "report.md",
-                 "curves.png", "checkpoint.pt"):
+    for name in (
+        "config.json",
+        "metrics.jsonl",
+        "drops.json",
+        "results.json",
+        "report.md",
+        "curves.png",
+        "checkpoint.pt",
+    ):
         assert (out / name).is_file(), name
     lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert [l["epoch"] for l in lines] == [1, 2]
@@ -81,9 +120,25 @@ def test_two_epochs_write_every_output(tiny, tmp_path, capsys):
 
     # The checkpoint evaluates on the two-device placement to the same ten-view error.
     result = subprocess.run(
-        [sys.executable, "scripts/evaluate.py", "--checkpoint", str(out / "checkpoint.pt"),
-         "--data", str(tiny / "cache"), "--views", "10", "--devices", "cpu,cpu",
-         "--workers", "0"], cwd=REPO, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "scripts/evaluate.py",
+            "--checkpoint",
+            str(out / "checkpoint.pt"),
+            "--data",
+            str(tiny / "cache"),
+            "--views",
+            "10",
+            "--devices",
+            "cpu,cpu",
+            "--workers",
+            "0",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     assert f"top-1 error {100 * results['ten_view']['top1']:.2f}%" in result.stdout
     assert f"top-5 error {100 * results['ten_view']['top5']:.2f}%" in result.stdout
@@ -99,8 +154,20 @@ def test_bf16_and_compile_are_recorded_listed_and_taken_by_the_step(tiny, tmp_pa
     monkeypatch.setattr(replicate, "demo_cache", lambda workers, progress: str(tiny / "cache"))
 
     def demo_config(out, *args):
-        argv = ["--devices", "cpu", "--out", str(tmp_path / out), "--workers", "0", "--epochs",
-                "1", "--batch-size", "8", "--no-ten-view", *args]
+        argv = [
+            "--devices",
+            "cpu",
+            "--out",
+            str(tmp_path / out),
+            "--workers",
+            "0",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--no-ten-view",
+            *args,
+        ]
         return replicate.config_from_args(replicate.build_parser().parse_args(argv))
 
     config = demo_config("compiled", "--bf16", "--compile")
@@ -113,8 +180,7 @@ def test_bf16_and_compile_are_recorded_listed_and_taken_by_the_step(tiny, tmp_pa
     assert recorded["settings"]["bf16"] and recorded["settings"]["compile"]
 
 
-def test_the_demo_keeps_only_the_lr_drops_that_a_shorter_epochs_leaves(tiny, tmp_path,
-                                                                        monkeypatch):
+def test_the_demo_keeps_only_the_lr_drops_that_a_shorter_epochs_leaves(tiny, tmp_path, monkeypatch):
     # The demo drops the lr at epoch 5 of 10; `--epochs 3` used to stop with an error about
     # drop epochs the user never gave.
     monkeypatch.setattr(replicate, "demo_cache", lambda workers, progress: str(tiny / "cache"))
@@ -185,7 +251,8 @@ def test_a_finished_run_is_not_silently_left_unextended(tiny, tmp_path):
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.strip() == (
         f"error: --resume: the run in {out} has finished (epoch limit 2 reached: stop) and "
-        "cannot be extended to --epochs 3; start a new run (--out) with --epochs 3")
+        "cannot be extended to --epochs 3; start a new run (--out) with --epochs 3"
+    )
     assert {p.name: digest(p) for p in out.iterdir()} == before
     again = Run.resume(str(out), progress=False, log=lambda s: None, epochs=2)
     assert again.finished and again.epoch == 3
@@ -193,12 +260,26 @@ def test_a_finished_run_is_not_silently_left_unextended(tiny, tmp_path):
 
 def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_path):
     out = tmp_path / "nan"
-    result = run_cli("--data", tiny / "cache", "--out", out, "--batch-size", 8, "--workers", 0,
-                     "--lr", "1e30", "--checkpoint-minutes", 0)
+    result = run_cli(
+        "--data",
+        tiny / "cache",
+        "--out",
+        out,
+        "--batch-size",
+        8,
+        "--workers",
+        0,
+        "--lr",
+        "1e30",
+        "--checkpoint-minutes",
+        0,
+    )
     assert result.returncode == 2
     message = result.stderr.strip().splitlines()
     assert len(message) == 1 and "Traceback" not in result.stderr
-    assert message[0].startswith("error: the training loss became") and "epoch 1, batch" in message[0]
+    assert (
+        message[0].startswith("error: the training loss became") and "epoch 1, batch" in message[0]
+    )
     bad_batch = int(message[0].split("batch ")[1].split(";")[0])
     assert bad_batch >= 2  # the first step is finite; the huge update breaks the next ones
     saved = load_checkpoint(out / "checkpoint.pt")
@@ -206,19 +287,22 @@ def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_pa
     assert all(torch.isfinite(t).all() for t in saved["model"].values())
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--data", "/no/such/dir"], "no such directory"),
-    (["--devices", "cuda:9"], "does not exist"),
-    (["--batch-size", 8, "--accumulate", 3], "not divisible by --accumulate 3"),
-    (["--batch-size", 100], "larger than the training set"),
-    (["--batch-size", 8, "--epochs", 0], "--epochs must be at least 1"),
-    (["--batch-size", 8, "--lr-drops", "100"], "--lr-drops must be increasing epochs from 2"),
-    (["--batch-size", 8, "--accumulate", 0], "--accumulate must be positive, got 0"),
-    (["--batch-size", 8, "--checkpoint-minutes", -5], "--checkpoint-minutes must be 0"),
-    (["--batch-size", 8, "--seed", -1], "--seed must be from 0 to 2**63-1, got -1"),
-    (["--devices", "mps"], "runs on 'cpu' and 'cuda[:N]' devices only"),
-    (["--data", __file__], "is a file: give the ImageNet root folder"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--data", "/no/such/dir"], "no such directory"),
+        (["--devices", "cuda:9"], "does not exist"),
+        (["--batch-size", 8, "--accumulate", 3], "not divisible by --accumulate 3"),
+        (["--batch-size", 100], "larger than the training set"),
+        (["--batch-size", 8, "--epochs", 0], "--epochs must be at least 1"),
+        (["--batch-size", 8, "--lr-drops", "100"], "--lr-drops must be increasing epochs from 2"),
+        (["--batch-size", 8, "--accumulate", 0], "--accumulate must be positive, got 0"),
+        (["--batch-size", 8, "--checkpoint-minutes", -5], "--checkpoint-minutes must be 0"),
+        (["--batch-size", 8, "--seed", -1], "--seed must be from 0 to 2**63-1, got -1"),
+        (["--devices", "mps"], "runs on 'cpu' and 'cuda[:N]' devices only"),
+        (["--data", __file__], "is a file: give the ImageNet root folder"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(tiny, tmp_path, args, message):
     full = ["--data", tiny / "cache", "--out", tmp_path / "run", "--workers", 0]
     if args[0] == "--data":
@@ -230,14 +314,18 @@ def test_bad_input_is_one_line_and_exit_2(tiny, tmp_path, args, message):
     assert not (tmp_path / "run").exists()  # refused before the run folder is made
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--seed", "-1"], "--seed must be from 0"),
-    (["--lr", "0"], "--lr must be positive"),
-    (["--out", "FILE"], "is a file: give a folder for the run"),
-    (["--out", "RUN"], "already holds a run (metrics.jsonl)"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--seed", "-1"], "--seed must be from 0"),
+        (["--lr", "0"], "--lr must be positive"),
+        (["--out", "FILE"], "is a file: give a folder for the run"),
+        (["--out", "RUN"], "already holds a run (metrics.jsonl)"),
+    ],
+)
 def test_settings_and_the_run_folder_are_checked_before_the_data_is_prepared(
-        tmp_path, monkeypatch, args, message):
+    tmp_path, monkeypatch, args, message
+):
     def prepare(*args, **kwargs):  # hours on ImageNet: a typo must not wait for it
         raise AssertionError("prepared before the settings were checked")
 
@@ -248,8 +336,9 @@ def test_settings_and_the_run_folder_are_checked_before_the_data_is_prepared(
     (tmp_path / "RUN" / "metrics.jsonl").write_text("{}\n")
     args = [str(tmp_path / a) if a in ("FILE", "RUN") else a for a in args]
     with pytest.raises(UsageError, match=re.escape(message)):
-        replicate.main(["--data", str(tmp_path / "imagenet"), "--out", str(tmp_path / "new"),
-                        *args, "--quiet"])
+        replicate.main(
+            ["--data", str(tmp_path / "imagenet"), "--out", str(tmp_path / "new"), *args, "--quiet"]
+        )
     assert not (tmp_path / "new").exists() and (tmp_path / "FILE").read_text() == "mine"
 
 
@@ -304,8 +393,9 @@ def test_a_run_that_lost_its_checkpoint_is_not_sent_round_in_circles(tiny, tmp_p
 
 
 def test_one_class_is_refused_before_the_run_folder_is_made(tmp_path):
-    make_synthetic_imagenet(tmp_path / "one", classes=1, train_per_class=2, val_per_class=1,
-                            seed=0, workers=1)
+    make_synthetic_imagenet(
+        tmp_path / "one", classes=1, train_per_class=2, val_per_class=1, seed=0, workers=1
+    )
     prepare_cache(tmp_path / "one", tmp_path / "cache", workers=1, progress=False)
     with pytest.raises(UsageError, match="holds 1 class: classifying needs at least 2"):
         Run(TrainConfig(cache=str(tmp_path / "cache"), out=str(tmp_path / "run")), progress=False)
@@ -340,13 +430,35 @@ def test_the_demo_never_replaces_a_folder_holding_files_it_did_not_make(tmp_path
 
 def test_resume_refuses_options_that_change_the_computation(tmp_path):
     with pytest.raises(UsageError, match="saved settings: drop --batch-size, --no-lrn, --lr "):
-        replicate.main(["--resume", "--out", str(tmp_path / "run"), "--lr", "0.5",
-                        "--batch-size", "4", "--no-lrn", "--epochs", "3", "--quiet"])
+        replicate.main(
+            [
+                "--resume",
+                "--out",
+                str(tmp_path / "run"),
+                "--lr",
+                "0.5",
+                "--batch-size",
+                "4",
+                "--no-lrn",
+                "--epochs",
+                "3",
+                "--quiet",
+            ]
+        )
     assert not (tmp_path / "run").exists()
     # a value equal to the default is still an option the run would not apply
     with pytest.raises(UsageError, match="saved settings: drop --seed, --lighting "):
-        replicate.main(["--resume", "--out", str(tmp_path / "run"), "--seed", "0",
-                        "--lighting=paper", "--quiet"])
+        replicate.main(
+            [
+                "--resume",
+                "--out",
+                str(tmp_path / "run"),
+                "--seed",
+                "0",
+                "--lighting=paper",
+                "--quiet",
+            ]
+        )
 
 
 def test_resume_finds_a_moved_cache_and_records_changed_settings(tiny, tmp_path, monkeypatch):
@@ -361,23 +473,35 @@ def test_resume_finds_a_moved_cache_and_records_changed_settings(tiny, tmp_path,
     monkeypatch.setattr(Run, "train_epoch", stop_in_epoch_2)
     out = tmp_path / "run"
     with pytest.raises(Crash):
-        Run(config(tiny, out, cache=str(tmp_path / "cache_a"), epochs=3), progress=False,
-            log=lambda s: None).run()
+        Run(
+            config(tiny, out, cache=str(tmp_path / "cache_a"), epochs=3),
+            progress=False,
+            log=lambda s: None,
+        ).run()
     monkeypatch.setattr(Run, "train_epoch", real_epoch)
     (tmp_path / "cache_a").rename(tmp_path / "cache_b")
-    with pytest.raises(UsageError, match="cache_a is gone; if it moved, give its new place with --data"):
+    with pytest.raises(
+        UsageError, match="cache_a is gone; if it moved, give its new place with --data"
+    ):
         Run.resume(str(out), progress=False, log=lambda s: None)
-    make_synthetic_imagenet(tmp_path / "other", classes=2, train_per_class=2, val_per_class=1,
-                            seed=1, workers=1)
+    make_synthetic_imagenet(
+        tmp_path / "other", classes=2, train_per_class=2, val_per_class=1, seed=1, workers=1
+    )
     prepare_cache(tmp_path / "other", tmp_path / "other_cache", workers=1, progress=False)
-    with pytest.raises(UsageError, match=r"holds other classes than the run's data \(2 classes, "
-                                         r"the network's 3\)"):
-        Run.resume(str(out), progress=False, log=lambda s: None, cache=str(tmp_path / "other_cache"))
+    with pytest.raises(
+        UsageError,
+        match=r"holds other classes than the run's data \(2 classes, "
+        r"the network's 3\)",
+    ):
+        Run.resume(
+            str(out), progress=False, log=lambda s: None, cache=str(tmp_path / "other_cache")
+        )
     recorded = json.loads((out / "config.json").read_text())
     images = recorded["train_images"]
     (out / "config.json").write_text(json.dumps({**recorded, "train_images": images + 1}))
-    with pytest.raises(UsageError, match=f"cache_b holds {images} training images, the run's "
-                                         f"data had {images + 1}"):
+    with pytest.raises(
+        UsageError, match=f"cache_b holds {images} training images, the run's data had {images + 1}"
+    ):
         Run.resume(str(out), progress=False, log=lambda s: None, cache=str(tmp_path / "cache_b"))
     (out / "config.json").write_text(json.dumps(recorded))
     # a checkpoint from before the classes and TF32 were recorded: the class count must do
@@ -385,13 +509,21 @@ def test_resume_finds_a_moved_cache_and_records_changed_settings(tiny, tmp_path,
     assert ckpt["wnids"] == cache_info(tmp_path / "cache_b").wnids
     del ckpt["wnids"], ckpt["config"]["tf32"]
     save_checkpoint(out / "checkpoint.pt", ckpt)
-    assert Run.resume(str(out), progress=False, log=lambda s: None,
-                      cache=str(tmp_path / "cache_b")).config.tf32 is False  # fp32, as it ran
-    run = Run.resume(str(out), progress=False, log=lambda s: None,
-                     cache=str(tmp_path / "cache_b"), epochs=2)
+    assert (
+        Run.resume(
+            str(out), progress=False, log=lambda s: None, cache=str(tmp_path / "cache_b")
+        ).config.tf32
+        is False
+    )  # fp32, as it ran
+    run = Run.resume(
+        str(out), progress=False, log=lambda s: None, cache=str(tmp_path / "cache_b"), epochs=2
+    )
     saved = json.loads((out / "config.json").read_text())
     assert saved["settings"]["cache"] == str(tmp_path / "cache_b")
-    assert saved["settings"]["epochs"] == 2 and "at most 2 epochs instead of about 90" in saved["deviations"]
+    assert (
+        saved["settings"]["epochs"] == 2
+        and "at most 2 epochs instead of about 90" in saved["deviations"]
+    )
     run.run()
     assert json.loads((out / "results.json").read_text())["epochs_trained"] == 2
 
@@ -428,8 +560,12 @@ def test_a_failed_save_says_how_to_continue(tiny, tmp_path, monkeypatch, saved):
     def disk_full(self):
         if saved:
             self.save()
-        raise SaveError(f"cannot write {self.dir / 'metrics.jsonl'} (No space left on device): "
-                        "it needs 1.2 KB, 0 bytes left on its disk", "metrics.jsonl", no_space=True)
+        raise SaveError(
+            f"cannot write {self.dir / 'metrics.jsonl'} (No space left on device): "
+            "it needs 1.2 KB, 0 bytes left on its disk",
+            "metrics.jsonl",
+            no_space=True,
+        )
 
     monkeypatch.setattr(Run, "run", disk_full)
     argv = ["--data", str(tiny / "cache"), "--out", str(out), "--batch-size", "8", "--quiet"]
@@ -438,7 +574,8 @@ def test_a_failed_save_says_how_to_continue(tiny, tmp_path, monkeypatch, saved):
     assert str(info.value) == (
         f"cannot write {out / 'metrics.jsonl'} (No space left on device): it needs 1.2 KB, 0 bytes "
         f"left on its disk{'; the last checkpoint is intact' if saved else ''}: free space, then "
-        f"continue with: python scripts/replicate.py --resume --out {out}")
+        f"continue with: python scripts/replicate.py --resume --out {out}"
+    )
 
 
 def test_a_run_that_saved_no_checkpoint_is_started_again(tiny, tmp_path):
@@ -458,10 +595,17 @@ def test_a_run_that_saved_no_checkpoint_is_started_again(tiny, tmp_path):
     (out / ".mine.tmp").unlink()
     # the same settings (more epochs and other workers may differ, as on --resume): this run
     Run(config(tiny, out, epochs=3, workers=1), progress=False, log=said.append)
-    restart = (f"no checkpoint in {out}: the run starts from the beginning with the settings in "
-               "its config.json")
-    assert said == [(f"removed 2 temporary files left by a killed save in {out}: "
-                     ".checkpoint.pt.0123abcd.tmp, .drops.json.tmp"), restart]
+    restart = (
+        f"no checkpoint in {out}: the run starts from the beginning with the settings in "
+        "its config.json"
+    )
+    assert said == [
+        (
+            f"removed 2 temporary files left by a killed save in {out}: "
+            ".checkpoint.pt.0123abcd.tmp, .drops.json.tmp"
+        ),
+        restart,
+    ]
     assert sorted(os.listdir(out)) == ["config.json"]  # the epochs it logged are redone
     assert json.loads((out / "config.json").read_text())["settings"]["epochs"] == 3
     (out / "metrics.jsonl").write_text('{"epoch": 1}\n')
@@ -493,6 +637,7 @@ def test_resume_data_may_name_the_cache_or_the_root_it_was_prepared_beside(tmp_p
     cache = str(tmp_path / "imagenet_cache")
     assert replicate.resume_cache(parse(["--data", cache])) == cache
     assert replicate.resume_cache(parse(["--data", str(tmp_path / "imagenet")])) == cache
-    assert replicate.resume_cache(parse(["--data", str(tmp_path / "imagenet"), "--cache",
-                                         str(tmp_path / "elsewhere")])) == str(tmp_path / "elsewhere")
+    assert replicate.resume_cache(
+        parse(["--data", str(tmp_path / "imagenet"), "--cache", str(tmp_path / "elsewhere")])
+    ) == str(tmp_path / "elsewhere")
     assert replicate.resume_cache(parse([])) is None

@@ -24,8 +24,8 @@ from alexnet2012.data.decode import BadImage, load_256
 from alexnet2012.data.loader import train_loader
 from alexnet2012.data.plan import make_plan
 from alexnet2012.data.stats import load_stats
+from alexnet2012.devices import parse as parse_devices
 from alexnet2012.errors import UsageError
-from alexnet2012.model import resolve_devices
 
 TARGET = 1000  # end-to-end training images/s per CPU core
 
@@ -88,10 +88,7 @@ def run_benchmark(
             raise UsageError(f"{option} must be at least 1, not {value}")
     if workers is not None and workers < 0:
         raise UsageError(f"--workers must be 0 (load in this process) or more, not {workers}")
-    try:
-        device_ = resolve_devices(device, 1)[0]
-    except ValueError as exc:
-        raise UsageError(f"--device: {exc}") from None
+    device_ = parse_devices(device, columns=1, option="--device")[0]
     cache = Path(cache_dir)
     workers = len(os.sched_getaffinity(0)) if workers is None else workers
     split, stats = open_split(cache, "train"), load_stats(cache)

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
@@ -174,8 +175,7 @@ def require_manifest(cache: Path) -> dict:
     manifest = read_manifest(cache)
     if manifest is None:
         raise UsageError(
-            f"{cache} is not a prepared cache (no manifest.json): "
-            f"run {PREPARE} SRC {cache} first"
+            f"{cache} is not a prepared cache (no manifest.json): run {PREPARE} SRC {cache} first"
         )
     return manifest
 

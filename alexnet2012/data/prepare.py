@@ -108,8 +108,15 @@ def _refuse_a_cache_around_source(src: Path, cache: Path) -> None:
     """A CACHE that is SRC, lies inside it or contains it: ``UsageError`` (its files would mix
     with the images, and SRC would look like a cache)."""
     s, c = src.resolve(), cache.resolve()
-    relation = ("is" if c == s else "lies inside" if s in c.parents
-                else "contains" if c in s.parents else None)
+    relation = (
+        "is"
+        if c == s
+        else "lies inside"
+        if s in c.parents
+        else "contains"
+        if c in s.parents
+        else None
+    )
     if relation:
         raise UsageError(
             f"CACHE {cache} {relation} the ImageNet folder SRC {src}: give the cache a folder "
@@ -174,16 +181,23 @@ def _prepare_split(
         fmt.save_status(cache, split, status)
         fmt.write_tsv(fmt.bad_path(cache, split), ("path", "reason"), sorted(bad.items()))
 
-    pool = (multiprocessing.Pool(workers, initializer=ignore_interrupt)
-            if workers > 1 and len(tasks) > 1 else None)
+    pool = (
+        multiprocessing.Pool(workers, initializer=ignore_interrupt)
+        if workers > 1 and len(tasks) > 1
+        else None
+    )
     results = pool.imap_unordered(_decode_rows, tasks) if pool else map(_decode_rows, tasks)
-    start = (f"decoding {len(todo)} of {len(paths)} images into {cache} "
-             f"{processes(workers if pool else 1)}" if len(todo)
-             else f"all {len(paths)} images already in {cache}")
+    start = (
+        f"decoding {len(todo)} of {len(paths)} images into {cache} "
+        f"{processes(workers if pool else 1)}"
+        if len(todo)
+        else f"all {len(paths)} images already in {cache}"
+    )
     last, since = time.monotonic(), 0
     try:
-        with Progress(split, len(paths), start, initial=len(paths) - len(todo),
-                      enabled=progress) as bar:
+        with Progress(
+            split, len(paths), start, initial=len(paths) - len(todo), enabled=progress
+        ) as bar:
             for outcome in results:
                 for row, reason in outcome:
                     status[row] = fmt.DONE if reason is None else fmt.BAD

@@ -40,8 +40,10 @@ class Progress:
         self.count += n
         now = monotonic()
         gap = now - self.last_time
-        if self.initial < self.count < self.total and gap >= LINE_SECONDS and (
-            self.count - self.last_count >= LINE_FRACTION * self.total or gap >= QUIET_SECONDS
+        if (
+            self.initial < self.count < self.total
+            and gap >= LINE_SECONDS
+            and (self.count - self.last_count >= LINE_FRACTION * self.total or gap >= QUIET_SECONDS)
         ):
             elapsed = now - self.begun
             left = (self.total - self.count) * elapsed / (self.count - self.initial)

@@ -29,9 +29,9 @@ import io
 import multiprocessing
 import os
 import shutil
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import scipy.io

@@ -1,0 +1,79 @@
+"""The checks of the values users give on command lines, one function per value.
+
+Every script and :class:`alexnet2012.config.TrainConfig` call these, so a bad value gets the
+same one-line message wherever it is given. Library code below (loaders, plans, schedules)
+only asserts. Devices are checked by :func:`alexnet2012.devices.parse`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from alexnet2012 import paper
+from alexnet2012.errors import UsageError
+
+
+def count(option: str, value: int, minimum: int = 1) -> int:
+    """A whole number of something (images, batches, epochs, threads) of at least ``minimum``."""
+    if value < minimum:
+        raise UsageError(f"{option} must be at least {minimum}, got {value}")
+    return value
+
+
+def workers(value: int | None, option: str = "--workers") -> int | None:
+    """Loader or decoder processes: 0 (work in this process) or more; None: the default."""
+    if value is not None and value < 0:
+        raise UsageError(f"{option} must be 0 (work in this process) or more, got {value}")
+    return value
+
+
+def input_size(value: int, option: str = "--input-size") -> int:
+    """The crop the network takes: 224 (the paper) or 227 (the geometry Caffe made common)."""
+    if value not in paper.INPUT_SIZES:
+        raise UsageError(f"{option} must be 224 (the paper) or 227 (Caffe's geometry), got {value}")
+    return value
+
+
+def seed(value: int, option: str = "--seed") -> int:
+    """A seed torch and numpy both accept."""
+    if not 0 <= value < 2**63:
+        raise UsageError(f"{option} must be from 0 to 2**63-1, got {value}")
+    return value
+
+
+def positive(option: str, value: float) -> float:
+    """A rate or scale above 0 (NaN refused)."""
+    if not value > 0:
+        raise UsageError(f"{option} must be positive, got {value}")
+    return value
+
+
+def at_least_zero(option: str, value: float, meaning: str = "") -> float:
+    """A threshold or interval of 0 or more (NaN refused); ``meaning`` says what 0 does."""
+    if not value >= 0:
+        zero = f"0 ({meaning})" if meaning else "0"
+        raise UsageError(f"{option} must be {zero} or more, got {value}")
+    return value
+
+
+def int_list(option: str, text: str) -> tuple[int, ...]:
+    """``"25,51,79"`` -> ``(25, 51, 79)``."""
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise UsageError(
+            f"{option} takes whole numbers separated by commas, got {text!r}"
+        ) from None
+
+
+def lr_drops(drops: Sequence[int] | None, epochs: int) -> tuple[int, ...] | None:
+    """Fixed drop epochs: increasing, each from 2 to ``epochs``."""
+    if drops is None:
+        return None
+    drops = tuple(drops)
+    if any(b <= a for a, b in zip(drops, drops[1:])) or any(not 2 <= e <= epochs for e in drops):
+        raise UsageError(
+            f"--lr-drops must be increasing epochs from 2 to --epochs ({epochs}), "
+            f"got {','.join(map(str, drops))}"
+        )
+    return drops
