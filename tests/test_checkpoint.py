@@ -13,7 +13,7 @@ import pytest
 import torch
 from faults import FullDisk
 
-from alexnet2012 import checkpoint
+from alexnet2012 import files
 from alexnet2012.checkpoint import (
     MARGIN,
     is_temporary,
@@ -117,13 +117,13 @@ def full_disk(monkeypatch, room: int, free: int) -> None:
     program fills the disk while the file is written."""
     FullDisk.room = room
     monkeypatch.setattr(
-        checkpoint,
+        files,
         "open",
         lambda path, mode: io.BufferedWriter(FullDisk(path, mode.replace("b", ""))),
         raising=False,
     )
     spaces = iter([10**12, free])
-    monkeypatch.setattr(checkpoint, "free_space", lambda path: next(spaces))
+    monkeypatch.setattr(files, "free_space", lambda path: next(spaces))
 
 
 def test_a_full_disk_while_saving_is_one_line_and_keeps_the_previous_checkpoint(

@@ -31,7 +31,7 @@ import pytest
 import torch
 from faults import FullDisk
 
-from alexnet2012 import checkpoint as checkpoint_module
+from alexnet2012 import files as files_module
 from alexnet2012.checkpoint import MARGIN, TEST_PAUSE, load_checkpoint, save_checkpoint
 from alexnet2012.data import make_synthetic_imagenet, prepare_cache
 from alexnet2012.errors import SaveError, UsageError
@@ -117,7 +117,7 @@ def fill_disk_for(name: str, room: int, monkeypatch) -> None:
             return io.BufferedWriter(FullDisk(path, mode.replace("b", "")))
         return real_open(path, mode, *args, **kwargs)
 
-    monkeypatch.setattr(checkpoint_module, "open", open_, raising=False)
+    monkeypatch.setattr(files_module, "open", open_, raising=False)
 
 
 def digests(folder: Path) -> dict[str, object]:
@@ -462,7 +462,7 @@ def test_each_save_checks_the_space_first_and_fails_with_the_same_message(tmp_pa
     save_checkpoint(path, {"w": torch.zeros(1000)})
     before = path.read_bytes()
     state = {"w": torch.ones(250_000), "v": torch.ones(250_000)}  # 2 MB of storages
-    monkeypatch.setattr(checkpoint_module, "free_space", lambda p: 2_500_000)
+    monkeypatch.setattr(files_module, "free_space", lambda p: 2_500_000)
     with pytest.raises(SaveError) as info:
         save_checkpoint(path, state)
     assert str(info.value) == (

@@ -1,0 +1,164 @@
+"""Files that are always whole: atomic writes that fail with one line (the file, the space it
+needed and the space left), the temporary files such writes leave when killed, and the test hook
+that pauses a write at a known point."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from alexnet2012.errors import SaveError
+
+PathLike = str | os.PathLike
+TEST_PAUSE = "ALEXNET2012_TEST_PAUSE"  # test hook, "<point>:<marker file>": see pause_for_test
+
+
+def temporary_name(path: PathLike) -> str:
+    """Where :func:`save_checkpoint` and :func:`write_file` write ``path`` before the rename: a
+    hidden ``.<name>.<8 hex digits>.tmp`` beside it (see :func:`is_temporary`)."""
+    return os.path.join(
+        os.path.dirname(os.path.abspath(path)),
+        f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp",
+    )
+
+
+def is_temporary(name: str, of: tuple[str, ...]) -> bool:
+    """Whether the file ``name`` is a temporary copy of one of the files ``of``, left by a write
+    that was killed (``.<name>.tmp`` too, as older versions wrote JSON files)."""
+    for own in of:
+        prefix = f".{own}."
+        rest = name[len(prefix) :] if name.startswith(prefix) else None
+        if rest == "tmp" or (
+            rest is not None
+            and len(rest) == 12
+            and rest.endswith(".tmp")
+            and all(c in "0123456789abcdef" for c in rest[:8])
+        ):
+            return True
+    return False
+
+
+def free_space(path: PathLike) -> int:
+    """Bytes free to this user on the disk that holds ``path`` (or its nearest existing folder)."""
+    place = Path(os.path.abspath(path))
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    return shutil.disk_usage(place).free
+
+
+def size_text(n: float) -> str:
+    """Bytes for a message, in decimal units: ``455.1 MB``."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{int(n)} bytes"
+
+
+def _check_space(path: str, needed: int) -> None:
+    """Fail early, before writing, when the disk of ``path`` has less than ``needed`` bytes free
+    (skipped where the free space cannot be read)."""
+    try:
+        free = free_space(path)
+    except OSError:
+        return
+    if free < needed:
+        raise SaveError(
+            f"not enough space to write {path}: it needs {size_text(needed)}, "
+            f"{size_text(free)} left on its disk",
+            path,
+            no_space=True,
+        )
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    """The OS error behind ``exc``: itself, or what torch's zip writer was handling when it
+    failed in turn (a full disk reaches ``torch.save``'s caller as a RuntimeError, ``unexpected
+    pos``, raised while the writer closed the file after the OSError)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def write_atomic(path: PathLike, needed: int, write: Callable[[Any], None], what: str) -> None:
+    """Write ``path`` through ``write(file)`` into a temporary file beside it, flush and fsync it,
+    then rename it over ``path``, so that ``path`` is always the old or the new file whole. A
+    failure removes the temporary file. An OS error (a full disk, no permission, a missing
+    folder) raises :class:`SaveError`: the file, the OS's words, the ``needed`` bytes and the
+    space left."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    _check_space(path, needed)
+    tmp = temporary_name(path)
+    created = False
+    try:
+        with open(tmp, "xb") as f:
+            created = True
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        if created:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if isinstance(exc.__context__, KeyboardInterrupt):  # torch.save's cleanup failed on
+            raise KeyboardInterrupt from None  # the interrupted write: Ctrl-C it is
+        error = None if isinstance(exc, KeyboardInterrupt) else _os_error(exc)
+        if error is None:
+            raise
+        try:
+            left = f", {size_text(free_space(path))} left on its disk"
+        except OSError:
+            left = ""
+        no_space = error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+        raise SaveError(
+            f"cannot write {what}{path} ({error.strerror or error}): it needs "
+            f"{size_text(needed)}{left}",
+            path,
+            no_space=no_space,
+        ) from None
+    _fsync_directory(directory)
+
+
+def write_file(path: PathLike, data: bytes | str) -> None:
+    """Write ``data`` (text as UTF-8) to ``path`` atomically, as :func:`save_checkpoint` does;
+    an OS error raises :class:`SaveError` with the file, the bytes needed and the space left."""
+    data = data.encode("utf-8") if isinstance(data, str) else data
+    write_atomic(path, len(data), lambda f: f.write(data), "")
+
+
+def pause_for_test(point: str) -> None:
+    """Test hook for killing a run at a known point: where the environment variable
+    ``ALEXNET2012_TEST_PAUSE`` is ``<point>:<marker file>``, create the marker and wait to be
+    killed (or for the marker to be removed; at most 10 minutes). Points: ``save<N>.before``,
+    ``save<N>.half``, ``save<N>.after`` (this process's N-th checkpoint write: before its
+    temporary file, halfway through it, after the rename) and ``ten-view`` (the final test,
+    before its ten-view pass)."""
+    want, _, marker = os.environ.get(TEST_PAUSE, "").partition(":")
+    if want != point or not marker:
+        return
+    Path(marker).write_text(f"{os.getpid()}\n")
+    deadline = time.monotonic() + 600
+    while os.path.exists(marker) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def _fsync_directory(directory: str) -> None:
+    """Make the rename durable; some systems (Windows) cannot open a directory, so skip there."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
