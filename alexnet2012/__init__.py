@@ -1,6 +1,16 @@
-"""alexnet2012: the 2012 two-column AlexNet of Krizhevsky, Sutskever and Hinton, in PyTorch."""
+"""Krizhevsky, Sutskever and Hinton's 2012 two-column AlexNet, trained the paper's way."""
 
 from alexnet2012.interchange import grouped_state_dict, load_grouped_state_dict
 from alexnet2012.model import AlexNet
+from alexnet2012.optim import PaperSGD
+from alexnet2012.resume import load_trained_model
+from alexnet2012.schedule import PaperSchedule
 
-__all__ = ["AlexNet", "grouped_state_dict", "load_grouped_state_dict"]
+__all__ = [
+    "AlexNet",
+    "PaperSGD",
+    "PaperSchedule",
+    "grouped_state_dict",
+    "load_grouped_state_dict",
+    "load_trained_model",
+]

@@ -1,170 +1,25 @@
-"""The run report: ``report.md`` and ``curves.png`` from a replication run folder.
-
-A run folder (written by ``scripts/replicate.py``) holds ``config.json``, ``metrics.jsonl``
-(one JSON object per epoch), ``drops.json`` and ``results.json``; the docstring of
-:func:`read_run` gives the fields read. Error rates are fractions in [0, 1] in the files and
-percentages in the report, next to the paper's figures (``paper.RESULTS``, in %).
-"""
+"""The run report: ``report.md`` and ``curves.png`` from a finished run's folder, its errors
+(fractions in the files) as percentages beside the paper's (``paper.RESULTS``)."""
 
 from __future__ import annotations
 
 import io
-import json
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from alexnet2012 import paper
-from alexnet2012.checkpoint import write_file
-from alexnet2012.errors import UsageError
+from alexnet2012.files import write_file
 from alexnet2012.plot import learning_curves
+from alexnet2012.runfolder import CURVES, REPORT, RunFolder, RunRecord
 
-PathLike = Union[str, "os.PathLike[str]"]
-
-
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+PathLike = str | os.PathLike
 
 
-_KINDS: dict[str, Callable[[Any], bool]] = {
-    "a positive integer": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
-    "a number": _number,
-    "a positive number": lambda v: _number(v) and v > 0,
-    "a fraction in [0, 1]": lambda v: _number(v) and 0 <= v <= 1,
-    "a string": lambda v: isinstance(v, str),
-    "a list": lambda v: isinstance(v, list),
-    "an object": lambda v: isinstance(v, dict),
-}
-_ERRORS = {"top1": "a fraction in [0, 1]", "top5": "a fraction in [0, 1]"}
-_CONFIG = {
-    "settings": "an object",
-    "device_names": "a list",
-    "torch": "a string",
-    "dataset": "a string",
-    "num_classes": "a positive integer",
-    "train_images": "a positive integer",
-    "val_images": "a positive integer",
-    "deviations": "a list",
-}
-_EPOCH = {
-    "epoch": "a positive integer",
-    "lr": "a number",
-    "train_loss": "a number",
-    "images_per_s": "a positive number",
-}
-_EPOCH_OPTIONAL = {"val_top1": "a fraction in [0, 1]", "val_top5": "a fraction in [0, 1]"}
-_DROP = {
-    "epoch": "a positive integer",
-    "old_lr": "a number",
-    "new_lr": "a number",
-    "val_error": "a fraction in [0, 1]",
-    "reason": "a string",
-}
-_RESULTS = {
-    "center": "an object",
-    "wall_time_s": "a number",
-    "epochs_trained": "a positive integer",
-    "stopped_because": "a string",
-}
-
-
-def _check(
-    obj: Any, where: str, required: dict[str, str], optional: dict[str, str] | None = None
-) -> dict[str, Any]:
-    """``obj`` if it is a JSON object whose fields have the given kinds; ``UsageError`` if not.
-
-    ``optional`` fields may be absent or null."""
-    if not isinstance(obj, dict):
-        raise UsageError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-    for name in required:
-        if name not in obj:
-            raise UsageError(f"{where}: missing '{name}'")
-    for name, kind in {**required, **(optional or {})}.items():
-        value = obj.get(name)
-        if (name in required or value is not None) and not _KINDS[kind](value):
-            raise UsageError(f"{where}: '{name}' must be {kind}, got {value!r}")
-    return obj
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(
-            f"{path}: missing (is this a run folder written by scripts/replicate.py?)"
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path}: cannot read: {exc}") from None
-
-
-def _parse(text: str, where: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-
-
-def _read_json(path: Path) -> Any:
-    return _parse(_read_text(path), str(path))
-
-
-@dataclass(frozen=True)
-class Run:
-    """The contents of a run folder."""
-
-    config: dict[str, Any]
-    metrics: list[dict[str, Any]]
-    drops: list[dict[str, Any]]
-    results: dict[str, Any]
-
-
-def read_run(run_dir: PathLike) -> Run:
-    """Read and check a run folder; any missing file or field raises a one-line ``UsageError``.
-
-    Fields read (errors are fractions in [0, 1]):
-    ``config.json``: settings (object), device_names (list), torch, dataset (str), num_classes,
-    train_images, val_images (int), deviations (list of str).
-    ``metrics.jsonl``: one object per line, epochs increasing: epoch, lr, train_loss,
-    images_per_s, and val_top1, val_top5 (absent or null for an epoch without validation).
-    ``drops.json``: a list of objects: epoch (the first at new_lr), old_lr, new_lr, val_error,
-    reason. ``results.json``: center {top1, top5}, optional ten_view {top1, top5},
-    wall_time_s (wall-clock seconds in training steps), epochs_trained, stopped_because.
-    """
-    folder = Path(run_dir)
-    if not folder.is_dir():
-        raise UsageError(f"{folder}: not a run folder (no such directory)")
-    path = folder / "config.json"
-    config = _check(_read_json(path), str(path), _CONFIG)
-
-    path = folder / "metrics.jsonl"
-    metrics: list[dict[str, Any]] = []
-    for number, line in enumerate(_read_text(path).splitlines(), start=1):
-        if line.strip():
-            where = f"{path} line {number}"
-            metrics.append(_check(_parse(line, where), where, _EPOCH, _EPOCH_OPTIONAL))
-            if len(metrics) > 1 and metrics[-1]["epoch"] <= metrics[-2]["epoch"]:
-                raise UsageError(
-                    f"{where}: epoch {metrics[-1]['epoch']} after epoch "
-                    f"{metrics[-2]['epoch']}: epochs must increase"
-                )
-    if not metrics:
-        raise UsageError(f"{path}: no epochs")
-
-    path = folder / "drops.json"
-    drops = _read_json(path)
-    if not isinstance(drops, list):
-        raise UsageError(f"{path}: expected a JSON list, got {type(drops).__name__}")
-    for i, drop in enumerate(drops):
-        _check(drop, f"{path} item {i + 1}", _DROP)
-
-    path = folder / "results.json"
-    results = _check(_read_json(path), str(path), _RESULTS)
-    _check(results["center"], f"{path} 'center'", _ERRORS)
-    if results.get("ten_view") is not None:
-        _check(results["ten_view"], f"{path} 'ten_view'", _ERRORS)
-    return Run(config, metrics, drops, results)
+def read_run(run_dir: PathLike) -> RunRecord:
+    """The checked contents of a finished run's folder (see :mod:`alexnet2012.runfolder`)."""
+    return RunFolder(run_dir).read()
 
 
 def _pct(fraction: float | None) -> str:
@@ -307,7 +162,7 @@ def _ablation_section(settings: dict[str, Any]) -> list[str]:
 
 
 def _cuda_settings(backends: Any) -> str:
-    """``; cuDNN autotuning, TF32`` for a GPU run's config.json ``backends`` (cuda_backends)."""
+    """``; cuDNN autotuning, TF32`` for a GPU run's recorded ``backends``."""
     if not isinstance(backends, dict) or not backends.get("cuda"):
         return ""
     return "; cuDNN autotuning, " + ("TF32" if backends.get("tf32_cudnn") else "fp32") + " products"
@@ -322,7 +177,7 @@ def _value(v: Any) -> str:
     return ", ".join(map(str, v)) if isinstance(v, list) else str(v)
 
 
-def _markdown(run: Run) -> str:
+def _markdown(run: RunRecord) -> str:
     config, results, metrics = run.config, run.results, run.metrics
     dataset = config["dataset"]
     headers, rows, notes = comparison(results, dataset, config["num_classes"])
@@ -418,7 +273,7 @@ def write_report(run_dir: PathLike) -> Path:
     learning_curves(
         run.metrics, run.drops, png, title=f"AlexNet (2012) replication: {run.config['dataset']}"
     )
-    write_file(folder / "curves.png", png.getvalue())
-    path = folder / "report.md"
+    write_file(folder / CURVES, png.getvalue())
+    path = folder / REPORT
     write_file(path, _markdown(run))
     return path

@@ -4,8 +4,8 @@
 Without --data: the built-in demo on a generated synthetic set. See --help.
 """
 
+from alexnet2012.cli.replicate import main
 from alexnet2012.errors import run_cli
-from alexnet2012.replicate import main
 
 if __name__ == "__main__":
     run_cli(

@@ -37,7 +37,8 @@ from alexnet2012.data import make_synthetic_imagenet, prepare_cache
 from alexnet2012.errors import SaveError, UsageError
 from alexnet2012.model import AlexNet
 from alexnet2012.report import write_report
-from alexnet2012.train import Run, TrainConfig
+from alexnet2012.config import TrainConfig
+from alexnet2012.train import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = ["--batch-size", "3", "--epochs", "1", "--workers", "0", "--checkpoint-minutes", "0"]
@@ -427,11 +428,11 @@ def test_too_little_space_for_two_checkpoints_is_refused_before_training(
 ):
     size = checkpoint_size()
     free = 2 * size - 1
-    monkeypatch.setattr("alexnet2012.train.free_space", lambda path: free)
+    monkeypatch.setattr("alexnet2012.runfolder.free_space", lambda path: free)
     out = tmp_path / "run"
     config = TrainConfig(cache=str(cache), out=str(out), batch_size=3, workers=0)
     with pytest.raises(UsageError) as info:
-        Run(config, progress=False, log=lambda s: None)
+        Trainer(config, progress=False, log=lambda s: None)
     assert str(info.value) == (
         f"not enough space to write {out / 'checkpoint.pt'}: it needs {mb(2 * size)} (two "
         f"checkpoints of {mb(size)}: the latest and the next, written beside it), {mb(free)} left "
@@ -444,8 +445,8 @@ def test_a_resumed_run_needs_room_for_one_checkpoint_beside_its_own(reference, m
     size, held = checkpoint_size(), (reference / "checkpoint.pt").stat().st_size
     assert size - MARGIN < held <= size  # the rule bounds the real file
     free = {"bytes": 2 * size - held}
-    monkeypatch.setattr("alexnet2012.train.free_space", lambda path: free["bytes"])
-    run = Run.resume(str(reference), progress=False, log=lambda s: None)  # just enough room
+    monkeypatch.setattr("alexnet2012.runfolder.free_space", lambda path: free["bytes"])
+    run = Trainer.resume(str(reference), progress=False, log=lambda s: None)  # just enough room
     free["bytes"] -= 1
     with pytest.raises(UsageError) as info:
         run._check_room(resumed=True)

@@ -14,12 +14,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from alexnet2012 import replicate
+from alexnet2012 import sources
+from alexnet2012.cli import replicate
 from alexnet2012.checkpoint import load_checkpoint, save_checkpoint
 from alexnet2012.data import cache_info, make_synthetic_imagenet, prepare_cache
 from alexnet2012.errors import SaveError, UsageError
 from alexnet2012.step import TrainStep
-from alexnet2012.train import Run, TrainConfig, deviations
+from alexnet2012.config import TrainConfig, deviations
+from alexnet2012.train import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 torch.set_num_threads(2)
@@ -174,7 +176,7 @@ def test_bf16_and_compile_are_recorded_listed_and_taken_by_the_step(tiny, tmp_pa
     assert config.bf16 and config.compile
     assert any(d.startswith("bf16 autocast") for d in deviations(config, 3))
     assert not any("bf16" in d for d in deviations(replace(config, bf16=False), 3))
-    run = Run(config, progress=False)
+    run = Trainer(config, progress=False)
     assert run.step.bf16 and run.step.forward_loss is not run.step._forward_loss
     recorded = json.loads((tmp_path / "compiled" / "config.json").read_text())
     assert recorded["settings"]["bf16"] and recorded["settings"]["compile"]
@@ -201,13 +203,13 @@ def test_the_demo_keeps_only_the_lr_drops_that_a_shorter_epochs_leaves(tiny, tmp
     assert any(d.startswith("TF32 products on CUDA") for d in deviations(gpu, 3))
     assert not any("TF32" in d for d in deviations(replace(gpu, tf32=False), 3))
     assert demo_config("--no-tf32").tf32 is False and full.tf32 is True
-    Run(short, progress=False).run()
+    Trainer(short, progress=False).run()
     lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [(l["epoch"], l["lr"]) for l in lines] == [(1, 0.01)]
 
 
 def test_a_run_killed_and_resumed_ends_with_the_same_weights(tiny, tmp_path, monkeypatch):
-    whole = Run(config(tiny, tmp_path / "whole"), progress=False, log=lambda s: None)
+    whole = Trainer(config(tiny, tmp_path / "whole"), progress=False, log=lambda s: None)
     whole.run()
     expected = whole.model.state_dict()
 
@@ -225,13 +227,13 @@ def test_a_run_killed_and_resumed_ends_with_the_same_weights(tiny, tmp_path, mon
     monkeypatch.setattr(TrainStep, "__call__", crashing_step)
     cut = config(tiny, tmp_path / "cut", checkpoint_minutes=0.0)  # a checkpoint after every step
     with pytest.raises(Crash):
-        Run(cut, progress=False, log=lambda s: None).run()
+        Trainer(cut, progress=False, log=lambda s: None).run()
     monkeypatch.setattr(TrainStep, "__call__", real_step)
     saved = load_checkpoint(tmp_path / "cut" / "checkpoint.pt")
     assert (saved["epoch"], saved["batch"]) == (2, 1)  # resumes mid-epoch
 
     torch.manual_seed(12345)  # a different process state: the checkpoint must restore it all
-    resumed = Run.resume(str(tmp_path / "cut"), progress=False, log=lambda s: None)
+    resumed = Trainer.resume(str(tmp_path / "cut"), progress=False, log=lambda s: None)
     resumed.run()
     got = resumed.model.state_dict()
     assert got.keys() == expected.keys()
@@ -245,7 +247,7 @@ def test_a_finished_run_is_not_silently_left_unextended(tiny, tmp_path):
     # A finished run given a new --epochs must say it cannot be extended (it used to re-test
     # and train nothing) and leave the run as it was; with its own --epochs it re-tests.
     out = tmp_path / "done"
-    Run(config(tiny, out), progress=False, log=lambda s: None).run()
+    Trainer(config(tiny, out), progress=False, log=lambda s: None).run()
     before = {p.name: digest(p) for p in out.iterdir()}
     result = run_cli("--resume", "--out", out, "--epochs", 3, "--workers", 0)
     assert result.returncode == 2 and result.stdout == ""
@@ -254,7 +256,7 @@ def test_a_finished_run_is_not_silently_left_unextended(tiny, tmp_path):
         "cannot be extended to --epochs 3; start a new run (--out) with --epochs 3"
     )
     assert {p.name: digest(p) for p in out.iterdir()} == before
-    again = Run.resume(str(out), progress=False, log=lambda s: None, epochs=2)
+    again = Trainer.resume(str(out), progress=False, log=lambda s: None, epochs=2)
     assert again.finished and again.epoch == 3
 
 
@@ -296,7 +298,7 @@ def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_pa
         (["--batch-size", 100], "larger than the training set"),
         (["--batch-size", 8, "--epochs", 0], "--epochs must be at least 1"),
         (["--batch-size", 8, "--lr-drops", "100"], "--lr-drops must be increasing epochs from 2"),
-        (["--batch-size", 8, "--accumulate", 0], "--accumulate must be positive, got 0"),
+        (["--batch-size", 8, "--accumulate", 0], "--accumulate must be at least 1, got 0"),
         (["--batch-size", 8, "--checkpoint-minutes", -5], "--checkpoint-minutes must be 0"),
         (["--batch-size", 8, "--seed", -1], "--seed must be from 0 to 2**63-1, got -1"),
         (["--devices", "mps"], "runs on 'cpu' and 'cuda[:N]' devices only"),
@@ -345,7 +347,7 @@ def test_settings_and_the_run_folder_are_checked_before_the_data_is_prepared(
 def test_a_file_is_refused_as_out(tiny, tmp_path):
     (tmp_path / "run").write_text("mine")
     with pytest.raises(UsageError, match="--out .*run is a file: give a folder"):
-        Run(config(tiny, tmp_path / "run"), progress=False)
+        Trainer(config(tiny, tmp_path / "run"), progress=False)
     assert (tmp_path / "run").read_text() == "mine"
 
 
@@ -398,7 +400,7 @@ def test_one_class_is_refused_before_the_run_folder_is_made(tmp_path):
     )
     prepare_cache(tmp_path / "one", tmp_path / "cache", workers=1, progress=False)
     with pytest.raises(UsageError, match="holds 1 class: classifying needs at least 2"):
-        Run(TrainConfig(cache=str(tmp_path / "cache"), out=str(tmp_path / "run")), progress=False)
+        Trainer(TrainConfig(cache=str(tmp_path / "cache"), out=str(tmp_path / "run")), progress=False)
     assert not (tmp_path / "run").exists()
 
 
@@ -407,12 +409,12 @@ def test_a_folder_holding_other_files_is_refused_as_out(tiny, tmp_path):
     out.mkdir()
     (out / "report.md").write_text("my own report")
     with pytest.raises(UsageError, match=r"mine is not empty \(report.md\): give --out a new"):
-        Run(config(tiny, out), progress=False, log=lambda s: None)
+        Trainer(config(tiny, out), progress=False, log=lambda s: None)
     assert sorted(p.name for p in out.iterdir()) == ["report.md"]
     assert (out / "report.md").read_text() == "my own report"
     (out / "report.md").unlink()
     (out / "config.json").write_text("{}")  # a run that never started: started again
-    Run(config(tiny, out), progress=False, log=lambda s: None)
+    Trainer(config(tiny, out), progress=False, log=lambda s: None)
     assert json.loads((out / "config.json").read_text())["num_classes"] == 3
 
 
@@ -420,11 +422,11 @@ def test_the_demo_never_replaces_a_folder_holding_files_it_did_not_make(tmp_path
     demo = tmp_path / "experiments" / "demo_data"
     (demo / "images").mkdir(parents=True)
     (demo / "spec.json").write_text('{"classes": 2}')  # an older demo set: may be replaced
-    monkeypatch.setattr(replicate, "DEMO_DATA", demo)
-    replicate._check_demo_folder()
+    monkeypatch.setattr(sources, "DEMO_DATA", demo)
+    sources.check_demo_folder()
     (demo / "precious.txt").write_text("mine")
     with pytest.raises(UsageError, match="holds files the demo did not make .precious.txt."):
-        replicate.demo_cache(workers=0, progress=False)
+        sources.demo_cache(workers=0, progress=False)
     assert (demo / "precious.txt").read_text() == "mine"
 
 
@@ -463,27 +465,27 @@ def test_resume_refuses_options_that_change_the_computation(tmp_path):
 
 def test_resume_finds_a_moved_cache_and_records_changed_settings(tiny, tmp_path, monkeypatch):
     shutil.copytree(tiny / "cache", tmp_path / "cache_a")
-    real_epoch = Run.train_epoch
+    real_epoch = Trainer.train_epoch
 
     def stop_in_epoch_2(self):
         if self.epoch == 2:
             raise Crash()
         return real_epoch(self)
 
-    monkeypatch.setattr(Run, "train_epoch", stop_in_epoch_2)
+    monkeypatch.setattr(Trainer, "train_epoch", stop_in_epoch_2)
     out = tmp_path / "run"
     with pytest.raises(Crash):
-        Run(
+        Trainer(
             config(tiny, out, cache=str(tmp_path / "cache_a"), epochs=3),
             progress=False,
             log=lambda s: None,
         ).run()
-    monkeypatch.setattr(Run, "train_epoch", real_epoch)
+    monkeypatch.setattr(Trainer, "train_epoch", real_epoch)
     (tmp_path / "cache_a").rename(tmp_path / "cache_b")
     with pytest.raises(
         UsageError, match="cache_a is gone; if it moved, give its new place with --data"
     ):
-        Run.resume(str(out), progress=False, log=lambda s: None)
+        Trainer.resume(str(out), progress=False, log=lambda s: None)
     make_synthetic_imagenet(
         tmp_path / "other", classes=2, train_per_class=2, val_per_class=1, seed=1, workers=1
     )
@@ -493,7 +495,7 @@ def test_resume_finds_a_moved_cache_and_records_changed_settings(tiny, tmp_path,
         match=r"holds other classes than the run's data \(2 classes, "
         r"the network's 3\)",
     ):
-        Run.resume(
+        Trainer.resume(
             str(out), progress=False, log=lambda s: None, cache=str(tmp_path / "other_cache")
         )
     recorded = json.loads((out / "config.json").read_text())
@@ -502,7 +504,7 @@ def test_resume_finds_a_moved_cache_and_records_changed_settings(tiny, tmp_path,
     with pytest.raises(
         UsageError, match=f"cache_b holds {images} training images, the run's data had {images + 1}"
     ):
-        Run.resume(str(out), progress=False, log=lambda s: None, cache=str(tmp_path / "cache_b"))
+        Trainer.resume(str(out), progress=False, log=lambda s: None, cache=str(tmp_path / "cache_b"))
     (out / "config.json").write_text(json.dumps(recorded))
     # a checkpoint from before the classes and TF32 were recorded: the class count must do
     ckpt = load_checkpoint(out / "checkpoint.pt")
@@ -510,12 +512,12 @@ def test_resume_finds_a_moved_cache_and_records_changed_settings(tiny, tmp_path,
     del ckpt["wnids"], ckpt["config"]["tf32"]
     save_checkpoint(out / "checkpoint.pt", ckpt)
     assert (
-        Run.resume(
+        Trainer.resume(
             str(out), progress=False, log=lambda s: None, cache=str(tmp_path / "cache_b")
         ).config.tf32
         is False
     )  # fp32, as it ran
-    run = Run.resume(
+    run = Trainer.resume(
         str(out), progress=False, log=lambda s: None, cache=str(tmp_path / "cache_b"), epochs=2
     )
     saved = json.loads((out / "config.json").read_text())
@@ -541,7 +543,7 @@ def test_ctrl_c_says_how_to_continue(tiny, tmp_path, monkeypatch, written):
             (self.dir / "metrics.jsonl").write_text('{"epoch": 1}\n')
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(Run, "run", interrupted)
+    monkeypatch.setattr(Trainer, "run", interrupted)
     argv = ["--data", str(tiny / "cache"), "--out", str(out), "--batch-size", "8", "--quiet"]
     with pytest.raises(KeyboardInterrupt) as info:
         replicate.main(argv)
@@ -567,7 +569,7 @@ def test_a_failed_save_says_how_to_continue(tiny, tmp_path, monkeypatch, saved):
             no_space=True,
         )
 
-    monkeypatch.setattr(Run, "run", disk_full)
+    monkeypatch.setattr(Trainer, "run", disk_full)
     argv = ["--data", str(tiny / "cache"), "--out", str(out), "--batch-size", "8", "--quiet"]
     with pytest.raises(UsageError) as info:
         replicate.main(argv)
@@ -581,20 +583,20 @@ def test_a_failed_save_says_how_to_continue(tiny, tmp_path, monkeypatch, saved):
 def test_a_run_that_saved_no_checkpoint_is_started_again(tiny, tmp_path):
     # killed at the end of its first epoch, while its first checkpoint was written
     out, said = tmp_path / "run", []
-    Run(config(tiny, out), progress=False, log=said.append)
+    Trainer(config(tiny, out), progress=False, log=said.append)
     (out / "metrics.jsonl").write_text('{"epoch": 1}\n')
     (out / "drops.json").write_text("[]\n")
     (out / ".checkpoint.pt.0123abcd.tmp").write_bytes(b"PK half a checkpoint")
     (out / ".drops.json.tmp").write_text("[")  # as versions before wrote JSON files
     assert said == []
     with pytest.raises(UsageError, match=r"already holds a run \(metrics.jsonl\); use --resume"):
-        Run(config(tiny, out, lr=0.02), progress=False)  # other settings: another run
+        Trainer(config(tiny, out, lr=0.02), progress=False)  # other settings: another run
     (out / ".mine.tmp").write_text("mine")
     with pytest.raises(UsageError, match=r"run is not empty \(.mine.tmp\)"):
-        Run(config(tiny, out), progress=False)
+        Trainer(config(tiny, out), progress=False)
     (out / ".mine.tmp").unlink()
     # the same settings (more epochs and other workers may differ, as on --resume): this run
-    Run(config(tiny, out, epochs=3, workers=1), progress=False, log=said.append)
+    Trainer(config(tiny, out, epochs=3, workers=1), progress=False, log=said.append)
     restart = (
         f"no checkpoint in {out}: the run starts from the beginning with the settings in "
         "its config.json"
@@ -610,7 +612,7 @@ def test_a_run_that_saved_no_checkpoint_is_started_again(tiny, tmp_path):
     assert json.loads((out / "config.json").read_text())["settings"]["epochs"] == 3
     (out / "metrics.jsonl").write_text('{"epoch": 1}\n')
     said.clear()
-    resumed = Run.resume(str(out), progress=False, log=said.append, epochs=2)
+    resumed = Trainer.resume(str(out), progress=False, log=said.append, epochs=2)
     assert said == [restart]
     assert (resumed.epoch, resumed.config.epochs) == (1, 2)
     assert sorted(os.listdir(out)) == ["config.json"]

@@ -9,55 +9,20 @@ trained on and evaluated end to end on whatever the machine has.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import shlex
-import shutil
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-
-from alexnet2012 import paper
-from alexnet2012.data import cache_info, prepare_cache
-from alexnet2012.data.synthetic import make_synthetic_imagenet
-from alexnet2012.errors import SaveError, UsageError, foreign_files
+from alexnet2012 import devices, options, paper
+from alexnet2012.config import TrainConfig, default_workers, deviations
+from alexnet2012.errors import SaveError, UsageError
 from alexnet2012.report import format_comparison, write_report
-from alexnet2012.train import (
-    CHECKPOINT,
-    Run,
-    TrainConfig,
-    check_config,
-    check_new_run_folder,
-    deviations,
-)
-
-# The demo, sized to finish in under 10 minutes on 2 CPU cores (measured: README "Demo"). The
-# paper's init sits near chance for the first epoch, then learns; one fixed lr drop (/10 from
-# epoch 5) replaces the plateau rule, which needs more epochs than the demo has to act on noise.
-DEMO = dict(
-    classes=10, train_per_class=60, val_per_class=20, batch_size=32, epochs=8, lr_drops=(5,)
-)
-DEMO_DATA = Path("experiments/demo_data")  # relative to the working directory
-DEMO_FILES = ("images", "cache", "spec.json")  # all that the demo puts in DEMO_DATA
-
-
-def default_devices() -> str:
-    """``cuda:0`` where CUDA is available, else ``cpu``."""
-    return "cuda:0" if torch.cuda.is_available() else "cpu"
-
-
-def default_workers(devices: Sequence[str]) -> int:
-    """Loader processes: none on a CPU-only run (loading a batch from the cache costs ~1% of a
-    CPU training step, and workers would compete with the training threads for the cores),
-    else up to 8."""
-    if all(torch.device(d).type == "cpu" for d in devices):
-        return 0
-    return min(8, os.cpu_count() or 1)
-
+from alexnet2012.runfolder import CHECKPOINT, CONFIG, RunFolder
+from alexnet2012.sources import DEMO, demo_cache, resolve_cache
+from alexnet2012.train import Trainer
 
 # what --resume may change: where and how the run computes, not what it computes
 RESUME_OPTIONS = (
@@ -209,102 +174,9 @@ def fixed_on_resume(argv: Sequence[str] | None) -> list[str]:
     ]
 
 
-def _int_list(text: str, option: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise UsageError(
-            f"{option} takes comma-separated epochs, e.g. 25,51,79; got {text!r}"
-        ) from None
-
-
 def _default(value, default):
     """``value`` unless the option was not given (0 is a value, and is then checked)."""
     return default if value is None else value
-
-
-def parse_devices(text: str | None) -> tuple[str, ...] | None:
-    """``'cuda:0,cuda:1'`` -> ``('cuda:0', 'cuda:1')``; None stays None."""
-    return None if text is None else tuple(d.strip() for d in text.split(",") if d.strip())
-
-
-def resolve_cache(args: argparse.Namespace, workers: int, progress: bool) -> tuple[str, str, str]:
-    """The prepared cache for ``--data`` (prepared now if missing), the test set's name (the
-    ILSVRC set the paper reports on, or, without ImageNet's 1000 classes, the folder's) and
-    the split the final test runs on: ILSVRC-2010's test split (P Table 1), else val."""
-    data = Path(args.data).resolve()
-    if data.is_file():
-        raise UsageError(
-            f"--data {data} is a file: give the ImageNet root folder (train/ and "
-            "val/) or a cache folder made by scripts/prepare_imagenet.py"
-        )
-    if not data.is_dir():
-        raise UsageError(
-            f"--data {data}: no such directory (give the ImageNet root with train/ "
-            "and val/, or a cache made by scripts/prepare_imagenet.py)"
-        )
-    if (data / "stats.json").exists():
-        cache = data
-    else:
-        cache = Path(args.cache) if args.cache else data.with_name(data.name + "_cache")
-        splits = ("train", "val", "test") if args.year == 2010 else ("train", "val")
-        prepare_cache(
-            data, cache, splits=splits, workers=workers, year=args.year, progress=progress
-        )
-    info = cache_info(cache)
-    if info.num_classes != paper.NUM_CLASSES:
-        return str(cache), f"{data.name} ({info.num_classes} classes)", "val"
-    if info.year == 2010:
-        if "test" not in info.split_sizes:
-            raise UsageError(
-                f"{cache} has no prepared ILSVRC-2010 test split (the paper's "
-                "Table 1): prepare it with --splits train val test --year 2010"
-            )
-        return str(cache), "ILSVRC-2010 test", "test"
-    return str(cache), "ILSVRC-2012 val", "val"
-
-
-def demo_cache(workers: int, progress: bool) -> str:
-    """Generate (once) and prepare (once) the demo's synthetic set; returns the cache."""
-    images, cache = DEMO_DATA / "images", DEMO_DATA / "cache"
-    spec = {k: DEMO[k] for k in ("classes", "train_per_class", "val_per_class")}
-    marker = DEMO_DATA / "spec.json"
-    if _demo_spec(marker) != spec:
-        _check_demo_folder()
-        shutil.rmtree(DEMO_DATA, ignore_errors=True)  # a partial or older demo set
-        print(
-            f"demo: generating a synthetic ImageNet-layout set in {images} "
-            f"({spec['classes']} classes, {spec['train_per_class']} train and "
-            f"{spec['val_per_class']} val images per class)"
-        )
-        make_synthetic_imagenet(images, **spec, seed=0)
-        marker.write_text(json.dumps(spec))
-    prepare_cache(images, cache, workers=workers, progress=progress)
-    return str(cache)
-
-
-def _demo_spec(marker: Path) -> dict | None:
-    """The demo set's recorded spec; None when missing or unreadable."""
-    try:
-        return json.loads(marker.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _check_demo_folder() -> None:
-    """Refuse to replace a DEMO_DATA folder that holds anything the demo did not make."""
-    if DEMO_DATA.exists() and not DEMO_DATA.is_dir():
-        raise UsageError(
-            f"{DEMO_DATA.resolve()} is a file; the demo keeps its data there: move "
-            "it, or run the demo from another folder"
-        )
-    others = foreign_files(DEMO_DATA, DEMO_FILES)
-    if others:
-        raise UsageError(
-            f"{DEMO_DATA.resolve()} holds files the demo did not make ({others}); "
-            "the demo would replace the folder: move them, or run the demo from "
-            "another folder"
-        )
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -312,18 +184,18 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     run folder are checked before the data is generated or prepared (which may take hours)."""
     demo = args.data is None
     out = args.out or f"experiments/runs/{'demo-' if demo else ''}{time.strftime('%Y%m%d-%H%M%S')}"
-    devices = parse_devices(args.devices or default_devices())
-    workers = args.workers if args.workers is not None else default_workers(devices)
+    names = tuple(str(d) for d in devices.parse(args.devices))
+    workers = _default(options.workers(args.workers), default_workers(names))
     epochs = _default(args.epochs, DEMO["epochs"] if demo else paper.EPOCHS)
     if args.lr_drops:
-        lr_drops = _int_list(args.lr_drops, "--lr-drops")
+        lr_drops = options.int_list("--lr-drops", args.lr_drops)
     else:  # the demo's drops that a shorter --epochs leaves in the run
         lr_drops = tuple(e for e in DEMO["lr_drops"] if e <= epochs) if demo else None
     batch_size = _default(args.batch_size, DEMO["batch_size"] if demo else paper.BATCH_SIZE)
     config = TrainConfig(
         cache="",
         out=out,
-        devices=devices,
+        devices=names,
         input_size=_default(args.input_size, paper.CROP_SIZE),
         batch_size=batch_size,
         accumulate=args.accumulate,
@@ -345,8 +217,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         ten_view=not args.no_ten_view,
         checkpoint_minutes=_default(args.checkpoint_minutes, TrainConfig.checkpoint_minutes),
     )
-    check_config(config)
-    check_new_run_folder(Path(out), config)
+    config.check()
+    RunFolder(out).check_new(config)
     progress = not args.quiet
     if demo:
         cache, dataset = (
@@ -359,9 +231,15 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             "paper's figures are not comparable"
         ]
     else:
-        cache, dataset, test_split = resolve_cache(args, workers, progress)
+        cache, dataset, test_split = resolve_cache(
+            args.data, args.cache, args.year, workers, progress
+        )
         notes = []
     return replace(config, cache=cache, dataset=dataset, test_split=test_split, deviations=notes)
+
+
+def _device_names(spec: str) -> tuple[str, ...]:
+    return tuple(str(d) for d in devices.parse(spec))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -381,17 +259,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = None  # the run folder, once there is one
     try:
         if args.resume:
-            run = Run.resume(
+            run = Trainer.resume(
                 args.out,
                 progress=progress,
-                devices=parse_devices(args.devices),
+                devices=None if args.devices is None else _device_names(args.devices),
                 epochs=args.epochs,
-                workers=args.workers,
+                workers=options.workers(args.workers),
                 checkpoint_minutes=args.checkpoint_minutes,
                 cache=resume_cache(args),
             )
         else:  # preparing the data (once) may come first, and take long
-            run = Run(config_from_args(args), progress=progress)
+            run = Trainer(config_from_args(args), progress=progress)
         config, out = run.config, Path(run.config.out)
         print(f"run folder: {config.out}; devices: {', '.join(config.devices)}")
         differences = deviations(config, run.num_classes)
@@ -421,7 +299,7 @@ def _how_to_continue(args: argparse.Namespace, argv: Sequence[str] | None, out: 
     if (
         out is not None
         and not args.resume
-        and ((out / CHECKPOINT).exists() or (out / "config.json").exists())
+        and ((out / CHECKPOINT).exists() or (out / CONFIG).exists())
     ):
         given = ["--resume", "--out", str(out)]
     return "continue with: " + shlex.join(["python", "scripts/replicate.py", *given])

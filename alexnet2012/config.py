@@ -1,0 +1,199 @@
+"""A run's configuration: its settings, their checks (once, here) and its deviations from the
+paper. The defaults are the paper's (P §5, PAPER_NOTES)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import torch
+
+from alexnet2012 import devices, options, paper
+from alexnet2012.errors import UsageError
+from alexnet2012.model import AlexNet
+from alexnet2012.schedule import PaperSchedule
+
+LIGHTING = ("paper", "2012", "none")
+# settings --resume may change, or that follow from the data: two runs differing only in these
+# compute the same thing
+NOT_COMPUTATION = (
+    "out",
+    "cache",
+    "devices",
+    "workers",
+    "epochs",
+    "checkpoint_minutes",
+    "dataset",
+    "test_split",
+    "deviations",
+)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run."""
+
+    cache: str
+    out: str
+    devices: tuple[str, ...] = ("cpu",)
+    input_size: int = paper.CROP_SIZE
+    batch_size: int = paper.BATCH_SIZE
+    accumulate: int = 1  # chunks per batch: the same gradient in less memory
+    eval_batch_size: int = paper.BATCH_SIZE
+    epochs: int = paper.EPOCHS
+    seed: int = 0
+    workers: int = 4
+    columns: int = paper.COLUMNS
+    lrn: bool = True
+    overlapping_pool: bool = True
+    lighting: str = "paper"
+    tf32: bool = True  # CUDA only; False: fp32 products as in 2012
+    bf16: bool = False  # bf16 autocast, the LRN in float32
+    compile: bool = False  # torch.compile the training step
+    lr: float = paper.LEARNING_RATE
+    lr_drops: tuple[int, ...] | None = None  # fixed drop epochs instead of the plateau rule
+    patience: int = 5
+    threshold: float = 0.001
+    ten_view: bool = True
+    checkpoint_minutes: float = 30.0
+    dataset: str = "ILSVRC-2012 val"
+    test_split: str = "val"  # "test" for ILSVRC-2010 (P Table 1)
+    deviations: list[str] = field(default_factory=list)  # extra notes, e.g. from the demo
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """The settings recorded in config.json or a checkpoint."""
+        known = {f.name for f in fields(cls)}
+        config = cls(**{k: v for k, v in d.items() if k in known})
+        config.tf32 = d.get("tf32", False)  # recorded before the setting existed: fp32
+        config.devices = tuple(config.devices)
+        config.lr_drops = None if config.lr_drops is None else tuple(config.lr_drops)
+        return config
+
+    def check(self, train_images: int | None = None) -> None:
+        """Refuse settings that cannot run, one line each; the batch is checked against the
+        training set when ``train_images`` is given."""
+        if not self.devices:
+            raise UsageError("--devices takes one or two devices (one per column), got 0")
+        devices.parse(self.devices, self.columns)
+        options.input_size(self.input_size)
+        options.count("--batch-size", self.batch_size)
+        options.count("--accumulate", self.accumulate)
+        options.count("eval_batch_size", self.eval_batch_size)
+        if self.batch_size % self.accumulate:
+            raise UsageError(
+                f"--batch-size {self.batch_size} is not divisible by --accumulate "
+                f"{self.accumulate}: each chunk must hold the same number of images"
+            )
+        if train_images is not None and self.batch_size > train_images:
+            raise UsageError(
+                f"--batch-size {self.batch_size} is larger than the training set "
+                f"({train_images} images): no full batch to train on"
+            )
+        options.count("--epochs", self.epochs)
+        options.seed(self.seed)
+        options.workers(self.workers)
+        if self.columns not in (1, 2):
+            raise UsageError(f"--columns must be 1 or 2, got {self.columns}")
+        if self.lighting not in LIGHTING:
+            raise UsageError(
+                f"--lighting must be one of {', '.join(LIGHTING)}, got {self.lighting}"
+            )
+        options.positive("--lr", self.lr)
+        options.lr_drops(self.lr_drops, self.epochs)
+        options.count("--patience", self.patience)
+        options.at_least_zero("--threshold", self.threshold)
+        options.at_least_zero(
+            "--checkpoint-minutes", self.checkpoint_minutes, "a checkpoint after every batch"
+        )
+
+    def same_computation(self, recorded: Any) -> bool:
+        """Whether settings recorded in a run's config.json compute what these do."""
+        try:
+            old = asdict(TrainConfig.from_dict(recorded))
+        except (TypeError, ValueError, AttributeError):
+            return False
+        new = asdict(self)
+        return all(old[k] == new[k] for k in new if k not in NOT_COMPUTATION)
+
+
+def default_workers(names: Sequence[str | torch.device]) -> int:
+    """Loader processes: none for a CPU-only run (workers would take the training threads'
+    cores for a load that costs little), else up to 8."""
+    if not devices.any_cuda(names):
+        return 0
+    return min(8, os.cpu_count() or 1)
+
+
+def deviations(config: TrainConfig, num_classes: int) -> list[str]:
+    """How a run differs from the paper's, in words for the report."""
+    out = list(config.deviations)
+    if num_classes != paper.NUM_CLASSES:
+        out.append(
+            f"{num_classes} classes instead of {paper.NUM_CLASSES}: chance is "
+            f"{100 * (1 - 1 / num_classes):.1f}% top-1 error"
+        )
+    if config.batch_size != paper.BATCH_SIZE:
+        out.append(f"batch {config.batch_size} instead of {paper.BATCH_SIZE}")
+    if config.epochs != paper.EPOCHS:
+        out.append(
+            f"at most {config.epochs} epoch{'' if config.epochs == 1 else 's'} instead "
+            f"of about {paper.EPOCHS}"
+        )
+    if config.lr_drops == ():
+        out.append(
+            "lr never divided (no fixed drop within the epochs) instead of on validation plateaus"
+        )
+    elif config.lr_drops is not None:
+        which = " (the 2012 code's run)" if tuple(config.lr_drops) == paper.DROP_EPOCHS_2012 else ""
+        out.append(
+            f"lr divided by 10 at fixed epochs {list(config.lr_drops)}{which} instead of "
+            "on validation plateaus"
+        )
+    if config.input_size != paper.CROP_SIZE:
+        out.append(f"{config.input_size}x{config.input_size} crops (Caffe's) instead of 224x224")
+    if config.lighting != "paper":
+        out.append(f"lighting noise: {config.lighting} (the paper's formula on [0,1] is 'paper')")
+    if config.columns != paper.COLUMNS:
+        out.append("one column (the paper's one-GPU comparison net, P §3.2)")
+    if not config.lrn:
+        out.append("no local response normalization (ablation, P §3.3)")
+    if not config.overlapping_pool:
+        out.append("non-overlapping 2x2 pooling (ablation, P §3.4)")
+    if config.bf16:
+        out.append(
+            "bf16 autocast (products with 8-bit mantissas, the LRN in float32) instead of "
+            "the fp32 of 2012's GPUs"
+        )
+    if config.tf32 and devices.any_cuda(config.devices):
+        out.append(
+            "TF32 products on CUDA (10-bit mantissa inputs) instead of the fp32 of 2012's "
+            "GPUs; --no-tf32 computes in fp32"
+        )
+    return out
+
+
+def build_model(config: TrainConfig, num_classes: int) -> AlexNet:
+    """The network placed as ``config.devices`` says: one device, or one column per device."""
+    kwargs = dict(
+        input_size=config.input_size,
+        columns=config.columns,
+        lrn=config.lrn,
+        overlapping_pool=config.overlapping_pool,
+    )
+    if len(config.devices) == 1:
+        return AlexNet(num_classes, **kwargs).to(config.devices[0])
+    return AlexNet(num_classes, devices=config.devices, **kwargs)
+
+
+def build_schedule(config: TrainConfig) -> PaperSchedule:
+    """The plateau rule, or the fixed drop epochs when ``config.lr_drops`` is set."""
+    return PaperSchedule(
+        lr=config.lr,
+        patience=config.patience,
+        threshold=config.threshold,
+        max_epochs=config.epochs,
+        drop_epochs=config.lr_drops,
+    )

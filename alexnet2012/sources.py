@@ -1,0 +1,99 @@
+"""Where a run's data comes from: a prepared cache, an ImageNet root (prepared on first use),
+or the demo's synthetic set (generated and prepared once)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from alexnet2012 import paper
+from alexnet2012.data import cache_info, make_synthetic_imagenet, prepare_cache
+from alexnet2012.errors import UsageError, foreign_files
+
+# The demo, sized to finish in minutes on 2 CPU cores. One fixed lr drop replaces the plateau
+# rule, which needs more epochs than the demo has to tell progress from noise.
+DEMO = dict(
+    classes=10, train_per_class=60, val_per_class=20, batch_size=32, epochs=8, lr_drops=(5,)
+)
+DEMO_DATA = Path("experiments/demo_data")  # relative to the working directory
+DEMO_FILES = ("images", "cache", "spec.json")  # all that the demo puts in DEMO_DATA
+
+
+def resolve_cache(
+    data: str, cache: str | None, year: int, workers: int, progress: bool
+) -> tuple[str, str, str]:
+    """The prepared cache for ``--data`` (prepared now if missing), the test set's name (the
+    ILSVRC set the paper reports on, or, without ImageNet's 1000 classes, the folder's) and
+    the split the final test runs on: ILSVRC-2010's test split (P Table 1), else val."""
+    data = Path(data).resolve()
+    if data.is_file():
+        raise UsageError(
+            f"--data {data} is a file: give the ImageNet root folder (train/ and "
+            "val/) or a cache folder made by scripts/prepare_imagenet.py"
+        )
+    if not data.is_dir():
+        raise UsageError(
+            f"--data {data}: no such directory (give the ImageNet root with train/ "
+            "and val/, or a cache made by scripts/prepare_imagenet.py)"
+        )
+    if (data / "stats.json").exists():
+        cache = data
+    else:
+        cache = Path(cache) if cache else data.with_name(data.name + "_cache")
+        splits = ("train", "val", "test") if year == 2010 else ("train", "val")
+        prepare_cache(data, cache, splits=splits, workers=workers, year=year, progress=progress)
+    info = cache_info(cache)
+    if info.num_classes != paper.NUM_CLASSES:
+        return str(cache), f"{data.name} ({info.num_classes} classes)", "val"
+    if info.year == 2010:
+        if "test" not in info.split_sizes:
+            raise UsageError(
+                f"{cache} has no prepared ILSVRC-2010 test split (the paper's "
+                "Table 1): prepare it with --splits train val test --year 2010"
+            )
+        return str(cache), "ILSVRC-2010 test", "test"
+    return str(cache), "ILSVRC-2012 val", "val"
+
+
+def demo_cache(workers: int, progress: bool) -> str:
+    """Generate (once) and prepare (once) the demo's synthetic set; returns the cache."""
+    images, cache = DEMO_DATA / "images", DEMO_DATA / "cache"
+    spec = {k: DEMO[k] for k in ("classes", "train_per_class", "val_per_class")}
+    marker = DEMO_DATA / "spec.json"
+    if _demo_spec(marker) != spec:
+        check_demo_folder()
+        shutil.rmtree(DEMO_DATA, ignore_errors=True)  # a partial or older demo set
+        print(
+            f"demo: generating a synthetic ImageNet-layout set in {images} "
+            f"({spec['classes']} classes, {spec['train_per_class']} train and "
+            f"{spec['val_per_class']} val images per class)"
+        )
+        make_synthetic_imagenet(images, **spec, seed=0)
+        marker.write_text(json.dumps(spec))
+    prepare_cache(images, cache, workers=workers, progress=progress)
+    return str(cache)
+
+
+def _demo_spec(marker: Path) -> dict | None:
+    """The demo set's recorded spec; None when missing or unreadable."""
+    try:
+        return json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def check_demo_folder() -> None:
+    """Refuse to replace a DEMO_DATA folder that holds anything the demo did not make."""
+    if DEMO_DATA.exists() and not DEMO_DATA.is_dir():
+        raise UsageError(
+            f"{DEMO_DATA.resolve()} is a file; the demo keeps its data there: move "
+            "it, or run the demo from another folder"
+        )
+    others = foreign_files(DEMO_DATA, DEMO_FILES)
+    if others:
+        raise UsageError(
+            f"{DEMO_DATA.resolve()} holds files the demo did not make ({others}); "
+            "the demo would replace the folder: move them, or run the demo from "
+            "another folder"
+        )
