@@ -1,68 +1,8 @@
 #!/usr/bin/env python
-"""The paper's preprocessing, once: decode every image of an ILSVRC copy (SRC) to 256x256 into a
-raw cache (CACHE) and compute the training-set statistics. Re-run to resume after an
-interruption."""
+"""Decode an ILSVRC copy into the raw cache and compute the training-set statistics."""
 
-import argparse
-
-from alexnet2012.data import prepare_cache
-from alexnet2012.data.imagenet import SPLITS
+from alexnet2012.cli.prepare_imagenet import main
 from alexnet2012.errors import run_cli
-
-
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument(
-        "src",
-        metavar="SRC",
-        help="ImageNet root: train/<wnid>/*.JPEG, val/ (and the devkit beside them)",
-    )
-    p.add_argument(
-        "cache", metavar="CACHE", help="output folder (about 262 GB for ILSVRC-2012 train + val)"
-    )
-    p.add_argument(
-        "--splits",
-        nargs="+",
-        choices=SPLITS,
-        default=["train", "val"],
-        help="the splits to prepare (default: train val)",
-    )
-    p.add_argument(
-        "--year", type=int, choices=(2012, 2010), default=2012, help="ILSVRC year (default: 2012)"
-    )
-    p.add_argument("--devkit", help="the ILSVRC devkit folder or .tar.gz (default: found in SRC)")
-    p.add_argument(
-        "--workers",
-        type=int,
-        help="decoding processes, 0: in this process (default: one per CPU core)",
-    )
-    p.add_argument(
-        "--quiet", action="store_true", help="no progress bars (nor progress lines, in a log)"
-    )
-    args = p.parse_args()
-
-    summary = prepare_cache(
-        args.src,
-        args.cache,
-        splits=tuple(args.splits),
-        workers=args.workers,
-        year=args.year,
-        devkit=args.devkit,
-        progress=not args.quiet,
-    )
-    for split in args.splits:
-        s = summary[split]
-        print(
-            f"{split}: {s['done']} of {s['rows']} images usable, {s['bad']} unreadable "
-            f"({s['decoded_now']} decoded in this run)"
-        )
-        for path, reason in s["bad_files"]:
-            print(f"  skipped {path}: {reason}")
-        if s["bad"]:
-            print(f"  (listed in {args.cache}/{split}_bad.tsv)")
-    if "stats" in summary:
-        print(f"training-set statistics: {summary['stats']}")
-
 
 if __name__ == "__main__":
     run_cli(main)

@@ -50,7 +50,7 @@ def _run(script: str, args: list, capsys, monkeypatch) -> tuple[int, str, str]:
                 "batches timed per stage (default: 30)",
                 "decoded in the decode stage (default: 200)",
                 "(default: one per CPU core",
-                "crop size (default: 224)",
+                "crop size (default: 224",
             ],
         ),
     ],
@@ -77,3 +77,35 @@ def test_ctrl_c_during_prepare_says_how_to_continue(tmp_path, capsys, monkeypatc
     monkeypatch.undo()
     code, out, _ = _run("prepare_imagenet.py", [src, cache, "--quiet"], capsys, monkeypatch)
     assert code == 0 and "train: 2 of 2 images usable, 0 unreadable (2 decoded in this run)" in out
+
+
+@pytest.mark.parametrize(
+    "script, args, message",
+    [
+        ("prepare_imagenet.py", ["--workers", "-1"], "--workers must be 0 (work in this process) "),
+        ("make_synthetic_imagenet.py", ["--workers", "-1"], "--workers must be 0 (work in this "),
+        (
+            "make_synthetic_imagenet.py",
+            ["--seed", "-1"],
+            "--seed must be from 0 to 2**63-1, got -1",
+        ),
+        ("make_synthetic_imagenet.py", ["--classes", "0"], "--classes must be at least 1, got 0"),
+        ("make_synthetic_imagenet.py", ["--classes", "361"], "--classes must be at most 360, got "),
+        (
+            "make_synthetic_imagenet.py",
+            ["--val-per-class", "0"],
+            "--val-per-class must be at least 1, got 0",
+        ),
+        (
+            "make_synthetic_imagenet.py",
+            ["--train-per-class", "0"],
+            "--train-per-class must be at least 1, got 0",
+        ),
+    ],
+)
+def test_bad_options_are_one_line_errors(script, args, message, tmp_path, capsys, monkeypatch):
+    """The messages of alexnet2012.options, as in every script; nothing is written."""
+    places = ["src", "cache"] if script == "prepare_imagenet.py" else ["out"]
+    code, out, err = _run(script, [*(tmp_path / p for p in places), *args], capsys, monkeypatch)
+    assert (code, out) == (2, "") and err.startswith(f"error: {message}") and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []

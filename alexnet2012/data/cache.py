@@ -1,24 +1,8 @@
-"""The preprocessed cache on disk: what is where, and reading it back.
-
-Why raw pixels: a training step reads 128 random images; reading a 256x256x3 uint8 row of a
-``numpy.memmap`` is a memcpy (from the page cache or one sequential 192 KiB disk read), while
-decoding a JPEG and rescaling it costs a few milliseconds, so a decoding loader cannot reach
-1,000 images/s per core. The price is disk space: 196,608 bytes per image, about 252 GB for
-ILSVRC-2012 train (1,281,167 images) and 9.8 GB for val (50,000). [C] instead kept 256x256
-JPEGs re-encoded at quality ~85 (small, lossy, decoded every epoch).
-
-Files in ``CACHE/``:
-
-- ``manifest.json``: format version, the source folder it was first made from, ILSVRC year,
-  the class list (sorted WNIDs, names). Written first: it marks the folder as a cache.
-- ``<split>_images.npy``: (N, 256, 256, 3) uint8, HWC, RGB; a ``.npy`` so ``np.load(mmap_mode="r")``
-  opens it. Row i is the i-th line of the index.
-- ``<split>_index.tsv``: ``path<TAB>label`` per row (path relative to the source root, label =
-  index into the manifest's WNIDs).
-- ``<split>_status.npy``: uint8 per row, 0 = not done yet, 1 = done, 2 = unreadable (skipped);
-  rewritten atomically, after the image file is synced, so a row marked done is on disk.
-- ``<split>_bad.tsv``: ``path<TAB>reason`` of the unreadable files; they are not usable rows.
-- ``stats.json`` + ``mean_image.npy``: training-set statistics (``stats.py``).
+"""The preprocessed cache on disk: raw uint8 rows, as a memmap row is a memcpy where a JPEG
+takes milliseconds to decode, for 196,608 bytes an image (~252 GB for ILSVRC-2012 train; [C] kept
+JPEGs). ``manifest.json`` (written first: it marks a cache), per split ``_images.npy`` ((N, 256,
+256, 3) uint8 RGB), ``_index.tsv`` (path, label), ``_status.npy`` (per row 0 pending, 1 done,
+2 unreadable; saved after the images are synced), ``_bad.tsv``; ``stats.json``, ``mean_image.npy``.
 """
 
 from __future__ import annotations
@@ -35,6 +19,7 @@ import numpy as np
 from alexnet2012 import paper
 from alexnet2012.data.imagenet import SPLITS
 from alexnet2012.errors import UsageError, foreign_files
+from alexnet2012.files import write_atomic, write_file
 
 FORMAT = 1
 ROW_SHAPE = (paper.IMAGE_SIZE, paper.IMAGE_SIZE, 3)
@@ -62,7 +47,6 @@ T = TypeVar("T")
 
 
 def make_folder(path: Path) -> None:
-    """``mkdir -p path``; a path that cannot become a folder: ``UsageError``."""
     if path.exists() and not path.is_dir():
         raise UsageError(f"{path} is a file, not a folder: choose another output folder")
     try:
@@ -73,27 +57,11 @@ def make_folder(path: Path) -> None:
         ) from None
 
 
-def _tmp(path: Path) -> Path:
-    """Where ``write_atomic`` writes ``path`` before renaming it into place."""
-    return path.with_name(path.name + ".tmp")
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data``: readers (and crashes) see the old or new file, not half."""
-    tmp = _tmp(path)
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def write_tsv(path: Path, header: tuple[str, str], rows: list[tuple[str, object]]) -> None:
-    write_atomic(path, "".join(f"{a}\t{b}\n" for a, b in [header, *rows]).encode())
+    write_file(path, "".join(f"{a}\t{b}\n" for a, b in [header, *rows]))
 
 
 def read_tsv(path: Path, header: tuple[str, str]) -> list[tuple[str, str]]:
-    """The rows of a file written by ``write_tsv``; another layout: ``ValueError``."""
     lines = path.read_text().splitlines()
     if not lines or lines[0] != "\t".join(header):
         raise ValueError(f"its first line is not the header {' '.join(header)}")
@@ -104,8 +72,7 @@ def read_tsv(path: Path, header: tuple[str, str]) -> list[tuple[str, str]]:
 
 
 def read_cache_file(path: Path, read: Callable[[Path], T], fix: str | None = None) -> T:
-    """``read(path)``; a file that cannot be read or decoded, or whose contents ``read`` rejects
-    with a ``ValueError``: one-line ``UsageError`` naming it and ``fix`` (default: prepare anew)."""
+    """``read(path)``; unreadable or rejected (``ValueError``): a ``UsageError`` naming ``fix``."""
     try:
         return read(path)
     except (OSError, ValueError, EOFError) as exc:
@@ -139,7 +106,6 @@ def _parse_manifest(path: Path) -> dict:
 
 
 def _require_folder(cache: Path) -> None:
-    """A cache path that is not a folder (a typo, most likely): ``UsageError`` saying so."""
     if not cache.is_dir():
         what = "is a file, not a folder" if cache.exists() else "does not exist"
         raise UsageError(
@@ -148,13 +114,11 @@ def _require_folder(cache: Path) -> None:
 
 
 def refuse_foreign_folder(cache: Path) -> None:
-    """An existing folder holding files but no manifest (e.g. a run folder): ``UsageError``, so
-    that prepare overwrites none of them (hidden files and a new disk's lost+found do not
-    count). The manifest is the first file prepare writes, so a cache, finished or
-    interrupted, has one (or, stopped while writing it, only its .tmp)."""
+    """Refuse a folder with files but no manifest (e.g. a run folder), so that prepare
+    overwrites none; hidden files (a killed write's temporary) and lost+found do not count."""
     if not cache.is_dir() or read_manifest(cache) is not None:
         return
-    ignored = (_tmp(cache / "manifest.json").name, "lost+found")  # lost+found: a new disk's
+    ignored = ("manifest.json.tmp", "lost+found")  # .tmp: as versions before files.py wrote it
     others = foreign_files(cache, ignored, hidden=False)
     if others:
         raise UsageError(
@@ -164,13 +128,12 @@ def refuse_foreign_folder(cache: Path) -> None:
 
 
 def read_manifest(cache: Path) -> dict | None:
-    """The checked manifest (None if there is none); damaged or of another format: UsageError."""
+    """The checked manifest, or None if there is none."""
     path = cache / "manifest.json"
     return read_cache_file(path, _parse_manifest) if path.is_file() else None
 
 
 def require_manifest(cache: Path) -> dict:
-    """The checked manifest; a missing folder, or one without a manifest: ``UsageError``."""
     _require_folder(cache)
     manifest = read_manifest(cache)
     if manifest is None:
@@ -190,13 +153,16 @@ def write_manifest(
         "wnids": wnids,
         "names": [list(n) for n in names],
     }
-    write_atomic(cache / "manifest.json", json.dumps(manifest, indent=1).encode())
+    write_file(cache / "manifest.json", json.dumps(manifest, indent=1))
+
+
+def save_npy(path: Path, array: np.ndarray) -> None:
+    """``np.save(path, array)``, atomically."""
+    write_atomic(path, array.nbytes + 128, lambda f: np.save(f, array), "")
 
 
 def save_status(cache: Path, split: str, status: np.ndarray) -> None:
-    tmp = status_path(cache, split).with_suffix(".tmp.npy")
-    np.save(tmp, status)
-    os.replace(tmp, status_path(cache, split))
+    save_npy(status_path(cache, split), status)
 
 
 def _parse_index(path: Path, classes: int) -> list[tuple[str, str]]:
@@ -214,7 +180,6 @@ def _parse_status(path: Path, rows: int) -> np.ndarray:
 
 
 def _check_images(path: Path, rows: int) -> None:
-    """The .npy header says (rows, 256, 256, 3) uint8 and the file holds all those bytes."""
     with open(path, "rb") as f:
         version = np.lib.format.read_magic(f)
         read_header = (
@@ -232,13 +197,11 @@ def _check_images(path: Path, rows: int) -> None:
 
 
 def split_fix(cache: Path, split: str) -> str:
-    """How to redo one split of a cache."""
     return f"delete {cache / split}_* and re-run {PREPARE} SRC {cache} to prepare {split} again"
 
 
 def read_split(cache: Path, split: str, manifest: dict) -> tuple[list[tuple[str, str]], np.ndarray]:
-    """Index rows and row status of a created split, its three files checked against each other
-    (the image file's size included); a damaged one: ``UsageError`` naming it."""
+    """Index rows and row status of a split, its three files checked against each other."""
     fix = split_fix(cache, split)
     rows = read_cache_file(
         index_path(cache, split), lambda p: _parse_index(p, len(manifest["wnids"])), fix
@@ -249,7 +212,6 @@ def read_split(cache: Path, split: str, manifest: dict) -> tuple[list[tuple[str,
 
 
 def check_finished(cache: Path, split: str, status: np.ndarray, manifest: dict) -> None:
-    """A split with rows not yet decoded (an interrupted preparation): ``UsageError``."""
     pending = int((status == PENDING).sum())
     if pending:
         raise UsageError(
@@ -261,7 +223,7 @@ def check_finished(cache: Path, split: str, status: np.ndarray, manifest: dict) 
 
 @dataclass
 class SplitCache:
-    """One prepared split: the image rows (read-only memmap), labels, and which rows are usable."""
+    """One prepared split: the image rows (read-only memmap), labels, row status."""
 
     split: str
     images: np.ndarray
@@ -276,8 +238,7 @@ class SplitCache:
 
 
 def open_split(cache_dir: str | os.PathLike, split: str) -> SplitCache:
-    """Open a complete prepared split for reading; a missing, damaged or unfinished one:
-    ``UsageError``."""
+    """A complete prepared split; missing, damaged or unfinished: ``UsageError``."""
     cache = Path(cache_dir)
     _require_folder(cache)
     if not index_path(cache, split).is_file():
@@ -295,7 +256,7 @@ def open_split(cache_dir: str | os.PathLike, split: str) -> SplitCache:
 
 @dataclass(frozen=True)
 class CacheInfo:
-    """What a prepared cache holds: classes and the usable images per split."""
+    """Classes and usable images per finished split."""
 
     num_classes: int
     wnids: list[str]
@@ -306,19 +267,15 @@ class CacheInfo:
 
     @property
     def train_images(self) -> int:
-        """Usable training images (0 when train is not prepared)."""
         return self.split_sizes.get("train", 0)
 
     @property
     def val_images(self) -> int:
-        """Usable validation images (0 when val is not prepared)."""
         return self.split_sizes.get("val", 0)
 
 
 def cache_info(cache_dir: str | os.PathLike) -> CacheInfo:
-    """Classes and sizes of the fully prepared splits of the cache at ``cache_dir`` (a split
-    whose preparation was interrupted is left out: :func:`open_split` refuses it to a reader);
-    a damaged file: ``UsageError``."""
+    """What the cache holds; an unfinished split is left out (``open_split`` refuses it)."""
     cache = Path(cache_dir)
     manifest = require_manifest(cache)
     sizes, bad = {}, {}

@@ -1,16 +1,7 @@
-"""One image file -> the paper's 256x256 RGB array (PAPER_NOTES "Data": P §2 preprocessing).
-
-Decoding is Pillow's, followed by ``.convert("RGB")``, which turns the real-world oddities of
-ILSVRC (grayscale JPEGs, the 22 CMYK JPEGs, the PNG named ``.JPEG``; PAPER_NOTES "ImageNet
-files as users have them") into ordinary RGB images.
-
-Resampling: the shorter side goes to 256 with Pillow's bilinear filter. Pillow widens the
-filter's support by the reduction factor when it shrinks an image, so this is an antialiased
-(triangle-filter) downscale, not point sampling; it is also exactly what torchvision's
-``Resize(256)`` + ``CenterCrop(256)`` do to a PIL image (same size rounding, same crop offset),
-so the cache reproduces the standard PyTorch ImageNet pipeline pixel for pixel. The paper says
-only "rescaled"; [C] trained from 256x256 JPEGs made by a script that is not in its release.
-"""
+"""One image file -> the paper's 256x256 RGB array (P §2 says only "rescaled"). Pillow decodes,
+``convert("RGB")`` fixes ILSVRC's grayscale, CMYK and PNG-named files; the shorter side goes to
+256 (bilinear, antialiased when shrinking), then the centre 256x256: pixel for pixel
+torchvision's ``Resize(256)`` + ``CenterCrop(256)``."""
 
 from __future__ import annotations
 
@@ -21,10 +12,8 @@ from PIL import Image, UnidentifiedImageError
 
 from alexnet2012 import paper
 
-SIZE = paper.IMAGE_SIZE
 
-
-def resized_shape(width: int, height: int, short: int = SIZE) -> tuple[int, int]:
+def resized_shape(width: int, height: int, short: int = paper.IMAGE_SIZE) -> tuple[int, int]:
     """(width, height) with the shorter side ``short``; the longer one truncated, as torchvision."""
     if width <= height:
         return short, int(short * height / width)
@@ -32,10 +21,7 @@ def resized_shape(width: int, height: int, short: int = SIZE) -> tuple[int, int]
 
 
 def load_256(path: str | os.PathLike) -> np.ndarray:
-    """Decode ``path``, rescale the shorter side to 256, centre-crop 256x256: uint8 (256, 256, 3).
-
-    Raises ``BadImage`` with a short reason when the file cannot be decoded.
-    """
+    """uint8 (256, 256, 3) of ``path``; ``BadImage`` with a short reason if it cannot be decoded."""
     if os.path.getsize(path) == 0:
         raise BadImage("empty file (0 bytes)")
     try:
@@ -49,9 +35,10 @@ def load_256(path: str | os.PathLike) -> np.ndarray:
         ) from None
     width, height = resized_shape(*rgb.size)
     rgb = rgb.resize((width, height), Image.BILINEAR)
-    top = int(round((height - SIZE) / 2.0))
-    left = int(round((width - SIZE) / 2.0))
-    return np.asarray(rgb.crop((left, top, left + SIZE, top + SIZE)))
+    size = paper.IMAGE_SIZE
+    top = int(round((height - size) / 2.0))
+    left = int(round((width - size) / 2.0))
+    return np.asarray(rgb.crop((left, top, left + size, top + size)))
 
 
 class BadImage(Exception):

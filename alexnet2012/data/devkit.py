@@ -1,16 +1,7 @@
-"""The ILSVRC development kit: class list (``data/meta.mat``) and validation/test labels.
-
-PAPER_NOTES "ImageNet files as users have them": ``meta.mat`` holds a struct array ``synsets``
-with fields ``ILSVRC20xx_ID, WNID, words, gloss, num_children, ...``; the leaf synsets
-(``num_children == 0``) are the classes. ``data/ILSVRC20xx_validation_ground_truth.txt`` has one
-1-based devkit ID per line, in sorted filename order. Devkit IDs are *not* in WNID order; the
-class index everywhere is the position in the sorted WNID list ([TV], [Caffe]).
-ILSVRC-2010 (the paper's headline numbers, P §6) works the same way with its own devkit
-(``ILSVRC2010_devkit-1.0``) and test ground truth (``ILSVRC2010_test_ground_truth.txt``, looked
-for in the devkit's ``data/`` folder and at the dataset root).
-
-A devkit is read from the extracted folder (as torchvision leaves it) or straight from its
-``.tar.gz``.
+"""The ILSVRC devkit, as a folder or its ``.tar.gz``: the classes are the leaf synsets
+(``num_children == 0``) of ``data/meta.mat``; ``ILSVRC20xx_validation_ground_truth.txt`` (2010
+also ``_test_``) holds one 1-based devkit ID per image in filename order. Devkit IDs are not in
+WNID order; the class index is the position in the sorted WNIDs ([TV], [Caffe]).
 """
 
 from __future__ import annotations
@@ -32,8 +23,6 @@ _GROUND_TRUTH = {"val": "validation", "test": "test"}
 
 @dataclass(frozen=True)
 class Devkit:
-    """A parsed devkit: leaf synsets and the ground-truth devkit IDs it ships."""
-
     source: str
     year: int
     id_to_wnid: dict[int, str]
@@ -52,7 +41,6 @@ class Devkit:
 
 
 def ground_truth_name(year: int, split: str) -> str:
-    """File name of a split's ground truth, e.g. ``ILSVRC2012_validation_ground_truth.txt``."""
     return f"ILSVRC{year}_{_GROUND_TRUTH[split]}_ground_truth.txt"
 
 
@@ -76,8 +64,7 @@ def find_devkit(
 
 
 def load_devkit(path: str | os.PathLike, year: int, extra_dirs: tuple[Path, ...] = ()) -> Devkit:
-    """Parse the devkit at ``path`` (folder or archive); ground-truth files are also looked for
-    in ``extra_dirs``."""
+    """The devkit at ``path``; ground truth is also looked for in ``extra_dirs``."""
     path = Path(path)
     files = _read_archive(path) if path.is_file() else _read_folder(path)
     if "meta.mat" not in files:

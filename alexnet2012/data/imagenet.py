@@ -1,15 +1,7 @@
-"""ILSVRC on disk, as users have it (PAPER_NOTES "ImageNet files as users have them").
-
-``ImageNet(root, split)`` follows torchvision's conventions: ``.samples`` (path, class index),
-``.targets``, ``.wnids`` (sorted), ``.classes`` (names from the devkit where one is found, else
-the WNIDs), ``.class_to_idx``; class index = position in sorted WNID order.
-
-Layouts:
-- train: ``root/train/<wnid>/*.JPEG``.
-- val (and ILSVRC-2010 test): ``root/<split>/<wnid>/*``, or the flat
-  ``root/<split>/ILSVRC<year>_<split>_<8 digits>.JPEG`` labelled by the devkit (see ``devkit.py``).
-  Flat files are labelled by the number in their name (line N of the ground truth), so a
-  subset of the files also works.
+"""ILSVRC on disk, as users have it, with torchvision's conventions (``.samples``, ``.targets``,
+``.wnids`` sorted, ``.classes``, ``.class_to_idx``). train: ``train/<wnid>/*.JPEG``; val (and
+2010 test): class folders, or the flat ``ILSVRC<year>_<split>_<8 digits>.JPEG`` labelled by the
+devkit through the number in the name (so a subset works).
 """
 
 from __future__ import annotations
@@ -29,7 +21,7 @@ _WNID = re.compile(r"n\d{8}")
 
 
 class ImageNet:
-    """The images and labels of one ILSVRC split; see the module docstring for the layouts."""
+    """The images and labels of one ILSVRC split."""
 
     def __init__(
         self,
@@ -95,7 +87,6 @@ class ImageNet:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[Image.Image, int]:
-        """The decoded RGB image and class index of sample ``index``."""
         path, target = self.samples[index]
         with Image.open(path) as img:
             return img.convert("RGB"), target

@@ -1,16 +1,8 @@
-"""One epoch's random draws, fixed in advance by (seed, epoch) (P §4.1 augmentation).
-
-Every per-image random choice of a training epoch comes from one generator,
-``numpy.random.default_rng([seed, epoch])``, drawn in a fixed order: the permutation of the
-usable training rows, the crop offsets (oy, ox in 0..256-S inclusive: all 33 positions per axis
-for S = 224, as [C]; 30 for 227), the flip bits (p = 0.5) and the lighting draws a ~ N(0, 0.1)
-(3 per image, P §4.1). The plan does not depend on the number of loader workers, and resuming
-mid-epoch is starting at a batch index of the same plan. An epoch is floor(n / B) full batches;
-the remainder is dropped. Rows within a batch are in ascending order (reads closer together on
-disk; the order inside a batch does not matter to SGD). Unlike [C], which cropped and flipped 32
-consecutive images alike and reused colour noise when its noise thread fell behind, every image
-gets its own draws.
-"""
+"""One epoch's random draws, fixed by (seed, epoch) (P §4.1): ``default_rng([seed, epoch])``
+drawn in a fixed order (row permutation, crop offsets over all 256 - S + 1 positions as [C],
+flips, lighting a ~ N(0, 0.1)), so batches do not depend on the workers and a resume restarts at
+a batch of the same plan. floor(n / B) batches, rows ascending in each. Unlike [C] (32 images
+cropped alike, colour noise reused) every image gets its own draws."""
 
 from __future__ import annotations
 
@@ -18,8 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from alexnet2012.data.augment import IMAGE_SIZE, LIGHTING_STD, check_crop
-from alexnet2012.errors import UsageError
+from alexnet2012 import paper
 
 
 @dataclass(frozen=True)
@@ -37,23 +28,18 @@ class EpochPlan:
 
 
 def make_plan(rows: np.ndarray, batch_size: int, crop: int, seed: int, epoch: int) -> EpochPlan:
-    """The plan of epoch ``epoch`` over the usable cache ``rows`` (see the module docstring)."""
-    check_crop(crop)
-    if batch_size < 1 or batch_size > len(rows):
-        raise UsageError(
-            f"batch_size must be between 1 and the {len(rows)} training images, not {batch_size}"
-        )
-    if seed < 0 or epoch < 0:
-        raise UsageError(f"seed and epoch must be non-negative, not {seed} and {epoch}")
+    """The plan of epoch ``epoch`` over the usable cache ``rows``."""
+    assert crop in paper.INPUT_SIZES and 1 <= batch_size <= len(rows), (crop, batch_size)
+    assert seed >= 0 and epoch >= 0, (seed, epoch)
     rng = np.random.default_rng([seed, epoch])
     batches = len(rows) // batch_size
     shape = (batches, batch_size)
     order = np.sort(rng.permutation(len(rows))[: batches * batch_size].reshape(shape), axis=1)
-    positions = IMAGE_SIZE - crop + 1
+    positions = paper.IMAGE_SIZE - crop + 1
     return EpochPlan(
         rows=np.asarray(rows, np.int64)[order],
         oy=rng.integers(0, positions, shape),
         ox=rng.integers(0, positions, shape),
         flip=rng.random(shape) < 0.5,
-        alpha=rng.normal(0.0, LIGHTING_STD, (*shape, 3)).astype(np.float32),
+        alpha=rng.normal(0.0, paper.LIGHTING_STD, (*shape, 3)).astype(np.float32),
     )

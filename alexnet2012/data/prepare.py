@@ -1,15 +1,10 @@
-"""``prepare_cache``: the paper's preprocessing, done once (PAPER_NOTES "Data", P §2).
+"""``prepare_cache``: the paper's preprocessing, once (P §2): every image decoded to 256x256
+(``decode.py``) into the cache (``cache.py``), in parallel, then the training statistics.
 
-Every image is decoded and cut to 256x256 (``decode.py``) into the cache (``cache.py``), in
-parallel over CPU cores, with a progress bar (or lines, in a log: ``progress.py``). Workers
-write rows into the memmap and report back; the parent records which rows are done and, every
-few thousand rows or 30 seconds and on any exit (Ctrl-C included), syncs the image file and then
-saves the row status, so a re-run resumes where the last one stopped without redoing recorded
-rows (only the tasks in flight at the interruption, at most ``CHUNK`` rows per worker, are
-decoded again). An unreadable file (truncated, zero bytes, not an image) is listed with its
-reason in ``CACHE/<split>_bad.tsv`` and never stops the run. After the training split, one
-streaming pass computes ``stats.json`` (``stats.py``). CACHE must be a folder of its own: not
-SRC, nor inside or around it, and new, empty or a cache (``cache.refuse_foreign_folder``).
+Workers write rows into the memmap; the parent records them and, every few thousand rows or 30 s
+and on any exit, syncs the image file and then saves the row status, so a re-run redoes at most
+the tasks in flight. Unreadable files go to ``<split>_bad.tsv`` and never stop the run. CACHE is
+a folder of its own: not SRC, nor inside or around it; new, empty or a cache.
 """
 
 from __future__ import annotations
@@ -43,21 +38,15 @@ def prepare_cache(
     devkit: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> dict:
-    """Decode ``splits`` of the ILSVRC copy at ``src_root`` into ``cache_dir``; resumes; returns a
-    summary.
-
-    ``workers``: decoding processes (None: one per CPU core; 0 or 1: in this process). The summary
-    has, per split, ``rows``, ``done`` (usable images), ``bad`` (unreadable), ``decoded_now`` and
-    ``bad_files`` ([(path, reason)]); and ``stats`` (path of stats.json) when train was prepared.
-    Ctrl-C: a ``KeyboardInterrupt`` saying that a re-run continues.
-    """
+    """Decode ``splits`` of ``src_root`` into ``cache_dir`` (resuming). ``workers``: decoding
+    processes (None: one per core; 0 or 1: this process). Returns per split ``rows``, ``done``,
+    ``bad``, ``decoded_now``, ``bad_files`` [(path, reason)], and ``stats`` (its path)."""
     src, cache = Path(src_root), Path(cache_dir)
-    if workers is not None and workers < 0:
-        raise UsageError(f"--workers must be 0 (decode in this process) or more, not {workers}")
+    assert workers is None or workers >= 0, workers
     _refuse_a_cache_as_source(src)
     _refuse_a_cache_around_source(src, cache)
     fmt.refuse_foreign_folder(cache)
-    # Every split's layout is checked before any decoding starts.
+    # every split's layout is checked before any decoding
     datasets = [ImageNet(src, split, year=year, devkit=devkit) for split in splits]
     fmt.make_folder(cache)
     workers = (os.cpu_count() or 1) if workers is None else workers
@@ -70,7 +59,6 @@ def prepare_cache(
 
 
 def _prepare_all(cache: Path, datasets: list[ImageNet], workers: int, progress: bool) -> dict:
-    """Every split of ``datasets``, then the training-set statistics; the summary."""
     summary: dict = {}
     for data in datasets:
         labels = _labels_in_manifest(cache, data)
@@ -90,8 +78,7 @@ def _prepare_all(cache: Path, datasets: list[ImageNet], workers: int, progress: 
 
 
 def _refuse_a_cache_as_source(src: Path) -> None:
-    """A cache given as SRC (e.g. an interrupted one, which has no stats.json yet): ``UsageError``
-    saying how to finish it, naming an unfinished split."""
+    """A cache given as SRC: say how to finish or extend it."""
     splits = [s for s in fmt.SPLITS if fmt.index_path(src, s).is_file()]
     if (src / "train").is_dir() or not splits:
         return
@@ -105,8 +92,6 @@ def _refuse_a_cache_as_source(src: Path) -> None:
 
 
 def _refuse_a_cache_around_source(src: Path, cache: Path) -> None:
-    """A CACHE that is SRC, lies inside it or contains it: ``UsageError`` (its files would mix
-    with the images, and SRC would look like a cache)."""
     s, c = src.resolve(), cache.resolve()
     relation = (
         "is"
@@ -125,7 +110,7 @@ def _refuse_a_cache_around_source(src: Path, cache: Path) -> None:
 
 
 def _labels_in_manifest(cache: Path, data: ImageNet) -> list[int]:
-    """Labels of ``data`` as indices into the cache's class list (made from the first split)."""
+    """Labels of ``data`` as indices into the cache's class list (from the first split)."""
     manifest = fmt.read_manifest(cache)
     if manifest is None:
         fmt.write_manifest(cache, data.root, data.year, data.wnids, data.classes)
@@ -154,9 +139,8 @@ def _prepare_split(
     manifest = fmt.require_manifest(cache)
     if not fmt.index_path(cache, split).is_file():
         _create_split(cache, split, len(paths))
-        # Written last: its presence marks the split as created.
+        # written last: it marks the split as created
         fmt.write_tsv(fmt.index_path(cache, split), ("path", "label"), index)
-    # Also checks that the image file has the size of all its rows (a truncated one is refused).
     rows, status = fmt.read_split(cache, split, manifest)
     if rows != index:
         raise UsageError(
@@ -175,7 +159,7 @@ def _prepare_split(
     ]
 
     def checkpoint() -> None:
-        # The rows the workers wrote reach the disk before they are marked done.
+        # rows reach the disk before they are marked done
         with open(image_file, "rb+") as f:
             os.fsync(f.fileno())
         fmt.save_status(cache, split, status)
@@ -222,8 +206,7 @@ def _prepare_split(
 
 
 def _read_bad(path: Path) -> dict[str, str]:
-    """The reasons recorded for unreadable files; a missing or damaged list is only a report
-    (the status file says which rows are bad), so it starts again empty."""
+    """Reasons of the unreadable files; a damaged list is only a report: start it again."""
     try:
         return dict(fmt.read_tsv(path, ("path", "reason")))
     except (OSError, ValueError):
@@ -247,10 +230,8 @@ def _create_split(cache: Path, split: str, rows: int) -> None:
 
 
 def _decode_rows(task: tuple[str, str, list[tuple[int, str]]]) -> list[tuple[int, str | None]]:
-    """Decode some rows into the image file: (row, None) for success, (row, reason) if bad.
-
-    The rows land in the shared page cache; the parent's checkpoint syncs them to disk (an msync
-    per task here would make every worker wait for the disk)."""
+    """Decode rows into the image file: (row, None) or (row, reason). The parent syncs them (an
+    msync per task would make every worker wait for the disk)."""
     image_file, root, rows = task
     images = np.load(image_file, mmap_mode="r+")
     outcome = []

@@ -1,6 +1,5 @@
-"""Progress of the long data passes (decoding, statistics, drawing images): a tqdm bar where
-stderr is a terminal, plain lines where it is not (nohup, Slurm logs), where a bar would be
-switched off and a long pass would print nothing for hours."""
+"""Progress of the long data passes: a tqdm bar on a terminal, plain lines in a log (nohup,
+Slurm), where a bar would print nothing for hours."""
 
 from __future__ import annotations
 
@@ -15,11 +14,8 @@ QUIET_SECONDS = 300.0  # and one at least this often
 
 
 class Progress:
-    """Counts ``total`` images, ``initial`` of them done before, as a bar on a terminal; else as
-    lines on stderr: ``<desc>: <start>`` now, ``<desc>: n of total images (p%), ...`` every
-    tenth of the work or 5 minutes (none within 30 s of the last: a short pass has none) and
-    ``<desc>: done, ...`` when its ``with`` block ends without an error. ``enabled=False``:
-    silent."""
+    """``total`` images, ``initial`` done before. In a log: ``<desc>: <start>``, a line every
+    tenth or 5 minutes (none within 30 s) and ``<desc>: done, ...`` at a clean exit."""
 
     def __init__(
         self, desc: str, total: int, start: str, *, initial: int = 0, enabled: bool = True
@@ -35,7 +31,6 @@ class Progress:
         self._say(start)
 
     def update(self, n: int) -> None:
-        """``n`` more images done."""
         self.bar.update(n)
         self.count += n
         now = monotonic()
@@ -68,12 +63,11 @@ class Progress:
 
 
 def processes(workers: int) -> str:
-    """Where a pass runs, for its start line: ``in this process`` or ``in N worker processes``."""
+    """``in this process`` or ``in N worker processes``, for a start line."""
     return "in this process" if workers <= 1 else f"in {workers} worker processes"
 
 
 def _duration(seconds: float) -> str:
-    """``42 s``, ``12 min`` or ``3.4 h``."""
     if seconds < 120:
         return f"{seconds:.0f} s"
     return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"

@@ -1,17 +1,7 @@
-"""Training-set statistics for mean subtraction and PCA lighting (PAPER_NOTES "Data", P §2, §4.1).
-
-One streaming pass over the training cache: the per-pixel mean image (3x256x256; [C] subtracts
-its central crop from every crop) and the 3x3 covariance of RGB pixel values over all pixels of
-all training images, with its eigen-decomposition (the paper's PCA "over the whole training set").
-
-Exactness: the sums are of integer pixel values 0..255, accumulated as uint64 (the mean image)
-and as float64 X^T X per chunk (the second moments; every partial sum is an integer below 2^53,
-about 9e15, which float64 holds exactly: ILSVRC-2012 train reaches about 5.5e15). The scaling to
-[0,1] (1/255, and 1/255^2 for the covariance) happens once at the end. The covariance is the
-population one (divided by the number of pixels, ~8e10 for ILSVRC; N-1 would not matter).
-Eigenvalues are in descending order; eigenvectors are columns, RGB order, each with its
-largest-magnitude entry made positive (the sign is arbitrary: the lighting noise is symmetric).
-"""
+"""Training-set statistics (P §2, §4.1): the per-pixel mean image and the RGB covariance over
+all pixels with its eigen-decomposition (the paper's PCA). Exact: integer sums in uint64 and
+float64 (ILSVRC-2012's second moments, ~5.5e15, stay below 2^53), scaled to [0,1] at the end.
+Eigenvalues descending; eigenvector columns (RGB) with their largest entry positive."""
 
 from __future__ import annotations
 
@@ -22,16 +12,17 @@ from pathlib import Path
 
 import numpy as np
 
-from alexnet2012.data.cache import PREPARE, read_cache_file, write_atomic
+from alexnet2012.data.cache import PREPARE, read_cache_file, save_npy
 from alexnet2012.data.progress import Progress
 from alexnet2012.errors import UsageError
+from alexnet2012.files import write_file
 
 MEAN_IMAGE_FILE = "mean_image.npy"
 
 
 @dataclass(frozen=True)
 class Stats:
-    """Statistics of the training set, all on the [0,1] pixel scale."""
+    """Statistics of the training set on the [0,1] pixel scale."""
 
     mean_image: np.ndarray  # float32 (3, 256, 256)
     mean_rgb: np.ndarray  # (3,)
@@ -78,11 +69,8 @@ def compute_stats(
 
 
 def save_stats(cache_dir: str | os.PathLike, stats: Stats) -> None:
-    """Write ``stats.json`` and the mean image it names into ``cache_dir``."""
     cache = Path(cache_dir)
-    tmp = cache / (MEAN_IMAGE_FILE + ".tmp.npy")
-    np.save(tmp, stats.mean_image)
-    os.replace(tmp, cache / MEAN_IMAGE_FILE)
+    save_npy(cache / MEAN_IMAGE_FILE, stats.mean_image)
     doc = {
         "num_images": stats.num_images,
         "scale": "[0,1] (pixel value / 255)",
@@ -94,11 +82,10 @@ def save_stats(cache_dir: str | os.PathLike, stats: Stats) -> None:
         "mean_image": MEAN_IMAGE_FILE,
         "mean_image_layout": "float32 (3, 256, 256), RGB, [0,1]",
     }
-    write_atomic(cache / "stats.json", json.dumps(doc, indent=1).encode())
+    write_file(cache / "stats.json", json.dumps(doc, indent=1))
 
 
 def load_stats(cache_dir: str | os.PathLike) -> Stats:
-    """Read the statistics written by ``prepare_cache``; missing or damaged: ``UsageError``."""
     cache = Path(cache_dir)
     path = cache / "stats.json"
     if not path.is_file():

@@ -1,27 +1,8 @@
-"""A small, deterministic stand-in for ILSVRC-2012 in its real on-disk layout (demo and tests).
-
-``make_synthetic_imagenet(out, classes=10, train_per_class=100, val_per_class=20)`` writes
-
-- ``out/train/<wnid>/<wnid>_<n>.JPEG``,
-- ``out/val/ILSVRC2012_val_<8 digits>.JPEG`` (flat, classes shuffled, as the real val set),
-- ``out/ILSVRC2012_devkit_t12/data/meta.mat`` (struct array ``synsets`` with the real fields,
-  read by ``scipy.io.loadmat`` exactly as torchvision's devkit parser reads it; leaf devkit IDs
-  are shuffled relative to WNID order and non-leaf synsets with ``num_children > 0`` follow,
-  as in the real file) and ``data/ILSVRC2012_validation_ground_truth.txt``,
-- ``out/oddities.tsv``: the planted real-world oddities (path, kind, expected outcome).
-
-A class is a combination of shape family x colour scheme x texture (8 x 9 x 5; class c takes
-``(c % 8, c % 9, c % 5)``, unique for c < 360), drawn at a random position, scale and rotation
-with colour jitter over a random noisy gradient background, on canvases of 180-500 px per side
-(so aspect ratios vary from about 1:2.8 to 2.8:1). The oddities, as in the real ILSVRC-2012
-(PAPER_NOTES "ImageNet files as users have them"): grayscale and CMYK JPEGs and a PNG named
-``.JPEG`` (all must become normal RGB rows), a truncated JPEG and a zero-byte file (both must be
-reported as bad). The train ones go to the last images of classes, never to a class's first
-image (so very small sets get fewer of them); the val ones are the first three val files.
-
-Same arguments -> same bytes (one seeded generator per image; Pillow's encoders are deterministic).
-An error or Ctrl-C part-way leaves nothing behind (no half-written set).
-"""
+"""A small, deterministic stand-in for ILSVRC-2012 in its real layout: train class folders,
+flat val, a devkit (``meta.mat`` as the real one: leaf IDs not in WNID order, parents after) and
+``oddities.tsv``. Class c: shape x colours x texture ``(c % 8, c % 9, c % 5)`` at a random place,
+scale and turn on 180-500 px canvases. Oddities as in the real set: grayscale, CMYK, PNG-named
+(must become RGB rows), truncated, empty (must be reported bad). Same arguments, same bytes."""
 
 from __future__ import annotations
 
@@ -57,7 +38,6 @@ TEXTURES = ("plain", "striped", "checkered", "dotted", "rippled")
 MAX_CLASSES = len(SHAPES) * len(PALETTES) * len(TEXTURES)  # 8, 9, 5 pairwise coprime
 YEAR = 2012
 DEVKIT, ODDITIES_FILE = f"ILSVRC{YEAR}_devkit_t12", "oddities.tsv"
-# Oddities planted on train images (in this order) and on val images.
 TRAIN_ODDITIES = ("grayscale", "cmyk", "png", "truncated", "empty")
 VAL_ODDITIES = ("grayscale", "cmyk", "truncated")
 _MAT_HEADER = b"MATLAB 5.0 MAT-file, written by alexnet2012.data.synthetic".ljust(116)
@@ -75,21 +55,11 @@ def make_synthetic_imagenet(
     workers: int | None = None,
     progress: bool = True,
 ) -> None:
-    """Write the synthetic dataset to the new (or empty) folder ``out``; see the module docstring.
-
-    ``workers`` processes draw the images (None: one per CPU core; sets under 64 images are drawn in
-    this process); the bytes do not depend on it. ``progress``: a bar (or lines, in a log).
-    """
+    """Write the set into the new or empty folder ``out``. ``workers``: drawing processes (None:
+    one per core; under 64 images: this process); the bytes do not depend on it."""
     out = Path(out)
-    if not 1 <= classes <= MAX_CLASSES:
-        raise UsageError(f"--classes must be between 1 and {MAX_CLASSES}, not {classes}")
-    if train_per_class < 1 or val_per_class < 1:
-        raise UsageError(
-            "--train-per-class and --val-per-class must be at least 1 "
-            "(scripts/prepare_imagenet.py refuses a split without images)"
-        )
-    if workers is not None and workers < 0:
-        raise UsageError(f"--workers must be 0 (draw in this process) or more, not {workers}")
+    assert 1 <= classes <= MAX_CLASSES and train_per_class >= 1 and val_per_class >= 1
+    assert seed >= 0 and (workers is None or workers >= 0), (seed, workers)
     if out.is_dir() and any(out.iterdir()):
         raise UsageError(
             f"{out} already exists and is not an empty folder: choose a new output folder"
@@ -100,8 +70,8 @@ def make_synthetic_imagenet(
 
 @contextmanager
 def _all_or_nothing(out: Path) -> Iterator[None]:
-    """Make the folder ``out``; an error or Ctrl-C in the block removes what the block wrote into
-    it (the set's own names only), and ``out`` and the parents made for it, as they were empty."""
+    """Make ``out``; an error or Ctrl-C in the block removes the set's files, and the folders
+    made for it if nothing else was written there."""
     made = [p for p in (out, *out.absolute().parents) if not p.exists()]  # deepest first
     make_folder(out)  # a file: UsageError
     try:
@@ -126,12 +96,11 @@ def _write_set(
     workers: int | None,
     progress: bool,
 ) -> None:
-    """The images, devkit and oddity list of ``make_synthetic_imagenet`` in the folder ``out``."""
     rng = np.random.default_rng([seed, 0])
     wnids = [f"n0{n:07d}" for n in rng.choice(10**7, size=classes, replace=False)]
     devkit_ids = rng.permutation(classes) + 1  # devkit ID of class c (c in the order of `wnids`)
 
-    jobs = []  # (path, class, seed of the image's generator, oddity or None)
+    jobs = []  # (path, class, the image's seed, oddity or None)
     for c, wnid in enumerate(wnids):
         (out / "train" / wnid).mkdir(parents=True)
         kinds = _oddity_slots(TRAIN_ODDITIES, c, classes, train_per_class) if oddities else {}
@@ -184,13 +153,11 @@ def _make_image(job: tuple[Path, int, tuple[int, ...], str | None]) -> None:
 
 
 def class_description(c: int) -> tuple[str, str, str]:
-    """(colour scheme, texture, shape) of class ``c``."""
     return list(PALETTES)[c % len(PALETTES)], TEXTURES[c % len(TEXTURES)], SHAPES[c % len(SHAPES)]
 
 
 def _oddity_slots(kinds: tuple[str, ...], c: int, classes: int, per_class: int) -> dict[int, str]:
-    """Image index -> oddity for class ``c``: oddity j goes to class j % classes, counting down
-    from its last image, never onto image 0."""
+    """Image index -> oddity: oddity j goes to class j % classes, from its last image down."""
     slots = {}
     for j, kind in enumerate(kinds):
         index = per_class - 1 - j // classes
@@ -215,20 +182,19 @@ def _write(path: Path, rgb: np.ndarray, oddity: str | None) -> None:
 
 
 def _render(c: int, rng: np.random.Generator) -> np.ndarray:
-    """One image of class ``c``: uint8 (h, w, 3), drawn at half resolution, then upsampled."""
+    """One image of class ``c``, uint8 (h, w, 3), drawn at half resolution."""
     palette, texture, shape = class_description(c)
     h, w = (int(v) for v in rng.integers(180, 501, size=2))
     hh, hw = h // 2, w // 2
     y, x = np.ogrid[0:hh, 0:hw]
     y, x = y.astype(np.float32), x.astype(np.float32)
 
-    # Background: a gradient between two muted random colours.
     ends = rng.uniform(40, 215, size=(2, 3)).astype(np.float32)
     angle = rng.uniform(0, 2 * np.pi)
     t = (np.cos(angle) * x / hw + np.sin(angle) * y / hh + 1) / 2
     image = ends[0] + t[..., None] * (ends[1] - ends[0])
 
-    # The object: random scale, position and rotation; coordinates in units of its radius.
+    # the object; coordinates in units of its radius
     radius = rng.uniform(0.25, 0.45) * min(hh, hw)
     cy, cx = (
         rng.uniform(0.7 * radius, hh - 0.7 * radius),
@@ -270,7 +236,6 @@ def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def _texture(texture: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Where the second colour goes (bool), on coordinates in units of the texture period."""
     if texture == "plain":
         return np.zeros(u.shape, bool)
     if texture == "striped":
@@ -283,7 +248,7 @@ def _texture(texture: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def _synsets(wnids: list[str], devkit_ids: np.ndarray, train_per_class: int) -> np.ndarray:
-    """The ``synsets`` struct array: leaves (shuffled IDs), then one parent per shape, a root."""
+    """``synsets``: the leaves (shuffled IDs), one parent per shape, a root."""
     fields = (
         "ILSVRC2012_ID",
         "WNID",

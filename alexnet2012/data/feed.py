@@ -1,0 +1,70 @@
+"""Loader items -> (x, y) on the device: ``augment.to_input`` runs there, after the uint8 crops
+arrive. Towards a GPU the pinned crops are copied on a side stream one batch ahead, so the copy
+of batch b + 1 overlaps the step on batch b."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader
+
+from alexnet2012.data.augment import to_input
+from alexnet2012.data.worker import Raw
+
+
+@dataclass
+class Batches:
+    """Iterable of (x float32 channels-last, y int64) on ``device``; each iteration is a pass of
+    ``loader``; ``len()``: its batches."""
+
+    loader: DataLoader
+    device: torch.device
+    mean: torch.Tensor
+    scale: float = 1.0
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return feed(iter(self.loader), self.device, self.mean, self.scale)
+
+
+def feed(
+    raw: Iterable[Raw], device: torch.device, mean: torch.Tensor, scale: float
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """CUDA: batch b + 1 is queued on the side stream before b is handed out; the caller's stream
+    waits for its copy's event, and ``record_stream`` keeps the allocator from reusing the copies
+    (made on the side stream) before the caller's work on them is done."""
+    if device.type != "cuda":
+        for crops, labels, shift in raw:
+            crops = crops.to(device, non_blocking=True)
+            if shift is not None:
+                shift = shift.to(device, non_blocking=True)
+            yield to_input(crops, mean, shift, scale), labels.to(device, non_blocking=True)
+        return
+    side = torch.cuda.Stream(device)
+
+    def send(item: Raw) -> tuple[list, torch.cuda.Event]:
+        with torch.cuda.stream(side):
+            copies = [None if t is None else t.to(device, non_blocking=True) for t in item]
+            return copies, side.record_event()
+
+    def receive(sent: tuple[list, torch.cuda.Event]) -> tuple[torch.Tensor, torch.Tensor]:
+        (crops, labels, shift), copied = sent
+        stream = torch.cuda.current_stream(device)
+        stream.wait_event(copied)
+        for t in (crops, labels, shift):
+            if t is not None:
+                t.record_stream(stream)
+        return to_input(crops, mean, shift, scale), labels
+
+    ahead = None
+    for item in raw:
+        sent = send(item)
+        if ahead is not None:
+            yield receive(ahead)
+        ahead = sent
+    if ahead is not None:
+        yield receive(ahead)

@@ -1,0 +1,168 @@
+"""Loaders made once per run, whose workers persist: the training batches of every epoch from one
+DataLoader (so the workers prefetch the next epoch while validation runs), and one evaluation
+loader per kind of batch. Same batches as ``loader.py``'s for the same arguments."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from alexnet2012 import paper
+from alexnet2012.data.feed import Batches, feed
+from alexnet2012.data.worker import (
+    Positions,
+    Raw,
+    check_start,
+    dataloader,
+    eval_batches,
+    train_batches,
+)
+from alexnet2012.errors import UsageError
+
+
+class TrainStream:
+    """Training batches of a run, from (``start_epoch``, ``start_batch``) on. ``epoch(e)`` gives
+    ``train_loader(..., epoch=e)``'s batches; another position than the workers' restarts them
+    there (same workers). ``last_epoch``: no prefetching after it. ``close()`` stops the workers.
+    """
+
+    def __init__(
+        self,
+        cache_dir: str | os.PathLike,
+        *,
+        batch_size: int,
+        crop: int = 224,
+        seed: int = 0,
+        start_epoch: int = 0,
+        start_batch: int = 0,
+        workers: int = 2,
+        device: str | torch.device = "cpu",
+        lighting: str = "paper",
+        last_epoch: int | None = None,
+    ) -> None:
+        data, mean, scale = train_batches(
+            Path(cache_dir), batch_size, crop, seed, start_epoch, start_batch, lighting
+        )
+        if last_epoch is not None and last_epoch < start_epoch:
+            raise UsageError(
+                f"last_epoch must be at least start_epoch {start_epoch}, not {last_epoch}"
+            )
+        self.per_epoch = data.per_epoch
+        self.start_epoch, self.start_batch, self.last_epoch = start_epoch, start_batch, last_epoch
+        self.device = torch.device(device)
+        self._mean, self._scale = mean.to(self.device), scale
+        stop = None if last_epoch is None else (last_epoch + 1) * data.per_epoch
+        self._positions = Positions(start_epoch * data.per_epoch + start_batch, stop)
+        self._loader: DataLoader | None = dataloader(
+            data, workers, self.device, sampler=self._positions, persistent=True
+        )
+        self._iterator: Iterator[Raw] | None = iter(self._loader)  # starts the workers
+        self._next = self._positions.start  # the batch number the iterator yields next
+
+    def epoch(self, epoch: int, start_batch: int | None = None) -> EpochBatches:
+        """Epoch ``epoch`` from ``start_batch`` (default: the stream's for ``start_epoch``, else
+        0). Iterate one epoch at a time."""
+        assert epoch >= 0, epoch
+        if start_batch is None:
+            start_batch = self.start_batch if epoch == self.start_epoch else 0
+        check_start(start_batch, self.per_epoch)
+        if self.last_epoch is not None and epoch > self.last_epoch:
+            raise UsageError(f"epoch {epoch} is after the stream's last_epoch {self.last_epoch}")
+        return EpochBatches(self, epoch, start_batch)
+
+    def raw(self, first: int, stop: int) -> Iterator[Raw]:
+        """The loader's items ``first`` .. ``stop - 1``, moving the workers there if need be."""
+        if self._loader is None:
+            raise UsageError("this TrainStream is closed")
+        if first >= stop:
+            return
+        if self._next != first:
+            self._positions.start = first
+            self._iterator = iter(self._loader)  # same workers; drops what they prefetched
+            self._next = first
+        while self._next < stop:
+            if self._iterator is None:
+                raise UsageError("this TrainStream was closed while an epoch was being read")
+            item = next(self._iterator)
+            self._next += 1
+            yield item
+
+    def worker_pids(self) -> list[int]:
+        return [w.pid for w in getattr(self._iterator, "_workers", [])]
+
+    def close(self) -> None:
+        iterator, self._iterator, self._loader = self._iterator, None, None
+        _shut_down(iterator)
+
+    def __enter__(self) -> TrainStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass
+class EpochBatches:
+    """One epoch of a ``TrainStream`` from ``start_batch`` on."""
+
+    stream: TrainStream
+    epoch: int
+    start_batch: int
+
+    def __len__(self) -> int:
+        return self.stream.per_epoch - self.start_batch
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        s = self.stream
+        first = self.epoch * s.per_epoch
+        raw = s.raw(first + self.start_batch, first + s.per_epoch)
+        return feed(raw, s.device, s._mean, s._scale)
+
+
+class EvalStreams:
+    """``eval_loader``'s batches from one loader per (split, views, batch_size), made on first use
+    and reused, each holding ``workers`` processes until ``close()``."""
+
+    def __init__(
+        self,
+        cache_dir: str | os.PathLike,
+        *,
+        crop: int = 224,
+        workers: int = 2,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        assert crop in paper.INPUT_SIZES and workers >= 0, (crop, workers)
+        self.cache, self.crop, self.device = Path(cache_dir), crop, torch.device(device)
+        self.workers = workers
+        self._batches: dict[tuple[str, int, int], Batches] = {}
+
+    def batches(self, split: str = "val", *, batch_size: int, views: int = 1) -> Batches:
+        key = (split, views, batch_size)
+        if key not in self._batches:
+            data, mean = eval_batches(self.cache, split, batch_size, self.crop, views)
+            loader = dataloader(data, self.workers, self.device, persistent=True)
+            self._batches[key] = Batches(loader, self.device, mean.to(self.device))
+        return self._batches[key]
+
+    def close(self) -> None:
+        loaders, self._batches = self._batches, {}
+        for batches in loaders.values():
+            iterator, batches.loader._iterator = batches.loader._iterator, None
+            _shut_down(iterator)
+
+    def __enter__(self) -> EvalStreams:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _shut_down(iterator: object) -> None:
+    shutdown = getattr(iterator, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()

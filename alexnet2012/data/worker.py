@@ -1,0 +1,183 @@
+"""What the loader's worker processes do: item g of a batch-level dataset (``batch_size=None``)
+is one whole batch, read from the cache memmap with one gather and cropped/flipped as uint8; the
+float stage waits for the device (``feed.py``), as float32 is 4x the bytes through shared memory.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from alexnet2012 import paper
+from alexnet2012.data.augment import (
+    Lighting,
+    centre_view,
+    crop_flip,
+    hwc_mean,
+    mean_crop,
+    ten_views,
+)
+from alexnet2012.data.cache import images_path, open_split
+from alexnet2012.data.plan import EpochPlan, make_plan
+from alexnet2012.data.stats import load_stats
+from alexnet2012.errors import UsageError
+
+# a loader's item: uint8 crops, int64 labels, float32 lighting shifts (or None)
+Raw = tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"]
+
+
+class _CacheBatches(Dataset):
+    def __init__(self, cache: Path, split: str, labels: np.ndarray) -> None:
+        self.image_file = images_path(cache, split)
+        self.labels = labels
+        self._images: np.ndarray | None = None  # opened in each worker
+
+    def read(self, rows: np.ndarray) -> torch.Tensor:
+        if self._images is None:
+            self._images = np.load(self.image_file, mmap_mode="r")
+        return torch.from_numpy(self._images[rows])
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_images": None}
+
+
+class TrainBatches(_CacheBatches):
+    """Item g: batch g % per_epoch of epoch g // per_epoch, from the plan of (seed, epoch)."""
+
+    KEEP_PLANS = 2  # the epoch being read and the next one
+
+    def __init__(
+        self,
+        cache: Path,
+        labels: np.ndarray,
+        usable: np.ndarray,
+        batch_size: int,
+        crop: int,
+        seed: int,
+        lighting: Lighting,
+        first: tuple[int, EpochPlan],
+    ) -> None:
+        super().__init__(cache, "train", labels)
+        self.usable, self.batch_size, self.crop, self.seed = usable, batch_size, crop, seed
+        self.lighting = lighting
+        self.per_epoch = len(first[1])
+        self._plans: dict[int, EpochPlan] = dict([first])
+
+    def plan(self, epoch: int) -> EpochPlan:
+        plan = self._plans.get(epoch)
+        if plan is None:
+            plan = make_plan(self.usable, self.batch_size, self.crop, self.seed, epoch)
+            self._plans[epoch] = plan
+            while len(self._plans) > self.KEEP_PLANS:
+                del self._plans[next(iter(self._plans))]
+        return plan
+
+    def __getitem__(self, g: int) -> Raw:
+        epoch, b = divmod(g, self.per_epoch)
+        p = self.plan(epoch)
+        crops = crop_flip(self.read(p.rows[b]), p.oy[b], p.ox[b], p.flip[b], self.crop)
+        return crops, torch.from_numpy(self.labels[p.rows[b]]), self.lighting.shift(p.alpha[b])
+
+
+class EvalBatches(_CacheBatches):
+    def __init__(
+        self,
+        cache: Path,
+        split: str,
+        labels: np.ndarray,
+        rows: np.ndarray,
+        batch_size: int,
+        crop: int,
+        views: int,
+    ) -> None:
+        super().__init__(cache, split, labels)
+        self.rows, self.batch_size, self.crop, self.views = rows, batch_size, crop, views
+
+    def __len__(self) -> int:
+        return -(-len(self.rows) // self.batch_size)
+
+    def __getitem__(self, b: int) -> Raw:
+        rows = self.rows[b * self.batch_size : (b + 1) * self.batch_size]
+        images = self.read(rows)
+        crops = ten_views(images, self.crop) if self.views == 10 else centre_view(images, self.crop)
+        return crops, torch.from_numpy(self.labels[rows]), None
+
+
+class Positions:
+    """Sampler of batch numbers ``start`` .. ``stop`` - 1 (None: no end); ``start`` is read when
+    an iteration begins, so a persistent loader moves by starting a new iteration."""
+
+    def __init__(self, start: int, stop: int | None) -> None:
+        self.start, self.stop = start, stop
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(
+            itertools.count(self.start) if self.stop is None else range(self.start, self.stop)
+        )
+
+
+def train_batches(
+    cache: Path,
+    batch_size: int,
+    crop: int,
+    seed: int,
+    epoch: int,
+    start_batch: int,
+    lighting: str,
+) -> tuple[TrainBatches, torch.Tensor, float]:
+    """The training dataset (holding ``epoch``'s plan), the mean crop and the lighting scale."""
+    assert crop in paper.INPUT_SIZES, crop
+    split, stats = open_split(cache, "train"), load_stats(cache)
+    light = Lighting(lighting, stats.eigenvalues, stats.eigenvectors)
+    plan = make_plan(split.usable, batch_size, crop, seed, epoch)
+    check_start(start_batch, len(plan))
+    data = TrainBatches(
+        cache, split.labels, split.usable, batch_size, crop, seed, light, (epoch, plan)
+    )
+    return data, hwc_mean(mean_crop(stats.mean_image, crop)), light.scale
+
+
+def check_start(start_batch: int, per_epoch: int) -> None:
+    """A resume position (from a checkpoint) inside the epoch."""
+    if not 0 <= start_batch <= per_epoch:
+        raise UsageError(
+            f"start_batch must be between 0 and the {per_epoch} batches of an epoch, "
+            f"not {start_batch}"
+        )
+
+
+def eval_batches(
+    cache: Path, split: str, batch_size: int, crop: int, views: int
+) -> tuple[EvalBatches, torch.Tensor]:
+    """Every usable image of ``split`` in cache order, and the mean crop."""
+    assert crop in paper.INPUT_SIZES and views in (1, 10) and batch_size >= 1
+    data_split, stats = open_split(cache, split), load_stats(cache)
+    data = EvalBatches(cache, split, data_split.labels, data_split.usable, batch_size, crop, views)
+    return data, hwc_mean(mean_crop(stats.mean_image, crop))
+
+
+def dataloader(
+    data: Dataset,
+    workers: int,
+    device: torch.device,
+    sampler: Iterable[int] | None = None,
+    persistent: bool = False,
+) -> DataLoader:
+    assert workers >= 0, workers
+    # A generator of its own: otherwise each new iterator draws its workers' base seed from
+    # torch's global RNG, which would shift the dropout masks of a resumed run.
+    return DataLoader(
+        data,
+        batch_size=None,
+        shuffle=False,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=persistent and workers > 0,
+        generator=torch.Generator(),
+    )
