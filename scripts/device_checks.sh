@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The checks that need a CUDA GPU, in one run of about 8 minutes (the stage limits add up to
-# 475 s; with each stage's 10 s kill grace, 9 min at worst), most important first: the CUDA
-# tests (the fused Triton kernels against the reference path included), the benchmark at batch
-# 128 in fp32/TF32 with the cost model beside it, the benchmark in bf16 + torch.compile with the
-# end-to-end row from the cache (the 10,000 images/s target), a short replication on one GPU in
-# bf16 + compile and one on the two-device path (column 0 on the GPU, column 1 on the CPU), the
-# data stages. The demo data is gitignored, so a first stage generates and prepares it.
+# The checks that need a CUDA GPU, most important first: the CUDA tests (the fused Triton kernels
+# against the reference path included), the benchmark at batch 128 in fp32/TF32 with the cost
+# model beside it, the benchmark in bf16 + torch.compile with the end-to-end row from the cache
+# (the 10,000 images/s target), a short replication on one GPU in bf16 + compile and one on the
+# two-device path (column 0 on the GPU, column 1 on the CPU), the data stages. The demo data is
+# gitignored, so a first stage generates and prepares it. The stage limits below (plus 10 s of
+# kill grace each) bound the run.
 #
 #   scripts/device_checks.sh OUT_DIR
 #

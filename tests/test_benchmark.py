@@ -1,5 +1,5 @@
-"""The benchmark's arithmetic, report and CLI; tiny settings and tiny stand-in models, no timing
-assertions (the CPU and CUDA targets are checked by running the benchmark, not here)."""
+"""The training benchmark's arithmetic, report and CLI; tiny settings and tiny stand-in models,
+no timing assertions (the CPU and CUDA targets are checked by running the benchmark, not here)."""
 
 import json
 import runpy
@@ -11,20 +11,14 @@ import pytest
 import torch
 from torch import nn
 
-from alexnet2012 import benchmark
-from alexnet2012.benchmark import (
-    ONE_DEVICE_ROW,
-    REFERENCE,
-    Case,
-    Settings,
-    build_cases,
-    format_duration,
-    format_table,
-    parse_devices,
-    projected_seconds,
-    run_rounds,
-    summarise,
-)
+from alexnet2012 import devices
+from alexnet2012.bench import training
+from alexnet2012.bench import training_report as report_module
+from alexnet2012.bench.models import ONE_DEVICE, REFERENCE
+from alexnet2012.bench.tables import format_duration, training_table
+from alexnet2012.bench.training import Case, Settings, build_cases, run_rounds
+from alexnet2012.bench.training_report import projected_seconds, training_report
+from alexnet2012.cli import benchmark as cli
 from alexnet2012.errors import UsageError, check_writable
 from alexnet2012.optim import PaperSGD
 
@@ -55,12 +49,12 @@ def test_durations_read_as_h_mm_under_a_day_and_days_hours_above(seconds, text):
 
 
 def test_devices_default_and_errors():
-    assert parse_devices(None) == (torch.device("cuda:0" if torch.cuda.is_available() else "cpu"),)
-    assert parse_devices("cpu, cpu") == (torch.device("cpu"), torch.device("cpu"))
+    assert devices.parse(None) == (torch.device("cuda:0" if torch.cuda.is_available() else "cpu"),)
+    assert devices.parse("cpu, cpu") == (torch.device("cpu"), torch.device("cpu"))
     with pytest.raises(UsageError, match="not a device name"):
-        parse_devices("tpu")
+        devices.parse("tpu")
     with pytest.raises(UsageError, match="one or two devices"):
-        parse_devices("cpu,cpu,cpu")
+        devices.parse("cpu,cpu,cpu")
     for other in (
         "mps",
         "meta",
@@ -68,10 +62,10 @@ def test_devices_default_and_errors():
         "cpu,meta",
     ):  # torch names them, this network can't use them
         with pytest.raises(UsageError, match="runs on 'cpu' and 'cuda"):
-            parse_devices(other)
+            devices.parse(other)
     if not torch.cuda.is_available():
         with pytest.raises(UsageError, match="does not exist"):
-            parse_devices("cuda:0")
+            devices.parse("cuda:0")
 
 
 class _Recorder(nn.Module):
@@ -131,12 +125,12 @@ def test_data_row_reads_one_loader_epoch_after_epoch_with_a_lead_in_each_round()
         finally:
             closed.append(epoch)
 
-    batches = benchmark.loader_batches(loader)
+    batches = training.loader_batches(loader)
     case = _case("a", log, modes=("train",), batches=batches)
     run_rounds([case], _settings(workers=1, repeats=2), progress=False)
     # warm-up 1 step, then per round 2 lead-in + 2 timed steps, then 1 memory step: 10 batches
     # of 3-batch epochs 0, 1, 2 and the first of epoch 3.
-    assert benchmark.lead_in_steps(1) == 2
+    assert _settings(workers=1).lead_in_steps == 2
     assert len(log) == 1 + 2 * (2 + 2) + 1 and len(case.times["train"]) == 2
     assert epochs == [0, 1, 2, 3] and closed == [0, 1, 2]
     batches.close()  # stops the current epoch's loader (its workers)
@@ -148,10 +142,10 @@ def test_compile_adds_compiled_twins_beside_the_eager_rows():
     compiled = {
         c.name: c for c in cases if isinstance(c.model, torch._dynamo.eval_frame.OptimizedModule)
     }
-    assert sorted(compiled) == [f"{ONE_DEVICE_ROW}, compiled", f"{REFERENCE}, compiled"]
+    assert sorted(compiled) == [f"{ONE_DEVICE}, compiled", f"{REFERENCE}, compiled"]
     eager = {c.name: c for c in cases if c.name not in compiled}
-    assert {ONE_DEVICE_ROW, REFERENCE} <= set(eager)  # the targets still read the eager rows
-    for name in (ONE_DEVICE_ROW, REFERENCE):  # the same network, its own weights and optimizer
+    assert {ONE_DEVICE, REFERENCE} <= set(eager)  # the targets still read the eager rows
+    for name in (ONE_DEVICE, REFERENCE):  # the same network, its own weights and optimizer
         twin = compiled[f"{name}, compiled"]
         assert type(twin.model._orig_mod) is type(eager[name].model)
         assert twin.optimizer is not eager[name].optimizer
@@ -164,7 +158,7 @@ def test_compile_adds_compiled_twins_beside_the_eager_rows():
 
 def test_an_empty_loader_is_a_usage_error():
     with pytest.raises(UsageError, match="yields no batch"):
-        next(benchmark.loader_batches(lambda epoch: []))
+        next(training.loader_batches(lambda epoch: []))
 
 
 def test_report_and_table_name_every_row_the_ratios_and_the_options():
@@ -172,9 +166,9 @@ def test_report_and_table_name_every_row_the_ratios_and_the_options():
     cases = [_case("a", log), _case("b", log), _case(REFERENCE, log)]
     settings = _settings(compile=True, bf16=True, repeats=2)
     run_rounds(cases, settings, progress=False)
-    report = json.loads(json.dumps(summarise(cases, settings, {"cuda": False})))
+    report = json.loads(json.dumps(training_report(cases, settings, {"cuda": False})))
     assert [r["name"] for r in report["models"]] == ["a", "b", REFERENCE]
-    table = format_table(report)
+    table = training_table(report)
     assert "torch.compile" in table.splitlines()[0] and "bf16 autocast" in table.splitlines()[0]
     assert report["settings"]["compile"] and report["settings"]["bf16_autocast"]
     _check_report(report, table, names=["a", "b", REFERENCE], repeats=2)
@@ -190,12 +184,14 @@ def test_report_and_table_name_every_row_the_ratios_and_the_options():
 def test_table_footer_counts_and_durations_read_as_printed(
     repeats, steps, warmup, counts, monkeypatch
 ):
-    monkeypatch.setattr(benchmark, "code_version", lambda: {"commit": None, "uncommitted": None})
+    monkeypatch.setattr(
+        report_module, "code_version", lambda: {"commit": None, "uncommitted": None}
+    )
     log = []
     cases = [_case("a", log), _case(REFERENCE, log)]
     settings = _settings(repeats=repeats, steps=steps, warmup=warmup)
     run_rounds(cases, settings, progress=False)
-    footer = format_table(summarise(cases, settings, {"cuda": False})).splitlines()[4]
+    footer = training_table(training_report(cases, settings, {"cuda": False})).splitlines()[4]
     assert footer.startswith(counts)
     long = format_duration(projected_seconds(100.0))  # the column's format above a day
     assert footer.endswith(
@@ -292,6 +288,8 @@ def test_cli_prints_the_table_and_writes_the_same_as_json(tmp_path, capsys, monk
     [
         (["--devices", "tpu"], "not a device name"),
         (["--steps", "0"], "--steps must be at least 1"),
+        (["--warmup", "-1"], "--warmup must be at least 0, got -1"),
+        (["--workers", "-1"], "--workers must be 0 (work in this process) or more, got -1"),
         (["--data", "/no/such/cache"], "no such directory"),
     ],
 )
@@ -320,7 +318,7 @@ def test_cli_refuses_an_unwritable_json_before_measuring(
     json_path, message, tmp_path, capsys, monkeypatch
 ):
     runs = []
-    monkeypatch.setattr(benchmark, "run_benchmark", lambda *a, **k: runs.append(a))
+    monkeypatch.setattr(cli, "measure_training", lambda *a, **k: runs.append(a))
     json_path, message = (text.format(tmp=tmp_path) for text in (json_path, message))
     code, _, stderr = _cli(
         ["--devices", "cpu", "--batch-size", "2", "--quiet", "--json", json_path],
@@ -363,14 +361,14 @@ def test_cuda_steps_never_wait_for_the_host(bf16):
     # tensor-valued condition) in the steps of every row with no CPU in it
     gpu = torch.device("cuda", 0)
     settings = Settings(devices=(gpu, gpu), batch_size=4, steps=1, warmup=1, repeats=1, bf16=bf16)
-    x, y = benchmark.synthetic_batch(4, gpu)
+    x, y = training.synthetic_batch(4, gpu)
     for case in build_cases(settings):
-        benchmark.train_step(case, x, y, bf16)  # first steps may pick algorithms, allocate
-        benchmark.infer_step(case, x, bf16)
+        training.train_step(case, x, y, bf16)  # first steps may pick algorithms, allocate
+        training.infer_step(case, x, bf16)
         torch.cuda.synchronize()
         torch.cuda.set_sync_debug_mode("error")
         try:
-            benchmark.train_step(case, x, y, bf16)
-            benchmark.infer_step(case, x, bf16)
+            training.train_step(case, x, y, bf16)
+            training.infer_step(case, x, bf16)
         finally:
             torch.cuda.set_sync_debug_mode("default")

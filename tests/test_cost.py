@@ -1,5 +1,5 @@
-"""The cost model (alexnet2012/cost.py) against counts, bytes, FLOPs and times worked out by hand,
-and scripts/benchmark.py's --cost and --cost-only."""
+"""The cost model (alexnet2012/bench: cost, roofline, cost_report) against counts, bytes, FLOPs
+and times worked out by hand, and scripts/benchmark.py's --cost and --cost-only."""
 
 import json
 import runpy
@@ -11,22 +11,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alexnet2012 import benchmark, cost
-from alexnet2012.cost import (
+from alexnet2012.bench import models
+from alexnet2012.bench.cost import (
     COMPUTE,
-    GPU,
     MEMORY,
-    Assumptions,
     Op,
-    cost_report,
+    StepCost,
     count,
-    format_cost_table,
-    launch_bound_seconds,
-    op_seconds,
-    project,
     tensor_bytes,
     training_step_cost,
 )
+from alexnet2012.bench.cost_report import cost_report
+from alexnet2012.bench.roofline import GPU, Assumptions, launch_bound_seconds, op_seconds, project
+from alexnet2012.bench.tables import cost_table
+from alexnet2012.cli import benchmark as cli
 
 ROOT = Path(__file__).resolve().parents[1]
 F32 = 4
@@ -153,7 +151,7 @@ def test_roofline_of_a_synthetic_op_list_is_the_formula():
     assert op_seconds(half, gpu, assume) == pytest.approx(3e12 / (0.5 * 4e12))
     assert op_seconds(product, gpu, Assumptions(0.5, 0.25, tf32=False)) == pytest.approx(6.0)
     assert op_seconds(copy, gpu, assume) == pytest.approx(1e9 / (0.25 * 1e9))  # 4 s
-    p = project(cost.StepCost([product, copy]), gpu, batch_size=70, assume=assume)
+    p = project(StepCost([product, copy]), gpu, batch_size=70, assume=assume)
     assert p["step_s"] == pytest.approx(7.0) and p["images_per_s"] == pytest.approx(10.0)
     assert p["step_s_with_launch"] == pytest.approx(1e-3 + 7.0)  # the first launch, then busy
     assert (p["compute_ops_s"], p["memory_ops_s"], p["launch_s"]) == pytest.approx((3, 4, 2e-3))
@@ -169,7 +167,7 @@ def report():
 
 
 def test_torchvision_alexnet_counts_its_known_layers_flops_and_optimizer_bytes(report):
-    tv = next(r for r in report["models"] if r["name"] == cost.REFERENCE)
+    tv = next(r for r in report["models"] if r["name"] == models.REFERENCE)
     # torchvision alexnet's forward: 714,188,480 multiply-adds per image (conv1 70,276,800;
     # conv2 223,948,800; conv3 112,140,288; conv4 149,520,384; conv5 99,680,256; fc6 37,748,736;
     # fc7 16,777,216; fc8 4,096,000)
@@ -186,7 +184,7 @@ def test_torchvision_alexnet_counts_its_known_layers_flops_and_optimizer_bytes(r
 
 def test_report_has_the_four_models_their_ratios_and_the_targets(report):
     names = [r["name"] for r in report["models"]]
-    assert names == [cost.ONE_DEVICE, cost.TWO_DEVICE, cost.ONE_COLUMN, cost.REFERENCE]
+    assert names == [models.ONE_DEVICE, models.TWO_DEVICE, models.ONE_COLUMN, models.REFERENCE]
     tv = report["models"][-1]
     for row in report["models"]:
         r = row["ratio_to_torchvision"]
@@ -200,13 +198,13 @@ def test_report_has_the_four_models_their_ratios_and_the_targets(report):
         # same ops, more bandwidth: the H200 is no slower
         assert row["projection"][1]["step_s"] <= row["projection"][0]["step_s"]
     assert tv["ratio_to_torchvision"]["memory_ops"] == 1.0
-    assert set(report["targets"]) == {cost.ONE_DEVICE, cost.TWO_DEVICE}
+    assert set(report["targets"]) == {models.ONE_DEVICE, models.TWO_DEVICE}
     for t in report["targets"].values():
         assert t["met"] == (t["memory_ops_ratio"] <= 1.5 and t["memory_bytes_ratio"] <= 1.5)
-    text = format_cost_table(report)
+    text = cost_table(report)
     assert "ESTIMATE (not a measurement)" in text and "TF32 tensor 495" in text
     assert "3.35 TB/s" in text and "4.8 TB/s" in text and "60% of peak" in text
-    assert f"top memory-bound op types by bytes, {cost.ONE_DEVICE}: " in text
+    assert f"top memory-bound op types by bytes, {models.ONE_DEVICE}: " in text
 
 
 def _cli(args: list, capsys, monkeypatch) -> tuple[int, str, str]:
@@ -244,9 +242,9 @@ def test_cli_cost_only_prints_the_table_and_writes_the_peaks_and_ratios(
 def test_cli_cost_prints_both_tables_and_adds_cost_to_the_timed_report(
     report, tmp_path, capsys, monkeypatch
 ):
-    monkeypatch.setattr(benchmark, "run_benchmark", lambda settings, progress: {"timed": True})
-    monkeypatch.setattr(benchmark, "format_table", lambda r: "TIMED TABLE")
-    monkeypatch.setattr(cost, "cost_report", lambda batch_size: report)
+    monkeypatch.setattr(cli, "measure_training", lambda settings, progress: {"timed": True})
+    monkeypatch.setattr(cli, "training_table", lambda r: "TIMED TABLE")
+    monkeypatch.setattr(cli, "cost_report", lambda batch_size: report)
     out = tmp_path / "r.json"
     code, stdout, stderr = _cli(
         ["--cost", "--devices", "cpu", "--batch-size", "2", "--json", str(out)], capsys, monkeypatch
@@ -265,6 +263,6 @@ def test_cli_cost_prints_both_tables_and_adds_cost_to_the_timed_report(
     ],
 )
 def test_cli_cost_refuses_options_it_would_not_apply(args, message, capsys, monkeypatch):
-    monkeypatch.setattr(cost, "cost_report", lambda batch_size: pytest.fail("ran"))
+    monkeypatch.setattr(cli, "cost_report", lambda batch_size: pytest.fail("ran"))
     code, _, stderr = _cli(args, capsys, monkeypatch)
     assert code == 2 and message in stderr and len(stderr.strip().splitlines()) == 1

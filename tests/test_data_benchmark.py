@@ -1,13 +1,17 @@
-"""The data benchmark runs every stage on a small cache and reports consistent figures."""
+"""The data-pipeline benchmark runs every stage on a small cache and reports consistent figures."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from alexnet2012.bench import data as bench_data
+from alexnet2012.bench.data import measure_data_pipeline
+from alexnet2012.bench.tables import data_pipeline_table
+from alexnet2012.cli.benchmark_data import main
 from alexnet2012.data import make_synthetic_imagenet, prepare_cache
-from alexnet2012.data.benchmark import format_table, run_benchmark
 from alexnet2012.errors import UsageError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,7 +27,7 @@ def cache(tmp_path_factory):
 
 
 def test_every_stage_is_measured(cache):
-    report = run_benchmark(cache, batch_size=4, workers=1, batches=5, decode_images=12)
+    report = measure_data_pipeline(cache, batch_size=4, workers=1, batches=5, decode_images=12)
     assert [s["stage"] for s in report["stages"]] == [
         "decode JPEG -> 256x256 (Pillow, 1 process)",
         "read cache rows (memmap gather)",
@@ -37,25 +41,39 @@ def test_every_stage_is_measured(cache):
     for stage in report["stages"]:
         assert stage["images_per_s"] == pytest.approx(stage["images"] / stage["seconds"])
     assert report["settings"]["train_images"] == 10 and report["machine"]["cpu_cores"] >= 1
-    table = format_table(report)
+    table = data_pipeline_table(report)
     assert "end to end: train_loader, workers=1 (cpu)" in table and "img/cpu-s" in table
 
 
 @pytest.mark.parametrize(
-    "kwargs, message",
+    "args, message",
     [
-        (dict(threads=0), "--threads must be at least 1, not 0"),
-        (dict(batches=0), "--batches must be at least 1, not 0"),
-        (dict(batches=-3), "--batches must be at least 1, not -3"),
-        (dict(decode_images=-1), "--decode-images must be at least 1, not -1"),
-        (dict(batch_size=11), "--batch-size must be at most the 10 training images .*, not 11"),
-        (dict(workers=-1), "--workers must be 0 .* or more, not -1"),
-        (dict(device="cuda:99"), "--device: CUDA device cuda:99 does not exist on this machine"),
+        (["--threads", "0"], "--threads must be at least 1, got 0"),
+        (["--batches", "0"], "--batches must be at least 1, got 0"),
+        (["--batches", "-3"], "--batches must be at least 1, got -3"),
+        (["--decode-images", "-1"], "--decode-images must be at least 1, got -1"),
+        (["--batch-size", "11"], "--batch-size must be at most the 10 training images .*, got 11"),
+        (["--workers", "-1"], "--workers must be 0 .* or more, got -1"),
+        (["--input-size", "225"], "--input-size must be 224 .* or 227 .*, got 225"),
+        (["--device", "cuda:99"], "--device: CUDA device cuda:99 does not exist on this machine"),
     ],
 )
-def test_bad_settings_are_refused_before_measuring(cache, kwargs, message):
-    with pytest.raises(UsageError, match=message):
-        run_benchmark(cache, **{"batch_size": 4, "batches": 1, "decode_images": 1, **kwargs})
+def test_bad_settings_are_refused_before_measuring(cache, args, message, monkeypatch):
+    stages = []
+    monkeypatch.setattr(bench_data, "_decode_stage", lambda *a: stages.append(a))
+    base = ["--cache", str(cache), "--batch-size", "4", "--batches", "1", "--decode-images", "1"]
+    with pytest.raises(UsageError, match=f"^{message}"):
+        main([*base, *args])
+    assert stages == []
+
+
+def test_the_command_line_takes_the_input_size_and_writes_the_report(cache, tmp_path, capsys):
+    out = tmp_path / "data.json"
+    args = ["--batch-size", "4", "--workers", "0", "--batches", "2", "--decode-images", "2"]
+    main(["--cache", str(cache), *args, "--input-size", "227", "--json", str(out)])
+    report = json.loads(out.read_text())
+    assert report["settings"]["crop"] == 227 and report["settings"]["workers"] == 0
+    assert len(report["stages"]) == 4 and "crop 227" in capsys.readouterr().out
 
 
 def test_a_cache_path_that_is_no_folder_is_named_as_such(tmp_path):
@@ -66,14 +84,14 @@ def test_a_cache_path_that_is_no_folder_is_named_as_such(tmp_path):
             match=f"^{tmp_path / path} {what}: check the path \\(a cache is the folder made by "
             "scripts/prepare_imagenet.py SRC CACHE\\)$",
         ):
-            run_benchmark(tmp_path / path, batch_size=4, batches=1, decode_images=1)
+            measure_data_pipeline(tmp_path / path, batch_size=4, batches=1, decode_images=1)
 
 
 def test_a_source_that_is_not_the_caches_is_refused(cache, tmp_path):
     other = tmp_path / "other"
     make_synthetic_imagenet(other, classes=1, train_per_class=1, val_per_class=1, seed=9)
     with pytest.raises(UsageError, match=f"{other} is not the cache's source .*give --src"):
-        run_benchmark(cache, src=other, batch_size=4, batches=1, decode_images=1)
+        measure_data_pipeline(cache, src=other, batch_size=4, batches=1, decode_images=1)
 
 
 @pytest.mark.slow

@@ -1,0 +1,254 @@
+"""The benchmarks' reports as text tables: the training benchmark's, the cost model's and the
+data pipeline's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from alexnet2012 import paper
+from alexnet2012.bench.cost import MEMORY
+from alexnet2012.bench.models import DATA_ROW, ONE_DEVICE
+
+
+def format_duration(seconds: float) -> str:
+    """``h:mm`` under a day, else ``Nd Mh`` (rounded to the minute, resp. the hour)."""
+    minutes = round(seconds / 60)
+    if minutes < 24 * 60:
+        return f"{minutes // 60}:{minutes % 60:02d}"
+    days, hours = divmod(round(seconds / 3600), 24)
+    return f"{days}d {hours}h"
+
+
+def format_bytes(n: int | None) -> str:
+    """``812 MiB`` / ``1.23 GiB``; ``n/a`` when unknown."""
+    if n is None:
+        return "n/a"
+    if n < 1 << 30:
+        return f"{n / (1 << 20):.0f} MiB"
+    return f"{n / (1 << 30):.2f} GiB"
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.2f} GB"
+
+
+def _x(r: float | None) -> str:
+    return "-" if r is None else f"{r:.2f}x"
+
+
+def _columns(lines: list[tuple[str, ...]]) -> list[str]:
+    """The first column left-aligned, the others right-aligned, two spaces apart."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    return [
+        "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))
+        )
+        for line in lines
+    ]
+
+
+def training_title(report: dict[str, Any]) -> str:
+    """Batch, devices, precision and the options that are on."""
+    s, dev = report["settings"], report["device"]
+    where = ", ".join(dev["gpus"].values()) or (
+        f"{dev['cpu']}, {dev['cpu_isa']}, {dev['cpu_cores']} cores, {dev['torch_threads']} threads"
+    )
+    options = [s["precision"]] + (["compiled rows: torch.compile"] if s["compile"] else [])
+    return (
+        f"AlexNet vs {report['reference']}: batch {s['batch_size']} on "
+        f"{','.join(s['devices'])} ({where}), {', '.join(options)}"
+    )
+
+
+def training_table(report: dict[str, Any]) -> str:
+    """Images/s, ratio to torchvision, peak memory and 90 epochs per row, then notes."""
+    lines = [
+        (
+            "model",
+            "train img/s",
+            "x tv",
+            "infer img/s",
+            "x tv",
+            "train peak mem",
+            "infer peak mem",
+            f"{paper.EPOCHS} epochs",
+        )
+    ]
+    for row in report["models"]:
+        cells = [row["name"]]
+        for mode in ("train", "infer"):
+            r = row[mode]
+            cells += (
+                ["-", "-"]
+                if r is None
+                else [f"{r['images_per_s']:.1f}", f"{r['ratio_to_torchvision']:.2f}x"]
+            )
+        for mode in ("train", "infer"):
+            r = row[mode]
+            cells.append("-" if r is None else format_bytes(r["peak_memory_bytes"]))
+        cells.append(row.get("projected_90_epochs", "-"))
+        lines.append(tuple(cells))
+    s = report["settings"]
+    notes = [
+        f"median of {_count(s['repeats'], 'round')} x {_count(s['steps'], 'step')} "
+        f"(after {_count(s['warmup'], 'warm-up step')}); x tv: images/s over "
+        f"{report['reference']}'s in this run; {paper.EPOCHS} epochs = {paper.EPOCHS} x "
+        f"{paper.TRAIN_IMAGES_2012:,} images at the training rate (h:mm under a day, else "
+        f"days and hours, e.g. 13d 8h)",
+        "train x tv in the fastest rounds: "
+        + ", ".join(
+            f"{row['name']} {row['train']['best_ratio_to_torchvision']:.2f}x"
+            for row in report["models"]
+            if row["name"] != report["reference"]
+        ),
+    ]
+    code = report["code"]
+    if code["commit"] is not None:
+        changed = code["uncommitted"]
+        notes.append(
+            f"code: commit {code['commit'][:10]}"
+            + (f" plus uncommitted changes to {', '.join(changed)}" if changed else "")
+        )
+    t = report["targets"]
+    if t["alexnet_train_vs_torchvision"] is not None:
+        notes.append(
+            f"targets: AlexNet trains at {t['alexnet_train_vs_torchvision']:.2f}x "
+            f"torchvision (target >= 1.00x); the two-device path at "
+            f"{t['two_device_train_vs_one_device']:.2f}x the one-device net (target on "
+            f"one GPU: >= 0.90x)"
+        )
+    if s["data"] is not None:
+        notes.append(
+            f"{DATA_ROW}: end to end (loader from {s['data']['cache']}, "
+            f"{s['data']['workers']} workers) with the AlexNet row's model; compare "
+            f"with the AlexNet row (model only)"
+        )
+    return "\n".join([training_title(report), *_columns(lines), *notes])
+
+
+def top_ops(row: dict[str, Any], n: int = 5) -> str:
+    """``aten.x 1.23 GB (12), ...``: the ``n`` memory-bound op types with the most bytes."""
+    mem = [(name, r) for name, r in row["by_op"].items() if r["kind"] == MEMORY][:n]
+    return ", ".join(f"{name} {_gb(r['bytes'])} ({r['count']})" for name, r in mem)
+
+
+def cost_table(report: dict[str, Any]) -> str:
+    """The counts and their ratios to torchvision's, the roofline projection (labelled as an
+    estimate), the peaks assumed, the top op types by bytes and the issue's targets."""
+    lines = [
+        (
+            "model",
+            "mem ops",
+            "x tv",
+            "mem bytes",
+            "x tv",
+            "compute ops",
+            "GFLOP",
+            "compute bytes",
+            "not counted",
+        )
+    ]
+    for row in report["models"]:
+        r = row["ratio_to_torchvision"] or {}
+        lines.append(
+            (
+                row["name"],
+                str(row["memory_ops"]),
+                _x(r.get("memory_ops")),
+                _gb(row["memory_bytes"]),
+                _x(r.get("memory_bytes")),
+                str(row["compute_ops"]),
+                f"{row['flops'] / 1e9:.0f}",
+                _gb(row["compute_bytes"]),
+                str(sum(row["not_counted"].values())),
+            )
+        )
+    text = [
+        (
+            f"Cost of one training step at batch {report['batch_size']}, counted on the meta "
+            f"device (CUDA code path, fp32): memory-bound ops and the bytes they read + write; "
+            f"compute = convolutions and matrix products; not counted: views, allocations, "
+            f"metadata ops"
+        ),
+        *_columns(lines),
+    ]
+    a = report["assumptions"]
+    head = ["model", "launch ms"]
+    for g in a["gpus"]:
+        head += [f"{g['name']} ms", "img/s", "+launch ms", "img/s", "x tv"]
+    lines = [tuple(head)]
+    for row in report["models"]:
+        cells = [row["name"], f"{row['projection'][0]['launch_s'] * 1e3:.2f}"]
+        for p in row["projection"]:
+            cells += [
+                f"{p['step_s'] * 1e3:.2f}",
+                f"{p['images_per_s']:,.0f}",
+                f"{p['step_s_with_launch'] * 1e3:.2f}",
+                f"{p['images_per_s_with_launch']:,.0f}",
+                _x(p.get("step_s_with_launch_ratio_to_torchvision")),
+            ]
+        lines.append(tuple(cells))
+    peaks = "; ".join(
+        f"{g['name']}: TF32 tensor {g['tf32_flops'] / 1e12:g}, FP32 "
+        f"{g['fp32_flops'] / 1e12:g}, BF16 {g['bf16_flops'] / 1e12:g} TFLOP/s, "
+        f"{g['bandwidth'] / 1e12:g} TB/s"
+        for g in a["gpus"]
+    )
+    text += [
+        "",
+        (
+            f"Projected step time, ESTIMATE (not a measurement) from datasheet figures: per op "
+            f"max(FLOPs / ({a['compute_efficiency']:.0%} of peak), bytes / "
+            f"({a['memory_efficiency']:.0%} of bandwidth)), summed; fp32 products at the "
+            f"{'TF32 tensor' if a['tf32'] else 'FP32'} peak; launch ms: "
+            f"{a['launch_s'] * 1e6:g} us of host time per op; +launch: each kernel starts "
+            f"once launched and the previous one is done; x tv: +launch time over "
+            f"torchvision's"
+        ),
+        *_columns(lines),
+        f"peaks assumed ({a['peak_source']}): {peaks}",
+    ]
+    for row in report["models"]:
+        if row["name"] in (ONE_DEVICE, report["reference"]):
+            text.append(f"top memory-bound op types by bytes, {row['name']}: {top_ops(row)}")
+    for name, t in report["targets"].items():
+        text.append(
+            f"target, {name}: memory-bound ops {t['memory_ops_ratio']:.2f}x and bytes "
+            f"{t['memory_bytes_ratio']:.2f}x torchvision's (target <= "
+            f"{t['target']:.1f}x each): {'met' if t['met'] else 'NOT met'}"
+        )
+    return "\n".join(text)
+
+
+def data_pipeline_table(report: dict) -> str:
+    m, s = report["machine"], report["settings"]
+    lines = [
+        f"{m['cpu']}, {m['cores_available']} cores, "
+        f"load average {m['load_average_at_start'][0]:.2f} at start, "
+        f"{m['load_average_at_end'][0]:.2f} at end; "
+        f"torch {m['torch']}; device {m['device_name']}",
+        f"cache {s['cache']} ({s['train_images']} train images), "
+        f"batch {s['batch_size']}, crop {s['crop']}, "
+        f"torch threads {s['torch_threads']}",
+        "",
+        f"{'stage':<58} {'images':>7} {'img/s':>8} {'cores':>5} {'img/s/core':>10} "
+        f"{'img/cpu-s':>9}",
+    ]
+    for st in report["stages"]:
+        per_cpu = f"{st['images_per_cpu_s']:9.0f}" if st["images_per_cpu_s"] else f"{'-':>9}"
+        lines.append(
+            f"{st['stage']:<58} {st['images']:>7} {st['images_per_s']:8.0f} {st['cores']:>5} "
+            f"{st['images_per_s_per_core']:10.0f} {per_cpu}"
+        )
+    verdict = "meets" if report["meets_target"] else "MISSES"
+    lines += [
+        "",
+        f"end-to-end loader {verdict} the target of {report['target_images_per_cpu_s']} "
+        "images/s per CPU core "
+        f"(img/cpu-s: images per CPU-second of this process and its workers)",
+    ]
+    return "\n".join(lines)

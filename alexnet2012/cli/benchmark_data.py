@@ -1,0 +1,86 @@
+"""Images/s per data stage (decode from JPEG, read and augment from the cache, end-to-end training
+loader) and per CPU core, on a prepared cache; prints a table and optionally writes JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from alexnet2012 import devices, options, paper
+from alexnet2012.bench.data import measure_data_pipeline
+from alexnet2012.bench.tables import data_pipeline_table
+from alexnet2012.errors import UsageError, check_writable
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--cache", required=True, help="a cache made by scripts/prepare_imagenet.py")
+    p.add_argument(
+        "--src",
+        help="its source images, for the decode stage (default: where the cache was made from)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=paper.BATCH_SIZE,
+        help="images per batch (default: %(default)s)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="loader workers for the end-to-end stage, which is also timed with 0 (default: one "
+        "per CPU core this process may use)",
+    )
+    p.add_argument(
+        "--input-size",
+        type=int,
+        default=paper.CROP_SIZE,
+        help="crop size (default: %(default)s, the paper's; 227: Caffe's)",
+    )
+    p.add_argument(
+        "--batches", type=int, default=30, help="batches timed per stage (default: %(default)s)"
+    )
+    p.add_argument(
+        "--decode-images",
+        type=int,
+        default=200,
+        help="source images decoded in the decode stage (default: %(default)s)",
+    )
+    p.add_argument(
+        "--device", default="cpu", help="cpu or cuda[:N] (the augment and end-to-end stages)"
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads of the main process (default: %(default)s)",
+    )
+    p.add_argument("--json", type=Path, metavar="OUT", help="write the report here")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    if args.json is not None:
+        check_writable(args.json)  # before the measurements, which take a while
+    for option in ("--batch-size", "--batches", "--decode-images", "--threads"):
+        options.count(option, getattr(args, option[2:].replace("-", "_")))
+    report = measure_data_pipeline(
+        args.cache,
+        src=args.src,
+        batch_size=args.batch_size,
+        workers=options.workers(args.workers),
+        input_size=options.input_size(args.input_size),
+        batches=args.batches,
+        decode_images=args.decode_images,
+        device=devices.parse(args.device, columns=1, option="--device")[0],
+        threads=args.threads,
+    )
+    print(data_pipeline_table(report))
+    if args.json:
+        try:
+            args.json.write_text(json.dumps(report, indent=1) + "\n")
+        except OSError as exc:
+            raise UsageError(f"cannot write --json {args.json} ({exc.strerror})") from None
