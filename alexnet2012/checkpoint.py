@@ -1,6 +1,5 @@
-"""Training checkpoints and the run folder's other files: atomic writes that fail with one line
-(the file, the space it needed and the space left), safe loads, and the RNG state needed to
-resume exactly."""
+"""Training checkpoints: atomic saves, safe loads, and the RNG state that resuming exactly
+needs."""
 
 from __future__ import annotations
 
@@ -8,7 +7,7 @@ import collections
 import os
 import pickle
 import random
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +24,7 @@ from alexnet2012.files import (  # noqa: F401  (re-exported: the run's other fil
     write_file,
 )
 
-PathLike = Union[str, "os.PathLike[str]"]
+PathLike = str | os.PathLike
 
 FORMAT = "alexnet2012.checkpoint"
 VERSION = 1
@@ -54,19 +53,9 @@ def storage_bytes(obj: Any) -> int:
 
 
 def save_checkpoint(path: PathLike, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` so that ``path`` always holds a complete checkpoint.
-
-    The file is written to a temporary file in the same directory (:func:`temporary_name`),
-    flushed and fsynced, then renamed over ``path`` (``os.replace`` is atomic), and the
-    directory is fsynced where the OS allows it. A crash or an error while saving leaves the
-    previous file untouched, and the temporary file is removed on error. ``state`` must hold
-    only tensors and plain Python values (dict, list, tuple, str, int, float, bool, None, ...),
-    so that :func:`load_checkpoint` can read it with ``weights_only=True``; anything else raises
-    ``TypeError`` before the file is touched.
-    The file needs the tensors' storages plus ``MARGIN`` bytes; with less free space the save
-    fails before writing. It and any OS error while writing (a full disk, no permission, a
-    missing directory) raise :class:`SaveError`, one line: the file, the space needed and left.
-    """
+    """Write ``state`` (tensors and plain values only, so that it loads with
+    ``weights_only=True``) atomically to ``path`` (:func:`files.write_atomic`): a crash leaves
+    the previous checkpoint whole, a full disk is a one-line :class:`SaveError`."""
     global _saves
     path = os.fspath(path)
     _check_plain(state, "state")
@@ -114,11 +103,8 @@ _CONTAINERS = (dict, collections.OrderedDict, list, tuple, set, torch.Size)
 
 
 def _check_plain(obj: Any, where: str) -> None:
-    """Refuse, before writing, what ``weights_only=True`` could not load back at resume time.
-
-    Types are matched exactly: a numpy scalar (``np.float64`` subclasses ``float``) would be
-    saved fine and then make the whole checkpoint unloadable.
-    """
+    """Refuse, before writing, what ``weights_only=True`` could not load back. Types match
+    exactly: a numpy scalar subclassing ``float`` would make the checkpoint unloadable."""
     if isinstance(obj, torch.Tensor) or type(obj) in _LEAVES:
         return
     if type(obj) not in _CONTAINERS:
@@ -135,12 +121,8 @@ def _check_plain(obj: Any, where: str) -> None:
 def load_checkpoint(
     path: PathLike, map_location: Any = "cpu", remedy: str = "use another checkpoint"
 ) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` and return its ``state``.
-
-    Uses ``torch.load(weights_only=True)``, so a file can never run code. A missing,
-    unreadable, truncated, corrupt or foreign file raises ``UsageError`` with one line naming
-    the file and, for a damaged or foreign one, ``remedy``.
-    """
+    """The ``state`` of a checkpoint, loaded with ``weights_only=True`` (a file never runs
+    code); a missing, damaged or foreign file is one line, with ``remedy`` for the latter."""
     path = os.fspath(path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
@@ -175,12 +157,8 @@ def _reason(exc: Exception) -> str:
 
 
 def rng_state() -> dict[str, Any]:
-    """The state of every random generator training uses, as tensors and plain values.
-
-    Covers torch's CPU generator, each CUDA device's generator (only if CUDA is initialised:
-    a process that never used CUDA has no CUDA randomness to restore), Python's ``random``
-    and numpy's global ``np.random`` (MT19937 key stored as an int64 tensor).
-    """
+    """Every random generator training uses (torch CPU, CUDA where initialised, Python,
+    numpy), as tensors and plain values."""
     version, internal, gauss_next = random.getstate()
     kind, key, pos, has_gauss, cached_gaussian = np.random.get_state()
     return {
@@ -192,11 +170,7 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore generators captured by :func:`rng_state`.
-
-    CUDA states are restored for the devices that exist here (the first ``device_count()``);
-    on a machine without CUDA they are ignored, as no CUDA randomness will be drawn.
-    """
+    """Restore :func:`rng_state`'s generators; CUDA states only for devices that exist here."""
     torch.set_rng_state(state["torch"].cpu())
     if torch.cuda.is_available():
         for index, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):

@@ -11,11 +11,11 @@ from typing import Any
 import torch
 
 from alexnet2012 import devices, options, paper
+from alexnet2012.data.augment import LIGHTING_MODES
 from alexnet2012.errors import UsageError
 from alexnet2012.model import AlexNet
 from alexnet2012.schedule import PaperSchedule
 
-LIGHTING = ("paper", "2012", "none")
 # settings --resume may change, or that follow from the data: two runs differing only in these
 # compute the same thing
 NOT_COMPUTATION = (
@@ -97,9 +97,9 @@ class TrainConfig:
         options.workers(self.workers)
         if self.columns not in (1, 2):
             raise UsageError(f"--columns must be 1 or 2, got {self.columns}")
-        if self.lighting not in LIGHTING:
+        if self.lighting not in LIGHTING_MODES:
             raise UsageError(
-                f"--lighting must be one of {', '.join(LIGHTING)}, got {self.lighting}"
+                f"--lighting must be one of {', '.join(LIGHTING_MODES)}, got {self.lighting}"
             )
         options.positive("--lr", self.lr)
         options.lr_drops(self.lr_drops, self.epochs)

@@ -51,7 +51,9 @@ def _one(name: str | torch.device, option: str) -> torch.device:
             f"{option}: {name!r} is not a device name (use e.g. 'cpu', 'cuda:0')"
         ) from None
     if device.type not in ("cpu", "cuda"):
-        raise UsageError(f"{option}: {name!r}: this network runs on 'cpu' and 'cuda[:N]' only")
+        raise UsageError(
+            f"{option}: {name!r}: this network runs on 'cpu' and 'cuda[:N]' devices only"
+        )
     if device.type == "cpu":
         return torch.device("cpu")
     count = torch.cuda.device_count()

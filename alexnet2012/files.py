@@ -9,6 +9,7 @@ import errno
 import os
 import secrets
 import shutil
+import string
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,8 +22,7 @@ TEST_PAUSE = "ALEXNET2012_TEST_PAUSE"  # test hook, "<point>:<marker file>": see
 
 
 def temporary_name(path: PathLike) -> str:
-    """Where :func:`save_checkpoint` and :func:`write_file` write ``path`` before the rename: a
-    hidden ``.<name>.<8 hex digits>.tmp`` beside it (see :func:`is_temporary`)."""
+    """Where ``path`` is written before the rename: ``.<name>.<8 hex digits>.tmp`` beside it."""
     return os.path.join(
         os.path.dirname(os.path.abspath(path)),
         f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp",
@@ -39,7 +39,7 @@ def is_temporary(name: str, of: tuple[str, ...]) -> bool:
             rest is not None
             and len(rest) == 12
             and rest.endswith(".tmp")
-            and all(c in "0123456789abcdef" for c in rest[:8])
+            and all(c in string.hexdigits.lower() for c in rest[:8])
         ):
             return True
     return False
@@ -62,8 +62,7 @@ def size_text(n: float) -> str:
 
 
 def _check_space(path: str, needed: int) -> None:
-    """Fail early, before writing, when the disk of ``path`` has less than ``needed`` bytes free
-    (skipped where the free space cannot be read)."""
+    """Fail before writing when the disk has less than ``needed`` bytes free."""
     try:
         free = free_space(path)
     except OSError:
@@ -91,11 +90,9 @@ def _os_error(exc: BaseException) -> OSError | None:
 
 
 def write_atomic(path: PathLike, needed: int, write: Callable[[Any], None], what: str) -> None:
-    """Write ``path`` through ``write(file)`` into a temporary file beside it, flush and fsync it,
-    then rename it over ``path``, so that ``path`` is always the old or the new file whole. A
-    failure removes the temporary file. An OS error (a full disk, no permission, a missing
-    folder) raises :class:`SaveError`: the file, the OS's words, the ``needed`` bytes and the
-    space left."""
+    """Write ``path`` through ``write(file)`` into a temporary file beside it, fsync, rename:
+    ``path`` is always the old or the new file whole. An OS error is a one-line
+    :class:`SaveError` with the ``needed`` bytes and the space left."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     _check_space(path, needed)
@@ -132,19 +129,15 @@ def write_atomic(path: PathLike, needed: int, write: Callable[[Any], None], what
 
 
 def write_file(path: PathLike, data: bytes | str) -> None:
-    """Write ``data`` (text as UTF-8) to ``path`` atomically, as :func:`save_checkpoint` does;
-    an OS error raises :class:`SaveError` with the file, the bytes needed and the space left."""
+    """Write ``data`` (text as UTF-8) to ``path`` with :func:`write_atomic`."""
     data = data.encode("utf-8") if isinstance(data, str) else data
     write_atomic(path, len(data), lambda f: f.write(data), "")
 
 
 def pause_for_test(point: str) -> None:
-    """Test hook for killing a run at a known point: where the environment variable
-    ``ALEXNET2012_TEST_PAUSE`` is ``<point>:<marker file>``, create the marker and wait to be
-    killed (or for the marker to be removed; at most 10 minutes). Points: ``save<N>.before``,
-    ``save<N>.half``, ``save<N>.after`` (this process's N-th checkpoint write: before its
-    temporary file, halfway through it, after the rename) and ``ten-view`` (the final test,
-    before its ten-view pass)."""
+    """Test hook: where ``$ALEXNET2012_TEST_PAUSE`` is ``<point>:<marker>``, create the marker
+    and wait (at most 10 minutes) to be killed. Points: ``save<N>.before|half|after`` (the N-th
+    checkpoint write) and ``ten-view``."""
     want, _, marker = os.environ.get(TEST_PAUSE, "").partition(":")
     if want != point or not marker:
         return

@@ -13,10 +13,12 @@ from alexnet2012 import paper
 from alexnet2012.errors import UsageError
 
 
-def count(option: str, value: int, minimum: int = 1) -> int:
-    """A whole number of something (images, batches, epochs, threads) of at least ``minimum``."""
+def count(option: str, value: int, minimum: int = 1, maximum: int | None = None) -> int:
+    """A whole number of something (images, batches, epochs, threads) within the bounds."""
     if value < minimum:
         raise UsageError(f"{option} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise UsageError(f"{option} must be at most {maximum}, got {value}")
     return value
 
 

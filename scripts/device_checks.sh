@@ -37,7 +37,7 @@ stage() {  # stage NAME SECONDS COMMAND...: run with a time limit, report its st
 stage environment 15 bash -c 'nvidia-smi || true; python3 -c "import torch, torchvision;
 print(torch.__version__, torchvision.__version__, torch.cuda.is_available(),
       torch.cuda.get_device_name(0) if torch.cuda.is_available() else \"no GPU\")"'
-stage "demo data" 45 python3 -c "from alexnet2012.replicate import demo_cache
+stage "demo data" 45 python3 -c "from alexnet2012.sources import demo_cache
 demo_cache(workers=8, progress=False)"
 stage "CUDA tests" 90 bash -c "set -o pipefail; python3 -m pytest -m cuda -p no:cacheprovider \
   2>&1 | tee '$out/pytest_cuda.log'"

@@ -331,7 +331,7 @@ def test_settings_and_the_run_folder_are_checked_before_the_data_is_prepared(
     def prepare(*args, **kwargs):  # hours on ImageNet: a typo must not wait for it
         raise AssertionError("prepared before the settings were checked")
 
-    monkeypatch.setattr(replicate, "prepare_cache", prepare)
+    monkeypatch.setattr(sources, "prepare_cache", prepare)
     (tmp_path / "imagenet").mkdir()
     (tmp_path / "FILE").write_text("mine")
     (tmp_path / "RUN").mkdir()
@@ -622,7 +622,7 @@ def test_ctrl_c_while_the_data_is_prepared_says_to_run_it_again(tmp_path, monkey
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(replicate, "prepare_cache", interrupted)
+    monkeypatch.setattr(sources, "prepare_cache", interrupted)
     (tmp_path / "imagenet").mkdir()
     argv = ["--data", str(tmp_path / "imagenet"), "--out", str(tmp_path / "run"), "--quiet"]
     with pytest.raises(KeyboardInterrupt) as info:

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from alexnet2012 import options
 from alexnet2012.data import make_synthetic_imagenet
 from alexnet2012.data.synthetic import MAX_CLASSES, PALETTES, SHAPES, TEXTURES
-from alexnet2012.errors import UsageError
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -40,9 +39,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--quiet", action="store_true", help="no progress bar (nor progress lines, in a log)"
     )
     args = p.parse_args(argv)
-    options.count("--classes", args.classes)
-    if args.classes > MAX_CLASSES:
-        raise UsageError(f"--classes must be at most {MAX_CLASSES}, got {args.classes}")
+    options.count("--classes", args.classes, maximum=MAX_CLASSES)
     options.count("--train-per-class", args.train_per_class)
     options.count("--val-per-class", args.val_per_class)
     options.seed(args.seed)

@@ -63,7 +63,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--input-size",
         type=int,
-        choices=paper.INPUT_SIZES,
         help=f"crop size (default {paper.CROP_SIZE}, the paper's; 227: Caffe's)",
     )
     p.add_argument(

@@ -1,0 +1,80 @@
+"""Each user-facing value is checked in one function (options.py, devices.parse): a bad value
+given to every script that takes it gets the same one line, exit status 2, before any work."""
+
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# the least each script needs besides the bad value (nothing here exists: the check comes first)
+NEEDS = {
+    "replicate.py": ["--out", "{tmp}/run"],
+    "evaluate.py": ["--checkpoint", "{tmp}/none.pt", "--data", "{tmp}/none"],
+    "prepare_imagenet.py": ["{tmp}/none", "{tmp}/cache"],
+    "make_synthetic_imagenet.py": ["{tmp}/synthetic"],
+    "benchmark.py": [],
+    "benchmark_data.py": ["--cache", "{tmp}/none"],
+    "summary.py": [],
+}
+# bad value -> (the one line, the scripts that take the option)
+BAD = {
+    ("--workers", "-1"): (
+        "--workers must be 0 (work in this process) or more, got -1",
+        [
+            "replicate.py",
+            "evaluate.py",
+            "prepare_imagenet.py",
+            "make_synthetic_imagenet.py",
+            "benchmark.py",
+            "benchmark_data.py",
+        ],
+    ),
+    ("--batch-size", "0"): (
+        "--batch-size must be at least 1, got 0",
+        ["replicate.py", "evaluate.py", "benchmark.py", "benchmark_data.py"],
+    ),
+    ("--devices", "mps"): (
+        "--devices: 'mps': this network runs on 'cpu' and 'cuda[:N]' devices only",
+        ["replicate.py", "evaluate.py", "benchmark.py"],
+    ),
+    ("--devices", "cuda:7"): (
+        "--devices: CUDA device cuda:7 does not exist on this machine",
+        ["replicate.py", "evaluate.py", "benchmark.py"],
+    ),
+    ("--devices", "cpu,cpu,cpu"): (
+        "--devices takes one or two devices (one per column), got 3",
+        ["replicate.py", "evaluate.py", "benchmark.py"],
+    ),
+    ("--input-size", "225"): (
+        "--input-size must be 224 (the paper) or 227 (Caffe's geometry), got 225",
+        ["replicate.py", "summary.py", "benchmark_data.py"],
+    ),
+    ("--seed", "-1"): (
+        "--seed must be from 0 to 2**63-1, got -1",
+        ["replicate.py", "make_synthetic_imagenet.py"],
+    ),
+}
+CASES = [(opt, val, line, script) for (opt, val), (line, scripts) in BAD.items() for script in scripts]
+
+
+@pytest.mark.parametrize(
+    "option, value, line, script", CASES, ids=[f"{c[3]}{c[0]}={c[1]}" for c in CASES]
+)
+def test_a_bad_value_gets_the_same_line_from_every_script(
+    option, value, line, script, tmp_path, capsys, monkeypatch
+):
+    if "cuda:7" in value and __import__("torch").cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    argv = [a.format(tmp=tmp_path) for a in NEEDS[script]] + [option, value]
+    path = ROOT / "scripts" / script
+    monkeypatch.chdir(tmp_path)  # the demo's data folder, if anything went that far
+    monkeypatch.setattr(sys, "argv", [str(path), *argv])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(str(path), run_name="__main__")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and err[-1].startswith("error: "), err
+    assert len(err) == 1 and line in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "work was done before the check"
