@@ -11,9 +11,7 @@ from tqdm import tqdm
 
 
 def view_probabilities(model: nn.Module, x: Tensor) -> Tensor:
-    """Class probabilities for a batch: ``x`` is ``(B, 3, S, S)`` (one view) or
-    ``(B, V, 3, S, S)``; with several views, the mean of the views' *softmax outputs*
-    (P §4.1 "averaging the predictions made by the network's softmax layer"), not of logits."""
+    """Class probabilities of ``(B, [V,] 3, S, S)`` images: the V views' mean softmax (P §4.1)."""
     if x.dim() == 4:
         return model(x).softmax(dim=1)
     b, v = x.shape[:2]
@@ -21,7 +19,7 @@ def view_probabilities(model: nn.Module, x: Tensor) -> Tensor:
 
 
 def topk_errors(probs: Tensor, targets: Tensor, k: int = 5) -> tuple[Tensor, Tensor]:
-    """Per-image top-1 and top-k misses (0/1 tensors); k is capped at the number of classes."""
+    """Per-image top-1 and top-k misses (0/1); k is capped at the number of classes."""
     k = min(k, probs.shape[1])
     top = probs.topk(k, dim=1).indices
     hit_k = (top == targets[:, None]).any(dim=1)
@@ -36,11 +34,8 @@ def evaluate(
     progress: bool = False,
     desc: str = "eval",
 ) -> dict[str, float]:
-    """Error rates (fractions) and mean loss of ``model`` over ``batches`` in eval mode.
-
-    The loss is the negative log of the (view-averaged) probability of the true class.
-    Sums stay on the device until the end: one synchronisation per evaluation.
-    """
+    """Error rates (fractions) and mean loss (-log of the true class's view-averaged
+    probability) in eval mode; sums stay on the device: one sync per evaluation."""
     was_training = model.training
     model.eval()
     sums = None

@@ -1,10 +1,6 @@
-"""Weights in the single-tensor ("grouped") layout of Caffe's bvlc_alexnet and groups=2 ports.
-
-Keys ``conv1.weight`` ... ``fc8.bias``; every layer's tensor is column 0's half followed by
-column 1's along the output dimension; conv2, conv4 and conv5 are ``groups=2`` convolutions
-(their input dimension is one column's); fc6's inputs are column 0's 128x6x6 maps then column
-1's, flattened channel-major, which is this package's own order, so no permutation is needed.
-"""
+"""The "grouped" layout of Caffe's bvlc_alexnet and groups=2 ports: a tensor per layer, column
+0's half then column 1's along the output dimension (conv2, conv4, conv5: groups=2); fc6's
+input order (column 0's 128x6x6 maps, then column 1's) is this package's."""
 
 from __future__ import annotations
 
@@ -23,7 +19,7 @@ def _check_two_columns(model: AlexNet) -> None:
 
 
 def grouped_state_dict(model: AlexNet) -> dict[str, Tensor]:
-    """The model's weights as single tensors per layer (on the CPU), e.g. conv1.weight."""
+    """The model's weights as one CPU tensor per layer."""
     _check_two_columns(model)
     out = {}
     for layer in paper.LAYERS:
@@ -36,11 +32,8 @@ def grouped_state_dict(model: AlexNet) -> dict[str, Tensor]:
 
 
 def load_grouped_state_dict(model: AlexNet, state_dict: Mapping[str, Tensor]) -> None:
-    """Load weights in the grouped layout into ``model``, whatever its placement.
-
-    Raises ``KeyError`` for a missing or unexpected key and ``ValueError`` for a wrong shape,
-    naming the key, before anything is written.
-    """
+    """Load grouped weights into ``model`` (any placement); ``KeyError`` or ``ValueError``
+    naming the key before anything is written."""
     _check_two_columns(model)
     expected = grouped_state_dict_shapes(model)
     missing = sorted(set(expected) - set(state_dict))
@@ -62,7 +55,6 @@ def load_grouped_state_dict(model: AlexNet, state_dict: Mapping[str, Tensor]) ->
 
 
 def grouped_state_dict_shapes(model: AlexNet) -> dict[str, tuple[int, ...]]:
-    """The shape of every tensor of the grouped layout for ``model``."""
     shapes = {}
     for layer in paper.LAYERS:
         modules = model._modules_of(layer)

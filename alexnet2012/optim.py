@@ -1,4 +1,4 @@
-"""The paper's momentum SGD (PAPER_NOTES "Learning", P §5)."""
+"""The paper's momentum SGD (P §5, PAPER_NOTES "Learning")."""
 
 from __future__ import annotations
 
@@ -11,33 +11,9 @@ from alexnet2012 import paper
 
 
 class PaperSGD(torch.optim.Optimizer):
-    """SGD with momentum and weight decay exactly as written in P §5.
-
-    For every parameter ``w`` with gradient ``g``::
-
-        v <- momentum * v - weight_decay * lr * w - lr * g
-        w <- w + v
-
-    The velocity ``v`` (``state[p]["velocity"]``, zeros before the first step) holds steps
-    already multiplied by the learning rate, so after an lr drop it still carries the old
-    rate's steps and decays them by ``momentum`` per step. ``torch.optim.SGD`` instead stores
-    ``momentum * buf + g`` and multiplies by the *current* lr when applying it, which rescales
-    the whole accumulated velocity at once when lr changes (PAPER_NOTES "Learning"). Before
-    any lr change the two give the same weights.
-
-    Weight decay: the paper is silent on biases; the 2012 code [C] applies no decay to them
-    (PAPER_NOTES "Learning"). Here a bias is any parameter with ``ndim <= 1``: such
-    parameters are never decayed. In this model those are exactly the biases (there are no
-    norm-layer affine parameters). Every parameter with ``ndim >= 2`` is decayed by its
-    group's ``weight_decay``; param groups may set their own ``lr``, ``momentum`` and
-    ``weight_decay`` (e.g. ``weight_decay=0`` to exempt a group entirely).
-
-    The update runs as ``torch._foreach_*`` ops (as ``torch.optim`` does), one batch per
-    (device, dtype, decayed) set of tensors, so parameters spread over several devices are fine;
-    ``lr`` and the other hyper-parameters are Python floats, so a step never synchronises with
-    the device. Parameters whose ``grad`` is ``None`` are skipped (their velocity is left
-    unchanged).
-    """
+    """P §5's ``v <- momentum * v - weight_decay * lr * w - lr * g; w <- w + v``: after an lr drop
+    ``v`` still decays the old rate's steps (``torch.optim.SGD`` rescales it). Biases (ndim <= 1)
+    are not decayed, as in [C]. Float hyper-parameters: no device sync."""
 
     def __init__(
         self,
@@ -53,11 +29,7 @@ class PaperSGD(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
-        """Apply one update to every parameter that has a gradient.
-
-        ``closure``, if given, re-evaluates the model and returns the loss (run with
-        gradients enabled, as in torch's optimizers); its result is returned.
-        """
+        """Update every parameter that has a gradient; ``closure`` as in torch's optimizers."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -86,7 +58,6 @@ class PaperSGD(torch.optim.Optimizer):
 def _update(
     ws: list[Tensor], gs: list[Tensor], vs: list[Tensor], momentum: float, decay: float, lr: float
 ) -> None:
-    """``v <- momentum * v - decay * lr * w - lr * g; w <- w + v`` on lists of tensors."""
     torch._foreach_mul_(vs, momentum)
     if decay:
         torch._foreach_add_(vs, ws, alpha=-decay * lr)

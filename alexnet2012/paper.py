@@ -1,10 +1,5 @@
-"""The paper's numbers, in one place (../shared/PAPER_NOTES.md is the source for each).
-
-[P] = Krizhevsky, Sutskever, Hinton, NIPS 2012; [C] = the original 2012 code (layers-145.cfg).
-The architecture is described as data, in the spirit of [C]'s ``layers-145.cfg``: ``LAYERS`` lists
-every layer with what it sees. ``sees="both"`` marks where the columns cross: the input of conv3
-and of every fully connected layer (P §3.5, Figure 2). ``model.py`` builds the network from it.
-"""
+"""The paper's numbers (sources in ../shared/PAPER_NOTES.md). [P]: Krizhevsky et al., NIPS 2012;
+[C]: the 2012 code. ``LAYERS`` is the net as data, like [C]'s layers-145.cfg."""
 
 from __future__ import annotations
 
@@ -13,18 +8,11 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Layer:
-    """One layer of the two-column net, as in [C]'s layer config.
-
-    ``width`` is the total over both columns (kernels or neurons); each column holds half.
-    ``sees``: ``"image"`` (the input image, conv1), ``"own"`` (its own column's previous maps
-    only), or ``"both"`` (both columns' outputs: the columns cross here).
-    ``split=False`` means a single layer, not split into columns (fc8, on the first device).
-    ``halved_in_one_column``: in the paper's one-column comparison net (P §3.2) this layer has
-    half the kernels; the others (conv5 and the fc layers) keep their full size.
-    """
+    """``width``: over both columns; ``sees``: "image", "own" column or "both" (the columns cross);
+    ``split=False``: not split (fc8); ``halved_in_one_column``: in P §3.2's one-column net."""
 
     name: str
-    kind: str  # "conv" or "fc"
+    kind: str
     width: int
     sees: str
     kernel: int = 0
@@ -39,7 +27,7 @@ class Layer:
     halved_in_one_column: bool = False
 
 
-# P §3.5 and Figure 2; bias constants from P §5; LRN and pooling placement from P §3.5.
+# P §3.5, Figure 2; bias constants P §5.
 LAYERS: tuple[Layer, ...] = (
     Layer(
         "conv1",
@@ -69,27 +57,26 @@ LAYERS: tuple[Layer, ...] = (
     Layer("conv5", "conv", 256, "own", kernel=3, pad=1, bias_init=1.0, pool=True),
     Layer("fc6", "fc", 4096, "both", bias_init=1.0, dropout=True),
     Layer("fc7", "fc", 4096, "both", bias_init=1.0, dropout=True),
-    Layer("fc8", "fc", 1000, "both", relu=False, split=False),  # width = num_classes
+    Layer("fc8", "fc", 1000, "both", relu=False, split=False),
 )
 
 COLUMNS = 2
 NUM_CLASSES = 1000
-IMAGE_SIZE = 256  # P §2: shorter side rescaled to 256, central 256x256 crop
+IMAGE_SIZE = 256  # P §2
 INPUT_SIZES = (224, 227)  # 224: [C]'s overhanging conv1; 227: Caffe's, no padding
-POOLED_SIZE = 6  # conv5's maps after the last pool: 6x6 (9216 = 6*6*256 into fc6)
+POOLED_SIZE = 6  # conv5's pooled maps, 6x6
 
-# Local response normalization, P §3.3. [C] divides alpha by n ("scale /= size"), which is
-# what torch.nn.LocalResponseNorm does with alpha=1e-4: the default here (PAPER_NOTES "LRN").
+# LRN, P §3.3; alpha is divided by size as in [C] and torch (PAPER_NOTES "LRN").
 LRN_SIZE = 5
 LRN_ALPHA = 1e-4
 LRN_BETA = 0.75
 LRN_K = 2.0
 
 POOL_KERNEL, POOL_STRIDE = 3, 2  # overlapping pooling, P §3.4 (z=3, s=2)
-POOL_ABLATION = 2  # z = s = 2, the non-overlapping comparison
+POOL_ABLATION = 2  # z = s = 2 (P §3.4's comparison)
 DROPOUT_P = 0.5  # P §4.2
 
-# Learning, P §5.
+# P §5
 BATCH_SIZE = 128
 MOMENTUM = 0.9
 WEIGHT_DECAY = 5e-4
@@ -100,19 +87,17 @@ EPOCHS = 90
 INIT_STD = 0.01
 DROP_EPOCHS_2012 = (25, 51, 79)  # [C]'s run: 0.01 -> 1e-3 -> 1e-4 -> 1e-5
 
-# Data, P §4.1.
+# P §4.1
 CROP_SIZE = 224
 LIGHTING_STD = 0.1
 TRAIN_IMAGES_2012 = 1_281_167
 
-# Sizes.
 PARAMETERS = 60_965_224  # 1000 classes
-# Per-layer neurons as printed in P §3.5 (conv1..fc8). The first does not match conv1's
-# 55x55x96 = 290,400 outputs: a known slip in the paper (PAPER_NOTES "Architecture").
+# Neurons per layer as printed in P §3.5; conv1's is a slip (55x55x96 = 290,400).
 PAPER_NEURONS = (253_440, 186_624, 64_896, 64_896, 43_264, 4096, 4096, 1000)
 PAPER_NEURONS_TOTAL_QUOTED = 650_000
 PAPER_PARAMETERS_QUOTED = 60_000_000
-# Output maps per layer (height = width, channels over both columns), P Figure 2.
+# (side, channels), P Figure 2
 FEATURE_MAPS = {
     "conv1": (55, 96),
     "pool1": (27, 96),
@@ -127,7 +112,7 @@ FEATURE_MAPS = {
 
 @dataclass(frozen=True)
 class Result:
-    """An error rate reported for the paper's net or a well-known reproduction of it."""
+    """Error rates (%) reported for the paper's net or a well-known reproduction."""
 
     source: str
     dataset: str
@@ -136,7 +121,6 @@ class Result:
     note: str = ""
 
 
-# PAPER_NOTES "Results to compare against" (error rates in %).
 RESULTS: tuple[Result, ...] = (
     Result("P Table 1", "ILSVRC-2010 test", 37.5, 17.0, "1 CNN"),
     Result("P Table 2", "ILSVRC-2012 val", 40.7, 18.2, "1 CNN"),
@@ -154,8 +138,7 @@ RESULTS: tuple[Result, ...] = (
     ),
 )
 
-# Ablations the paper reports: change in top-1 / top-5 error (percentage points) from the
-# named feature (negative = the feature helps). None where the paper gives no figure.
+# The paper's ablations: top-1 / top-5 error change (points) from each feature (negative helps).
 ABLATIONS: dict[str, tuple[float, float | None]] = {
     "two columns vs one (P §3.2)": (-1.7, -1.2),
     "local response normalization (P §3.3)": (-1.4, -1.2),
@@ -166,7 +149,7 @@ ABLATIONS: dict[str, tuple[float, float | None]] = {
 
 
 def result_for(dataset: str) -> Result:
-    """The paper's own 1-CNN figure on ``dataset`` ("ILSVRC-2012 val" or "ILSVRC-2010 test")."""
+    """The paper's own 1-CNN result on ``dataset``."""
     for r in RESULTS:
         if r.source.startswith("P ") and r.dataset == dataset:
             return r

@@ -1,9 +1,5 @@
-"""Learning curves as a PNG, drawn with Pillow alone (no plotting library is a dependency).
-
-Two panels side by side: training loss per epoch, and validation top-1 / top-5 error (%) per
-epoch. Learning-rate drops are dashed vertical lines between the last epoch at the old rate
-and the first at the new one (``drop["epoch"] - 0.5``), labelled with the new rate.
-"""
+"""Learning curves as a PNG drawn with Pillow alone: training loss and validation top-1/top-5
+error (%) per epoch; lr drops as dashed lines before their first epoch, labelled with the rate."""
 
 from __future__ import annotations
 
@@ -11,7 +7,7 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -24,15 +20,12 @@ TOP1_COLOR = (214, 39, 40)
 TOP5_COLOR = (44, 160, 44)
 DROP_COLOR = (120, 120, 120)
 
-PathLike = Union[str, "os.PathLike[str]"]
 Point = tuple[float, float]
 Colour = tuple[int, int, int]
 Box = tuple[int, int, int, int]  # left, top, right, bottom in pixels
 
 
 class Curve(NamedTuple):
-    """One plotted metric: legend label, metrics key, scale (100 for %), colour."""
-
     label: str
     key: str
     scale: float
@@ -40,8 +33,6 @@ class Curve(NamedTuple):
 
 
 class Panel(NamedTuple):
-    """One panel: its plot area, the y range it stays within, the y range when it is empty."""
-
     title: str
     box: Box
     bounds: tuple[float, float]
@@ -71,8 +62,8 @@ PANELS = (
 
 
 def nice_ticks(lo: float, hi: float, target: int = 6, min_step: float = 0.0) -> list[float]:
-    """Evenly spaced round values (steps of 1, 2 or 5 times a power of ten, at least
-    ``min_step``) covering [lo, hi], about ``target`` intervals; needs lo < hi."""
+    """Round values (steps 1, 2 or 5 x 10^n, at least ``min_step``) covering lo < hi in about
+    ``target`` intervals."""
     raw = (hi - lo) / target
     magnitude = 10 ** math.floor(math.log10(raw))
     step = max(next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw), min_step)
@@ -81,22 +72,19 @@ def nice_ticks(lo: float, hi: float, target: int = 6, min_step: float = 0.0) -> 
 
 
 def tick_label(value: float, step: float) -> str:
-    """``value`` with as many decimals as ``step`` needs (0.5 -> 1 decimal, 20 -> none)."""
     decimals = max(0, -math.floor(math.log10(step) + 1e-9))
     return f"{value:.{decimals}f}"
 
 
 @dataclass(frozen=True)
 class Axes:
-    """A panel: maps data from the first to the last tick on each axis onto the pixel box
-    (left, top, right, bottom)."""
+    """Maps data between the first and last ticks onto the pixel box."""
 
     box: Box
     xticks: list[float]
     yticks: list[float]
 
     def px(self, x: float, y: float) -> Point:
-        """Pixel position of the data point (x, y); y grows upwards in data, downwards in pixels."""
         left, top, right, bottom = self.box
         (x0, x1), (y0, y1) = (self.xticks[0], self.xticks[-1]), (self.yticks[0], self.yticks[-1])
         return (
@@ -106,7 +94,7 @@ class Axes:
 
 
 def series(metrics: Sequence[dict[str, Any]], key: str, scale: float = 1.0) -> list[Point]:
-    """(epoch, value * scale) for every epoch whose ``key`` is a finite number."""
+    """(epoch, value * scale) of the epochs whose ``key`` is a finite number."""
     return [
         (m["epoch"], m[key] * scale)
         for m in metrics
@@ -117,19 +105,14 @@ def series(metrics: Sequence[dict[str, Any]], key: str, scale: float = 1.0) -> l
 def _value_ticks(
     values: Sequence[float], bounds: tuple[float, float], empty: tuple[float, float]
 ) -> list[float]:
-    """Ticks covering ``values`` (``empty`` when there are none) with a small margin (a band
-    around a single value), kept within ``bounds``."""
+    """Ticks covering ``values`` (or ``empty``) with a margin, within ``bounds``."""
     lo, hi = (min(values), max(values)) if values else empty
     pad = (hi - lo) * 0.04 if hi - lo > 1e-9 else abs(lo) * 0.05 or 1.0
     return nice_ticks(max(lo - pad, bounds[0]), min(hi + pad, bounds[1]))
 
 
 def layout(metrics: Sequence[dict[str, Any]], drops: Sequence[dict[str, Any]]) -> tuple[Axes, ...]:
-    """The axes of each of :data:`PANELS`: the loss panel's, then the error panel's.
-
-    x runs from 0 to a round epoch past the last epoch (and past any drop); the loss axis
-    covers the losses (never below 0), the error axis the errors in % (within 0..100).
-    """
+    """The axes of each of :data:`PANELS`; x from 0 past the last epoch and drop."""
     last = max([m["epoch"] for m in metrics] + [d["epoch"] for d in drops])
     xticks = nice_ticks(0, last + 0.5, target=8, min_step=1)
     return tuple(
@@ -152,7 +135,6 @@ def _text(
     align: str = "left",
     fill: Colour = INK,
 ) -> None:
-    """Draw ``text`` with its left edge, centre or right edge at x and its middle at y."""
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
     shift = {"left": 0, "center": (right - left) / 2, "right": right - left}[align]
     draw.text((xy[0] - shift - left, xy[1] - (top + bottom) / 2), text, font=font, fill=fill)
@@ -209,7 +191,6 @@ def _draw_drops(
 def _draw_legend(
     draw: ImageDraw.ImageDraw, axes: Axes, entries: list[tuple[str, Colour, bool]], font: Any
 ) -> None:
-    """A row of (label, colour, dashed) samples centred under the panel."""
     widths = [32 + draw.textbbox((0, 0), label, font=font)[2] for label, _, _ in entries]
     left, _, right, bottom = axes.box
     x, y = (left + right - sum(widths) - 16 * (len(entries) - 1)) / 2, bottom + 54
@@ -226,15 +207,11 @@ def _draw_legend(
 def learning_curves(
     metrics: Sequence[dict[str, Any]],
     drops: Sequence[dict[str, Any]],
-    path: PathLike,
+    path: str | os.PathLike[str],
     title: str = "AlexNet learning curves",
 ) -> None:
-    """Write the two-panel learning-curve PNG to ``path``.
-
-    ``metrics``: one dict per epoch (``epoch``, ``train_loss``, optional ``val_top1`` and
-    ``val_top5`` as fractions; a missing or null value is skipped). ``drops``: dicts with
-    ``epoch`` (the first epoch at ``new_lr``) and ``new_lr``.
-    """
+    """Write the PNG. ``metrics``: a dict per epoch (``epoch``, ``train_loss``, ``val_top1``,
+    ``val_top5``; missing values skipped); ``drops``: dicts with ``epoch`` and ``new_lr``."""
     if not metrics:
         raise ValueError("learning_curves: no epochs to plot")
     image = Image.new("RGB", (WIDTH, HEIGHT), BACKGROUND)

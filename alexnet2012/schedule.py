@@ -1,10 +1,5 @@
-"""The paper's learning-rate schedule (PAPER_NOTES "Learning", P §5).
-
-P §5: "The learning rate was initialized at 0.01 and reduced three times prior to termination",
-dividing it by 10 "when the validation error rate stopped improving with the current learning
-rate"; about 90 epochs. Krizhevsky made those calls by hand. :class:`PaperSchedule` turns them
-into a plateau rule, or replays the drop epochs of the 2012 run [C] (25, 51, 79).
-"""
+"""P §5's lr schedule: 0.01, divided by 10 three times "when the validation error rate stopped
+improving" (by hand), about 90 epochs; here a plateau rule, or [C]'s drop epochs replayed."""
 
 from __future__ import annotations
 
@@ -15,14 +10,10 @@ from typing import Any
 from alexnet2012 import paper
 from alexnet2012.errors import UsageError
 
-#: First epochs trained at 0.001, 1e-4 and 1e-5 in [C]'s run (PAPER_NOTES "Learning").
-C_DROP_EPOCHS = paper.DROP_EPOCHS_2012
-
 
 @dataclass(frozen=True)
 class Drop:
-    """One learning-rate reduction: ``epoch`` is the first epoch trained at ``new_lr``;
-    ``val_error`` is the validation error of epoch ``epoch - 1``, the last one at ``old_lr``."""
+    """``epoch``: the first at ``new_lr``; ``val_error``: that of epoch ``epoch - 1``."""
 
     epoch: int
     old_lr: float
@@ -32,7 +23,7 @@ class Drop:
 
 @dataclass(frozen=True)
 class Decision:
-    """What to do after an epoch: train the next one at ``lr``, unless ``stop``."""
+    """After an epoch: train the next one at ``lr``, unless ``stop``."""
 
     lr: float
     dropped: bool
@@ -41,36 +32,10 @@ class Decision:
 
 
 class PaperSchedule:
-    """lr 0.01, divided by ``factor`` on a validation plateau at most ``max_drops`` times.
-
-    Call :meth:`step` after every epoch's validation, with 1-based epoch numbers; it returns
-    the rate for the next epoch (also :attr:`lr`). Train epoch 1 at :attr:`lr` before any step.
-
-    Plateau rule (default): an epoch *improves* when its validation error is lower than the
-    best error seen at the current rate by more than ``threshold``; the first epoch at a rate
-    sets that best. After ``patience`` consecutive epochs without improvement the rate is
-    divided by ``factor``, or, once it has been divided ``max_drops`` times, training stops
-    (P §5: "reduced three times prior to termination"). The best is compared with, not
-    replaced by, sub-threshold improvements, so a slow steady decline still counts once it
-    adds up to more than ``threshold``.
-
-    Defaults (the paper gives no numbers; PAPER_NOTES "Learning"): ``threshold=0.001``
-    (0.1 percentage point, 50 of the 50,000 validation images: a smaller change is noise,
-    not progress) and ``patience=5``. [C]'s run spent 24, 26 and 28 epochs at 0.01, 0.001
-    and 1e-4, so its drops were not hair-trigger. Five epochs ride out one or two noisy
-    epochs while spending at most about a fifth of such a stretch at a rate that has stopped
-    helping; a best at epoch 19 followed by five flat epochs drops at epoch 25, as [C] did.
-
-    Fixed mode: with ``drop_epochs`` (e.g. :data:`C_DROP_EPOCHS`) the plateau rule is off
-    (``max_drops``, ``patience`` and ``threshold`` are unused): "drop at epoch 25" means
-    epoch 25 is the first epoch trained at the reduced rate, so ``step(24, ...)`` returns
-    it. Training then runs to ``max_epochs``.
-
-    Either way training stops after epoch ``max_epochs`` (default 90, P §5 "roughly 90
-    cycles"). ``val_error`` is an error rate as a fraction in [0, 1]; the paper does not
-    say top-1 or top-5, top-1 being the natural reading. Invalid options raise
-    :class:`~alexnet2012.errors.UsageError`.
-    """
+    """:meth:`step` after each epoch (top-1 error as a fraction) returns the next rate. A plateau:
+    ``patience`` epochs not beating the rate's best by over ``threshold``. Our defaults (the paper
+    has none): 0.1 pt (50 val images) is noise; 5 epochs ride out noise yet drop at 25 after a
+    best at 19, as [C]. ``drop_epochs``: the first epochs at each lower rate, instead."""
 
     def __init__(
         self,
@@ -103,7 +68,7 @@ class PaperSchedule:
             )
         for ok, message in checks:
             if not ok:
-                raise UsageError(f"lr schedule: {message}")
+                raise ValueError(f"lr schedule: {message}")
         self.initial_lr, self.factor, self.max_drops = float(lr), float(factor), int(max_drops)
         self.patience, self.threshold = int(patience), float(threshold)
         self.max_epochs, self.drop_epochs = int(max_epochs), drop_epochs
@@ -120,11 +85,11 @@ class PaperSchedule:
 
     @property
     def done(self) -> bool:
-        """True once a step has said stop (a plateau at the last rate, or the epoch limit)."""
+        """Whether a step said stop."""
         return self._plateau_stop or self.epoch >= self.max_epochs
 
     def step(self, epoch: int, val_error: float) -> Decision:
-        """Record epoch ``epoch``'s (1-based) validation error and decide the next epoch's rate."""
+        """Record epoch ``epoch``'s validation error; decide the next epoch's rate."""
         if self.done:
             raise RuntimeError(f"lr schedule already stopped after epoch {self.epoch}")
         if epoch != self.epoch + 1:
@@ -175,7 +140,7 @@ class PaperSchedule:
         )
 
     def _rule(self) -> dict[str, Any]:
-        """The options that shape the decisions (``max_epochs`` may change on resume)."""
+        """The options that shape decisions (``max_epochs`` may change on resume)."""
         rule: dict[str, Any] = {"lr": self.initial_lr, "factor": self.factor}
         if self.drop_epochs is not None:
             rule["drop_epochs"] = list(self.drop_epochs)
@@ -184,7 +149,7 @@ class PaperSchedule:
         return rule
 
     def state_dict(self) -> dict[str, Any]:
-        """Plain Python values only, so ``torch.load(weights_only=True)`` reads it back."""
+        """Plain Python values, for ``torch.load(weights_only=True)``."""
         return {
             "rule": self._rule(),
             "epoch": self.epoch,
@@ -195,8 +160,7 @@ class PaperSchedule:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue a run. The decision rule must match this schedule's (``UsageError`` if not);
-        ``max_epochs`` is this schedule's, so a resumed run may be given a longer limit."""
+        """Continue a run with the same rule (else ``UsageError``); ``max_epochs`` may differ."""
         saved, now = state["rule"], self._rule()
         if saved != now:
             diff = ", ".join(

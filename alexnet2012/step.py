@@ -1,10 +1,5 @@
-"""One step of the paper's SGD (P §5): forward, cross-entropy, backward, ``PaperSGD`` update.
-
-The training run and the benchmark both train with :class:`TrainStep`, so the benchmark times
-the run's own step. Options: bf16 autocast (the LRN stays in float32 inside it, see
-``layers``), and ``torch.compile`` of the forward pass with its loss (``fullgraph=True``: the
-whole network traces as one graph, the fused GPU kernels as custom ops) and of the update.
-"""
+"""One SGD step (P §5), shared by the training run and the benchmark: forward, loss, backward,
+update; optionally in bf16 autocast and ``torch.compile``d (fullgraph)."""
 
 from __future__ import annotations
 
@@ -17,7 +12,6 @@ from torch import Tensor, nn
 
 
 def autocast(device_types: Iterable[str], enabled: bool) -> contextlib.ExitStack:
-    """bf16 autocast on every device type in ``device_types`` (nothing when not ``enabled``)."""
     stack = contextlib.ExitStack()
     if enabled:
         for kind in sorted(set(device_types)):
@@ -26,14 +20,8 @@ def autocast(device_types: Iterable[str], enabled: bool) -> contextlib.ExitStack
 
 
 class TrainStep:
-    """``step(x, y)`` trains ``model`` on one batch and returns its mean loss (a tensor on the
-    model's output device, not synchronised).
-
-    ``accumulate`` splits the batch into that many equal chunks whose gradients add up to the
-    whole batch's (less memory, the same update). ``compile_backend`` is ``torch.compile``'s
-    (``"inductor"`` generates kernels; the tests use ``"aot_eager"``, which traces the same
-    graphs without code generation).
-    """
+    """``step(x, y)``: one batch's mean loss (not synchronised); ``accumulate``: chunks whose
+    gradients add up to the batch's (less memory, the same update)."""
 
     def __init__(
         self,
@@ -56,8 +44,7 @@ class TrainStep:
             self.update = torch.compile(optimizer.step, fullgraph=True, backend=compile_backend)
 
     def _forward_loss(self, x: Tensor, y: Tensor) -> Tensor:
-        # autocast on the first and the last device type (at most two: cuda and cpu); plain
-        # `with` blocks, which torch.compile traces (an ExitStack of them it cannot)
+        # plain `with` blocks for the (at most two) device types: torch.compile traces them
         first, last = self.device_types[0], self.device_types[-1]
         with (
             torch.autocast(first, torch.bfloat16, enabled=self.bf16),
@@ -65,7 +52,7 @@ class TrainStep:
         ):
             logits = self.model(x)
         if logits.dtype in (torch.bfloat16, torch.float16):
-            logits = logits.float()  # the softmax and the loss in float32, as autocast does
+            logits = logits.float()  # the loss in float32, as autocast does
         return F.cross_entropy(logits, y.to(logits.device, non_blocking=True))
 
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:

@@ -11,8 +11,6 @@ from alexnet2012.model import AlexNet
 
 @dataclass(frozen=True)
 class Row:
-    """One layer: per-column output shape, parameters, neurons (outputs), and where it looks."""
-
     name: str
     column_shape: tuple[int, ...]  # one column's output (C, H, W) or (features,)
     columns: int  # how many columns hold this layer (1 for fc8)
@@ -23,7 +21,7 @@ class Row:
 
 
 def layer_table(model: AlexNet) -> list[Row]:
-    """Rows for conv1..fc8 of ``model``, shapes derived from the layer list (2012 geometry)."""
+    """Rows for conv1..fc8 of ``model``, in the 2012 geometry."""
     rows, size = [], model.input_size
     pool_kernel, pool_stride = model.pool
     for index, layer in enumerate(paper.LAYERS):

@@ -1,5 +1,4 @@
-"""What the Triton kernels (``fused_lrn``, ``fused_dropout``) share: where they can run, and
-the store-side rounding helper both use."""
+"""What ``fused_lrn`` and ``fused_dropout`` share: where Triton runs, a store-side rounding."""
 
 from __future__ import annotations
 
@@ -13,12 +12,10 @@ import torch
 
 
 def interpret_requested() -> bool:
-    """Whether ``TRITON_INTERPRET`` asks for Triton's interpreter (as Triton reads it)."""
     return os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "on", "yes")
 
 
 def triton_importable() -> bool:
-    """Whether ``import triton`` would find a package (without importing it)."""
     try:
         return importlib.util.find_spec("triton") is not None
     except (ImportError, ValueError):
@@ -26,11 +23,8 @@ def triton_importable() -> bool:
 
 
 def available(device: torch.device | str, interpreted: bool | None) -> bool:
-    """Whether kernels built (``interpreted``: for the interpreter or not) or not yet built
-    (None) can run on tensors on ``device``: ``meta`` always (the ops' fake implementations),
-    ``cuda`` when Triton is importable, ``cpu`` when Triton is importable and its interpreter is
-    on (``TRITON_INTERPRET=1`` before the kernels are built; once built, the mode they were
-    built in decides)."""
+    """Whether kernels (``interpreted``: built for the interpreter, None: not built) run on
+    ``device``: meta (fake impls), cuda with Triton, cpu under ``TRITON_INTERPRET=1``."""
     kind = torch.device(device).type
     if kind == "meta":
         return True
@@ -43,16 +37,13 @@ def available(device: torch.device | str, interpreted: bool | None) -> bool:
 
 
 tl: Any = None
-"""``triton.language``, bound by :func:`jit_rounded_for` (read by the helper when it is compiled
-or interpreted, never at import)."""
 _jitted: Callable | None = None
 _lock = threading.Lock()
 
 
 def _rounded_for(ptr, x):
-    """float32 ``x`` rounded to nearest-even in ``ptr``'s element type. bfloat16 is rounded by
-    hand, on the bits: Triton's interpreter truncates in its float32 -> bfloat16 cast where
-    compiled code rounds, and this gives both the same bits."""
+    """``x`` rounded to nearest-even in ``ptr``'s type; bfloat16 by hand on the bits, since the
+    interpreter's cast truncates where compiled code rounds."""
     if ptr.dtype.element_ty == tl.bfloat16:
         bits = x.to(tl.uint32, bitcast=True)
         bits = (bits + (0x7FFF + ((bits >> 16) & 1))) >> 16
@@ -62,8 +53,6 @@ def _rounded_for(ptr, x):
 
 
 def jit_rounded_for() -> Callable:
-    """:func:`_rounded_for` decorated with ``triton.jit`` (imports Triton), once: the kernels'
-    modules call it while they load."""
     global tl, _jitted
     with _lock:
         if _jitted is None:

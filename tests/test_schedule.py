@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from alexnet2012 import paper
 from alexnet2012.errors import UsageError
-from alexnet2012.schedule import C_DROP_EPOCHS, Drop, PaperSchedule
+from alexnet2012.schedule import Drop, PaperSchedule
 
 
 def run(schedule: PaperSchedule, errors: list[float], first_epoch: int = 1):
@@ -31,7 +32,7 @@ def test_paper_defaults():
     s = PaperSchedule()
     assert (s.lr, s.factor, s.max_drops, s.max_epochs) == (0.01, 10.0, 3, 90)
     assert (s.patience, s.threshold, s.drop_epochs) == (5, 0.001, None)
-    assert C_DROP_EPOCHS == (25, 51, 79)
+    assert paper.DROP_EPOCHS_2012 == (25, 51, 79)
 
 
 def test_drop_after_patience_epochs_without_improvement():
@@ -105,7 +106,7 @@ def test_epoch_limit_stops_and_beats_a_drop_in_the_same_epoch():
 
 
 def test_fixed_drop_epochs_replay_the_2012_run():
-    s = PaperSchedule(drop_epochs=C_DROP_EPOCHS)
+    s = PaperSchedule(drop_epochs=paper.DROP_EPOCHS_2012)
     # A flat curve would trigger the plateau rule many times; in fixed mode it is ignored.
     trained_at, decisions = run(s, [0.5] * 100)
     want = [0.01] * 24 + [0.001] * 26 + [1e-4] * 28 + [1e-5] * 12  # epochs 1-24, 25-50, ...
@@ -143,8 +144,9 @@ def test_load_rejects_another_rule_but_accepts_a_longer_limit():
     assert s.done and s.drops == []  # stopped by the limit before the drop could come
     with pytest.raises(UsageError, match="patience 2 \\(checkpoint\\) vs 5 \\(now\\)"):
         PaperSchedule(max_epochs=3).load_state_dict(s.state_dict())
+    fixed = PaperSchedule(patience=2, drop_epochs=paper.DROP_EPOCHS_2012)
     with pytest.raises(UsageError, match="drop_epochs"):
-        PaperSchedule(patience=2, drop_epochs=C_DROP_EPOCHS).load_state_dict(s.state_dict())
+        fixed.load_state_dict(s.state_dict())
     longer = PaperSchedule(patience=2, max_epochs=6)
     longer.load_state_dict(s.state_dict())
     assert not longer.done
@@ -167,8 +169,8 @@ def test_load_rejects_another_rule_but_accepts_a_longer_limit():
         {"drop_epochs": (25, 91)},
     ],
 )
-def test_invalid_options_are_usage_errors(kwargs):
-    with pytest.raises(UsageError, match="lr schedule"):
+def test_invalid_options_are_value_errors(kwargs):
+    with pytest.raises(ValueError, match="lr schedule"):
         PaperSchedule(**kwargs)
 
 

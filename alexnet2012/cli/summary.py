@@ -1,0 +1,31 @@
+"""Print the network's layer table next to the paper's figures."""
+
+import argparse
+from collections.abc import Sequence
+
+from alexnet2012 import options, paper
+from alexnet2012.model import AlexNet
+from alexnet2012.summary import format_table
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument(
+        "--input-size",
+        type=int,
+        default=paper.CROP_SIZE,
+        help=f"crop size (default {paper.CROP_SIZE}, the paper's; 227: Caffe's)",
+    )
+    p.add_argument(
+        "--columns",
+        type=int,
+        choices=(1, 2),
+        default=paper.COLUMNS,
+        help="2: the paper's net (default); 1: its one-column comparison (P §3.2)",
+    )
+    p.add_argument("--num-classes", type=int, default=paper.NUM_CLASSES)
+    args = p.parse_args(argv)
+    options.input_size(args.input_size)
+    options.count("--num-classes", args.num_classes)
+    model = AlexNet(args.num_classes, input_size=args.input_size, columns=args.columns)
+    print(format_table(model))
