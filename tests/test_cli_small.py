@@ -12,8 +12,8 @@ import torch
 
 from alexnet2012 import AlexNet
 from alexnet2012.checkpoint import save_checkpoint
-from alexnet2012.data import cache_info, make_synthetic_imagenet, prepare_cache
 from alexnet2012.config import TrainConfig
+from alexnet2012.data import cache_info, make_synthetic_imagenet, prepare_cache
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -57,7 +57,9 @@ BAD = {
         ["replicate.py", "make_synthetic_imagenet.py"],
     ),
 }
-CASES = [(opt, val, line, script) for (opt, val), (line, scripts) in BAD.items() for script in scripts]
+CASES = [
+    (opt, val, line, script) for (opt, val), (line, scripts) in BAD.items() for script in scripts
+]
 
 
 @pytest.mark.parametrize(

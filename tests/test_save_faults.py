@@ -33,11 +33,11 @@ from faults import FullDisk
 
 from alexnet2012 import files as files_module
 from alexnet2012.checkpoint import MARGIN, TEST_PAUSE, load_checkpoint, save_checkpoint
+from alexnet2012.config import TrainConfig
 from alexnet2012.data import make_synthetic_imagenet, prepare_cache
 from alexnet2012.errors import SaveError, UsageError
 from alexnet2012.model import AlexNet
 from alexnet2012.report import write_report
-from alexnet2012.config import TrainConfig
 from alexnet2012.train import Trainer
 
 REPO = Path(__file__).resolve().parents[1]

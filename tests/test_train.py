@@ -15,12 +15,12 @@ import pytest
 import torch
 
 from alexnet2012 import sources
-from alexnet2012.cli import replicate
 from alexnet2012.checkpoint import load_checkpoint, save_checkpoint
+from alexnet2012.cli import replicate
+from alexnet2012.config import TrainConfig, deviations
 from alexnet2012.data import cache_info, make_synthetic_imagenet, prepare_cache
 from alexnet2012.errors import SaveError, UsageError
 from alexnet2012.step import TrainStep
-from alexnet2012.config import TrainConfig, deviations
 from alexnet2012.train import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -400,7 +400,9 @@ def test_one_class_is_refused_before_the_run_folder_is_made(tmp_path):
     )
     prepare_cache(tmp_path / "one", tmp_path / "cache", workers=1, progress=False)
     with pytest.raises(UsageError, match="holds 1 class: classifying needs at least 2"):
-        Trainer(TrainConfig(cache=str(tmp_path / "cache"), out=str(tmp_path / "run")), progress=False)
+        Trainer(
+            TrainConfig(cache=str(tmp_path / "cache"), out=str(tmp_path / "run")), progress=False
+        )
     assert not (tmp_path / "run").exists()
 
 
@@ -504,7 +506,9 @@ def test_resume_finds_a_moved_cache_and_records_changed_settings(tiny, tmp_path,
     with pytest.raises(
         UsageError, match=f"cache_b holds {images} training images, the run's data had {images + 1}"
     ):
-        Trainer.resume(str(out), progress=False, log=lambda s: None, cache=str(tmp_path / "cache_b"))
+        Trainer.resume(
+            str(out), progress=False, log=lambda s: None, cache=str(tmp_path / "cache_b")
+        )
     (out / "config.json").write_text(json.dumps(recorded))
     # a checkpoint from before the classes and TF32 were recorded: the class count must do
     ckpt = load_checkpoint(out / "checkpoint.pt")
