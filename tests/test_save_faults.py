@@ -449,7 +449,7 @@ def test_a_resumed_run_needs_room_for_one_checkpoint_beside_its_own(reference, m
     run = Trainer.resume(str(reference), progress=False, log=lambda s: None)  # just enough room
     free["bytes"] -= 1
     with pytest.raises(UsageError) as info:
-        run._check_room(resumed=True)
+        run.folder.check_room(run.checkpoint_bytes(), resumed=True)
     assert str(info.value) == (
         f"not enough space to write {reference / 'checkpoint.pt'}: it needs {mb(2 * size - held)} "
         f"(two checkpoints of {mb(size)}: the latest and the next, written beside it), "
