@@ -7,6 +7,7 @@ only asserts. Devices are checked by :func:`alexnet2012.devices.parse`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from alexnet2012 import paper
@@ -66,6 +67,20 @@ def int_list(option: str, text: str) -> tuple[int, ...]:
         raise UsageError(
             f"{option} takes whole numbers separated by commas, got {text!r}"
         ) from None
+
+
+def subset(text: str | None, option: str = "--subset") -> tuple[int, int | None] | None:
+    """``"100"`` -> ``(100, None)``, ``"100:260"`` -> ``(100, 260)``: the classes and training
+    images per class of a subset (``data.subset.Subset``); None: all the data."""
+    if text is None:
+        return None
+    match = re.fullmatch(r"([0-9]+)(?::([0-9]+))?", text)
+    if not match or int(match[1]) < 1 or (match[2] is not None and int(match[2]) < 1):
+        raise UsageError(
+            f"{option} takes CLASSES or CLASSES:TRAIN_PER_CLASS, whole numbers from 1 "
+            f"(e.g. 100 or 100:260), got {text!r}"
+        )
+    return int(match[1]), None if match[2] is None else int(match[2])
 
 
 def lr_drops(drops: Sequence[int] | None, epochs: int) -> tuple[int, ...] | None:

@@ -76,7 +76,7 @@ def make_root(tmp_path: Path, flat_val: bool = True) -> Path:
 def test_train_folders(tmp_path):
     root = make_root(tmp_path)
     data = ImageNet(root, "train")
-    assert data.wnids == WNIDS
+    assert data.wnids == WNIDS and data.layout == "ilsvrc"
     assert data.class_to_idx == {w: i for i, w in enumerate(WNIDS)}
     # WNIDS[2] got 1 image, WNIDS[1] 2, WNIDS[0] 3; notes.txt is ignored.
     assert data.targets == [0, 0, 0, 1, 1, 2]
@@ -105,7 +105,7 @@ def test_flat_val_with_devkit_in_another_id_order(tmp_path, where):
             p.unlink() if p.is_file() else p.rmdir()
         devkit.rmdir()
     data = ImageNet(root, "val", devkit=devkit if where == "path" else None)
-    assert data.wnids == WNIDS
+    assert data.wnids == WNIDS and data.layout == "ilsvrc"
     assert [Path(p).name for p, _ in data.samples] == [
         f"ILSVRC2012_val_{n:08d}.JPEG" for n in range(1, 6)
     ]
@@ -160,9 +160,13 @@ def test_layout_errors_say_what_was_expected_where(tmp_path):
     assert "/nowhere is not a folder: expected" in message(tmp_path / "nowhere")
     root = tmp_path / "root"
     root.mkdir()
-    assert f"expected {root / 'train'}/ (train/<wnid>/*.JPEG" in message(root)
-    (root / "train" / "images").mkdir(parents=True)
-    assert f"{root / 'train' / 'images'} is not a class folder" in message(root)
+    assert f"expected {root / 'train'}/ (train/<class>/*.JPEG" in message(root)
+    # all images in one folder: a one-class ImageFolder, refused
+    jpeg(root / "train" / "images" / "a.jpg")
+    assert f"{root / 'train'} has one class folder (images): expected one folder per" in message(
+        root
+    )
+    (root / "train" / "images" / "a.jpg").unlink()
     (root / "train" / "images").rmdir()
     (root / "train" / WNIDS[0]).mkdir()
     assert f"{root / 'train' / WNIDS[0]} has no images" in message(root)
@@ -213,3 +217,13 @@ def test_mixed_val_layout_is_an_error(tmp_path):
     root = make_root(tmp_path)
     jpeg(root / "val" / WNIDS[0] / "x.JPEG")
     assert "mixes class folders and flat ILSVRC2012_val_* files" in message(root, "val")
+
+
+def test_non_wnid_val_folder_beside_wnid_train_is_an_ilsvrc_error(tmp_path):
+    root = make_root(tmp_path, flat_val=False)
+    jpeg(root / "val" / "cats" / "x.JPEG")
+    data = ImageNet(root, "train")
+    assert data.layout == "ilsvrc"
+    assert f"{root / 'val' / 'cats'} is not a class folder: expected val/<wnid>/" in message(
+        root, "val"
+    )

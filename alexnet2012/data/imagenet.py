@@ -1,7 +1,13 @@
-"""ILSVRC on disk, as users have it, with torchvision's conventions (``.samples``, ``.targets``,
-``.wnids`` sorted, ``.classes``, ``.class_to_idx``). train: ``train/<wnid>/*.JPEG``; val (and
-2010 test): class folders, or the flat ``ILSVRC<year>_<split>_<8 digits>.JPEG`` labelled by the
-devkit through the number in the name (so a subset works).
+"""Image folders as users have them, with torchvision's conventions (``.samples``, ``.targets``,
+``.wnids`` sorted, ``.classes``, ``.class_to_idx``), in one of two layouts (``.layout``):
+
+- "ilsvrc": train ``train/<wnid>/*.JPEG``; val (and 2010 test) class folders, or the flat
+  ``ILSVRC<year>_<split>_<8 digits>.JPEG`` labelled by the devkit through the number in the name.
+- "imagefolder": any train class folder not named like a WNID. Classes and samples as
+  torchvision's ``ImageFolder`` finds them (``.wnids`` are the folder names); every split needs
+  the same class folders, as nothing else can label them.
+
+``subset`` (``subset.py``) keeps only its classes, relabelled 0..k-1, and its training images.
 """
 
 from __future__ import annotations
@@ -13,15 +19,17 @@ from pathlib import Path
 from PIL import Image
 
 from alexnet2012.data.devkit import Devkit, find_devkit, load_devkit
+from alexnet2012.data.subset import Subset
 from alexnet2012.errors import UsageError
 
 SPLITS = ("train", "val", "test")
-IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
+LAYOUTS = ("ilsvrc", "imagefolder")
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".webp")
 _WNID = re.compile(r"n\d{8}")
 
 
 class ImageNet:
-    """The images and labels of one ILSVRC split."""
+    """The images and labels of one split."""
 
     def __init__(
         self,
@@ -30,14 +38,15 @@ class ImageNet:
         *,
         year: int = 2012,
         devkit: str | os.PathLike | None = None,
+        subset: Subset | None = None,
     ) -> None:
         if split not in SPLITS:
             raise UsageError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
-        self.root, self.split, self.year = Path(root), split, year
+        self.root, self.split, self.year, self.subset = Path(root), split, year, subset
         if not self.root.is_dir():
             raise UsageError(
                 f"ImageNet root {self.root} is not a folder: "
-                f"expected {self.root}/train/<wnid>/*.JPEG "
+                f"expected {self.root}/train/<class>/*.JPEG "
                 f"and {self.root}/val/"
             )
         folder = self.root / split
@@ -46,6 +55,27 @@ class ImageNet:
         self._devkit_path = find_devkit(self.root, year, devkit)
         entries = list(os.scandir(folder))
         class_dirs = sorted(e.name for e in entries if e.is_dir())
+        train_dirs = class_dirs if split == "train" else _class_folders(self.root / "train")
+        names = train_dirs or class_dirs
+        self.layout = LAYOUTS[any(not _WNID.fullmatch(n) for n in names)]
+        if self.layout == "imagefolder":
+            self.wnids = _check_imagefolder(folder, class_dirs, train_dirs)
+            self.samples = _imagefolder_samples(folder, self.wnids)
+            words = {}
+        else:
+            words = self._read_ilsvrc(folder, entries, class_dirs)
+        if subset is not None:
+            where = self.root / "train" if train_dirs else folder
+            self._keep(subset, subset.choose_classes(train_dirs or self.wnids, str(where)))
+        self.classes = [words.get(w, (w,)) for w in self.wnids]
+        self.class_to_idx = {w: i for i, w in enumerate(self.wnids)}
+        self.targets = [t for _, t in self.samples]
+
+    def _read_ilsvrc(
+        self, folder: Path, entries: list[os.DirEntry], class_dirs: list[str]
+    ) -> dict[str, tuple[str, ...]]:
+        """Set ``wnids`` and ``samples``; return the devkit's class names (if there is one)."""
+        split, year = self.split, self.year
         flat = sorted(
             e.name for e in entries if e.is_file() and _flat_number(e.name, split, year) is not None
         )
@@ -68,10 +98,7 @@ class ImageNet:
             )
         if devkit_data is None and self._devkit_path is not None:
             devkit_data = load_devkit(self._devkit_path, year, (self.root,))
-        names = devkit_data.wnid_to_words if devkit_data else {}
-        self.classes = [names.get(w, (w,)) for w in self.wnids]
-        self.class_to_idx = {w: i for i, w in enumerate(self.wnids)}
-        self.targets = [t for _, t in self.samples]
+        return devkit_data.wnid_to_words if devkit_data else {}
 
     def _require_devkit(self, folder: Path) -> Devkit:
         if self._devkit_path is None:
@@ -82,6 +109,20 @@ class ImageNet:
                 f".tar.gz beside it, or pass the devkit's path"
             )
         return load_devkit(self._devkit_path, self.year, (self.root,))
+
+    def _keep(self, subset: Subset, chosen: list[str]) -> None:
+        """Keep the samples of ``chosen`` (sorted), relabelled; in train, the subset's files."""
+        label = {w: i for i, w in enumerate(chosen)}
+        samples = [(p, label[self.wnids[t]]) for p, t in self.samples if self.wnids[t] in label]
+        if self.split == "train" and subset.train_per_class is not None:
+            folder = self.root / "train"
+            inside = [Path(p).relative_to(folder / chosen[t]).as_posix() for p, t in samples]
+            files: dict[str, list[str]] = {w: [] for w in chosen}
+            for (_, t), name in zip(samples, inside):
+                files[chosen[t]].append(name)
+            kept = subset.choose_train(files, str(folder))
+            samples = [s for s, name in zip(samples, inside) if name in kept[chosen[s[1]]]]
+        self.wnids, self.samples = chosen, samples
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -94,11 +135,15 @@ class ImageNet:
 
 def _expected(split: str, year: int) -> str:
     if split == "train":
-        return "train/<wnid>/*.JPEG, one folder per class named like n01440764"
+        return "train/<class>/*.JPEG, one folder per class (ILSVRC's named like n01440764)"
     return (
         f"{split}/<wnid>/*.JPEG, or the flat {split}/ILSVRC{year}_{split}_00000001.JPEG ... "
         f"with the ILSVRC{year} devkit"
     )
+
+
+def _class_folders(folder: Path) -> list[str]:
+    return sorted(e.name for e in os.scandir(folder) if e.is_dir()) if folder.is_dir() else []
 
 
 def _flat_number(name: str, split: str, year: int) -> int | None:
@@ -114,6 +159,52 @@ def _check_wnids(names: list[str], folder: Path, split: str, year: int) -> list[
             f"({len(wrong)} folder(s) not named n########)"
         )
     return names
+
+
+def _check_imagefolder(folder: Path, class_dirs: list[str], train_dirs: list[str]) -> list[str]:
+    """The class folders of a split of an ImageFolder: at least 2, the same as train's."""
+    train = folder.parent / "train"
+    if not class_dirs:
+        raise UsageError(
+            f"{folder} has no class folders: as {train}'s classes are not named like WNIDs "
+            f"(e.g. {train_dirs[0]}), no devkit can label its images; sort them into the same "
+            f"class folders as {train}"
+        )
+    if train_dirs and class_dirs != train_dirs:
+        lacks = sorted(set(train_dirs) - set(class_dirs))
+        extra = sorted(set(class_dirs) - set(train_dirs))
+        parts = [f"lacks {len(lacks)} of train's ({', '.join(lacks[:3])})"] if lacks else []
+        parts += [f"has {len(extra)} not in train ({', '.join(extra[:3])})"] if extra else []
+        raise UsageError(
+            f"{folder}'s class folders differ from {train}'s: it {' and '.join(parts)}; every "
+            f"split of an ImageFolder needs the same class folders"
+        )
+    if len(class_dirs) < 2:
+        raise UsageError(
+            f"{folder} has one class folder ({class_dirs[0]}): expected one folder per class, "
+            f"at least 2 (e.g. {folder}/cat/*.jpg and {folder}/dog/*.jpg)"
+        )
+    return class_dirs
+
+
+def _imagefolder_samples(folder: Path, classes: list[str]) -> list[tuple[str, int]]:
+    """torchvision's ``make_dataset``: each class folder walked in sorted order, links followed."""
+    samples, empty = [], []
+    for index, name in enumerate(classes):
+        found = [
+            (os.path.join(parent, f), index)
+            for parent, _, files in sorted(os.walk(folder / name, followlinks=True))
+            for f in sorted(files)
+            if f.lower().endswith(IMAGE_EXTENSIONS)
+        ]
+        empty += [] if found else [name]
+        samples += found
+    if empty:
+        raise UsageError(
+            f"{folder / empty[0]} has no images (.jpg, .jpeg, .png or .webp, in any letter case; "
+            f"{len(empty)} class folder(s) without any): every class folder needs at least one"
+        )
+    return samples
 
 
 def _folder_samples(folder: Path, wnids: list[str]) -> list[tuple[str, int]]:
