@@ -1,6 +1,6 @@
-"""The paper's preprocessing, once: decode every image of an ILSVRC copy (SRC) to 256x256 into a
-raw cache (CACHE) and compute the training-set statistics. Re-run to resume after an
-interruption."""
+"""The paper's preprocessing, once: decode every image of an ILSVRC copy or an ImageFolder (SRC)
+to 256x256 into a raw cache (CACHE) and compute the training-set statistics. Re-run to resume
+after an interruption."""
 
 import argparse
 from collections.abc import Sequence
@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from alexnet2012 import options
 from alexnet2012.data import prepare_cache
 from alexnet2012.data.imagenet import SPLITS
+from alexnet2012.data.subset import Subset
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -15,7 +16,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument(
         "src",
         metavar="SRC",
-        help="ImageNet root: train/<wnid>/*.JPEG, val/ (and the devkit beside them)",
+        help="ImageNet root: train/<wnid>/*.JPEG, val/ (and the devkit beside them); or an "
+        "ImageFolder: train/<class>/, val/<class>/",
     )
     p.add_argument(
         "cache", metavar="CACHE", help="output folder (about 262 GB for ILSVRC-2012 train + val)"
@@ -37,10 +39,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="decoding processes, 0: in this process (default: one per CPU core)",
     )
     p.add_argument(
+        "--subset",
+        metavar="CLASSES[:TRAIN_PER_CLASS]",
+        help="prepare only a fixed, seeded choice of classes (and of training images per class); "
+        "validation keeps all images of those classes (default: all)",
+    )
+    p.add_argument(
         "--quiet", action="store_true", help="no progress bars (nor progress lines, in a log)"
     )
     args = p.parse_args(argv)
     options.workers(args.workers)
+    spec = options.subset(args.subset)
 
     summary = prepare_cache(
         args.src,
@@ -49,6 +58,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         workers=args.workers,
         year=args.year,
         devkit=args.devkit,
+        subset=None if spec is None else Subset(*spec),
         progress=not args.quiet,
     )
     for split in args.splits:
