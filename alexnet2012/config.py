@@ -11,7 +11,10 @@ from typing import Any
 import torch
 
 from alexnet2012 import devices, options, paper
+from alexnet2012.data import CacheInfo
 from alexnet2012.data.augment import LIGHTING_MODES
+from alexnet2012.data.packed import JPEG
+from alexnet2012.data.subset import Subset
 from alexnet2012.errors import UsageError
 from alexnet2012.model import AlexNet
 from alexnet2012.schedule import PaperSchedule
@@ -127,9 +130,19 @@ def default_workers(names: Sequence[str | torch.device]) -> int:
     return min(8, os.cpu_count() or 1)
 
 
-def deviations(config: TrainConfig, num_classes: int) -> list[str]:
-    """How a run differs from the paper's, in words for the report."""
+def deviations(config: TrainConfig, num_classes: int, cache: CacheInfo | None = None) -> list[str]:
+    """How a run differs from the paper's, in words for the report (``cache``: its data)."""
     out = list(config.deviations)
+    if cache is not None and cache.subset is not None:
+        out.append(
+            f"a subset of ImageNet, {Subset.from_dict(cache.subset).name} (--subset "
+            f"{Subset.from_dict(cache.subset).text}): not the paper's 1000-class task"
+        )
+    if cache is not None and cache.format == JPEG:
+        out.append(
+            f"the cache re-encodes the 256x256 images as JPEG (quality {cache.quality}): "
+            "the network sees JPEG error the paper's raw crops did not have"
+        )
     if num_classes != paper.NUM_CLASSES:
         out.append(
             f"{num_classes} classes instead of {paper.NUM_CLASSES}: chance is "

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from alexnet2012 import paper
+from alexnet2012.data.subset import Subset
 from alexnet2012.files import write_file
 from alexnet2012.plot import learning_curves
 from alexnet2012.runfolder import CURVES, REPORT, RunFolder, RunRecord
@@ -40,13 +41,16 @@ def chance_error(num_classes: int) -> tuple[float, float]:
 
 
 def comparison(
-    results: dict[str, Any], dataset: str, num_classes: int | None = None
+    results: dict[str, Any],
+    dataset: str,
+    num_classes: int | None = None,
+    subset: dict | None = None,
 ) -> tuple[list[str], list[list[str]], list[str]]:
     """Headers, rows and notes comparing this run's test errors with every ``paper.RESULTS`` row.
 
     Differences (this run minus the row, points) are given only for rows on ``dataset``; the
-    paper's own figure for it (``paper.result_for``) is marked. ``num_classes`` adds chance.
-    """
+    paper's own figure for it (``paper.result_for``) is marked. ``num_classes`` adds chance. A
+    run on a ``subset`` of ImageNet gets no rows of 1000-class figures."""
     center, ten_view = results["center"], results.get("ten_view") or {}
     headers = [
         "",
@@ -72,6 +76,14 @@ def comparison(
         top1, top5 = map(_pct, chance_error(num_classes))
         rows.append([f"chance ({num_classes} classes)", dataset, top1, top5, "", ""])
         notes.append(f"Chance error with {num_classes} classes: {top1}% top-1, {top5}% top-5.")
+    if subset is not None:
+        notes.insert(
+            0,
+            f"This run is on a subset of ImageNet ({Subset.from_dict(subset).name}), NOT the "
+            "paper's 1000-class task: no figure of the paper or of other 1000-class runs "
+            "compares with it.",
+        )
+        return headers[:4], [row[:4] for row in rows], notes
     try:
         own: paper.Result | None = paper.result_for(dataset)
     except KeyError:
@@ -104,9 +116,14 @@ def comparison(
     return headers[:4], [row[:4] for row in rows], notes  # no differences to show
 
 
-def format_comparison(results: dict[str, Any], dataset: str, num_classes: int | None = None) -> str:
+def format_comparison(
+    results: dict[str, Any],
+    dataset: str,
+    num_classes: int | None = None,
+    subset: dict | None = None,
+) -> str:
     """The comparison as a plain-text table with its notes, for the terminal."""
-    headers, rows, notes = comparison(results, dataset, num_classes)
+    headers, rows, notes = comparison(results, dataset, num_classes, subset)
     widths = [max(len(row[i]) for row in [headers] + rows) for i in range(len(headers))]
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
@@ -180,7 +197,7 @@ def _value(v: Any) -> str:
 def _markdown(run: RunRecord) -> str:
     config, results, metrics = run.config, run.results, run.metrics
     dataset = config["dataset"]
-    headers, rows, notes = comparison(results, dataset, config["num_classes"])
+    headers, rows, notes = comparison(results, dataset, config["num_classes"], config.get("subset"))
     # Every epoch trains on the same images, so the overall rate (total images / total time)
     # is the harmonic mean of the per-epoch rates.
     overall = len(metrics) / sum(1 / m["images_per_s"] for m in metrics)

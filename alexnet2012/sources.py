@@ -4,11 +4,13 @@ or the demo's synthetic set (generated and prepared once)."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
 from alexnet2012 import paper
 from alexnet2012.data import cache_info, make_synthetic_imagenet, prepare_cache
+from alexnet2012.data.subset import Subset
 from alexnet2012.errors import UsageError, foreign_files
 
 # The demo, sized to finish in minutes on 2 CPU cores. One fixed lr drop replaces the plateau
@@ -17,15 +19,21 @@ DEMO = dict(
     classes=10, train_per_class=60, val_per_class=20, batch_size=32, epochs=8, lr_drops=(5,)
 )
 DEMO_DATA = Path("experiments/demo_data")  # relative to the working directory
+WNID = re.compile(r"n\d{8}")
 DEMO_FILES = ("images", "cache", "spec.json")  # all that the demo puts in DEMO_DATA
 
 
 def resolve_cache(
-    data: str, cache: str | None, year: int, workers: int, progress: bool
+    data: str,
+    cache: str | None,
+    year: int,
+    workers: int,
+    progress: bool,
+    subset: tuple[int, int | None] | None = None,
 ) -> tuple[str, str, str]:
-    """The prepared cache for ``--data`` (prepared now if missing), the test set's name (the
-    ILSVRC set the paper reports on, or, without ImageNet's 1000 classes, the folder's) and
-    the split the final test runs on: ILSVRC-2010's test split (P Table 1), else val."""
+    """The prepared cache for ``--data`` (prepared now if missing, of ``subset`` when given),
+    the test set's name and the split the final test runs on: ILSVRC-2010's test split
+    (P Table 1), else val. Only full ILSVRC data gets the name of a set the paper reports on."""
     data = Path(data).resolve()
     if data.is_file():
         raise UsageError(
@@ -37,23 +45,43 @@ def resolve_cache(
             f"--data {data}: no such directory (give the ImageNet root with train/ "
             "and val/, or a cache made by scripts/prepare_imagenet.py)"
         )
+    chosen = None if subset is None else Subset(*subset)
     if (data / "stats.json").exists():
         cache = data
-    else:
-        cache = Path(cache) if cache else data.with_name(data.name + "_cache")
-        splits = ("train", "val", "test") if year == 2010 else ("train", "val")
-        prepare_cache(data, cache, splits=splits, workers=workers, year=year, progress=progress)
-    info = cache_info(cache)
-    if info.num_classes != paper.NUM_CLASSES:
-        return str(cache), f"{data.name} ({info.num_classes} classes)", "val"
-    if info.year == 2010:
-        if "test" not in info.split_sizes:
+        held = cache_info(cache).subset
+        if chosen is not None and held != chosen.as_dict():
+            have = f"the subset {Subset.from_dict(held).text}" if held else "all its classes"
             raise UsageError(
-                f"{cache} has no prepared ILSVRC-2010 test split (the paper's "
-                "Table 1): prepare it with --splits train val test --year 2010"
+                f"--subset {chosen.text}: the cache {cache} holds {have}; prepare the subset "
+                "from the ImageNet root (give it as --data), or drop --subset"
             )
-        return str(cache), "ILSVRC-2010 test", "test"
-    return str(cache), "ILSVRC-2012 val", "val"
+    else:
+        suffix = "" if chosen is None else "_subset" + chosen.text.replace(":", "x")
+        cache = Path(cache) if cache else data.with_name(data.name + "_cache" + suffix)
+        splits = ("train", "val", "test") if year == 2010 else ("train", "val")
+        prepare_cache(
+            data,
+            cache,
+            splits=splits,
+            workers=workers,
+            year=year,
+            progress=progress,
+            subset=chosen,
+        )
+    info = cache_info(cache)
+    full = all(WNID.fullmatch(w) for w in info.wnids) and info.num_classes == paper.NUM_CLASSES
+    if not full and info.subset is None:
+        return str(cache), f"{data.name} ({info.num_classes} classes)", "val"
+    split = "test" if info.year == 2010 else "val"
+    if split == "test" and "test" not in info.split_sizes:
+        raise UsageError(
+            f"{cache} has no prepared ILSVRC-2010 test split (the paper's "
+            "Table 1): prepare it with --splits train val test --year 2010"
+        )
+    if info.subset is not None:
+        name = Subset.from_dict(info.subset).name
+        return str(cache), f"ILSVRC-{info.year} {split}, subset of {name}", split
+    return str(cache), f"ILSVRC-{info.year} {split}", split
 
 
 def demo_cache(workers: int, progress: bool) -> str:

@@ -13,15 +13,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from alexnet2012 import checkpoint as checkpoints
 from alexnet2012 import devices
-from alexnet2012.checkpoint import (
-    MARGIN,
-    pause_for_test,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-    storage_bytes,
-)
 from alexnet2012.config import TrainConfig, build_model, build_schedule, deviations
 from alexnet2012.data import EvalStreams, TrainStream, cache_info
 from alexnet2012.errors import UsageError
@@ -55,7 +48,7 @@ class Trainer:
         self.config, self.progress, self.log = config, progress, log
         self.folder = RunFolder(config.out)
         self.dir = self.folder.path
-        info = cache_info(config.cache)
+        self.cache = info = cache_info(config.cache)
         self.num_classes, self.wnids = info.num_classes, info.wnids
         self.train_images, self.val_images = info.train_images, info.val_images
         if checkpoint is not None:  # before the checks of settings against the data
@@ -135,10 +128,9 @@ class Trainer:
         self._write_config()
 
     def checkpoint_bytes(self) -> int:
-        """The size of this run's checkpoint, known from the model: twice its state_dict's
-        storages (the weights, and PaperSGD's velocity, one per weight) plus ``MARGIN`` (the
-        counters, RNG states and settings, and the zip records)."""
-        return 2 * storage_bytes(self.model.state_dict()) + MARGIN
+        """This run's checkpoint size: the weights and PaperSGD's velocity (one per weight), plus
+        a margin for the counters, RNG states, settings and zip records."""
+        return 2 * checkpoints.storage_bytes(self.model.state_dict()) + checkpoints.MARGIN
 
     def _write_config(self) -> None:
         """config.json: the settings, devices, data and deviations the report shows."""
@@ -154,7 +146,9 @@ class Trainer:
                 "train_images": self.train_images,
                 "val_images": self.val_images,
                 "demo": self.config.dataset.startswith("synthetic"),
-                "deviations": deviations(self.config, self.num_classes),
+                "deviations": deviations(self.config, self.num_classes, self.cache),
+                "subset": self.cache.subset,
+                "classes": self.wnids if self.cache.subset else None,
             },
         )
 
@@ -165,7 +159,7 @@ class Trainer:
         self.epoch, self.batch, self.elapsed = ckpt["epoch"], ckpt["batch"], ckpt["elapsed_s"]
         self.partial, self.drop_log = ckpt["partial"], ckpt["drop_log"]
         self.finished, self.stop_reason = ckpt["finished"], ckpt["stop_reason"]
-        set_rng_state(ckpt["rng"])
+        checkpoints.set_rng_state(ckpt["rng"])
         lines = self.folder.metric_lines()
         kept = [line for line in lines if epoch_of(line) < self.epoch]
         if kept != lines:  # drop epochs logged after this checkpoint was written
@@ -175,7 +169,7 @@ class Trainer:
 
     def save(self) -> None:
         """Write the checkpoint: everything needed to continue exactly from here."""
-        save_checkpoint(
+        checkpoints.save_checkpoint(
             self.folder / CHECKPOINT,
             {
                 "model": self.model.state_dict(),
@@ -188,7 +182,7 @@ class Trainer:
                 "drop_log": list(self.drop_log),
                 "finished": self.finished,
                 "stop_reason": self.stop_reason,
-                "rng": rng_state(),
+                "rng": checkpoints.rng_state(),
                 "config": asdict(self.config),
                 "num_classes": self.num_classes,
                 "wnids": self.wnids,
@@ -338,7 +332,7 @@ class Trainer:
         split = self.config.test_split
         results: dict[str, Any] = {"split": split, "center": self.validate(1, split)}
         if self.config.ten_view:
-            pause_for_test("ten-view")
+            checkpoints.pause_for_test("ten-view")
             results["ten_view"] = self.validate(10, split)
         results.update(
             wall_time_s=self.elapsed,

@@ -52,6 +52,10 @@ BAD = {
         "--input-size must be 224 (the paper) or 227 (Caffe's geometry), got 225",
         ["replicate.py", "summary.py", "benchmark_data.py"],
     ),
+    ("--subset", "0"): (
+        "--subset takes CLASSES or CLASSES:TRAIN_PER_CLASS, whole numbers from 1",
+        ["replicate.py", "prepare_imagenet.py"],
+    ),
     ("--seed", "-1"): (
         "--seed must be from 0 to 2**63-1, got -1",
         ["replicate.py", "make_synthetic_imagenet.py"],

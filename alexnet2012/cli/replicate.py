@@ -56,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="ILSVRC year of --data (default 2012; 2010: the paper's Table 1)",
     )
     p.add_argument(
+        "--subset",
+        metavar="CLASSES[:TRAIN_PER_CLASS]",
+        help="train and test on a fixed seeded choice of ImageNet classes (e.g. 100: "
+        "ImageNet-100), optionally with fewer training images each (100:260); validation keeps "
+        "all images of the chosen classes",
+    )
+    p.add_argument(
         "--devices",
         help="cuda:0,cuda:1 (one column per GPU) | cuda:0 | cpu "
         "(default: cuda:0 if available, else cpu)",
@@ -217,6 +224,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         checkpoint_minutes=_default(args.checkpoint_minutes, TrainConfig.checkpoint_minutes),
     )
     config.check()
+    subset = options.subset(args.subset)
+    if subset is not None and demo:
+        raise UsageError("--subset needs --data: the ImageNet root to take the subset from")
     RunFolder(out).check_new(config)
     progress = not args.quiet
     if demo:
@@ -231,7 +241,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         ]
     else:
         cache, dataset, test_split = resolve_cache(
-            args.data, args.cache, args.year, workers, progress
+            args.data, args.cache, args.year, workers, progress, subset
         )
         notes = []
     return replace(config, cache=cache, dataset=dataset, test_split=test_split, deviations=notes)
@@ -271,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             run = Trainer(config_from_args(args), progress=progress)
         config, out = run.config, Path(run.config.out)
         print(f"run folder: {config.out}; devices: {', '.join(config.devices)}")
-        differences = deviations(config, run.num_classes)
+        differences = deviations(config, run.num_classes, run.cache)
         print(
             "differences from the paper:" + "".join(f"\n  - {d}" for d in differences or ["none"])
         )
@@ -285,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{exc}{kept}: {'free space' if exc.no_space else 'fix the cause'}, "
             f"then {_how_to_continue(args, argv, out)}"
         ) from None
-    print(format_comparison(results, config.dataset, run.num_classes))
+    print(format_comparison(results, config.dataset, run.num_classes, run.cache.subset))
     print(f"report: {report}")
     return 0
 
