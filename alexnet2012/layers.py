@@ -35,6 +35,22 @@ def local_response_norm(
     return b.reshape(n, h, w, c).permute(0, 3, 1, 2).to(x.dtype)
 
 
+def within_map_norm(
+    x: Tensor,
+    size: int = paper.MAP_NORM_SIZE,
+    alpha: float = paper.MAP_NORM_SCALE,
+    beta: float = paper.MAP_NORM_BETA,
+    k: float = paper.MAP_NORM_K,
+) -> Tensor:
+    """[C]'s ``rnorm``: ``x / (k + alpha/size^2 * sum x^2)^beta``, the sum over the size x size
+    window centred on each pixel of its own map (window start ``-(size//2)``), zeros outside."""
+    h, w = x.shape[-2:]
+    a = x.float() if x.dtype in HALF_DTYPES else x
+    mean = F.avg_pool2d(a * a, size, stride=1, padding=size // 2, count_include_pad=True)
+    s = mean[..., :h, :w].mul(alpha).add(k)
+    return (a * s.pow(-beta)).to(x.dtype)
+
+
 def relu_lrn_pool(
     z: Tensor,
     groups: int = 1,

@@ -1,5 +1,6 @@
-"""The two-column AlexNet (P §3, Figure 2) from ``paper.LAYERS``: the same code on one device or
-one column per device; parameters per column, so a checkpoint loads on any placement."""
+"""The two-column AlexNet (P §3, Figure 2) from a recipe's layer table (``paper.RECIPES``): the
+same code on one device or one column per device; parameters per column, so a checkpoint loads on
+any placement."""
 
 from __future__ import annotations
 
@@ -14,7 +15,14 @@ from torch import Tensor, nn
 
 from alexnet2012 import paper
 from alexnet2012.devices import parse as parse_devices
-from alexnet2012.layers import Conv2d2012, pad_overhang, relu_dropout, relu_lrn_pool
+from alexnet2012.layers import (
+    Conv2d2012,
+    local_response_norm,
+    pad_overhang,
+    relu_dropout,
+    relu_lrn_pool,
+    within_map_norm,
+)
 
 
 def column_widths(layer: paper.Layer, columns: int, num_classes: int) -> int:
@@ -28,9 +36,14 @@ def column_widths(layer: paper.Layer, columns: int, num_classes: int) -> int:
 class Column(nn.Module):
     """One column (one of the paper's GPUs): its share of conv1-conv5, fc6 and fc7."""
 
-    def __init__(self, in_features: dict[str, int], out_features: dict[str, int]):
+    def __init__(
+        self,
+        layers: tuple[paper.Layer, ...],
+        in_features: dict[str, int],
+        out_features: dict[str, int],
+    ):
         super().__init__()
-        for layer in paper.LAYERS:
+        for layer in layers:
             if not layer.split:
                 continue
             cin, cout = in_features[layer.name], out_features[layer.name]
@@ -44,7 +57,8 @@ class Column(nn.Module):
 class AlexNet(nn.Module):
     """Images ``(N, 3, S, S)`` (S: ``paper.INPUT_SIZES``) to logits on the first device;
     ``columns=1``: P §3.2's net; ``lrn``, ``overlapping_pool``: P §3.3, §3.4 ablations when
-    False; ``fused=False`` (attribute): PyTorch's ops instead of the fused kernels."""
+    False (``lrn=False`` drops every response norm); ``recipe``: a ``paper.RECIPES`` name;
+    ``fused=False`` (attribute): PyTorch's ops instead of the fused kernels."""
 
     fused: bool = True
 
@@ -57,6 +71,7 @@ class AlexNet(nn.Module):
         columns: int = paper.COLUMNS,
         lrn: bool = True,
         overlapping_pool: bool = True,
+        recipe: str = "paper",
     ):
         super().__init__()
         if input_size not in paper.INPUT_SIZES:
@@ -68,6 +83,10 @@ class AlexNet(nn.Module):
             raise ValueError(f"columns must be 1 or 2, got {columns}")
         if num_classes < 1:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
+        if recipe not in paper.RECIPES:
+            raise ValueError(f"recipe must be one of {', '.join(paper.RECIPES)}, got {recipe}")
+        self.recipe = paper.RECIPES[recipe]
+        self.layers = self.recipe.layers
         self.num_classes, self.input_size, self.num_columns = num_classes, input_size, columns
         self.lrn, self.overlapping_pool = lrn, overlapping_pool
         self.pool = (
@@ -83,9 +102,9 @@ class AlexNet(nn.Module):
                 )
         self.devices = devices
 
-        widths = {layer.name: column_widths(layer, columns, num_classes) for layer in paper.LAYERS}
+        widths = {layer.name: column_widths(layer, columns, num_classes) for layer in self.layers}
         in_features, previous = {}, None
-        for layer in paper.LAYERS:
+        for layer in self.layers:
             if previous is None:
                 cin = 3
             else:
@@ -94,7 +113,9 @@ class AlexNet(nn.Module):
                     cin *= paper.POOLED_SIZE**2
             in_features[layer.name] = cin
             previous = layer
-        self.columns = nn.ModuleList(Column(in_features, widths) for _ in range(columns))
+        self.columns = nn.ModuleList(
+            Column(self.layers, in_features, widths) for _ in range(columns)
+        )
         self.fc8 = nn.Linear(in_features["fc8"], num_classes)
         self.reset_parameters()
         self.to(memory_format=torch.channels_last)  # conv weights; the activations follow
@@ -104,10 +125,10 @@ class AlexNet(nn.Module):
             self.fc8.to(self.devices[0])
 
     def reset_parameters(self) -> None:
-        """P §5's initialisation, column by column in layer order."""
-        for layer in paper.LAYERS:
+        """The table's initialisation (P §5's or [C]'s), column by column in layer order."""
+        for layer in self.layers:
             for module in self._modules_of(layer):
-                nn.init.normal_(module.weight, 0.0, paper.INIT_STD)
+                nn.init.normal_(module.weight, 0.0, layer.init_std)
                 nn.init.constant_(module.bias, layer.bias_init)
 
     def _modules_of(self, layer: paper.Layer) -> list[nn.Module]:
@@ -116,15 +137,23 @@ class AlexNet(nn.Module):
         return [getattr(column, layer.name) for column in self.columns]
 
     def _after(self, layer: paper.Layer, h: Tensor) -> Tensor:
+        """``paper.Layer``'s order; the fused kernels where the order is theirs."""
         fused = None if self.fused else False
-        if layer.lrn and self.lrn:
+        lrn, map_norm = layer.lrn and self.lrn, layer.map_norm and self.lrn
+        if lrn and layer.relu and layer.pool and not (layer.relu_after_pool or map_norm):
             return relu_lrn_pool(h, 1, *self.pool, fused=fused)
         if layer.dropout:
             return relu_dropout(h, paper.DROPOUT_P, self.training, fused=fused)
-        if layer.relu:
+        if layer.relu and not layer.relu_after_pool:
             h = F.relu(h, inplace=True)
+        if lrn:
+            h = local_response_norm(h)
+        if map_norm:
+            h = within_map_norm(h)
         if layer.pool:
             h = F.max_pool2d(h, *self.pool)
+        if layer.relu and layer.relu_after_pool:
+            h = F.relu(h, inplace=True)
         return h
 
     def forward(self, x: Tensor) -> Tensor:
@@ -136,7 +165,7 @@ class AlexNet(nn.Module):
                 f"{self.input_size}), got {tuple(x.shape)}"
             )
         cols = _Columns([next(c.parameters()).device for c in self.columns])
-        conv1 = paper.LAYERS[0]
+        conv1 = self.layers[0]
         hs = cols.fork(cols.share([x], lambda h: pad_overhang(h, conv1.kernel, conv1.stride)))
         hs = self._each("conv1", hs, cols)
         hs = self._each("conv2", hs, cols)
@@ -148,7 +177,7 @@ class AlexNet(nn.Module):
         return self.fc8(cols.cross(hs, first_only=True)[0])
 
     def _each(self, name: str, hs: list[Tensor], cols: _Columns) -> list[Tensor]:
-        layer = next(layer for layer in paper.LAYERS if layer.name == name)
+        layer = next(layer for layer in self.layers if layer.name == name)
         out = []
         for column, h, stream in zip(self.columns, hs, cols.streams):
             with _on(stream):

@@ -1,8 +1,9 @@
-"""The paper's momentum SGD (P §5, PAPER_NOTES "Learning")."""
+"""The paper's momentum SGD (P §5, PAPER_NOTES "Learning") and a recipe's param groups."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -13,7 +14,8 @@ from alexnet2012 import paper
 class PaperSGD(torch.optim.Optimizer):
     """P §5's ``v <- momentum * v - weight_decay * lr * w - lr * g; w <- w + v``: after an lr drop
     ``v`` still decays the old rate's steps (``torch.optim.SGD`` rescales it). Biases (ndim <= 1)
-    are not decayed, as in [C]. Float hyper-parameters: no device sync."""
+    are not decayed, as in [C]. A group at lr 0 is frozen, velocity kept ([C] skips a layer whose
+    rate is 0). Float hyper-parameters: no device sync."""
 
     def __init__(
         self,
@@ -34,9 +36,11 @@ class PaperSGD(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        batches: dict[tuple, tuple[list[Tensor], list[Tensor], list[Tensor]]] = {}
         for group in self.param_groups:
             lr, momentum, weight_decay = group["lr"], group["momentum"], group["weight_decay"]
-            batches: dict[tuple, tuple[list[Tensor], list[Tensor], list[Tensor]]] = {}
+            if lr == 0.0:
+                continue
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -45,13 +49,14 @@ class PaperSGD(torch.optim.Optimizer):
                 state = self.state[p]
                 if "velocity" not in state:
                     state["velocity"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                decayed = p.ndim >= 2 and weight_decay != 0.0
-                ws, gs, vs = batches.setdefault((p.device, p.dtype, decayed), ([], [], []))
+                decay = weight_decay if p.ndim >= 2 else 0.0
+                key = (p.device, p.dtype, momentum, decay, lr)
+                ws, gs, vs = batches.setdefault(key, ([], [], []))
                 ws.append(p)
                 gs.append(p.grad)
                 vs.append(state["velocity"])
-            for (_, _, decayed), tensors in batches.items():
-                _update(*tensors, momentum, weight_decay if decayed else 0.0, lr)
+        for (_, _, momentum, decay, lr), tensors in batches.items():
+            _update(*tensors, momentum, decay, lr)
         return loss
 
 
@@ -63,3 +68,17 @@ def _update(
         torch._foreach_add_(vs, ws, alpha=-decay * lr)
     torch._foreach_add_(vs, gs, alpha=-lr)
     torch._foreach_add_(ws, vs)
+
+
+def layer_groups(model: torch.nn.Module, lr: float = paper.LEARNING_RATE) -> list[dict[str, Any]]:
+    """An ``AlexNet``'s groups "conv1.weight", "conv1.bias", ... (both columns), each with its
+    ``layer``, ``lr_scale`` (the recipe's ``bias_lr_scale`` for biases), ``lr`` x ``lr_scale``."""
+    groups = []
+    for layer in model.layers:
+        for kind, scale in (("weight", 1.0), ("bias", model.recipe.bias_lr_scale)):
+            params = [getattr(m, kind) for m in model._modules_of(layer)]
+            groups.append(
+                {"params": params, "name": f"{layer.name}.{kind}", "layer": layer.name,
+                 "lr_scale": scale, "lr": lr * scale}
+            )  # fmt: skip
+    return groups

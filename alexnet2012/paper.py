@@ -3,13 +3,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+INIT_STD = 0.01  # P §5
 
 
 @dataclass(frozen=True)
 class Layer:
     """``width``: over both columns; ``sees``: "image", "own" column or "both" (the columns cross);
-    ``split=False``: not split (fc8); ``halved_in_one_column``: in P §3.2's one-column net."""
+    ``split=False``: not split (fc8); ``halved_in_one_column``: in P §3.2's one-column net. After
+    the layer, in this order: ReLU, LRN, ``map_norm``, pool, dropout; ``relu_after_pool`` moves
+    the ReLU last ([C]'s pool layers with neuron=relu)."""
 
     name: str
     kind: str
@@ -25,6 +29,9 @@ class Layer:
     dropout: bool = False
     split: bool = True
     halved_in_one_column: bool = False
+    init_std: float = INIT_STD
+    relu_after_pool: bool = False
+    map_norm: bool = False
 
 
 # P §3.5, Figure 2; bias constants P §5.
@@ -84,7 +91,6 @@ LEARNING_RATE = 0.01
 LR_FACTOR = 10.0
 LR_DROPS = 3
 EPOCHS = 90
-INIT_STD = 0.01
 DROP_EPOCHS_2012 = (25, 51, 79)  # [C]'s run: 0.01 -> 1e-3 -> 1e-4 -> 1e-5
 
 # P §4.1
@@ -108,6 +114,82 @@ FEATURE_MAPS = {
     "conv5": (13, 256),
     "pool5": (6, 256),
 }
+
+
+# [C]'s within-map norm (cnorm2, type=rnorm): clipped window, scale / size^2, k = 1 (no minDiv).
+MAP_NORM_SIZE = 5
+MAP_NORM_SCALE = 1e-3
+MAP_NORM_BETA = 0.75
+MAP_NORM_K = 1.0
+
+
+def _changed(layers: tuple[Layer, ...], changes: dict[str, dict]) -> tuple[Layer, ...]:
+    return tuple(replace(layer, **changes.get(layer.name, {})) for layer in layers)
+
+
+# [C]'s layers-145.cfg: the paper's shapes, with its own init, norms and ReLU placement.
+LAYERS_2012_CODE = _changed(
+    LAYERS,
+    {
+        "conv1": {"relu_after_pool": True},  # rnorm1 sees pre-ReLU values; pool1 neuron=relu
+        "conv2": {"map_norm": True},  # relu, rnorm2, cnorm2, pool2
+        "conv3": {"init_std": 0.03},
+        "conv4": {"init_std": 0.03},
+        "conv5": {"init_std": 0.03, "relu_after_pool": True},  # pool3 neuron=relu
+    },
+)
+
+
+@dataclass(frozen=True)
+class Event:
+    """From ``epoch`` on, the weights of ``layers`` (all when empty) learn at ``lr``;
+    ``colour_noise``: the lighting noise on or off from then (None: unchanged)."""
+
+    epoch: int
+    lr: float | None = None
+    layers: tuple[str, ...] = ()
+    colour_noise: bool | None = None
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A layer table and how it learns. Biases start at ``bias_lr_scale`` x the weights' rate and
+    keep that ratio ("follows") or that rate until their weights freeze ("fixed")."""
+
+    name: str
+    layers: tuple[Layer, ...]
+    bias_lr_scale: float = 1.0
+    bias_lr: str = "follows"
+    events: tuple[Event, ...] = ()
+    epochs: int = EPOCHS
+
+
+BIAS_LR_READINGS = ("fixed", "follows")
+# 2012-code: layers-145's logged run. Its params file, edited at each event, ends with epsB 0.02
+# beside epsW 1e-5 (conv1: 0.0): biases keep 0.02, 0 once frozen ("fixed"); "follows": 2x epsW.
+RECIPES: dict[str, Recipe] = {
+    "paper": Recipe("paper", LAYERS),  # no events: lr/10 on plateau (PaperSchedule)
+    "2012-code": Recipe(
+        "2012-code",
+        LAYERS_2012_CODE,
+        bias_lr_scale=2.0,
+        bias_lr="fixed",
+        events=(
+            Event(25, 1e-3),
+            Event(51, 1e-4),
+            Event(67, 1e-5, ("conv1",), colour_noise=False),
+            Event(72, 0.0, ("conv1",)),
+            Event(79, 1e-5, ("conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")),
+        ),
+        epochs=91,  # killed at 91
+    ),
+}
+
+
+def recipe(name: str, bias_lr: str | None = None) -> Recipe:
+    """``RECIPES[name]``, with the other ``bias_lr`` reading when given."""
+    assert bias_lr in (None, *BIAS_LR_READINGS), bias_lr
+    return RECIPES[name] if bias_lr is None else replace(RECIPES[name], bias_lr=bias_lr)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """P §5's lr schedule: 0.01, divided by 10 three times "when the validation error rate stopped
-improving" (by hand), about 90 epochs; here a plateau rule, or [C]'s drop epochs replayed."""
+improving" (by hand), about 90 epochs; here a plateau rule, or [C]'s drop epochs replayed; and a
+recipe's fixed events (:class:`RecipeSchedule`, [C]'s logged run)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,12 +24,21 @@ class Drop:
 
 @dataclass(frozen=True)
 class Decision:
-    """After an epoch: train the next one at ``lr``, unless ``stop``."""
+    """After an epoch: train the next one at ``lr``, unless ``stop``; ``lrs``: each param group's
+    rate by name (None: ``lr`` x the group's ``lr_scale``); ``colour_noise``: lighting noise on."""
 
     lr: float
     dropped: bool
     stop: bool
     reason: str
+    colour_noise: bool = True
+    lrs: Mapping[str, float] | None = None
+
+    def lr_for(self, group: Mapping[str, Any]) -> float:
+        """The next epoch's rate of an optimizer param group (see ``optim.layer_groups``)."""
+        if self.lrs is not None:
+            return self.lrs[group["name"]]
+        return self.lr * group.get("lr_scale", 1.0)
 
 
 class PaperSchedule:
@@ -36,6 +46,8 @@ class PaperSchedule:
     ``patience`` epochs not beating the rate's best by over ``threshold``. Our defaults (the paper
     has none): 0.1 pt (50 val images) is noise; 5 epochs ride out noise yet drop at 25 after a
     best at 19, as [C]. ``drop_epochs``: the first epochs at each lower rate, instead."""
+
+    colour_noise = True
 
     def __init__(
         self,
@@ -90,15 +102,8 @@ class PaperSchedule:
 
     def step(self, epoch: int, val_error: float) -> Decision:
         """Record epoch ``epoch``'s validation error; decide the next epoch's rate."""
-        if self.done:
-            raise RuntimeError(f"lr schedule already stopped after epoch {self.epoch}")
-        if epoch != self.epoch + 1:
-            raise ValueError(f"lr schedule: expected epoch {self.epoch + 1}, got {epoch}")
+        _epoch_checks(self, epoch, val_error)
         val_error = float(val_error)  # a numpy scalar in the state would break weights_only
-        if not 0.0 <= val_error <= 1.0:
-            raise ValueError(
-                f"lr schedule: val_error must be a fraction in [0, 1], got {val_error}"
-            )
         self.epoch = epoch
         lr = self.lr
         if epoch >= self.max_epochs:
@@ -175,3 +180,101 @@ class PaperSchedule:
         self.epoch, self._best = state["epoch"], state["best"]
         self._stalled, self._plateau_stop = state["stalled"], state["plateau_stop"]
         self.drops = [Drop(*d) for d in state["drops"]]
+
+
+def _epoch_checks(schedule: PaperSchedule | RecipeSchedule, epoch: int, val_error: float) -> None:
+    if schedule.done:
+        raise RuntimeError(f"lr schedule already stopped after epoch {schedule.epoch}")
+    if epoch != schedule.epoch + 1:
+        raise ValueError(f"lr schedule: expected epoch {schedule.epoch + 1}, got {epoch}")
+    value = float(val_error)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"lr schedule: val_error must be a fraction in [0, 1], got {value}")
+
+
+def recipe_rates(
+    recipe: paper.Recipe, epoch: int, lr: float = paper.LEARNING_RATE
+) -> tuple[dict[str, float], bool]:
+    """Each param group's rate ("conv1.weight", "conv1.bias", ...) and whether colour noise is on
+    in epoch ``epoch`` (from 1) of ``recipe``; ``lr``: the weights' first rate, events scaled."""
+    weights = {layer.name: paper.LEARNING_RATE for layer in recipe.layers}
+    noise = True
+    for event in recipe.events:
+        if event.epoch <= epoch:
+            for name in event.layers or weights:
+                weights[name] = weights[name] if event.lr is None else event.lr
+            noise = noise if event.colour_noise is None else event.colour_noise
+    scale, rates = lr / paper.LEARNING_RATE, {}
+    for name, w in weights.items():
+        b = w if recipe.bias_lr == "follows" or w == 0 else paper.LEARNING_RATE
+        rates[f"{name}.weight"] = w * scale
+        rates[f"{name}.bias"] = b * recipe.bias_lr_scale * scale
+    return rates, noise
+
+
+def describe_event(event: paper.Event) -> str:
+    what = "weights" if not event.layers else f"{', '.join(event.layers)} weights"
+    parts = [] if event.lr is None else [f"{what} lr {event.lr:g}"]
+    if event.colour_noise is not None:
+        parts.append(f"colour noise {'on' if event.colour_noise else 'off'}")
+    return f"epoch {event.epoch}: {', '.join(parts)}"
+
+
+class RecipeSchedule:
+    """A recipe's events by epoch with :class:`PaperSchedule`'s interface; ``lr`` scales every
+    rate; ``max_epochs`` (default the recipe's) may change on resume."""
+
+    def __init__(
+        self,
+        recipe: paper.Recipe,
+        lr: float = paper.LEARNING_RATE,
+        max_epochs: int | None = None,
+    ) -> None:
+        assert recipe.events and lr > 0, (recipe.name, lr)
+        self.recipe, self.initial_lr = recipe, float(lr)
+        self.max_epochs = recipe.epochs if max_epochs is None else int(max_epochs)
+        self.epoch = 0
+
+    @property
+    def lrs(self) -> dict[str, float]:
+        return recipe_rates(self.recipe, self.epoch + 1, self.initial_lr)[0]
+
+    @property
+    def lr(self) -> float:
+        """The highest weights' rate for the next epoch (the one most layers follow)."""
+        return max(v for k, v in self.lrs.items() if k.endswith(".weight"))
+
+    @property
+    def colour_noise(self) -> bool:
+        return recipe_rates(self.recipe, self.epoch + 1, self.initial_lr)[1]
+
+    @property
+    def done(self) -> bool:
+        return self.epoch >= self.max_epochs
+
+    def step(self, epoch: int, val_error: float) -> Decision:
+        """After epoch ``epoch``: the next epoch's rates (``val_error`` is only checked)."""
+        _epoch_checks(self, epoch, val_error)
+        old = self.lr
+        self.epoch = epoch
+        if epoch >= self.max_epochs:
+            return Decision(old, False, True, f"epoch limit {self.max_epochs} reached: stop")
+        events = [describe_event(e) for e in self.recipe.events if e.epoch == epoch + 1]
+        reason = f"{self.recipe.name}: " + ("; ".join(events) or f"keep lr {old:g}")
+        return Decision(self.lr, self.lr < old, False, reason, self.colour_noise, self.lrs)
+
+    def _rule(self) -> dict[str, Any]:
+        r = self.recipe
+        return {"recipe": r.name, "lr": self.initial_lr, "bias_lr": r.bias_lr}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rule": self._rule(), "epoch": self.epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue a run of the same recipe, rate and bias reading (else ``UsageError``)."""
+        if state["rule"] != self._rule():
+            raise UsageError(
+                f"the checkpoint's lr schedule {state['rule']} differs from this run's "
+                f"{self._rule()}; resume with the same recipe and lr"
+            )
+        self.epoch = int(state["epoch"])

@@ -1,4 +1,5 @@
-"""The layer table of a model next to the paper's figures (``scripts/summary.py``)."""
+"""The layer table of a model next to the paper's figures, and its recipe
+(``scripts/summary.py``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass
 from alexnet2012 import paper
 from alexnet2012.layers import conv_output_size_2012
 from alexnet2012.model import AlexNet
+from alexnet2012.schedule import describe_event, recipe_rates
 
 
 @dataclass(frozen=True)
@@ -24,7 +26,7 @@ def layer_table(model: AlexNet) -> list[Row]:
     """Rows for conv1..fc8 of ``model``, in the 2012 geometry."""
     rows, size = [], model.input_size
     pool_kernel, pool_stride = model.pool
-    for index, layer in enumerate(paper.LAYERS):
+    for index, layer in enumerate(model.layers):
         modules = model._modules_of(layer)
         out = modules[0].weight.shape[0]
         if layer.kind == "conv":
@@ -63,8 +65,8 @@ def format_table(model: AlexNet) -> str:
     """The table as text, with totals and the note on the paper's conv1 neuron count."""
     rows = layer_table(model)
     lines = [
-        f"AlexNet: input {model.input_size}x{model.input_size}, columns={model.num_columns}, "
-        f"lrn={model.lrn}, overlapping_pool={model.overlapping_pool}",
+        f"AlexNet: recipe {model.recipe.name}, input {model.input_size}x{model.input_size}, "
+        f"columns={model.num_columns}, lrn={model.lrn}, overlapping_pool={model.overlapping_pool}",
         f"{'layer':<6} {'per column':>14} {'cols':>4} {'parameters':>12} {'neurons':>9} "
         f"{'paper':>9}  input",
     ]
@@ -97,4 +99,46 @@ def format_table(model: AlexNet) -> str:
         lines.append(
             "The columns cross only where the input is 'BOTH columns': conv3, fc6, fc7, fc8."
         )
-    return "\n".join(lines)
+    return "\n".join(lines + recipe_lines(model))
+
+
+def _after_text(layer: paper.Layer, norms: bool) -> str:
+    """What follows the layer, in :meth:`AlexNet._after`'s order."""
+    ops = [
+        ("ReLU", layer.relu and not layer.relu_after_pool),
+        ("LRN", layer.lrn and norms),
+        ("map norm", layer.map_norm and norms),
+        ("pool", layer.pool),
+        ("ReLU", layer.relu and layer.relu_after_pool),
+        ("dropout", layer.dropout),
+    ]
+    return ", ".join(name for name, on in ops if on) or "-"
+
+
+def recipe_lines(model: AlexNet) -> list[str]:
+    """Per layer: what follows it, init, first rates; then the schedule."""
+    recipe = model.recipe
+    rates = recipe_rates(recipe, 1)[0]
+    lines = [
+        f"Recipe {recipe.name}:",
+        f"{'layer':<6} {'then':<28} {'init std':>8} {'bias':>5} {'lr W':>7} {'lr B':>7}",
+    ]
+    for layer in model.layers:
+        lines.append(
+            f"{layer.name:<6} {_after_text(layer, model.lrn):<28} {layer.init_std:>8g} "
+            f"{layer.bias_init:>5g} {rates[layer.name + '.weight']:>7g} "
+            f"{rates[layer.name + '.bias']:>7g}"
+        )
+    if not recipe.events:
+        lines.append(
+            f"Schedule: lr / {paper.LR_FACTOR:g} when the validation error stops improving, "
+            f"{paper.LR_DROPS} times, about {recipe.epochs} epochs (P §5)."
+        )
+        return lines
+    lines.append(f"Schedule: {recipe.epochs} epochs, colour noise on at the start;")
+    lines += [f"  {describe_event(e)}" for e in recipe.events]
+    if recipe.bias_lr == "fixed":
+        lines.append("  Biases keep their first rate until their layer's weights freeze.")
+    else:
+        lines.append(f"  Biases learn at {recipe.bias_lr_scale:g}x their weights' rate.")
+    return lines

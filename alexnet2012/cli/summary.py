@@ -1,4 +1,4 @@
-"""Print the network's layer table next to the paper's figures."""
+"""Print the network's layer table next to the paper's figures, and its recipe."""
 
 import argparse
 from collections.abc import Sequence
@@ -24,8 +24,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="2: the paper's net (default); 1: its one-column comparison (P §3.2)",
     )
     p.add_argument("--num-classes", type=int, default=paper.NUM_CLASSES)
+    p.add_argument(
+        "--recipe",
+        choices=tuple(paper.RECIPES),
+        default="paper",
+        help="paper: the paper's net (default); 2012-code: the original code's layers-145",
+    )
     args = p.parse_args(argv)
     options.input_size(args.input_size)
     options.count("--num-classes", args.num_classes)
-    model = AlexNet(args.num_classes, input_size=args.input_size, columns=args.columns)
+    model = AlexNet(
+        args.num_classes, input_size=args.input_size, columns=args.columns, recipe=args.recipe
+    )
     print(format_table(model))
