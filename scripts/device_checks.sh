@@ -3,8 +3,10 @@
 # against the reference path included), the benchmark at batch 128 in fp32/TF32 with the cost
 # model beside it, the benchmark in bf16 + torch.compile with the end-to-end row from the cache
 # (the 10,000 images/s target), a short replication on one GPU in bf16 + compile and one on the
-# two-device path (column 0 on the GPU, column 1 on the CPU), the data stages. The demo data is
-# gitignored, so a first stage generates and prepares it. The stage limits below (plus 10 s of
+# two-device path (column 0 on the GPU, column 1 on the CPU), the data stages of the raw and the
+# JPEG cache (nvJPEG decoding into the model's input) beside torchvision's ImageFolder path. The
+# demo data is gitignored, so a first stage generates and prepares it (the JPEG cache: the data
+# stage, in a temporary folder). The stage limits below (plus 10 s of
 # kill grace each) bound the run.
 #
 #   scripts/device_checks.sh OUT_DIR
@@ -50,8 +52,9 @@ stage "replication on $device, bf16 + compile" 75 python3 scripts/replicate.py \
   --devices "$device" --bf16 --compile --out "$runs/one-device" --quiet
 stage "replication on $device,cpu, 1 epoch" 50 python3 scripts/replicate.py \
   --devices "$device,cpu" --epochs 1 --out "$runs/two-device" --quiet
-stage "data stages" 20 python3 scripts/benchmark_data.py --cache experiments/demo_data/cache \
-  --device "$device" --json "$out/data_cuda.json"
+stage "data stages, raw and JPEG (GPU decode) caches, torchvision" 70 \
+  python3 scripts/benchmark_data.py --cache experiments/demo_data/cache --device "$device" \
+  --json "$out/data_cuda.json"
 timeout 20 tar -czf "$out/runs.tar.gz" -C "$runs" --exclude='*checkpoint*' --exclude='*.tmp' . \
   && rm -rf "$runs"
 echo "=== done $(date -u +%H:%M:%S)"

@@ -17,6 +17,7 @@ from torchvision import transforms
 
 from alexnet2012.data import cache_info, make_synthetic_imagenet, prepare_cache, train_loader
 from alexnet2012.data import prepare as prepare_module
+from alexnet2012.data import writers as writers_module
 from alexnet2012.data.decode import load_256
 from alexnet2012.errors import UsageError, ignore_interrupt
 
@@ -417,7 +418,7 @@ def test_a_damaged_cache_file_is_named_by_every_reader(
 def test_a_cache_of_another_format_is_refused(synthetic, prepared, tmp_path):
     cache = _copy(prepared[0], tmp_path)
     manifest = json.loads((cache / "manifest.json").read_text())
-    (cache / "manifest.json").write_text(json.dumps({**manifest, "format": 2}))
+    (cache / "manifest.json").write_text(json.dumps({**manifest, "format": 3}))
     for reader in _readers(synthetic, cache).values():
         with pytest.raises(UsageError, match="made by another version .*into a new CACHE folder"):
             reader()
@@ -464,7 +465,7 @@ def test_a_damaged_list_of_bad_files_does_not_block_a_re_run(synthetic, prepared
 
 def test_not_enough_disk_is_a_usage_error(synthetic, tmp_path, monkeypatch):
     monkeypatch.setattr(
-        prepare_module.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 10**6})()
+        writers_module.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 10**6})()
     )
     with pytest.raises(
         UsageError, match=r"the train cache needs 0.0 GB in .*, which has 0.0 GB free"

@@ -1,58 +1,58 @@
-"""Images/s of each data stage, per CPU core: decoding source JPEGs to 256x256 (what the cache
-saves every epoch), reading cache rows, the augmentation, and the training loader end to end with
-and without worker processes. "Per core" is images per CPU-second of this process and its workers
-(``getrusage``), meaningful on a shared machine; wall-clock rate over cores in use is beside it."""
+"""Images/s of each data stage per CPU core, for the raw and the JPEG cache side by side: decoding
+(source JPEGs to 256x256, what a cache saves every epoch; cache rows: a memmap gather or a JPEG
+decode), the augmentation, and the training loader end to end into the model's input, with and
+without worker processes; beside them torchvision's own path (``baselines.py``). "Per core" is
+images per CPU-second of this process and its workers (``getrusage``), meaningful on a shared
+machine; wall-clock rate over cores in use is beside it."""
 
 from __future__ import annotations
 
+import io
 import os
 import platform
-import resource
+import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from alexnet2012 import devices, paper
+from alexnet2012.bench.baselines import (
+    REAP_S,
+    build_cache,
+    cache_bytes,
+    cpu_seconds,
+    other_cache,
+    stage,
+    torchvision_stage,
+)
+from alexnet2012.data import packed
 from alexnet2012.data.augment import Lighting, crop_flip, mean_crop, to_input
-from alexnet2012.data.cache import open_split, require_manifest
+from alexnet2012.data.cache import SplitCache, open_split, require_manifest
 from alexnet2012.data.decode import BadImage, load_256
 from alexnet2012.data.loader import train_loader
 from alexnet2012.data.plan import make_plan
 from alexnet2012.data.stats import load_stats
 from alexnet2012.errors import UsageError
 
-TARGET = 1000  # end-to-end training images/s per CPU core
-REAP_S = 0.1  # lets the last workers exit and be reaped, so their CPU time counts
-
-
-def _cpu_seconds() -> float:
-    """CPU time of this process and of its reaped children (the loader's workers)."""
-    own, children = (
-        resource.getrusage(resource.RUSAGE_SELF),
-        resource.getrusage(resource.RUSAGE_CHILDREN),
-    )
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
-def _stage(name: str, images: int, wall: float, cpu: float, cores: int) -> dict:
-    return {
-        "stage": name,
-        "images": images,
-        "seconds": wall,
-        "cpu_seconds": cpu,
-        "cores": cores,
-        "images_per_s": images / wall,
-        "images_per_cpu_s": images / cpu if cpu > 0 else None,
-        "images_per_s_per_core": images / wall / cores,
-    }
+TARGETS = {  # name: (minimum, or maximum when negative)
+    "end-to-end raw loader, img/cpu-s": 1000,
+    "JPEG cache bytes / raw cache bytes": -0.25,
+    "JPEG decode (torchvision, CPU), img/cpu-s": 1000,
+    "end-to-end JPEG loader / torchvision ImageFolder, per core": 3.0,
+}
 
 
 def measure_data_pipeline(
     cache_dir: str | os.PathLike,
     *,
     src: str | os.PathLike | None = None,
+    jpeg_cache: str | os.PathLike | None = None,
+    formats: tuple[str, ...] = packed.FORMATS,
+    quality: int = packed.DEFAULT_QUALITY,
     batch_size: int = paper.BATCH_SIZE,
     workers: int | None = None,
     input_size: int = paper.CROP_SIZE,
@@ -60,71 +60,74 @@ def measure_data_pipeline(
     decode_images: int = 200,
     device: torch.device | str = "cpu",
     threads: int = 1,
+    torchvision: bool = True,
 ) -> dict:
-    """Every stage on the cache (the decode stage on its source images, or ``src``).
+    """Every stage on the cache and, for the other format in ``formats``, on ``jpeg_cache`` or
+    one built from the cache's source (``src``: its source images) in a temporary folder.
 
     ``workers``: None, one per usable core. ``threads``: torch threads of this process (workers
     use one), so that every figure is one core's work; more only help the main process's float
     stage on idle cores, and on a busy machine their OpenMP spinning costs CPU time."""
     assert min(batch_size, batches, decode_images, threads) >= 1 and (workers or 0) >= 0
+    assert formats and set(formats) <= set(packed.FORMATS) and 1 <= quality <= 100
     load_at_start = os.getloadavg()
     device = torch.device(device)
+    cores = len(os.sched_getaffinity(0))
+    workers = cores if workers is None else workers
     cache = Path(cache_dir)
-    workers = len(os.sched_getaffinity(0)) if workers is None else workers
-    split, stats = open_split(cache, "train"), load_stats(cache)
-    if batch_size > len(split.usable):
+    main = open_split(cache, "train")
+    if batch_size > len(main.usable):
         raise UsageError(
-            f"--batch-size must be at most the {len(split.usable)} training images of {cache}, "
+            f"--batch-size must be at most the {len(main.usable)} training images of {cache}, "
             f"got {batch_size}"
         )
+    caches = {main.format: cache}
+    if jpeg_cache is not None:
+        caches[packed.JPEG] = other_cache(cache, main, Path(jpeg_cache))
     source = Path(src) if src else Path(require_manifest(cache)["source"])
+    usable = [main.paths[r] for r in main.usable]
+    check_source(source, usable[:decode_images])
     saved_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        stages = [
-            _decode_stage(source, split.paths[:decode_images]),
-            *_augment_stages(split, stats, batch_size, input_size, batches, device),
-        ]
-        stages += [
-            _loader_stage(cache, batch_size, input_size, batches, w, device)
-            for w in sorted({0, workers})
-        ]
-    finally:
-        torch.set_num_threads(saved_threads)
-    end_to_end = stages[-1]
-    return {
-        "machine": {
-            "cpu_cores": os.cpu_count(),
-            "cores_available": len(os.sched_getaffinity(0)),
-            "cpu": devices.cpu_name(),
-            "load_average_at_start": load_at_start,
-            "load_average_at_end": os.getloadavg(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-            "device": str(device),
-            "device_name": torch.cuda.get_device_name(device)
-            if device.type == "cuda"
-            else devices.cpu_name(),
-        },
+    with ExitStack() as stack:
+        for fmt in formats:
+            if fmt not in caches:
+                folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+                caches[fmt] = build_cache(cache, source, folder / fmt, fmt, quality, workers)
+        torch.set_num_threads(threads)
+        stack.callback(torch.set_num_threads, saved_threads)
+        stages = [decode_source(source, usable[:decode_images])]
+        for fmt in formats:
+            stages += format_stages(
+                caches[fmt], fmt, batch_size, input_size, batches, workers, device
+            )
+        if torchvision:
+            for w in sorted({0, workers}):
+                stages.append(
+                    torchvision_stage(source, usable, batch_size, input_size, batches, w, device)
+                )
+        sizes = {fmt: cache_bytes(caches[fmt], fmt) for fmt in formats}
+        built = {fmt: str(caches[fmt]) for fmt in formats}
+        jpeg_quality = quality_of(caches, formats)
+    report = {
+        "machine": machine(device, load_at_start),
         "settings": {
-            "cache": str(cache),
-            "train_images": int(len(split.usable)),
+            "caches": built,
+            "train_images": int(len(main.usable)),
             "batch_size": batch_size,
             "crop": input_size,
             "batches": batches,
             "workers": workers,
             "torch_threads": threads,
+            "jpeg_quality": jpeg_quality,
         },
+        "cache_bytes": sizes,
         "stages": stages,
-        "target_images_per_cpu_s": TARGET,
-        "meets_target": bool(
-            end_to_end["images_per_cpu_s"] and end_to_end["images_per_cpu_s"] >= TARGET
-        ),
     }
+    report["targets"] = targets(report, workers)
+    return report
 
 
-def _decode_stage(source: Path, paths: list[str]) -> dict:
+def check_source(source: Path, paths: list[str]) -> None:
     if not source.is_dir():
         raise UsageError(
             f"source images {source} not found: give --src, the ImageNet root of the cache"
@@ -135,61 +138,105 @@ def _decode_stage(source: Path, paths: list[str]) -> dict:
             f"{source} is not the cache's source ({missing} is missing): give --src, "
             f"the ImageNet root the cache was made from"
         )
-    start, cpu, done = time.perf_counter(), _cpu_seconds(), 0
+
+
+def quality_of(caches: dict[str, Path], formats: tuple[str, ...]) -> int | None:
+    return require_manifest(caches[packed.JPEG])["quality"] if packed.JPEG in formats else None
+
+
+def machine(device: torch.device, load_at_start: tuple[float, ...]) -> dict:
+    return {
+        "cpu_cores": os.cpu_count(),
+        "cores_available": len(os.sched_getaffinity(0)),
+        "cpu": devices.cpu_name(),
+        "load_average_at_start": load_at_start,
+        "load_average_at_end": os.getloadavg(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else devices.cpu_name(),
+    }
+
+
+def decode_source(source: Path, paths: list[str]) -> dict:
+    start, cpu, done = time.perf_counter(), cpu_seconds(), 0
     for path in paths:
         try:
             load_256(source / path)
             done += 1
         except BadImage:
             pass
-    return _stage(
-        "decode JPEG -> 256x256 (Pillow, 1 process)",
-        done,
-        time.perf_counter() - start,
-        _cpu_seconds() - cpu,
-        1,
-    )
+    wall = time.perf_counter() - start
+    name = "decode source JPEG -> 256x256 (Pillow, 1 process)"
+    return stage(name, "source", done, wall, cpu_seconds() - cpu, 1)
 
 
-def _augment_stages(
-    split, stats, batch_size: int, size: int, batches: int, device: torch.device
+def format_stages(
+    cache: Path, fmt: str, batch_size: int, size: int, batches: int, workers: int, device
 ) -> list[dict]:
+    split, stats = open_split(cache, "train"), load_stats(cache)
     plan = make_plan(split.usable, batch_size, size, seed=0, epoch=0)
-    picks = [b % len(plan) for b in range(batches)]
+    picks = [plan.rows[b % len(plan)] for b in range(batches)]
+    out = decode_stages(split, fmt, picks, device)
+    # a few batches, reused: this stage measures the computation, not the reading
     lighting = Lighting("paper", stats.eigenvalues, stats.eigenvectors)
     mean = mean_crop(stats.mean_image, size).to(device)
-
-    start, cpu = time.perf_counter(), _cpu_seconds()
-    for b in picks:
-        split.images[plan.rows[b]]
-    read = _stage(
-        "read cache rows (memmap gather)",
-        batch_size * len(picks),
-        time.perf_counter() - start,
-        _cpu_seconds() - cpu,
-        1,
-    )
-    # a few batches, reused: this stage measures the computation, not the reading
-    raw = [torch.from_numpy(split.images[plan.rows[b]]).to(device) for b in picks[:4]]
-    start, cpu = time.perf_counter(), _cpu_seconds()
-    for k, b in enumerate(picks):
-        crops = crop_flip(raw[k % len(raw)], plan.oy[b], plan.ox[b], plan.flip[b], size)
+    rows = [torch.from_numpy(split.rows(r)).to(device) for r in picks[:4]]
+    start, cpu = time.perf_counter(), cpu_seconds()
+    for k in range(batches):
+        b = k % len(plan)
+        crops = crop_flip(rows[k % len(rows)], plan.oy[b], plan.ox[b], plan.flip[b], size)
         to_input(crops, mean, lighting.shift(plan.alpha[b]), lighting.scale)
     devices.synchronize([device])
-    augment = _stage(
-        f"augment: crop, flip, lighting, mean ({device})",
-        batch_size * len(picks),
-        time.perf_counter() - start,
-        _cpu_seconds() - cpu,
-        1,
-    )
-    return [read, augment]
+    wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu
+    name = f"augment: crop, flip, lighting, mean ({device})"
+    out.append(stage(name, fmt, batch_size * batches, wall, cpu, 1))
+    for w in sorted({0, workers}):
+        out.append(loader_stage(cache, fmt, batch_size, size, batches, w, device))
+    return out
 
 
-def _loader_stage(
-    cache: Path, batch_size: int, size: int, batches: int, workers: int, device: torch.device
+def decode_stages(split: SplitCache, fmt: str, picks: list, device: torch.device) -> list[dict]:
+    """Cache rows to uint8 256x256: the raw cache's gather; the JPEG cache's decoders."""
+    n = sum(len(r) for r in picks)
+
+    def timed(name: str, run) -> dict:
+        start, cpu = time.perf_counter(), cpu_seconds()
+        for rows in picks:
+            run(rows)
+        devices.synchronize([device])
+        return stage(name, fmt, n, time.perf_counter() - start, cpu_seconds() - cpu, 1)
+
+    if split.packed is None:
+        return [timed("read cache rows (memmap gather)", lambda rows: split.images[rows])]
+    split.packed.threads = 1
+    encoded = [split.packed.encoded(rows) for rows in picks[:4]]  # decoding alone, reused
+    pillow = [[bytes(b) for b in torch.split(d, n.tolist())] for d, n in encoded]
+    stages = [
+        timed("read and decode JPEG rows (torchvision, 1 thread)", split.packed.decode),
+        timed("decode JPEG rows (Pillow, 1 thread)", lambda rows: _pillow(pillow[0])),
+    ]
+    if device.type == "cuda":
+        gpu = encoded[0]
+        packed.decode_gpu(*gpu, device)  # nvJPEG's start-up, untimed
+        name = f"decode JPEG rows (nvJPEG on {device}, batched)"
+        stages.append(timed(name, lambda rows: packed.decode_gpu(*gpu, device)))
+    return stages
+
+
+def _pillow(files: list[bytes]) -> None:
+    for data in files:
+        with Image.open(io.BytesIO(data)) as img:
+            np.asarray(img)
+
+
+def loader_stage(
+    cache: Path, fmt: str, batch_size: int, size: int, batches: int, workers: int, device
 ) -> dict:
-    start, cpu, done, epoch = time.perf_counter(), _cpu_seconds(), 0, 0
+    start, cpu, done, epoch = time.perf_counter(), cpu_seconds(), 0, 0
     while done < batches:
         loader = train_loader(
             cache, batch_size=batch_size, crop=size, epoch=epoch, workers=workers, device=device
@@ -202,10 +249,41 @@ def _loader_stage(
     devices.synchronize([device])
     time.sleep(REAP_S)
     cores = min(workers + 1, len(os.sched_getaffinity(0))) if workers else 1
-    return _stage(
-        f"end to end: train_loader, workers={workers} ({device})",
-        batch_size * done,
-        time.perf_counter() - start - REAP_S,
-        _cpu_seconds() - cpu,
-        cores,
-    )
+    wall, cpu = time.perf_counter() - start - REAP_S, cpu_seconds() - cpu
+    name = f"end to end: train_loader, workers={workers} ({device})"
+    return stage(name, fmt, batch_size * done, wall, cpu, cores)
+
+
+def targets(report: dict, workers: int) -> list[dict]:
+    """The issue's targets that this report measures: value, bound, met."""
+    per_cpu = {(s["format"], s["stage"]): s["images_per_cpu_s"] for s in report["stages"]}
+    device = report["machine"]["device"]
+    end = f"end to end: train_loader, workers={workers} ({device})"
+    tv_stage = f"end to end: ImageFolder + DataLoader, workers={workers} ({device})"
+    tv = per_cpu.get(("torchvision", tv_stage))
+    jpeg_e2e = per_cpu.get((packed.JPEG, end))
+    sizes = report["cache_bytes"]
+    values = {
+        "end-to-end raw loader, img/cpu-s": per_cpu.get((packed.RAW, end)),
+        "JPEG cache bytes / raw cache bytes": sizes[packed.JPEG] / sizes[packed.RAW]
+        if len(sizes) == 2
+        else None,
+        "JPEG decode (torchvision, CPU), img/cpu-s": per_cpu.get(
+            (packed.JPEG, "read and decode JPEG rows (torchvision, 1 thread)")
+        ),
+        "end-to-end JPEG loader / torchvision ImageFolder, per core": jpeg_e2e / tv
+        if jpeg_e2e and tv
+        else None,
+    }
+    return [
+        {
+            "target": name,
+            "value": values[name],
+            "bound": abs(bound),
+            "at_most": bound < 0,
+            "met": None
+            if values[name] is None
+            else (values[name] <= -bound if bound < 0 else values[name] >= bound),
+        }
+        for name, bound in TARGETS.items()
+    ]

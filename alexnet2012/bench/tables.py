@@ -8,6 +8,7 @@ from typing import Any
 from alexnet2012 import paper
 from alexnet2012.bench.cost import MEMORY
 from alexnet2012.bench.models import DATA_ROW, ONE_DEVICE
+from alexnet2012.files import size_text
 
 
 def format_duration(seconds: float) -> str:
@@ -226,29 +227,41 @@ def cost_table(report: dict[str, Any]) -> str:
 
 def data_pipeline_table(report: dict) -> str:
     m, s = report["machine"], report["settings"]
+    caches = ", ".join(f"{fmt} {path}" for fmt, path in s["caches"].items())
+    sizes = report["cache_bytes"]
+    size_line = "training images' bytes: " + ", ".join(
+        f"{fmt} {size_text(n)}" for fmt, n in sizes.items()
+    )
     lines = [
         f"{m['cpu']}, {m['cores_available']} cores, "
         f"load average {m['load_average_at_start'][0]:.2f} at start, "
         f"{m['load_average_at_end'][0]:.2f} at end; "
         f"torch {m['torch']}; device {m['device_name']}",
-        f"cache {s['cache']} ({s['train_images']} train images), "
-        f"batch {s['batch_size']}, crop {s['crop']}, "
-        f"torch threads {s['torch_threads']}",
+        f"caches: {caches}" + (f" (JPEG quality {s['jpeg_quality']})" if s["jpeg_quality"] else ""),
+        f"{s['train_images']} train images, batch {s['batch_size']}, crop {s['crop']}, "
+        f"torch threads {s['torch_threads']}; {size_line}",
         "",
-        f"{'stage':<58} {'images':>7} {'img/s':>8} {'cores':>5} {'img/s/core':>10} "
-        f"{'img/cpu-s':>9}",
     ]
+    rows = [("stage", "format", "images", "img/s", "cores", "img/s/core", "img/cpu-s")]
     for st in report["stages"]:
-        per_cpu = f"{st['images_per_cpu_s']:9.0f}" if st["images_per_cpu_s"] else f"{'-':>9}"
-        lines.append(
-            f"{st['stage']:<58} {st['images']:>7} {st['images_per_s']:8.0f} {st['cores']:>5} "
-            f"{st['images_per_s_per_core']:10.0f} {per_cpu}"
+        per_cpu = st["images_per_cpu_s"]
+        rows.append(
+            (
+                st["stage"],
+                st["format"],
+                str(st["images"]),
+                f"{st['images_per_s']:.0f}",
+                str(st["cores"]),
+                f"{st['images_per_s_per_core']:.0f}",
+                "-" if per_cpu is None else f"{per_cpu:.0f}",
+            )
         )
-    verdict = "meets" if report["meets_target"] else "MISSES"
-    lines += [
-        "",
-        f"end-to-end loader {verdict} the target of {report['target_images_per_cpu_s']} "
-        "images/s per CPU core "
-        f"(img/cpu-s: images per CPU-second of this process and its workers)",
-    ]
+    lines += _columns(rows)
+    lines += ["", "targets (img/cpu-s: images per CPU-second of this process and its workers):"]
+    for t in report["targets"]:
+        v = t["value"]
+        value = "not measured" if v is None else f"{v:.0f}" if v >= 100 else f"{v:.3g}"
+        verdict = {None: "-", True: "met", False: "NOT met"}[t["met"]]
+        bound = f"{'<=' if t['at_most'] else '>='} {t['bound']:g}"
+        lines.append(f"  {t['target']}: {value} (target {bound}): {verdict}")
     return "\n".join(lines)

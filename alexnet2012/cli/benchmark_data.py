@@ -1,5 +1,6 @@
-"""Images/s per data stage (decode from JPEG, read and augment from the cache, end-to-end training
-loader) and per CPU core, on a prepared cache; prints a table and optionally writes JSON."""
+"""Images/s per data stage (decode, augment, end-to-end training loader) and per CPU core, for the
+raw and the JPEG cache side by side and torchvision's ImageFolder path on the same images; prints
+a table and optionally writes JSON."""
 
 from __future__ import annotations
 
@@ -11,12 +12,33 @@ from pathlib import Path
 from alexnet2012 import devices, options, paper
 from alexnet2012.bench.data import measure_data_pipeline
 from alexnet2012.bench.tables import data_pipeline_table
+from alexnet2012.data.packed import DEFAULT_QUALITY, FORMATS
 from alexnet2012.errors import UsageError, check_writable
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--cache", required=True, help="a cache made by scripts/prepare_imagenet.py")
+    p.add_argument(
+        "--cache", required=True, help="a cache (raw or jpeg) made by scripts/prepare_imagenet.py"
+    )
+    p.add_argument(
+        "--jpeg-cache",
+        help="a JPEG cache of the same images, when --cache is raw (default: one is prepared from "
+        "the source in a temporary folder, which on ImageNet takes hours)",
+    )
+    p.add_argument(
+        "--formats",
+        nargs="+",
+        choices=FORMATS,
+        default=list(FORMATS),
+        help="the cache formats to measure (default: both)",
+    )
+    p.add_argument(
+        "--quality",
+        type=int,
+        default=DEFAULT_QUALITY,
+        help="JPEG quality of a cache prepared for the comparison (default: %(default)s)",
+    )
     p.add_argument(
         "--src",
         help="its source images, for the decode stage (default: where the cache was made from)",
@@ -30,8 +52,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--workers",
         type=int,
-        help="loader workers for the end-to-end stage, which is also timed with 0 (default: one "
-        "per CPU core this process may use)",
+        help="loader workers for the end-to-end stages, which are also timed with 0 (default: "
+        "one per CPU core this process may use)",
     )
     p.add_argument(
         "--input-size",
@@ -57,6 +79,11 @@ def parser() -> argparse.ArgumentParser:
         default=1,
         help="torch threads of the main process (default: %(default)s)",
     )
+    p.add_argument(
+        "--no-torchvision",
+        action="store_true",
+        help="skip torchvision's ImageFolder + DataLoader path",
+    )
     p.add_argument("--json", type=Path, metavar="OUT", help="write the report here")
     return p
 
@@ -67,9 +94,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         check_writable(args.json)  # before the measurements, which take a while
     for option in ("--batch-size", "--batches", "--decode-images", "--threads"):
         options.count(option, getattr(args, option[2:].replace("-", "_")))
+    options.count("--quality", args.quality, 1, 100)
     report = measure_data_pipeline(
         args.cache,
         src=args.src,
+        jpeg_cache=args.jpeg_cache,
+        formats=tuple(dict.fromkeys(args.formats)),
+        quality=args.quality,
         batch_size=args.batch_size,
         workers=options.workers(args.workers),
         input_size=options.input_size(args.input_size),
@@ -77,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         decode_images=args.decode_images,
         device=devices.parse(args.device, columns=1, option="--device")[0],
         threads=args.threads,
+        torchvision=not args.no_torchvision,
     )
     print(data_pipeline_table(report))
     if args.json:

@@ -1,8 +1,10 @@
-"""The preprocessed cache on disk: raw uint8 rows, as a memmap row is a memcpy where a JPEG
-takes milliseconds to decode, for 196,608 bytes an image (~252 GB for ILSVRC-2012 train; [C] kept
-JPEGs). ``manifest.json`` (written first: it marks a cache), per split ``_images.npy`` ((N, 256,
-256, 3) uint8 RGB), ``_index.tsv`` (path, label), ``_status.npy`` (per row 0 pending, 1 done,
-2 unreadable; saved after the images are synced), ``_bad.tsv``; ``stats.json``, ``mean_image.npy``.
+"""The preprocessed cache on disk. Format "raw" (1, the default): uint8 rows, as a memmap row is
+a memcpy where a JPEG takes about a millisecond to decode, 196,608 bytes an image (~252 GB for
+ILSVRC-2012 train; [C] kept JPEGs); "jpeg" (2): the same rows re-encoded (``packed.py``).
+``manifest.json`` (written first: it marks a cache), per split ``_images.npy`` ((N, 256, 256, 3)
+uint8 RGB) or the packed files, ``_index.tsv`` (path, label), ``_status.npy`` (per row 0 pending,
+1 done, 2 unreadable; saved after the images are synced), ``_bad.tsv``; ``stats.json``,
+``mean_image.npy``.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from typing import TypeVar
 import numpy as np
 
 from alexnet2012 import paper
+from alexnet2012.data import packed
 from alexnet2012.data.imagenet import SPLITS
 from alexnet2012.errors import UsageError, foreign_files
 from alexnet2012.files import write_atomic, write_file
 
-FORMAT = 1
+VERSIONS = {packed.RAW: 1, packed.JPEG: 2}  # the manifest's "format": older code refuses 2
 ROW_SHAPE = (paper.IMAGE_SIZE, paper.IMAGE_SIZE, 3)
 PENDING, DONE, BAD = 0, 1, 2
 
@@ -85,12 +88,22 @@ def _parse_manifest(path: Path) -> dict:
     manifest = json.loads(path.read_text())
     if not isinstance(manifest, dict) or "format" not in manifest:
         raise ValueError("not a cache manifest")
-    if manifest["format"] != FORMAT:
+    if manifest["format"] not in VERSIONS.values():
         raise UsageError(
             f"{path.parent} was made by another version of this code (cache format "
-            f"{manifest['format']}, this one reads format {FORMAT}): prepare it again with "
+            f"{manifest['format']}, this one reads formats 1 and 2): prepare it again with "
             f"{PREPARE} SRC CACHE into a new CACHE folder"
         )
+    manifest.setdefault("images", packed.RAW)
+    manifest.setdefault("quality", None)
+    manifest.setdefault("subset", None)
+    jpeg = manifest["images"] == packed.JPEG
+    if VERSIONS.get(manifest["images"]) != manifest["format"] or not (
+        isinstance(manifest["quality"], int) and 1 <= manifest["quality"] <= 100
+        if jpeg
+        else manifest["quality"] is None
+    ):
+        raise ValueError("image format, quality and cache format disagree")
     wnids, names = manifest.get("wnids"), manifest.get("names")
     if not (
         isinstance(manifest.get("source"), str)
@@ -144,14 +157,23 @@ def require_manifest(cache: Path) -> dict:
 
 
 def write_manifest(
-    cache: Path, source: Path, year: int, wnids: list[str], names: list[tuple[str, ...]]
+    cache: Path,
+    source: Path,
+    year: int,
+    wnids: list[str],
+    names: list[tuple[str, ...]],
+    extra: dict | None = None,
 ) -> None:
+    """``extra``: ``images`` ("jpeg"), ``quality``, ``subset``, ... (a raw cache's manifest
+    without them is format 1's as before)."""
+    extra = {k: v for k, v in (extra or {}).items() if v is not None}
     manifest = {
-        "format": FORMAT,
+        "format": VERSIONS[extra.get("images", packed.RAW)],
         "source": str(source.resolve()),
         "year": year,
         "wnids": wnids,
         "names": [list(n) for n in names],
+        **extra,
     }
     write_file(cache / "manifest.json", json.dumps(manifest, indent=1))
 
@@ -207,7 +229,15 @@ def read_split(cache: Path, split: str, manifest: dict) -> tuple[list[tuple[str,
         index_path(cache, split), lambda p: _parse_index(p, len(manifest["wnids"])), fix
     )
     status = read_cache_file(status_path(cache, split), lambda p: _parse_status(p, len(rows)), fix)
-    read_cache_file(images_path(cache, split), lambda p: _check_images(p, len(rows)), fix)
+    if manifest["images"] == packed.JPEG:
+        size = read_cache_file(packed.packed_path(cache, split), lambda p: p.stat().st_size, fix)
+        read_cache_file(
+            packed.offsets_path(cache, split),
+            lambda p: packed.check_offsets(np.load(p), status == DONE, size),
+            fix,
+        )
+    else:
+        read_cache_file(images_path(cache, split), lambda p: _check_images(p, len(rows)), fix)
     return rows, status
 
 
@@ -223,13 +253,21 @@ def check_finished(cache: Path, split: str, status: np.ndarray, manifest: dict) 
 
 @dataclass
 class SplitCache:
-    """One prepared split: the image rows (read-only memmap), labels, row status."""
+    """One prepared split: the image rows (raw: a read-only memmap; jpeg: None), labels, row
+    status; ``rows(r)``: uint8 (len(r), 256, 256, 3) in either format."""
 
     split: str
-    images: np.ndarray
+    images: np.ndarray | None
     labels: np.ndarray
     paths: list[str]
     status: np.ndarray
+    format: str = packed.RAW
+    packed: packed.PackedRows | None = None
+
+    def rows(self, rows: np.ndarray) -> np.ndarray:
+        if self.packed is not None:
+            return self.packed.decode(np.asarray(rows)).numpy()
+        return self.images[rows]
 
     @property
     def usable(self) -> np.ndarray:
@@ -249,14 +287,19 @@ def open_split(cache_dir: str | os.PathLike, split: str) -> SplitCache:
     manifest = require_manifest(cache)
     rows, status = read_split(cache, split, manifest)
     check_finished(cache, split, status, manifest)
-    images = np.load(images_path(cache, split), mmap_mode="r")
     labels = np.array([int(label) for _, label in rows], dtype=np.int64)
-    return SplitCache(split, images, labels, [p for p, _ in rows], status)
+    paths = [p for p, _ in rows]
+    if manifest["images"] == packed.JPEG:
+        reader = packed.PackedRows(cache, split)
+        return SplitCache(split, None, labels, paths, status, packed.JPEG, reader)
+    images = np.load(images_path(cache, split), mmap_mode="r")
+    return SplitCache(split, images, labels, paths, status)
 
 
 @dataclass(frozen=True)
 class CacheInfo:
-    """Classes and usable images per finished split."""
+    """Classes and usable images per finished split; how the images are stored (``format``
+    "raw" or "jpeg", ``quality`` of the JPEGs) and the subset prepared (``Subset.as_dict()``)."""
 
     num_classes: int
     wnids: list[str]
@@ -264,6 +307,9 @@ class CacheInfo:
     year: int
     split_sizes: dict[str, int]
     bad_files: dict[str, int]
+    format: str = packed.RAW
+    quality: int | None = None
+    subset: dict | None = None
 
     @property
     def train_images(self) -> int:
@@ -291,4 +337,7 @@ def cache_info(cache_dir: str | os.PathLike) -> CacheInfo:
         manifest["year"],
         sizes,
         bad,
+        manifest["images"],
+        manifest["quality"],
+        manifest["subset"],
     )

@@ -1,6 +1,6 @@
 """Loader items -> (x, y) on the device: ``augment.to_input`` runs there, after the uint8 crops
-arrive. Towards a GPU the pinned crops are copied on a side stream one batch ahead, so the copy
-of batch b + 1 overlaps the step on batch b."""
+arrive. Towards a GPU the pinned crops are copied (a JPEG cache's: decoded and cropped) on a side
+stream one batch ahead, so that work on batch b + 1 overlaps the step on batch b."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader
 
+from alexnet2012.data import packed
 from alexnet2012.data.augment import to_input
-from alexnet2012.data.worker import Raw
+from alexnet2012.data.worker import Item
 
 
 @dataclass
@@ -32,7 +33,7 @@ class Batches:
 
 
 def feed(
-    raw: Iterable[Raw], device: torch.device, mean: torch.Tensor, scale: float
+    raw: Iterable[Item], device: torch.device, mean: torch.Tensor, scale: float
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """CUDA: batch b + 1 is queued on the side stream before b is handed out; the caller's stream
     waits for its copy's event, and ``record_stream`` keeps the allocator from reusing the copies
@@ -46,8 +47,10 @@ def feed(
         return
     side = torch.cuda.Stream(device)
 
-    def send(item: Raw) -> tuple[list, torch.cuda.Event]:
+    def send(item: Item) -> tuple[list, torch.cuda.Event]:
         with torch.cuda.stream(side):
+            if isinstance(item, packed.Encoded):
+                item = packed.to_device(item, device)
             copies = [None if t is None else t.to(device, non_blocking=True) for t in item]
             return copies, side.record_event()
 

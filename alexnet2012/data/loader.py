@@ -29,7 +29,7 @@ def train_loader(
     minus the central mean crop; floor(n / B) batches."""
     device = torch.device(device)
     data, mean, scale = train_batches(
-        Path(cache_dir), batch_size, crop, seed, epoch, start_batch, lighting
+        Path(cache_dir), batch_size, crop, seed, epoch, start_batch, lighting, workers, device
     )
     first = epoch * data.per_epoch
     positions = range(first + start_batch, first + data.per_epoch)
@@ -52,5 +52,5 @@ def eval_loader(
     (B, 10, 3, S, S) from P §4.1's ten views, channels-last; y int64 (B,); the last batch may be
     short. No lighting and no [C] 1/1.1 scaling at test time."""
     device = torch.device(device)
-    data, mean = eval_batches(Path(cache_dir), split, batch_size, crop, views)
+    data, mean = eval_batches(Path(cache_dir), split, batch_size, crop, views, workers, device)
     return Batches(dataloader(data, workers, device), device, mean.to(device))

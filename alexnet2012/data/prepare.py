@@ -1,31 +1,36 @@
 """``prepare_cache``: the paper's preprocessing, once (P §2): every image decoded to 256x256
 (``decode.py``) into the cache (``cache.py``), in parallel, then the training statistics.
 
-Workers write rows into the memmap; the parent records them and, every few thousand rows or 30 s
-and on any exit, syncs the image file and then saves the row status, so a re-run redoes at most
+Workers decode rows (``writers.py``); the parent records them and, every few thousand rows or
+30 s and on any exit, syncs the images and then saves the row status, so a re-run redoes at most
 the tasks in flight. Unreadable files go to ``<split>_bad.tsv`` and never stop the run. CACHE is
-a folder of its own: not SRC, nor inside or around it; new, empty or a cache.
+a folder of its own: not SRC, nor inside or around it; new, empty or a cache. The statistics
+come from the decoded rows before any JPEG encoding: both formats share them.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
 from alexnet2012.data import cache as fmt
+from alexnet2012.data import packed
 from alexnet2012.data.decode import BadImage, load_256
 from alexnet2012.data.imagenet import ImageNet
 from alexnet2012.data.progress import Progress, processes
-from alexnet2012.data.stats import compute_stats, load_stats, save_stats
+from alexnet2012.data.stats import PixelSums, compute_stats, load_stats, save_stats
+from alexnet2012.data.subset import Subset
+from alexnet2012.data.writers import JpegWriter, load_sums, writer
 from alexnet2012.errors import UsageError, ignore_interrupt
 
 CHUNK = 32  # rows per worker task
 CHECKPOINT_ROWS, CHECKPOINT_SECONDS = 5000, 30.0
+# a worker's task: (format, image file or quality, sums wanted), source root, [(row, path)]
+Task = tuple[tuple, str, list[tuple[int, str]]]
 
 
 def prepare_cache(
@@ -37,32 +42,45 @@ def prepare_cache(
     year: int = 2012,
     devkit: str | os.PathLike | None = None,
     progress: bool = True,
+    subset: Subset | None = None,
+    format: str = packed.RAW,
+    quality: int = packed.DEFAULT_QUALITY,
 ) -> dict:
-    """Decode ``splits`` of ``src_root`` into ``cache_dir`` (resuming). ``workers``: decoding
+    """Decode ``splits`` of ``src_root`` (only ``subset``'s images, if given) into ``cache_dir``
+    (resuming), as raw rows or, ``format="jpeg"``, as JPEGs at ``quality``. ``workers``: decoding
     processes (None: one per core; 0 or 1: this process). Returns per split ``rows``, ``done``,
     ``bad``, ``decoded_now``, ``bad_files`` [(path, reason)], and ``stats`` (its path)."""
     src, cache = Path(src_root), Path(cache_dir)
     assert workers is None or workers >= 0, workers
+    assert format in packed.FORMATS and 1 <= quality <= 100, (format, quality)
     _refuse_a_cache_as_source(src)
     _refuse_a_cache_around_source(src, cache)
     fmt.refuse_foreign_folder(cache)
     # every split's layout is checked before any decoding
-    datasets = [ImageNet(src, split, year=year, devkit=devkit) for split in splits]
+    chosen = {} if subset is None else {"subset": subset}
+    datasets = [ImageNet(src, split, year=year, devkit=devkit, **chosen) for split in splits]
     fmt.make_folder(cache)
     workers = (os.cpu_count() or 1) if workers is None else workers
+    kind = {
+        "images": format,
+        "quality": quality if format == packed.JPEG else None,
+        "subset": None if subset is None else subset.as_dict(),
+    }
     try:
-        return _prepare_all(cache, datasets, workers, progress)
+        return _prepare_all(cache, datasets, workers, progress, kind)
     except KeyboardInterrupt:
         raise KeyboardInterrupt(
             f"finished work is kept in {cache}; run the same command again to continue"
         ) from None
 
 
-def _prepare_all(cache: Path, datasets: list[ImageNet], workers: int, progress: bool) -> dict:
+def _prepare_all(
+    cache: Path, datasets: list[ImageNet], workers: int, progress: bool, kind: dict
+) -> dict:
     summary: dict = {}
     for data in datasets:
-        labels = _labels_in_manifest(cache, data)
-        summary[data.split] = _prepare_split(cache, data, labels, workers, progress)
+        labels = _labels_in_manifest(cache, data, kind)
+        summary[data.split] = _prepare_split(cache, data, labels, workers, progress, kind)
     if "train" in summary:
         stats_file = cache / "stats.json"
         train = summary["train"]
@@ -72,7 +90,13 @@ def _prepare_all(cache: Path, datasets: list[ImageNet], workers: int, progress: 
             or load_stats(cache).num_images != train["done"]
         ):
             split = fmt.open_split(cache, "train")
-            save_stats(cache, compute_stats(split.images, split.usable, progress=progress))
+            if split.images is None:  # the sums of the original rows, kept while encoding
+                path = packed.sums_path(cache, "train")
+                fix = fmt.split_fix(cache, "train")
+                sums = fmt.read_cache_file(path, lambda p: load_sums(p, len(split.status)), fix)[0]
+                save_stats(cache, sums.stats())
+            else:
+                save_stats(cache, compute_stats(split.images, split.usable, progress=progress))
         summary["stats"] = str(stats_file)
     return summary
 
@@ -109,15 +133,21 @@ def _refuse_a_cache_around_source(src: Path, cache: Path) -> None:
         )
 
 
-def _labels_in_manifest(cache: Path, data: ImageNet) -> list[int]:
+def _labels_in_manifest(cache: Path, data: ImageNet, kind: dict) -> list[int]:
     """Labels of ``data`` as indices into the cache's class list (from the first split)."""
     manifest = fmt.read_manifest(cache)
     if manifest is None:
-        fmt.write_manifest(cache, data.root, data.year, data.wnids, data.classes)
+        fmt.write_manifest(cache, data.root, data.year, data.wnids, data.classes, kind)
         return list(data.targets)
     if manifest["year"] != data.year:
         raise UsageError(
             f"{cache} holds ILSVRC-{manifest['year']}, not {data.year}: use another CACHE folder"
+        )
+    held = {k: manifest[k] for k in kind}
+    if held != kind:
+        raise UsageError(
+            f"{cache} holds {_describe(held)}, not {_describe(kind)}: give the options it was "
+            f"prepared with, or use another CACHE folder"
         )
     index = {w: i for i, w in enumerate(manifest["wnids"])}
     unknown = sorted(set(data.wnids) - set(index))
@@ -130,15 +160,25 @@ def _labels_in_manifest(cache: Path, data: ImageNet) -> list[int]:
     return [index[data.wnids[t]] for t in data.targets]
 
 
+def _describe(kind: dict) -> str:
+    jpeg = kind["images"] == packed.JPEG
+    images = f"JPEG rows (quality {kind['quality']})" if jpeg else "raw rows"
+    subset = kind["subset"] and Subset.from_dict(kind["subset"]).text
+    return images + (f" of --subset {subset}" if subset else "")
+
+
 def _prepare_split(
-    cache: Path, data: ImageNet, labels: list[int], workers: int, progress: bool
+    cache: Path, data: ImageNet, labels: list[int], workers: int, progress: bool, kind: dict
 ) -> dict:
     split = data.split
     paths = [os.path.relpath(p, data.root) for p, _ in data.samples]
     index = list(zip(paths, (str(label) for label in labels)))
     manifest = fmt.require_manifest(cache)
+    out = writer(cache, split, kind["images"], kind["quality"])
     if not fmt.index_path(cache, split).is_file():
-        _create_split(cache, split, len(paths))
+        out.create(len(paths))
+        fmt.save_status(cache, split, np.zeros(len(paths), np.uint8))
+        fmt.bad_path(cache, split).unlink(missing_ok=True)
         # written last: it marks the split as created
         fmt.write_tsv(fmt.index_path(cache, split), ("path", "label"), index)
     rows, status = fmt.read_split(cache, split, manifest)
@@ -148,20 +188,18 @@ def _prepare_split(
             f"(from {manifest['source']}): give that SRC, delete {cache / split}_* "
             f"or use a new CACHE folder"
         )
+    out.resume(status)
     bad = _read_bad(fmt.bad_path(cache, split))
     for row in np.flatnonzero(status == fmt.BAD):
         bad.setdefault(paths[row], "unreadable (its reason was lost with the old list)")
     todo = np.flatnonzero(status == fmt.PENDING)
-    image_file = str(fmt.images_path(cache, split))
     tasks = [
-        (image_file, str(data.root), [(int(r), paths[r]) for r in todo[i : i + CHUNK]])
+        (out.target, str(data.root), [(int(r), paths[r]) for r in todo[i : i + CHUNK]])
         for i in range(0, len(todo), CHUNK)
     ]
 
     def checkpoint() -> None:
-        # rows reach the disk before they are marked done
-        with open(image_file, "rb+") as f:
-            os.fsync(f.fileno())
+        out.checkpoint(status)  # rows reach the disk before they are marked done
         fmt.save_status(cache, split, status)
         fmt.write_tsv(fmt.bad_path(cache, split), ("path", "reason"), sorted(bad.items()))
 
@@ -171,8 +209,9 @@ def _prepare_split(
         else None
     )
     results = pool.imap_unordered(_decode_rows, tasks) if pool else map(_decode_rows, tasks)
+    encoding = f" as JPEG quality {kind['quality']}" if isinstance(out, JpegWriter) else ""
     start = (
-        f"decoding {len(todo)} of {len(paths)} images into {cache} "
+        f"decoding {len(todo)} of {len(paths)} images into {cache}{encoding} "
         f"{processes(workers if pool else 1)}"
         if len(todo)
         else f"all {len(paths)} images already in {cache}"
@@ -182,8 +221,10 @@ def _prepare_split(
         with Progress(
             split, len(paths), start, initial=len(paths) - len(todo), enabled=progress
         ) as bar:
-            for outcome in results:
-                for row, reason in outcome:
+            for outcome, sums in results:
+                out.add(sums)
+                for row, reason, payload in outcome:
+                    out.accept(row, payload)
                     status[row] = fmt.DONE if reason is None else fmt.BAD
                     if reason is not None:
                         bad[paths[row]] = reason
@@ -195,7 +236,10 @@ def _prepare_split(
     finally:
         if pool:
             pool.terminate()
-        checkpoint()
+        try:
+            checkpoint()
+        finally:
+            out.close()
     return {
         "rows": len(paths),
         "done": int((status == fmt.DONE).sum()),
@@ -213,32 +257,29 @@ def _read_bad(path: Path) -> dict[str, str]:
         return {}
 
 
-def _create_split(cache: Path, split: str, rows: int) -> None:
-    path = fmt.images_path(cache, split)
-    need = rows * int(np.prod(fmt.ROW_SHAPE))
-    have = path.stat().st_size if path.exists() else 0
-    free = shutil.disk_usage(cache).free
-    if need - have > free:
-        raise UsageError(
-            f"the {split} cache needs {need / 1e9:.1f} GB in {cache}, "
-            f"which has {free / 1e9:.1f} GB free: "
-            f"free some space or choose another CACHE folder"
-        )
-    np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(rows, *fmt.ROW_SHAPE)).flush()
-    fmt.save_status(cache, split, np.zeros(rows, np.uint8))
-    fmt.bad_path(cache, split).unlink(missing_ok=True)
-
-
-def _decode_rows(task: tuple[str, str, list[tuple[int, str]]]) -> list[tuple[int, str | None]]:
-    """Decode rows into the image file: (row, None) or (row, reason). The parent syncs them (an
-    msync per task would make every worker wait for the disk)."""
-    image_file, root, rows = task
-    images = np.load(image_file, mmap_mode="r+")
-    outcome = []
+def _decode_rows(task: Task) -> tuple[list[tuple[int, str | None, bytes | None]], PixelSums | None]:
+    """Decode rows into the memmap (raw) or encode them (jpeg: the bytes return, with the
+    rows' pixel sums for train): (row, None, bytes or None) or (row, reason, None). The parent
+    syncs the memmap (an msync per task would make every worker wait for the disk)."""
+    (kind, spec, want_sums), root, rows = task
+    images = np.load(spec, mmap_mode="r+") if kind == packed.RAW else None
+    outcome, decoded = [], []
     for row, path in rows:
         try:
-            images[row] = load_256(os.path.join(root, path))
-            outcome.append((row, None))
+            image = load_256(os.path.join(root, path))
         except BadImage as exc:
-            outcome.append((row, str(exc)))
-    return outcome
+            outcome.append((row, str(exc), None))
+            continue
+        if images is not None:
+            images[row] = image
+            outcome.append((row, None, None))
+        else:
+            outcome.append((row, None, packed.encode(image, spec)))
+        if want_sums:
+            decoded.append(image)
+    sums = None
+    if want_sums:
+        sums = PixelSums.zeros()
+        if decoded:
+            sums.add(np.stack(decoded))
+    return outcome, sums

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alexnet2012.data.cache import PREPARE, read_cache_file, save_npy
+from alexnet2012.data.cache import PREPARE, ROW_SHAPE, read_cache_file, save_npy
 from alexnet2012.data.progress import Progress
 from alexnet2012.errors import UsageError
 from alexnet2012.files import write_file
@@ -32,40 +32,66 @@ class Stats:
     num_images: int
 
 
+@dataclass
+class PixelSums:
+    """Exact sums over images: per pixel (uint64) and of the RGB products (float64), whatever the
+    order they are added in; a JPEG cache keeps those of the original rows while it is made."""
+
+    pixel: np.ndarray
+    second: np.ndarray
+    images: int = 0
+
+    @classmethod
+    def zeros(cls) -> PixelSums:
+        return cls(np.zeros(ROW_SHAPE, np.uint64), np.zeros((3, 3), np.float64))
+
+    def add(self, batch: np.ndarray) -> None:
+        self.pixel += batch.sum(axis=0, dtype=np.uint64)
+        flat = batch.reshape(-1, 3).astype(np.float64)
+        self.second += flat.T @ flat
+        self.images += len(batch)
+
+    def merge(self, other: PixelSums) -> None:
+        self.pixel += other.pixel
+        self.second += other.second
+        self.images += other.images
+
+    def stats(self) -> Stats:
+        if self.images == 0:
+            raise UsageError(
+                "no usable training images to compute the mean image and the RGB covariance from"
+            )
+        n = self.images
+        pixels = n * self.pixel.shape[0] * self.pixel.shape[1]
+        mean_image = self.pixel.astype(np.float64) / n  # (256, 256, 3) on 0..255
+        mean_rgb = self.pixel.reshape(-1, 3).sum(axis=0).astype(np.float64) / pixels
+        covariance = (self.second / pixels - np.outer(mean_rgb, mean_rgb)) / 255.0**2
+        values, vectors = np.linalg.eigh(covariance)
+        values, vectors = values[::-1], vectors[:, ::-1]
+        vectors = vectors * np.sign(vectors[np.abs(vectors).argmax(axis=0), range(3)])
+        return Stats(
+            mean_image=(mean_image / 255.0).transpose(2, 0, 1).astype(np.float32),
+            mean_rgb=mean_rgb / 255.0,
+            covariance=covariance,
+            eigenvalues=values,
+            eigenvectors=vectors,
+            num_images=n,
+        )
+
+
 def compute_stats(
     images: np.ndarray, rows: np.ndarray, *, chunk: int = 16, progress: bool = True
 ) -> Stats:
     """Statistics of ``images[rows]`` (``images``: (N, 256, 256, 3) uint8, e.g. the memmap)."""
-    if len(rows) == 0:
-        raise UsageError(
-            "no usable training images to compute the mean image and the RGB covariance from"
-        )
     rows = np.sort(rows)
-    pixel_sum = np.zeros(images.shape[1:], np.uint64)
-    second = np.zeros((3, 3), np.float64)
+    sums = PixelSums.zeros()
     what = f"mean image and RGB covariance of {len(rows)} training images"
-    with Progress("stats", len(rows), what, enabled=progress) as bar:
+    with Progress("stats", len(rows), what, enabled=progress and len(rows) > 0) as bar:
         for start in range(0, len(rows), chunk):
             batch = images[rows[start : start + chunk]]
-            pixel_sum += batch.sum(axis=0, dtype=np.uint64)
-            flat = batch.reshape(-1, 3).astype(np.float64)
-            second += flat.T @ flat
+            sums.add(batch)
             bar.update(len(batch))
-    pixels = len(rows) * images.shape[1] * images.shape[2]
-    mean_image = pixel_sum.astype(np.float64) / len(rows)  # (256, 256, 3) on 0..255
-    mean_rgb = pixel_sum.reshape(-1, 3).sum(axis=0).astype(np.float64) / pixels
-    covariance = (second / pixels - np.outer(mean_rgb, mean_rgb)) / 255.0**2
-    values, vectors = np.linalg.eigh(covariance)
-    values, vectors = values[::-1], vectors[:, ::-1]
-    vectors = vectors * np.sign(vectors[np.abs(vectors).argmax(axis=0), range(3)])
-    return Stats(
-        mean_image=(mean_image / 255.0).transpose(2, 0, 1).astype(np.float32),
-        mean_rgb=mean_rgb / 255.0,
-        covariance=covariance,
-        eigenvalues=values,
-        eigenvectors=vectors,
-        num_images=len(rows),
-    )
+    return sums.stats()
 
 
 def save_stats(cache_dir: str | os.PathLike, stats: Stats) -> None:

@@ -15,8 +15,8 @@ from torch.utils.data import DataLoader
 from alexnet2012 import paper
 from alexnet2012.data.feed import Batches, feed
 from alexnet2012.data.worker import (
+    Item,
     Positions,
-    Raw,
     check_start,
     dataloader,
     eval_batches,
@@ -45,8 +45,17 @@ class TrainStream:
         lighting: str = "paper",
         last_epoch: int | None = None,
     ) -> None:
+        self.device = torch.device(device)
         data, mean, scale = train_batches(
-            Path(cache_dir), batch_size, crop, seed, start_epoch, start_batch, lighting
+            Path(cache_dir),
+            batch_size,
+            crop,
+            seed,
+            start_epoch,
+            start_batch,
+            lighting,
+            workers,
+            self.device,
         )
         if last_epoch is not None and last_epoch < start_epoch:
             raise UsageError(
@@ -54,14 +63,13 @@ class TrainStream:
             )
         self.per_epoch = data.per_epoch
         self.start_epoch, self.start_batch, self.last_epoch = start_epoch, start_batch, last_epoch
-        self.device = torch.device(device)
         self._mean, self._scale = mean.to(self.device), scale
         stop = None if last_epoch is None else (last_epoch + 1) * data.per_epoch
         self._positions = Positions(start_epoch * data.per_epoch + start_batch, stop)
         self._loader: DataLoader | None = dataloader(
             data, workers, self.device, sampler=self._positions, persistent=True
         )
-        self._iterator: Iterator[Raw] | None = iter(self._loader)  # starts the workers
+        self._iterator: Iterator[Item] | None = iter(self._loader)  # starts the workers
         self._next = self._positions.start  # the batch number the iterator yields next
 
     def epoch(self, epoch: int, start_batch: int | None = None) -> EpochBatches:
@@ -75,7 +83,7 @@ class TrainStream:
             raise UsageError(f"epoch {epoch} is after the stream's last_epoch {self.last_epoch}")
         return EpochBatches(self, epoch, start_batch)
 
-    def raw(self, first: int, stop: int) -> Iterator[Raw]:
+    def raw(self, first: int, stop: int) -> Iterator[Item]:
         """The loader's items ``first`` .. ``stop - 1``, moving the workers there if need be."""
         if self._loader is None:
             raise UsageError("this TrainStream is closed")
@@ -144,7 +152,9 @@ class EvalStreams:
     def batches(self, split: str = "val", *, batch_size: int, views: int = 1) -> Batches:
         key = (split, views, batch_size)
         if key not in self._batches:
-            data, mean = eval_batches(self.cache, split, batch_size, self.crop, views)
+            data, mean = eval_batches(
+                self.cache, split, batch_size, self.crop, views, self.workers, self.device
+            )
             loader = dataloader(data, self.workers, self.device, persistent=True)
             self._batches[key] = Batches(loader, self.device, mean.to(self.device))
         return self._batches[key]

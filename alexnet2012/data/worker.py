@@ -1,11 +1,14 @@
 """What the loader's worker processes do: item g of a batch-level dataset (``batch_size=None``)
-is one whole batch, read from the cache memmap with one gather and cropped/flipped as uint8; the
-float stage waits for the device (``feed.py``), as float32 is 4x the bytes through shared memory.
+is one whole batch, read from the cache memmap with one gather (a JPEG cache: decoded by a thread
+pool) and cropped/flipped as uint8; the float stage waits for the device (``feed.py``), as
+float32 is 4x the bytes through shared memory. Towards a GPU a JPEG cache's items are its bytes
+(``packed.Encoded``), decoded there.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -14,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from alexnet2012 import paper
+from alexnet2012.data import packed
 from alexnet2012.data.augment import (
     Lighting,
     centre_view,
@@ -22,25 +26,42 @@ from alexnet2012.data.augment import (
     mean_crop,
     ten_views,
 )
-from alexnet2012.data.cache import images_path, open_split
+from alexnet2012.data.cache import SplitCache, images_path, open_split
 from alexnet2012.data.plan import EpochPlan, make_plan
 from alexnet2012.data.stats import load_stats
 from alexnet2012.errors import UsageError
 
 # a loader's item: uint8 crops, int64 labels, float32 lighting shifts (or None)
 Raw = tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"]
+Item = Raw | packed.Encoded
 
 
 class _CacheBatches(Dataset):
-    def __init__(self, cache: Path, split: str, labels: np.ndarray) -> None:
-        self.image_file = images_path(cache, split)
-        self.labels = labels
+    """``read``: uint8 (B, 256, 256, 3) of cache rows; ``encoded``: a JPEG cache's bytes, when
+    the images are decoded on a GPU (``gpu``)."""
+
+    def __init__(self, cache: Path, split: SplitCache, workers: int, gpu: bool) -> None:
+        self.image_file = images_path(cache, split.split)
+        self.labels = split.labels
+        self.packed = split.packed
+        self.gpu = gpu and split.packed is not None
+        if self.packed is not None:  # decoding threads: the cores left to each worker
+            self.packed.threads = max(1, len(os.sched_getaffinity(0)) // max(1, workers))
         self._images: np.ndarray | None = None  # opened in each worker
 
     def read(self, rows: np.ndarray) -> torch.Tensor:
+        if self.packed is not None:
+            return self.packed.decode(rows)
         if self._images is None:
             self._images = np.load(self.image_file, mmap_mode="r")
         return torch.from_numpy(self._images[rows])
+
+    def encoded(
+        self, rows: np.ndarray, shift: torch.Tensor | None, where: np.ndarray, crop: int, views=1
+    ) -> packed.Encoded:
+        data, lengths = self.packed.encoded(rows)
+        labels = torch.from_numpy(self.labels[rows])
+        return packed.Encoded(data, lengths, labels, shift, torch.from_numpy(where), crop, views)
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_images": None}
@@ -54,16 +75,17 @@ class TrainBatches(_CacheBatches):
     def __init__(
         self,
         cache: Path,
-        labels: np.ndarray,
-        usable: np.ndarray,
+        split: SplitCache,
         batch_size: int,
         crop: int,
         seed: int,
         lighting: Lighting,
         first: tuple[int, EpochPlan],
+        workers: int = 0,
+        gpu: bool = False,
     ) -> None:
-        super().__init__(cache, "train", labels)
-        self.usable, self.batch_size, self.crop, self.seed = usable, batch_size, crop, seed
+        super().__init__(cache, split, workers, gpu)
+        self.usable, self.batch_size, self.crop, self.seed = split.usable, batch_size, crop, seed
         self.lighting = lighting
         self.per_epoch = len(first[1])
         self._plans: dict[int, EpochPlan] = dict([first])
@@ -77,32 +99,38 @@ class TrainBatches(_CacheBatches):
                 del self._plans[next(iter(self._plans))]
         return plan
 
-    def __getitem__(self, g: int) -> Raw:
+    def __getitem__(self, g: int) -> Item:
         epoch, b = divmod(g, self.per_epoch)
         p = self.plan(epoch)
+        shift = self.lighting.shift(p.alpha[b])
+        if self.gpu:
+            where = np.stack([p.oy[b], p.ox[b], p.flip[b]], axis=1).astype(np.int64)
+            return self.encoded(p.rows[b], shift, where, self.crop)
         crops = crop_flip(self.read(p.rows[b]), p.oy[b], p.ox[b], p.flip[b], self.crop)
-        return crops, torch.from_numpy(self.labels[p.rows[b]]), self.lighting.shift(p.alpha[b])
+        return crops, torch.from_numpy(self.labels[p.rows[b]]), shift
 
 
 class EvalBatches(_CacheBatches):
     def __init__(
         self,
         cache: Path,
-        split: str,
-        labels: np.ndarray,
-        rows: np.ndarray,
+        split: SplitCache,
         batch_size: int,
         crop: int,
         views: int,
+        workers: int = 0,
+        gpu: bool = False,
     ) -> None:
-        super().__init__(cache, split, labels)
-        self.rows, self.batch_size, self.crop, self.views = rows, batch_size, crop, views
+        super().__init__(cache, split, workers, gpu)
+        self.rows, self.batch_size, self.crop, self.views = split.usable, batch_size, crop, views
 
     def __len__(self) -> int:
         return -(-len(self.rows) // self.batch_size)
 
-    def __getitem__(self, b: int) -> Raw:
+    def __getitem__(self, b: int) -> Item:
         rows = self.rows[b * self.batch_size : (b + 1) * self.batch_size]
+        if self.gpu:
+            return self.encoded(rows, None, np.zeros((0, 3), np.int64), self.crop, self.views)
         images = self.read(rows)
         crops = ten_views(images, self.crop) if self.views == 10 else centre_view(images, self.crop)
         return crops, torch.from_numpy(self.labels[rows]), None
@@ -129,6 +157,8 @@ def train_batches(
     epoch: int,
     start_batch: int,
     lighting: str,
+    workers: int,
+    device: torch.device,
 ) -> tuple[TrainBatches, torch.Tensor, float]:
     """The training dataset (holding ``epoch``'s plan), the mean crop and the lighting scale."""
     assert crop in paper.INPUT_SIZES, crop
@@ -136,9 +166,8 @@ def train_batches(
     light = Lighting(lighting, stats.eigenvalues, stats.eigenvectors)
     plan = make_plan(split.usable, batch_size, crop, seed, epoch)
     check_start(start_batch, len(plan))
-    data = TrainBatches(
-        cache, split.labels, split.usable, batch_size, crop, seed, light, (epoch, plan)
-    )
+    gpu = device.type == "cuda"
+    data = TrainBatches(cache, split, batch_size, crop, seed, light, (epoch, plan), workers, gpu)
     return data, hwc_mean(mean_crop(stats.mean_image, crop)), light.scale
 
 
@@ -152,12 +181,19 @@ def check_start(start_batch: int, per_epoch: int) -> None:
 
 
 def eval_batches(
-    cache: Path, split: str, batch_size: int, crop: int, views: int
+    cache: Path,
+    split: str,
+    batch_size: int,
+    crop: int,
+    views: int,
+    workers: int,
+    device: torch.device,
 ) -> tuple[EvalBatches, torch.Tensor]:
     """Every usable image of ``split`` in cache order, and the mean crop."""
     assert crop in paper.INPUT_SIZES and views in (1, 10) and batch_size >= 1
     data_split, stats = open_split(cache, split), load_stats(cache)
-    data = EvalBatches(cache, split, data_split.labels, data_split.usable, batch_size, crop, views)
+    gpu = device.type == "cuda"
+    data = EvalBatches(cache, data_split, batch_size, crop, views, workers, gpu)
     return data, hwc_mean(mean_crop(stats.mean_image, crop))
 
 

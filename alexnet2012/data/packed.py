@@ -1,0 +1,153 @@
+"""The JPEG cache format: the 256x256 rows of the raw cache, each encoded once by Pillow at
+``quality`` (4:4:4, no chroma subsampling), end to end in ``<split>_jpeg.bin``; row r's bytes
+at ``offsets[r]`` (``<split>_jpeg_index.npy``, int64 (N, 2): offset, length; 0, 0 until done).
+Decoded by torchvision's ``decode_jpeg``: libjpeg-turbo on the CPU, nvJPEG in batches on a GPU.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.io import ImageReadMode, decode_jpeg
+
+from alexnet2012 import paper
+from alexnet2012.data.augment import centre_view, crop_flip, ten_views
+
+RAW, JPEG = "raw", "jpeg"
+FORMATS = (RAW, JPEG)
+DEFAULT_QUALITY = 90
+
+
+def packed_path(cache: Path, split: str) -> Path:
+    return cache / f"{split}_jpeg.bin"
+
+
+def offsets_path(cache: Path, split: str) -> Path:
+    return cache / f"{split}_jpeg_index.npy"
+
+
+def sums_path(cache: Path, split: str) -> Path:
+    """Prepare's checkpoint: row status and the pixel sums of the rows done (for the stats)."""
+    return cache / f"{split}_jpeg_sums.npz"
+
+
+def encode(image: np.ndarray, quality: int) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(image).save(out, "JPEG", quality=quality, subsampling=0)
+    return out.getvalue()
+
+
+def check_offsets(offsets: np.ndarray, done: np.ndarray, size: int) -> None:
+    """``ValueError`` unless every done row has bytes inside the packed file of ``size`` bytes."""
+    if offsets.shape != (len(done), 2) or offsets.dtype != np.int64:
+        raise ValueError(f"not {len(done)} (offset, length) pairs, int64")
+    o, n = offsets[done, 0], offsets[done, 1]
+    if len(o) and (n.min() <= 0 or o.min() < 0 or (o + n).max() > size):
+        raise ValueError(f"a row outside the {size} bytes of its packed file")
+
+
+class Encoded(NamedTuple):
+    """A loader item of still encoded images, decoded on the GPU (``to_device``): training crops
+    at ``where`` rows (oy, ox, flip), or evaluation's ``views`` when ``where`` is empty."""
+
+    data: torch.Tensor  # uint8: the batch's JPEG files end to end
+    lengths: torch.Tensor  # int64 bytes per image
+    labels: torch.Tensor
+    shift: torch.Tensor | None
+    where: torch.Tensor  # int64 (B, 3) or (0, 3)
+    crop: int
+    views: int
+
+
+class PackedRows:
+    """Reads rows of a split's packed file (opened on first use: in each worker process) and
+    decodes them on the CPU with ``threads`` threads."""
+
+    def __init__(self, cache: Path, split: str, threads: int = 1) -> None:
+        self.path, self.threads = packed_path(cache, split), threads
+        self.offsets = np.load(offsets_path(cache, split))
+        self._data: np.ndarray | None = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_data": None, "_pool": None}
+
+    def encoded(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rows' files end to end (one buffer) and their lengths."""
+        if self._data is None:
+            self._data = np.memmap(self.path, np.uint8, "r") if os.path.getsize(self.path) else None
+        spans = self.offsets[rows]
+        data = np.empty(int(spans[:, 1].sum()), np.uint8)
+        at = 0
+        for o, n in spans.tolist():
+            data[at : at + n] = self._data[o : o + n]
+            at += n
+        return torch.from_numpy(data), torch.from_numpy(np.ascontiguousarray(spans[:, 1]))
+
+    def decode(self, rows: np.ndarray) -> torch.Tensor:
+        """uint8 (B, 256, 256, 3) of ``rows``."""
+        data, lengths = self.encoded(rows)
+        if self.threads > 1 and self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads)
+        return decode_cpu(data, lengths, self._pool)
+
+
+def decode_cpu(
+    data: torch.Tensor, lengths: torch.Tensor, pool: ThreadPoolExecutor | None = None
+) -> torch.Tensor:
+    files = torch.split(data, lengths.tolist())
+    out = np.empty((len(files), paper.IMAGE_SIZE, paper.IMAGE_SIZE, 3), np.uint8)
+
+    def one(i: int) -> None:
+        # libjpeg-turbo writes HWC: the CHW tensor is a view of it
+        out[i] = decode_jpeg(files[i], mode=ImageReadMode.RGB).permute(1, 2, 0).numpy()
+
+    with _quiet():
+        if pool is None:
+            for i in range(len(files)):
+                one(i)
+        else:
+            list(pool.map(one, range(len(files))))
+    return torch.from_numpy(out)
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """torchvision >= 0.29 warns at every call that its decoders move to TorchCodec."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*TorchCodec", DeprecationWarning)
+        yield
+
+
+def decode_gpu(data: torch.Tensor, lengths: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 (B, 256, 256, 3) on ``device`` (a channels-last view of nvJPEG's planar output).
+    nvJPEG writes on a stream of its own into memory allocated on the current one: that stream's
+    earlier work (on blocks it may reuse) must be done first."""
+    files = list(torch.split(data, lengths.tolist()))
+    torch.cuda.current_stream(device).synchronize()
+    with _quiet():
+        planes = decode_jpeg(files, mode=ImageReadMode.RGB, device=device)
+    return torch.stack(planes).permute(0, 2, 3, 1)
+
+
+def to_device(item: Encoded, device: torch.device) -> tuple:
+    """The loader item the raw path makes (crops, labels, shift), crops decoded on ``device``."""
+    images = decode_gpu(item.data, item.lengths, device)
+    if len(item.where):
+        oy, ox, flip = item.where.numpy().T
+        crops = crop_flip(images, oy, ox, flip.astype(bool), item.crop)
+    elif item.views == 10:
+        crops = ten_views(images, item.crop)
+    else:
+        crops = centre_view(images, item.crop)
+    return crops, item.labels, item.shift
