@@ -17,7 +17,8 @@ from alexnet2012.data.packed import JPEG
 from alexnet2012.data.subset import Subset
 from alexnet2012.errors import UsageError
 from alexnet2012.model import AlexNet
-from alexnet2012.schedule import PaperSchedule
+from alexnet2012.optim import PaperSGD, layer_groups
+from alexnet2012.schedule import PaperSchedule, RecipeSchedule, describe_event
 
 # settings --resume may change, or that follow from the data: two runs differing only in these
 # compute the same thing
@@ -55,6 +56,8 @@ class TrainConfig:
     tf32: bool = True  # CUDA only; False: fp32 products as in 2012
     bf16: bool = False  # bf16 autocast, the LRN in float32
     compile: bool = False  # torch.compile the training step
+    recipe: str = "paper"  # or "2012-code": [C]'s layers-145 network and schedule
+    bias_lr: str | None = None  # 2012-code: its bias-rate reading (None: paper.RECIPES')
     lr: float = paper.LEARNING_RATE
     lr_drops: tuple[int, ...] | None = None  # fixed drop epochs instead of the plateau rule
     patience: int = 5
@@ -75,9 +78,19 @@ class TrainConfig:
         config.lr_drops = None if config.lr_drops is None else tuple(config.lr_drops)
         return config
 
-    def check(self, train_images: int | None = None) -> None:
-        """Refuse settings that cannot run, one line each; the batch is checked against the
-        training set when ``train_images`` is given."""
+    def check(self, data: CacheInfo | None = None) -> None:
+        """Refuse settings that cannot run, one line each; against the ``data`` when given."""
+        if data is not None and data.num_classes < 2:
+            raise UsageError(
+                f"{self.cache} holds {data.num_classes} class: classifying needs "
+                "at least 2 (give data with more classes)"
+            )
+        if data is not None and data.val_images == 0:
+            raise UsageError(
+                f"{self.cache} has no prepared validation images: prepare the val "
+                "split (scripts/prepare_imagenet.py) before training"
+            )
+        train_images = None if data is None else data.train_images
         if not self.devices:
             raise UsageError("--devices takes one or two devices (one per column), got 0")
         devices.parse(self.devices, self.columns)
@@ -104,6 +117,19 @@ class TrainConfig:
             raise UsageError(
                 f"--lighting must be one of {', '.join(LIGHTING_MODES)}, got {self.lighting}"
             )
+        if self.recipe not in paper.RECIPES:
+            raise UsageError(
+                f"--recipe must be one of {', '.join(paper.RECIPES)}, got {self.recipe}"
+            )
+        if self.bias_lr is not None and (
+            self.recipe == "paper" or self.bias_lr not in paper.BIAS_LR_READINGS
+        ):
+            raise UsageError(
+                f"--bias-lr {self.bias_lr}: only with --recipe 2012-code, one of "
+                f"{', '.join(paper.BIAS_LR_READINGS)}"
+            )
+        if self.recipe != "paper" and self.lr_drops is not None:
+            raise UsageError(f"--lr-drops: --recipe {self.recipe} has its own fixed schedule")
         options.positive("--lr", self.lr)
         options.lr_drops(self.lr_drops, self.epochs)
         options.count("--patience", self.patience)
@@ -150,10 +176,25 @@ def deviations(config: TrainConfig, num_classes: int, cache: CacheInfo | None = 
         )
     if config.batch_size != paper.BATCH_SIZE:
         out.append(f"batch {config.batch_size} instead of {paper.BATCH_SIZE}")
-    if config.epochs != paper.EPOCHS:
+    recipe = paper.recipe(config.recipe, config.bias_lr)
+    if recipe.events:
+        events = "; ".join(map(describe_event, recipe.events))
+        out.append(
+            f"the 2012 code's recipe (layers-145): LRN before ReLU in conv1, a within-map "
+            f"normalization after conv2, its init, biases at {recipe.bias_lr_scale:g}x the "
+            f"weights' rate (reading '{recipe.bias_lr}': "
+            + (
+                "biases keep their rate until their layer freezes"
+                if recipe.bias_lr == "fixed"
+                else "biases follow the weights' rate down"
+            )
+            + f"), and its fixed events by epoch ({events}) instead of the paper's"
+        )
+    if config.epochs != recipe.epochs:
+        about = "about " if recipe.name == "paper" else ""
         out.append(
             f"at most {config.epochs} epoch{'' if config.epochs == 1 else 's'} instead "
-            f"of about {paper.EPOCHS}"
+            f"of {about}{recipe.epochs}"
         )
     if config.lr_drops == ():
         out.append(
@@ -195,14 +236,25 @@ def build_model(config: TrainConfig, num_classes: int) -> AlexNet:
         columns=config.columns,
         lrn=config.lrn,
         overlapping_pool=config.overlapping_pool,
+        recipe=config.recipe,
     )
     if len(config.devices) == 1:
         return AlexNet(num_classes, **kwargs).to(config.devices[0])
     return AlexNet(num_classes, devices=config.devices, **kwargs)
 
 
-def build_schedule(config: TrainConfig) -> PaperSchedule:
-    """The plateau rule, or the fixed drop epochs when ``config.lr_drops`` is set."""
+def build_optimizer(config: TrainConfig, model: AlexNet) -> PaperSGD:
+    """PaperSGD; for a recipe with per-layer rates ([C]'s), one param group per layer and kind."""
+    if config.recipe == "paper":
+        return PaperSGD(model.parameters(), lr=config.lr)
+    return PaperSGD(layer_groups(model, config.lr), lr=config.lr)
+
+
+def build_schedule(config: TrainConfig) -> PaperSchedule | RecipeSchedule:
+    """The recipe's fixed events, else the plateau rule or ``config.lr_drops``."""
+    recipe = paper.recipe(config.recipe, config.bias_lr)
+    if recipe.events:
+        return RecipeSchedule(recipe, lr=config.lr, max_epochs=config.epochs)
     return PaperSchedule(
         lr=config.lr,
         patience=config.patience,

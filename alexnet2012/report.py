@@ -45,12 +45,14 @@ def comparison(
     dataset: str,
     num_classes: int | None = None,
     subset: dict | None = None,
+    recipe: str = "paper",
 ) -> tuple[list[str], list[list[str]], list[str]]:
     """Headers, rows and notes comparing this run's test errors with every ``paper.RESULTS`` row.
 
     Differences (this run minus the row, points) are given only for rows on ``dataset``; the
     paper's own figure for it (``paper.result_for``) is marked. ``num_classes`` adds chance. A
-    run on a ``subset`` of ImageNet gets no rows of 1000-class figures."""
+    run on a ``subset`` of ImageNet gets no rows of 1000-class figures; a 2012-code ``recipe``
+    run is marked against [C]'s logged figures, a paper run against the paper's."""
     center, ten_view = results["center"], results.get("ten_view") or {}
     headers = [
         "",
@@ -84,12 +86,14 @@ def comparison(
             "compares with it.",
         )
         return headers[:4], [row[:4] for row in rows], notes
-    try:
-        own: paper.Result | None = paper.result_for(dataset)
-    except KeyError:
-        own = None
+    if recipe == "2012-code":
+        own = [r for r in paper.RESULTS if r.source.startswith("[C]") and r.dataset == dataset]
+        mark = "the 2012 code's"
+    else:
+        own = [paper.result_for(dataset)] if _has_paper_row(dataset) else []
+        mark = "the paper's"
     for r in paper.RESULTS:
-        label = f"{r.source} ({r.note})" + (" <- the paper's figure" if r == own else "")
+        label = f"{r.source} ({r.note})" + (f" <- {mark} figure" if r in own else "")
         same = r.dataset == dataset
         rows.append(
             [
@@ -116,14 +120,22 @@ def comparison(
     return headers[:4], [row[:4] for row in rows], notes  # no differences to show
 
 
+def _has_paper_row(dataset: str) -> bool:
+    try:
+        return paper.result_for(dataset) is not None
+    except KeyError:
+        return False
+
+
 def format_comparison(
     results: dict[str, Any],
     dataset: str,
     num_classes: int | None = None,
     subset: dict | None = None,
+    recipe: str = "paper",
 ) -> str:
     """The comparison as a plain-text table with its notes, for the terminal."""
-    headers, rows, notes = comparison(results, dataset, num_classes, subset)
+    headers, rows, notes = comparison(results, dataset, num_classes, subset, recipe)
     widths = [max(len(row[i]) for row in [headers] + rows) for i in range(len(headers))]
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()

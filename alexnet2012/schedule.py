@@ -257,8 +257,9 @@ class RecipeSchedule:
         _epoch_checks(self, epoch, val_error)
         old = self.lr
         self.epoch = epoch
-        if epoch >= self.max_epochs:
-            return Decision(old, False, True, f"epoch limit {self.max_epochs} reached: stop")
+        if epoch >= self.max_epochs:  # the rates as if training went on
+            reason = f"epoch limit {self.max_epochs} reached: stop"
+            return Decision(old, False, True, reason, self.colour_noise, self.lrs)
         events = [describe_event(e) for e in self.recipe.events if e.epoch == epoch + 1]
         reason = f"{self.recipe.name}: " + ("; ".join(events) or f"keep lr {old:g}")
         return Decision(self.lr, self.lr < old, False, reason, self.colour_noise, self.lrs)

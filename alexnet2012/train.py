@@ -15,12 +15,16 @@ from tqdm import tqdm
 
 from alexnet2012 import checkpoint as checkpoints
 from alexnet2012 import devices
-from alexnet2012.config import TrainConfig, build_model, build_schedule, deviations
+from alexnet2012.config import (
+    TrainConfig,
+    build_model,
+    build_optimizer,
+    build_schedule,
+    deviations,
+)
 from alexnet2012.data import EvalStreams, TrainStream, cache_info
-from alexnet2012.errors import UsageError
 from alexnet2012.evaluate import evaluate
 from alexnet2012.losswatch import LossWatch
-from alexnet2012.optim import PaperSGD
 from alexnet2012.resume import check_same_data, resumed_config
 from alexnet2012.runfolder import (
     CHECKPOINT,
@@ -53,24 +57,14 @@ class Trainer:
         self.train_images, self.val_images = info.train_images, info.val_images
         if checkpoint is not None:  # before the checks of settings against the data
             check_same_data(checkpoint, self.folder, config.cache, info)
-        if self.num_classes < 2:
-            raise UsageError(
-                f"{config.cache} holds {self.num_classes} class: classifying needs "
-                "at least 2 (give data with more classes)"
-            )
-        config.check(self.train_images)
-        if self.val_images == 0:
-            raise UsageError(
-                f"{config.cache} has no prepared validation images: prepare the val "
-                "split (scripts/prepare_imagenet.py) before training"
-            )
+        config.check(info)
         self.dev = torch.device(config.devices[0])
         self.backends = devices.configure_backends(config.devices, config.tf32)
         if checkpoint is None:
             self.folder.check_new(config)
         torch.manual_seed(config.seed)
         self.model = build_model(config, self.num_classes)
-        self.optimizer = PaperSGD(self.model.parameters(), lr=config.lr)
+        self.optimizer = build_optimizer(config, self.model)
         self.step = TrainStep(
             self.model,
             self.optimizer,
@@ -101,8 +95,7 @@ class Trainer:
         log: Callable[[str], None] = print,
         **overrides: Any,
     ) -> Trainer:
-        """The run in folder ``out``, from its checkpoint or, when it saved none, from the
-        beginning (see :func:`alexnet2012.resume.resumed_config`)."""
+        """The run in ``out``, from its checkpoint (:func:`alexnet2012.resume.resumed_config`)."""
         config, checkpoint, changed = resumed_config(out, overrides)
         run = cls(config, checkpoint=checkpoint, progress=progress, log=log)
         if checkpoint is not None and (changed or run.folder.recorded("backends") != run.backends):
@@ -110,8 +103,7 @@ class Trainer:
         return run
 
     def _start_folder(self) -> None:
-        """Create the folder and its config.json; a run there that saved no checkpoint starts
-        again, its logged epochs dropped."""
+        """Create the folder and config.json; a run that saved no checkpoint starts again."""
         self.folder.create()
         recorded = self.folder.recorded("settings")
         if recorded is not None:
@@ -196,7 +188,7 @@ class Trainer:
         total = len(loader) + self.batch
         watch = LossWatch()
         watch.total, watch.steps = self.partial["loss"], self.partial["steps"]
-        lr = self.optimizer.param_groups[0]["lr"]
+        lr = self.schedule.lr
         bar = tqdm(
             total=total * c.batch_size,
             initial=self.batch * c.batch_size,
@@ -255,18 +247,7 @@ class Trainer:
         """Train until the schedule stops or the epoch limit, then test; returns the results."""
         c = self.config
         if not self.finished:
-            self._train = TrainStream(
-                c.cache,
-                batch_size=c.batch_size,
-                crop=c.input_size,
-                seed=c.seed,
-                start_epoch=self.epoch,
-                start_batch=self.batch,
-                workers=c.workers,
-                device=str(self.dev),
-                lighting=c.lighting,
-                last_epoch=c.epochs,
-            )
+            self._open_train_stream()
         self._evals = EvalStreams(
             c.cache, crop=c.input_size, workers=c.workers, device=str(self.dev)
         )
@@ -278,6 +259,27 @@ class Trainer:
                     loaders.close()
             self._train = self._evals = None
 
+    def _lighting(self) -> str:  # the coming epoch's: the run's, unless the recipe turned it off
+        return self.config.lighting if self.schedule.colour_noise else "none"
+
+    def _open_train_stream(self) -> None:
+        """Loader workers for the epochs from here on, with the coming epoch's lighting."""
+        if self._train is not None:
+            self._train.close()
+        c = self.config
+        self._train = TrainStream(
+            c.cache,
+            batch_size=c.batch_size,
+            crop=c.input_size,
+            seed=c.seed,
+            start_epoch=self.epoch,
+            start_batch=self.batch,
+            workers=c.workers,
+            device=str(self.dev),
+            lighting=self._lighting(),
+            last_epoch=c.epochs,
+        )
+
     def _run(self) -> dict[str, Any]:
         c = self.config
         while not self.finished:
@@ -286,7 +288,7 @@ class Trainer:
             images = self.partial["steps"] * c.batch_size
             line = {
                 "epoch": self.epoch,
-                "lr": self.optimizer.param_groups[0]["lr"],
+                "lr": self.schedule.lr,
                 "train_loss": train_loss,
                 "val_loss": val["loss"],
                 "val_top1": val["top1"],
@@ -300,6 +302,7 @@ class Trainer:
                 f"{100 * val['top1']:.2f}%, top-5 {100 * val['top5']:.2f}%, "
                 f"{line['images_per_s']:.1f} img/s"
             )
+            lighting = self._lighting()
             decision = self.schedule.step(self.epoch, val["top1"])
             if decision.dropped:
                 self.drop_log.append(
@@ -313,7 +316,7 @@ class Trainer:
                 )
                 self.log(f"lr drop: {decision.reason}")
             for group in self.optimizer.param_groups:
-                group["lr"] = decision.lr
+                group["lr"] = decision.lr_for(group)
             self.folder.write_metrics(self.folder.metric_lines() + [json.dumps(line)])
             self.folder.write_json(DROPS, self.drop_log)
             self.finished = decision.stop
@@ -323,6 +326,9 @@ class Trainer:
             self.epoch, self.batch = self.epoch + 1, 0
             self.partial = {"loss": 0.0, "steps": 0, "seconds": 0.0}
             self.save()
+            if not self.finished and self._lighting() != lighting:  # e.g. [C]'s epoch 67
+                self.log(f"lighting noise from epoch {self.epoch}: {self._lighting()}")
+                self._open_train_stream()
         if self._train is not None:
             self._train.close()  # its workers are not needed for the test
         return self.test()

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from alexnet2012 import options
 from alexnet2012.data import prepare_cache
 from alexnet2012.data.imagenet import SPLITS
+from alexnet2012.data.packed import DEFAULT_QUALITY, FORMATS
 from alexnet2012.data.subset import Subset
 
 
@@ -45,10 +46,24 @@ def main(argv: Sequence[str] | None = None) -> None:
         "validation keeps all images of those classes (default: all)",
     )
     p.add_argument(
+        "--format",
+        choices=FORMATS,
+        default=FORMATS[0],
+        help="raw: uint8 rows, fastest to read (default); jpeg: the same rows re-encoded as JPEG "
+        "in one packed file per split, a fraction of the disk (not quite the paper's pixels)",
+    )
+    p.add_argument(
+        "--quality",
+        type=int,
+        default=DEFAULT_QUALITY,
+        help="JPEG quality of --format jpeg, 1 to 100 (default: %(default)s)",
+    )
+    p.add_argument(
         "--quiet", action="store_true", help="no progress bars (nor progress lines, in a log)"
     )
     args = p.parse_args(argv)
     options.workers(args.workers)
+    options.count("--quality", args.quality, 1, 100)
     spec = options.subset(args.subset)
 
     summary = prepare_cache(
@@ -60,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         devkit=args.devkit,
         subset=None if spec is None else Subset(*spec),
         progress=not args.quiet,
+        format=args.format,
+        quality=args.quality,
     )
     for split in args.splits:
         s = summary[split]

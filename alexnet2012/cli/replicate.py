@@ -86,7 +86,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--epochs",
         type=int,
-        help=f"epoch limit (default {paper.EPOCHS}; the demo {DEMO['epochs']})",
+        help=f"epoch limit (default {paper.EPOCHS}, --recipe 2012-code 91; the demo "
+        f"{DEMO['epochs']})",
+    )
+    p.add_argument(
+        "--recipe",
+        choices=tuple(paper.RECIPES),
+        default="paper",
+        help="paper (default): the paper's network and schedule; 2012-code: the original code's "
+        "layers-145 run, the network and schedule behind the published numbers",
+    )
+    p.add_argument(
+        "--bias-lr",
+        choices=paper.BIAS_LR_READINGS,
+        help="2012-code only: biases keep their rate of 0.02 until their layer freezes (fixed, "
+        "the default reading of its params file) or stay at 2x the weights' rate (follows)",
     )
     p.add_argument("--out", help="run folder (default experiments/runs/<time>)")
     p.add_argument(
@@ -192,11 +206,12 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     out = args.out or f"experiments/runs/{'demo-' if demo else ''}{time.strftime('%Y%m%d-%H%M%S')}"
     names = tuple(str(d) for d in devices.parse(args.devices))
     workers = _default(options.workers(args.workers), default_workers(names))
-    epochs = _default(args.epochs, DEMO["epochs"] if demo else paper.EPOCHS)
+    epochs = _default(args.epochs, DEMO["epochs"] if demo else paper.RECIPES[args.recipe].epochs)
     if args.lr_drops:
         lr_drops = options.int_list("--lr-drops", args.lr_drops)
     else:  # the demo's drops that a shorter --epochs leaves in the run
-        lr_drops = tuple(e for e in DEMO["lr_drops"] if e <= epochs) if demo else None
+        drops = tuple(e for e in DEMO["lr_drops"] if e <= epochs)
+        lr_drops = drops if demo and args.recipe == "paper" else None  # a recipe has its own
     batch_size = _default(args.batch_size, DEMO["batch_size"] if demo else paper.BATCH_SIZE)
     config = TrainConfig(
         cache="",
@@ -218,6 +233,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         compile=args.compile,
         lr=args.lr,
         lr_drops=lr_drops,
+        recipe=args.recipe,
+        bias_lr=args.bias_lr,
         patience=_default(args.patience, TrainConfig.patience),
         threshold=args.threshold,
         ten_view=not args.no_ten_view,
@@ -295,7 +312,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{exc}{kept}: {'free space' if exc.no_space else 'fix the cause'}, "
             f"then {_how_to_continue(args, argv, out)}"
         ) from None
-    print(format_comparison(results, config.dataset, run.num_classes, run.cache.subset))
+    print(
+        format_comparison(results, config.dataset, run.num_classes, run.cache.subset, config.recipe)
+    )
     print(f"report: {report}")
     return 0
 
