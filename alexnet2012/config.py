@@ -32,6 +32,8 @@ NOT_COMPUTATION = (
     "dataset",
     "test_split",
     "deviations",
+    "replicas",
+    "devices_per_replica",
 )
 
 
@@ -67,6 +69,8 @@ class TrainConfig:
     dataset: str = "ILSVRC-2012 val"
     test_split: str = "val"  # "test" for ILSVRC-2010 (P Table 1)
     deviations: list[str] = field(default_factory=list)  # extra notes, e.g. from the demo
+    replicas: int = 1  # torchrun's processes, each a share of every batch (distributed.py)
+    devices_per_replica: int = 1  # under torchrun with CUDA: one GPU, or a column pair
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -98,6 +102,22 @@ class TrainConfig:
         options.count("--batch-size", self.batch_size)
         options.count("--accumulate", self.accumulate)
         options.count("eval_batch_size", self.eval_batch_size)
+        if self.devices_per_replica not in (1, 2):
+            raise UsageError(
+                f"--devices-per-replica must be 1 or 2, got {self.devices_per_replica}"
+            )
+        options.count("replicas", self.replicas)
+        if self.batch_size % self.replicas:
+            raise UsageError(
+                f"--batch-size {self.batch_size} is not divisible by the {self.replicas} "
+                "replicas: the batch is split evenly across them"
+            )
+        if self.replicas > 1 and self.batch_size // self.replicas % self.accumulate:
+            raise UsageError(
+                f"--batch-size {self.batch_size} over {self.replicas} replicas is "
+                f"{self.batch_size // self.replicas} images each, not divisible by --accumulate "
+                f"{self.accumulate}: each chunk must hold the same number of images"
+            )
         if self.batch_size % self.accumulate:
             raise UsageError(
                 f"--batch-size {self.batch_size} is not divisible by --accumulate "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -33,9 +33,11 @@ def evaluate(
     *,
     progress: bool = False,
     desc: str = "eval",
+    reduce: Callable[[Tensor], Tensor] | None = None,
 ) -> dict[str, float]:
     """Error rates (fractions) and mean loss (-log of the true class's view-averaged
-    probability) in eval mode; sums stay on the device: one sync per evaluation."""
+    probability) in eval mode; sums stay on the device: one sync per evaluation. ``reduce``:
+    the sums and count over replicas, each holding a shard of the images."""
     was_training = model.training
     model.eval()
     sums = None
@@ -53,6 +55,11 @@ def evaluate(
             count += y.shape[0]
     finally:
         model.train(was_training)
+    if reduce is not None:
+        if sums is None:
+            sums = torch.zeros(3, device=next(model.parameters()).device)
+        totals = reduce(torch.cat([sums, sums.new_tensor([count])]))
+        sums, count = totals[:3], int(totals[3].item())
     if count == 0:
         raise ValueError("no images to evaluate")
     top1, top5, loss = (sums / count).tolist()

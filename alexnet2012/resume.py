@@ -4,15 +4,19 @@ of a checkpoint."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from alexnet2012.checkpoint import load_checkpoint
+import torch
+
+from alexnet2012.checkpoint import load_checkpoint, set_rng_state
 from alexnet2012.config import TrainConfig, build_model
 from alexnet2012.data import CacheInfo
+from alexnet2012.distributed import rank_seed
 from alexnet2012.errors import UsageError
 from alexnet2012.model import AlexNet
-from alexnet2012.runfolder import CHECKPOINT, CONFIG, RUN_FILES, RunFolder
+from alexnet2012.runfolder import CHECKPOINT, CONFIG, RUN_FILES, RunFolder, epoch_of
 
 
 def class_mismatch(checkpoint: dict[str, Any], wnids: list[str]) -> str:
@@ -143,3 +147,50 @@ def load_trained_model(
     model = build_model(config, num_classes)
     model.load_state_dict(state)
     return model.eval(), config, checkpoint
+
+
+def checkpoint_state(run: Any, rngs: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a :class:`~alexnet2012.train.Trainer`'s checkpoint holds; ``rngs``: every replica's
+    RNG state."""
+    return {
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "schedule": run.schedule.state_dict(),
+        "epoch": run.epoch,
+        "batch": run.batch,
+        "elapsed_s": run.elapsed,
+        "partial": dict(run.partial),
+        "drop_log": list(run.drop_log),
+        "finished": run.finished,
+        "stop_reason": run.stop_reason,
+        "rng": rngs[0],
+        "config": asdict(run.config),
+        "num_classes": run.num_classes,
+        "wnids": run.wnids,
+        **({"rng_ranks": rngs} if len(rngs) > 1 else {}),
+    }
+
+
+def restore(run: Any, ckpt: dict[str, Any]) -> None:
+    """Put a trainer back where :func:`checkpoint_state` left it. With as many replicas,
+    exactly; with another number, the same images from there on but new dropout seeds (the
+    report says so)."""
+    run.model.load_state_dict(ckpt["model"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.schedule.load_state_dict(ckpt["schedule"])
+    run.epoch, run.batch, run.elapsed = ckpt["epoch"], ckpt["batch"], ckpt["elapsed_s"]
+    run.partial, run.drop_log = ckpt["partial"], ckpt["drop_log"]
+    run.finished, run.stop_reason = ckpt["finished"], ckpt["stop_reason"]
+    rank, size, saved = run.world.rank, run.world.size, ckpt["config"].get("replicas", 1)
+    set_rng_state(ckpt["rng_ranks"][rank] if size == saved > 1 else ckpt["rng"])
+    if size != saved:
+        torch.manual_seed(rank_seed(run.config.seed, rank, run.epoch, run.batch))
+        run.config.deviations.append(
+            f"resumed at epoch {run.epoch}, batch {run.batch} on {size} replica(s) instead of "
+            f"{saved}: the same images in the same order, other dropout masks than a run never "
+            "interrupted"
+        )
+    lines = run.folder.metric_lines()
+    kept = [line for line in lines if epoch_of(line) < run.epoch]
+    if kept != lines and run.world.main:  # drop epochs logged after this checkpoint
+        run.folder.write_metrics(kept)

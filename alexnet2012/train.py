@@ -14,7 +14,7 @@ import torch
 from tqdm import tqdm
 
 from alexnet2012 import checkpoint as checkpoints
-from alexnet2012 import devices
+from alexnet2012 import devices, distributed
 from alexnet2012.config import (
     TrainConfig,
     build_model,
@@ -25,7 +25,7 @@ from alexnet2012.config import (
 from alexnet2012.data import EvalStreams, TrainStream, cache_info
 from alexnet2012.evaluate import evaluate
 from alexnet2012.losswatch import LossWatch
-from alexnet2012.resume import check_same_data, resumed_config
+from alexnet2012.resume import check_same_data, checkpoint_state, restore, resumed_config
 from alexnet2012.runfolder import (
     CHECKPOINT,
     CONFIG,
@@ -33,13 +33,13 @@ from alexnet2012.runfolder import (
     METRICS,
     RESULTS,
     RunFolder,
-    epoch_of,
 )
 from alexnet2012.step import TrainStep
 
 
 class Trainer:
-    """One training run in its folder: fresh, or resumed from its checkpoint."""
+    """One training run in its folder: fresh, or resumed from its checkpoint. Under torchrun,
+    one replica of it (``world``); replica 0 alone writes the folder and talks."""
 
     def __init__(
         self,
@@ -48,8 +48,13 @@ class Trainer:
         checkpoint: dict[str, Any] | None = None,
         progress: bool = True,
         log: Callable[[str], None] = print,
+        world: distributed.World | None = None,
     ):
+        self.world = world = world or distributed.environment()
+        if not world.main:
+            progress, log = False, lambda line: None
         self.config, self.progress, self.log = config, progress, log
+        config.replicas = world.size
         self.folder = RunFolder(config.out)
         self.dir = self.folder.path
         self.cache = info = cache_info(config.cache)
@@ -60,13 +65,18 @@ class Trainer:
         config.check(info)
         self.dev = torch.device(config.devices[0])
         self.backends = devices.configure_backends(config.devices, config.tf32)
-        if checkpoint is None:
+        if checkpoint is None and world.main:
             self.folder.check_new(config)
+        distributed.start(world, devices.any_cuda(config.devices))
+        if world.size > 1 and self.dev.type == "cuda":
+            torch.cuda.set_device(self.dev)
         torch.manual_seed(config.seed)
         self.model = build_model(config, self.num_classes)
+        if world.size > 1:  # the same initial weights, each replica's own dropout masks
+            torch.manual_seed(distributed.rank_seed(config.seed, world.rank))
         self.optimizer = build_optimizer(config, self.model)
         self.step = TrainStep(
-            self.model,
+            distributed.wrap(self.model, config.devices),
             self.optimizer,
             accumulate=config.accumulate,
             bf16=config.bf16,
@@ -75,9 +85,10 @@ class Trainer:
         self._train: TrainStream | None = None  # the loaders of run(), made there
         self._evals: EvalStreams | None = None
         self.schedule = build_schedule(config)
-        self.folder.remove_leftovers(self.log)
-        self.folder.check_room(self.checkpoint_bytes(), resumed=checkpoint is not None)
-        if checkpoint is None:
+        if world.main:
+            self.folder.remove_leftovers(self.log)
+            self.folder.check_room(self.checkpoint_bytes(), resumed=checkpoint is not None)
+        if checkpoint is None and world.main:
             self._start_folder()
         self.epoch, self.batch, self.elapsed = 1, 0, 0.0
         self.partial = {"loss": 0.0, "steps": 0, "seconds": 0.0}
@@ -97,7 +108,9 @@ class Trainer:
     ) -> Trainer:
         """The run in ``out``, from its checkpoint (:func:`alexnet2012.resume.resumed_config`)."""
         config, checkpoint, changed = resumed_config(out, overrides)
+        saved = config.replicas
         run = cls(config, checkpoint=checkpoint, progress=progress, log=log)
+        changed |= saved != run.world.size
         if checkpoint is not None and (changed or run.folder.recorded("backends") != run.backends):
             run._write_config()  # the report reads them
         return run
@@ -126,6 +139,8 @@ class Trainer:
 
     def _write_config(self) -> None:
         """config.json: the settings, devices, data and deviations the report shows."""
+        if not self.world.main:
+            return
         self.folder.write_json(
             CONFIG,
             {
@@ -145,41 +160,16 @@ class Trainer:
         )
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.schedule.load_state_dict(ckpt["schedule"])
-        self.epoch, self.batch, self.elapsed = ckpt["epoch"], ckpt["batch"], ckpt["elapsed_s"]
-        self.partial, self.drop_log = ckpt["partial"], ckpt["drop_log"]
-        self.finished, self.stop_reason = ckpt["finished"], ckpt["stop_reason"]
-        checkpoints.set_rng_state(ckpt["rng"])
-        lines = self.folder.metric_lines()
-        kept = [line for line in lines if epoch_of(line) < self.epoch]
-        if kept != lines:  # drop epochs logged after this checkpoint was written
-            self.folder.write_metrics(kept)
+        restore(self, ckpt)
         where = "finished" if self.finished else f"epoch {self.epoch}, batch {self.batch}"
         self.log(f"resumed from {self.folder / CHECKPOINT} ({where})")
 
     def save(self) -> None:
-        """Write the checkpoint: everything needed to continue exactly from here."""
-        checkpoints.save_checkpoint(
-            self.folder / CHECKPOINT,
-            {
-                "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "schedule": self.schedule.state_dict(),
-                "epoch": self.epoch,
-                "batch": self.batch,
-                "elapsed_s": self.elapsed,
-                "partial": dict(self.partial),
-                "drop_log": list(self.drop_log),
-                "finished": self.finished,
-                "stop_reason": self.stop_reason,
-                "rng": checkpoints.rng_state(),
-                "config": asdict(self.config),
-                "num_classes": self.num_classes,
-                "wnids": self.wnids,
-            },
-        )
+        """Write the checkpoint: everything needed to continue exactly from here (replica 0
+        writes the weights once and every replica's RNG state)."""
+        rngs = distributed.gather(checkpoints.rng_state())
+        if self.world.main:
+            checkpoints.save_checkpoint(self.folder / CHECKPOINT, checkpoint_state(self, rngs))
 
     def train_epoch(self) -> float:
         """Train the current epoch from ``self.batch`` on; returns its mean training loss."""
@@ -206,8 +196,10 @@ class Trainer:
             self.batch += 1
             bar.update(c.batch_size)
             due = time.monotonic() - last_save >= 60 * c.checkpoint_minutes
+            if self.world.size > 1:  # replica 0's clock decides for all
+                due = distributed.agree(float(due))[0] > 0
             if due or self.batch % 20 == 0 or self.batch == total:
-                recent = watch.check(self.epoch)
+                recent = distributed.check_losses(watch, self.epoch)
                 bar.set_postfix(loss=f"{recent:.3f}", lr=f"{lr:g}", refresh=False)
             if due and self.batch < total:
                 devices.synchronize(self.config.devices)
@@ -221,7 +213,7 @@ class Trainer:
                 started = time.perf_counter()
                 self.save()
                 last_save = time.monotonic()
-        watch.check(self.epoch)
+        distributed.check_losses(watch, self.epoch)
         devices.synchronize(self.config.devices)
         bar.close()
         seconds = time.perf_counter() - started
@@ -241,6 +233,7 @@ class Trainer:
             batches,
             progress=self.progress,
             desc=f"{'10-view' if views == 10 else 'centre'} eval",
+            reduce=distributed.all_sum if self.world.size > 1 else None,
         )
 
     def run(self) -> dict[str, Any]:
@@ -249,7 +242,11 @@ class Trainer:
         if not self.finished:
             self._open_train_stream()
         self._evals = EvalStreams(
-            c.cache, crop=c.input_size, workers=c.workers, device=str(self.dev)
+            c.cache,
+            crop=c.input_size,
+            workers=c.workers,
+            device=str(self.dev),
+            shard=self.world.shard,
         )
         try:
             return self._run()
@@ -278,6 +275,7 @@ class Trainer:
             device=str(self.dev),
             lighting=self._lighting(),
             last_epoch=c.epochs,
+            shard=self.world.shard,
         )
 
     def _run(self) -> dict[str, Any]:
@@ -317,8 +315,9 @@ class Trainer:
                 self.log(f"lr drop: {decision.reason}")
             for group in self.optimizer.param_groups:
                 group["lr"] = decision.lr_for(group)
-            self.folder.write_metrics(self.folder.metric_lines() + [json.dumps(line)])
-            self.folder.write_json(DROPS, self.drop_log)
+            if self.world.main:
+                self.folder.write_metrics(self.folder.metric_lines() + [json.dumps(line)])
+                self.folder.write_json(DROPS, self.drop_log)
             self.finished = decision.stop
             if decision.stop:
                 self.stop_reason = decision.reason
@@ -345,5 +344,6 @@ class Trainer:
             epochs_trained=self.epoch - 1,
             stopped_because=self.stop_reason,
         )
-        self.folder.write_json(RESULTS, results)
+        if self.world.main:
+            self.folder.write_json(RESULTS, results)
         return results

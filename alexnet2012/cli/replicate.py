@@ -16,27 +16,17 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from alexnet2012 import devices, options, paper
+from alexnet2012 import devices, distributed, options, paper
 from alexnet2012.config import TrainConfig, default_workers, deviations
-from alexnet2012.errors import SaveError, UsageError
+from alexnet2012.errors import SaveError, UsageError, out_of_memory
 from alexnet2012.report import format_comparison, write_report
 from alexnet2012.runfolder import CHECKPOINT, CONFIG, RunFolder
 from alexnet2012.sources import DEMO, demo_cache, resolve_cache
 from alexnet2012.train import Trainer
 
 # what --resume may change: where and how the run computes, not what it computes
-RESUME_OPTIONS = (
-    "out",
-    "resume",
-    "data",
-    "cache",
-    "year",
-    "devices",
-    "epochs",
-    "workers",
-    "checkpoint_minutes",
-    "quiet",
-)
+RESUME_OPTIONS = ("out", "resume", "data", "cache", "year", "devices", "devices_per_replica")
+RESUME_OPTIONS += ("epochs", "workers", "checkpoint_minutes", "quiet")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--devices",
         help="cuda:0,cuda:1 (one column per GPU) | cuda:0 | cpu "
         "(default: cuda:0 if available, else cpu)",
+    )
+    p.add_argument(
+        "--devices-per-replica",
+        type=int,
+        default=1,
+        help="under torchrun with GPUs and no --devices: 1 (default), local rank r on GPU r with "
+        "both columns; 2, GPUs 2r and 2r+1, one column each as in the paper",
     )
     p.add_argument(
         "--input-size",
@@ -239,6 +236,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         threshold=args.threshold,
         ten_view=not args.no_ten_view,
         checkpoint_minutes=_default(args.checkpoint_minutes, TrainConfig.checkpoint_minutes),
+        replicas=distributed.environment().size,
+        devices_per_replica=args.devices_per_replica,
     )
     config.check()
     subset = options.subset(args.subset)
@@ -264,14 +263,18 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return replace(config, cache=cache, dataset=dataset, test_split=test_split, deviations=notes)
 
 
-def _device_names(spec: str) -> tuple[str, ...]:
-    return tuple(str(d) for d in devices.parse(spec))
+def _device_names(spec: str | None, world: distributed.World, per_replica: int):
+    """The devices given, else under torchrun with GPUs this replica's (None: the default)."""
+    if spec is None and world.size > 1 and devices.any_cuda(devices.parse(None)):
+        return distributed.placement(world, per_replica)
+    return None if spec is None else tuple(str(d) for d in devices.parse(spec))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    progress = not args.quiet
+    world = distributed.environment()
+    progress = not args.quiet and world.main
     if args.resume:
         if not args.out:
             raise UsageError("--resume needs --out, the run folder to continue")
@@ -283,20 +286,28 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "--out)"
             )
     out = None  # the run folder, once there is one
+    names = _device_names(args.devices, world, args.devices_per_replica)
+    gpu = devices.any_cuda(names or devices.parse(None))
+    distributed.start(world, gpu, shared=gpu and args.devices is not None)
     try:
         if args.resume:
             run = Trainer.resume(
                 args.out,
                 progress=progress,
-                devices=None if args.devices is None else _device_names(args.devices),
+                devices=names,
                 epochs=args.epochs,
                 workers=options.workers(args.workers),
                 checkpoint_minutes=args.checkpoint_minutes,
                 cache=resume_cache(args),
             )
-        else:  # preparing the data (once) may come first, and take long
-            run = Trainer(config_from_args(args), progress=progress)
+        else:  # preparing the data (once) may come first, and take long; replica 0 does it
+            config = distributed.broadcast(config_from_args(args) if world.main else None)
+            config = replace(config, devices=names) if world.size > 1 and names else config
+            run = Trainer(config, progress=progress)
         config, out = run.config, Path(run.config.out)
+        if not world.main:
+            run.run()
+            return 0
         print(f"run folder: {config.out}; devices: {', '.join(config.devices)}")
         differences = deviations(config, run.num_classes, run.cache)
         print(
@@ -312,6 +323,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{exc}{kept}: {'free space' if exc.no_space else 'fix the cause'}, "
             f"then {_how_to_continue(args, argv, out)}"
         ) from None
+    except RuntimeError as exc:  # a collective of the DDP step: a replica died
+        if not distributed.active() or out_of_memory(exc):
+            raise
+        raise distributed.lost(exc) from None
+    finally:
+        distributed.stop()
     print(
         format_comparison(results, config.dataset, run.num_classes, run.cache.subset, config.recipe)
     )

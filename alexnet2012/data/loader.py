@@ -23,13 +23,24 @@ def train_loader(
     workers: int = 2,
     device: str | torch.device = "cpu",
     lighting: str = "paper",
+    shard: tuple[int, int] = (0, 1),
 ) -> Batches:
     """Training batches of ``epoch`` from ``start_batch`` on: x float32 (B, 3, S, S)
     channels-last, y int64 (B,). Random crop, mirror, PCA ``lighting`` ("paper", "2012", "none"),
-    minus the central mean crop; floor(n / B) batches."""
+    minus the central mean crop; floor(n / B) batches. ``shard`` (rank, world): a replica's
+    B / world images of each."""
     device = torch.device(device)
     data, mean, scale = train_batches(
-        Path(cache_dir), batch_size, crop, seed, epoch, start_batch, lighting, workers, device
+        Path(cache_dir),
+        batch_size,
+        crop,
+        seed,
+        epoch,
+        start_batch,
+        lighting,
+        workers,
+        device,
+        shard,
     )
     first = epoch * data.per_epoch
     positions = range(first + start_batch, first + data.per_epoch)
@@ -47,10 +58,14 @@ def eval_loader(
     views: int = 1,
     workers: int = 2,
     device: str | torch.device = "cpu",
+    shard: tuple[int, int] = (0, 1),
 ) -> Batches:
     """Every usable image of ``split``: x (B, 3, S, S) from the centre crop (``views=1``) or
     (B, 10, 3, S, S) from P §4.1's ten views, channels-last; y int64 (B,); the last batch may be
-    short. No lighting and no [C] 1/1.1 scaling at test time."""
+    short. No lighting and no [C] 1/1.1 scaling at test time. ``shard`` (rank, world): every
+    world-th batch from the rank-th."""
     device = torch.device(device)
-    data, mean = eval_batches(Path(cache_dir), split, batch_size, crop, views, workers, device)
+    data, mean = eval_batches(
+        Path(cache_dir), split, batch_size, crop, views, workers, device, shard
+    )
     return Batches(dataloader(data, workers, device), device, mean.to(device))

@@ -26,6 +26,16 @@ class EpochPlan:
     def __len__(self) -> int:
         return len(self.rows)
 
+    def shard(self, rank: int, world: int) -> EpochPlan:
+        """Replica ``rank`` of ``world``'s part of every batch: its 1/world of the positions."""
+        if world == 1:
+            return self
+        n = self.rows.shape[1] // world
+        assert 0 <= rank < world and n * world == self.rows.shape[1], (rank, world)
+        part = slice(rank * n, (rank + 1) * n)
+        arrays = (self.rows, self.oy, self.ox, self.flip, self.alpha)
+        return EpochPlan(*(a[:, part] for a in arrays))
+
 
 def make_plan(rows: np.ndarray, batch_size: int, crop: int, seed: int, epoch: int) -> EpochPlan:
     """The plan of epoch ``epoch`` over the usable cache ``rows``."""

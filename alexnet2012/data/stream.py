@@ -28,8 +28,8 @@ from alexnet2012.errors import UsageError
 class TrainStream:
     """Training batches of a run, from (``start_epoch``, ``start_batch``) on. ``epoch(e)`` gives
     ``train_loader(..., epoch=e)``'s batches; another position than the workers' restarts them
-    there (same workers). ``last_epoch``: no prefetching after it. ``close()`` stops the workers.
-    """
+    there (same workers). ``last_epoch``: no prefetching after it. ``shard`` (rank, world): a
+    replica's part of each batch. ``close()`` stops the workers."""
 
     def __init__(
         self,
@@ -44,6 +44,7 @@ class TrainStream:
         device: str | torch.device = "cpu",
         lighting: str = "paper",
         last_epoch: int | None = None,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         self.device = torch.device(device)
         data, mean, scale = train_batches(
@@ -56,6 +57,7 @@ class TrainStream:
             lighting,
             workers,
             self.device,
+            shard,
         )
         if last_epoch is not None and last_epoch < start_epoch:
             raise UsageError(
@@ -134,7 +136,7 @@ class EpochBatches:
 
 class EvalStreams:
     """``eval_loader``'s batches from one loader per (split, views, batch_size), made on first use
-    and reused, each holding ``workers`` processes until ``close()``."""
+    and reused, each holding ``workers`` processes until ``close()``; ``shard`` as there."""
 
     def __init__(
         self,
@@ -143,17 +145,25 @@ class EvalStreams:
         crop: int = 224,
         workers: int = 2,
         device: str | torch.device = "cpu",
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         assert crop in paper.INPUT_SIZES and workers >= 0, (crop, workers)
         self.cache, self.crop, self.device = Path(cache_dir), crop, torch.device(device)
-        self.workers = workers
+        self.workers, self.shard = workers, shard
         self._batches: dict[tuple[str, int, int], Batches] = {}
 
     def batches(self, split: str = "val", *, batch_size: int, views: int = 1) -> Batches:
         key = (split, views, batch_size)
         if key not in self._batches:
             data, mean = eval_batches(
-                self.cache, split, batch_size, self.crop, views, self.workers, self.device
+                self.cache,
+                split,
+                batch_size,
+                self.crop,
+                views,
+                self.workers,
+                self.device,
+                self.shard,
             )
             loader = dataloader(data, self.workers, self.device, persistent=True)
             self._batches[key] = Batches(loader, self.device, mean.to(self.device))

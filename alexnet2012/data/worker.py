@@ -68,7 +68,8 @@ class _CacheBatches(Dataset):
 
 
 class TrainBatches(_CacheBatches):
-    """Item g: batch g % per_epoch of epoch g // per_epoch, from the plan of (seed, epoch)."""
+    """Item g: batch g % per_epoch of epoch g // per_epoch, from the plan of (seed, epoch);
+    ``shard`` (rank, world): a replica's part of each batch."""
 
     KEEP_PLANS = 2  # the epoch being read and the next one
 
@@ -83,8 +84,10 @@ class TrainBatches(_CacheBatches):
         first: tuple[int, EpochPlan],
         workers: int = 0,
         gpu: bool = False,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         super().__init__(cache, split, workers, gpu)
+        self.shard = shard
         self.usable, self.batch_size, self.crop, self.seed = split.usable, batch_size, crop, seed
         self.lighting = lighting
         self.per_epoch = len(first[1])
@@ -94,6 +97,7 @@ class TrainBatches(_CacheBatches):
         plan = self._plans.get(epoch)
         if plan is None:
             plan = make_plan(self.usable, self.batch_size, self.crop, self.seed, epoch)
+            plan = plan.shard(*self.shard)
             self._plans[epoch] = plan
             while len(self._plans) > self.KEEP_PLANS:
                 del self._plans[next(iter(self._plans))]
@@ -111,6 +115,8 @@ class TrainBatches(_CacheBatches):
 
 
 class EvalBatches(_CacheBatches):
+    """Batches of ``batch_size`` in cache order; ``shard`` (rank, world): every world-th."""
+
     def __init__(
         self,
         cache: Path,
@@ -120,14 +126,18 @@ class EvalBatches(_CacheBatches):
         views: int,
         workers: int = 0,
         gpu: bool = False,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         super().__init__(cache, split, workers, gpu)
         self.rows, self.batch_size, self.crop, self.views = split.usable, batch_size, crop, views
+        self.rank, self.world = shard
 
     def __len__(self) -> int:
-        return -(-len(self.rows) // self.batch_size)
+        batches = -(-len(self.rows) // self.batch_size)
+        return max(0, -(-(batches - self.rank) // self.world))
 
     def __getitem__(self, b: int) -> Item:
+        b = b * self.world + self.rank
         rows = self.rows[b * self.batch_size : (b + 1) * self.batch_size]
         if self.gpu:
             return self.encoded(rows, None, np.zeros((0, 3), np.int64), self.crop, self.views)
@@ -159,15 +169,18 @@ def train_batches(
     lighting: str,
     workers: int,
     device: torch.device,
+    shard: tuple[int, int] = (0, 1),
 ) -> tuple[TrainBatches, torch.Tensor, float]:
-    """The training dataset (holding ``epoch``'s plan), the mean crop and the lighting scale."""
+    """The training dataset (holding ``epoch``'s plan, or ``shard``'s part of it), the mean crop
+    and the lighting scale."""
     assert crop in paper.INPUT_SIZES, crop
     split, stats = open_split(cache, "train"), load_stats(cache)
     light = Lighting(lighting, stats.eigenvalues, stats.eigenvectors)
-    plan = make_plan(split.usable, batch_size, crop, seed, epoch)
+    plan = make_plan(split.usable, batch_size, crop, seed, epoch).shard(*shard)
     check_start(start_batch, len(plan))
     gpu = device.type == "cuda"
-    data = TrainBatches(cache, split, batch_size, crop, seed, light, (epoch, plan), workers, gpu)
+    first = (epoch, plan)
+    data = TrainBatches(cache, split, batch_size, crop, seed, light, first, workers, gpu, shard)
     return data, hwc_mean(mean_crop(stats.mean_image, crop)), light.scale
 
 
@@ -188,12 +201,13 @@ def eval_batches(
     views: int,
     workers: int,
     device: torch.device,
+    shard: tuple[int, int] = (0, 1),
 ) -> tuple[EvalBatches, torch.Tensor]:
-    """Every usable image of ``split`` in cache order, and the mean crop."""
+    """Every usable image of ``split`` in cache order (``shard``'s batches), and the mean crop."""
     assert crop in paper.INPUT_SIZES and views in (1, 10) and batch_size >= 1
     data_split, stats = open_split(cache, split), load_stats(cache)
     gpu = device.type == "cuda"
-    data = EvalBatches(cache, data_split, batch_size, crop, views, workers, gpu)
+    data = EvalBatches(cache, data_split, batch_size, crop, views, workers, gpu, shard)
     return data, hwc_mean(mean_crop(stats.mean_image, crop))
 
 

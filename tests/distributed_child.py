@@ -1,0 +1,42 @@
+"""One replica of a test run under torchrun (tests/test_distributed.py): scripts/replicate.py
+with test hooks from the environment. TEST_NO_DROPOUT=1: dropout off. TEST_FAIL=RANK:STEP:KIND:
+at training step STEP (counted from 1 in this process), replica RANK ("all": every replica)
+dies (exit), returns a NaN loss (nan), or every replica stops together (stop: a crash after
+the last checkpoint)."""
+
+import os
+
+import torch
+
+from alexnet2012 import distributed, paper
+from alexnet2012.cli.replicate import main
+from alexnet2012.errors import run_cli
+from alexnet2012.step import TrainStep
+
+
+def install(fail: str) -> None:
+    """TEST_FAIL's hook, RANK:STEP:KIND, in this process's TrainStep."""
+    rank, at, kind = fail.split(":")
+    real, steps = TrainStep.__call__, [0]
+
+    def step(self, x, y):
+        steps[0] += 1
+        if steps[0] == int(at) and rank in ("all", os.environ["RANK"]):
+            if kind == "exit":
+                os._exit(3)
+            if kind == "stop":
+                distributed.barrier()  # replica 0's checkpoint is written
+                os._exit(5)
+            return real(self, x, y) * float("nan")
+        return real(self, x, y)
+
+    TrainStep.__call__ = step
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    if os.environ.get("TEST_NO_DROPOUT"):
+        paper.DROPOUT_P = 0.0
+    if os.environ.get("TEST_FAIL"):
+        install(os.environ["TEST_FAIL"])
+    run_cli(main)
