@@ -171,7 +171,7 @@ def wrap(model: nn.Module, devices: tuple[str, ...]) -> nn.Module:
         return model
     one_gpu = len(devices) == 1 and torch.device(devices[0]).type == "cuda"
     ids = [torch.device(devices[0])] if one_gpu else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
 def stop() -> None:

@@ -4,6 +4,7 @@
 import json
 import multiprocessing
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -102,8 +103,8 @@ def test_sharded_loaders_split_each_batch_and_the_evaluation(tiny):
 def test_two_replicas_take_the_step_of_one_process_with_the_whole_batch(
     tiny, tmp_path, monkeypatch
 ):
-    done, _ = torchrun(tiny, tmp_path / "two", "--epochs", "1", dropout=False)
-    assert done.returncode == 0, done.stderr[-3000:]
+    argv = ["--out", str(tmp_path / "two"), "--data", str(tiny), *SETTINGS, "--epochs", "1"]
+    assert replicas(argv, dropout=False) == ([0, 0], [])
     monkeypatch.setattr(paper, "DROPOUT_P", 0.0)
     config = TrainConfig(
         cache=str(tiny),
@@ -126,6 +127,12 @@ def test_two_replicas_take_the_step_of_one_process_with_the_whole_batch(
     assert results[0]["center"]["images"] == results[1]["center"]["images"]
     config = json.loads((tmp_path / "two" / "config.json").read_text())
     assert config["settings"]["replicas"] == 2
+
+
+def test_under_torchrun_a_dead_replica_ends_the_job_promptly_and_is_named(tiny, tmp_path):
+    done, seconds = torchrun(tiny, tmp_path / "run", "--epochs", "1", fail="1:1:exit")
+    assert done.returncode != 0 and seconds < 120
+    assert "exitcode  : 3" in done.stderr and "rank      : 1" in done.stderr, done.stderr[-3000:]
 
 
 def replicas(argv, n=2, fail=None, dropout=True):
@@ -175,10 +182,16 @@ def test_a_resumed_run_of_two_replicas_ends_with_the_weights_of_one_never_stoppe
     assert codes == [5, 5]
     saved = load_checkpoint(tmp_path / "cut" / "checkpoint.pt")
     assert (saved["epoch"], saved["batch"], len(saved["rng_ranks"])) == (1, 1, 2)
+    shutil.copytree(tmp_path / "cut", tmp_path / "alone")
     assert replicas([*cut, "--resume"]) == ([0, 0], [])
     whole, cut = weights(tmp_path / "whole"), weights(tmp_path / "cut")
     for name in whole:
         assert torch.equal(cut[name], whole[name]), name
+    alone = Trainer.resume(str(tmp_path / "alone"), progress=False, log=lambda s: None)
+    alone.run()  # one process goes on from the two replicas' checkpoint, and says so
+    notes = json.loads((tmp_path / "alone" / "config.json").read_text())["deviations"]
+    assert any("epoch 1, batch 1 on 1 replica(s) instead of 2" in note for note in notes), notes
+    assert load_checkpoint(tmp_path / "alone" / "checkpoint.pt")["finished"]
 
 
 def test_a_dead_replica_ends_the_run_with_a_line_naming_it(tiny, tmp_path):
