@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from alexnet2012 import devices
 from alexnet2012.errors import UsageError
 from alexnet2012.losswatch import Diverged, LossWatch
 
@@ -56,6 +57,13 @@ def placement(world: World, per_replica: int) -> tuple[str, ...]:
             f"{torch.cuda.device_count() // per_replica} with --devices-per-replica {per_replica}"
         )
     return names
+
+
+def replica_devices(spec: str | None, world: World, per_replica: int) -> tuple[str, ...] | None:
+    """The ``--devices`` given, else under torchrun with GPUs this replica's (None: default)."""
+    if spec is None and world.size > 1 and devices.any_cuda(devices.parse(None)):
+        return placement(world, per_replica)
+    return None if spec is None else tuple(str(d) for d in devices.parse(spec))
 
 
 def start(world: World, gpu: bool, shared: bool = False) -> None:

@@ -209,3 +209,18 @@ def test_a_non_finite_loss_on_one_replica_stops_all_at_the_same_step(tiny, tmp_p
     assert all("epoch 1, batch 1;" in line for line in errors), errors
     assert "another replica" in errors[0] and "became nan" in errors[1], errors
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_per_replica_batches_are_an_explicit_deviation(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    argv = ["--data", str(tiny), "--out", str(tmp_path / "run"), "--batch-size", "8"]
+    paper_way = replicate.config_from_args(replicate.build_parser().parse_args(argv))
+    assert (paper_way.batch_size, paper_way.lr, paper_way.replicas) == (8, 0.01, 2)
+    assert not paper_way.deviations
+    argv.append("--per-replica-batch")
+    scaled = replicate.config_from_args(replicate.build_parser().parse_args(argv))
+    assert (scaled.batch_size, scaled.lr) == (16, 0.02)
+    assert "2 replica(s) x 8 images per step and the lr scaled by 2" in scaled.deviations[0]
+    with pytest.raises(UsageError, match="--batch-size 7 is not divisible by the 2 replicas"):
+        replicate.config_from_args(replicate.build_parser().parse_args([*argv[:5], "7"]))

@@ -21,12 +21,13 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from alexnet2012 import devices, paper
+from alexnet2012 import devices, distributed, paper
 from alexnet2012.bench import models
 from alexnet2012.bench.memory import MemoryMeter
 from alexnet2012.bench.training_report import training_report
 from alexnet2012.data import TrainStream
 from alexnet2012.errors import UsageError
+from alexnet2012.model import AlexNet
 from alexnet2012.optim import PaperSGD
 from alexnet2012.step import TrainStep, autocast
 
@@ -243,3 +244,47 @@ def measure_training(settings: Settings, progress: bool = True) -> dict[str, Any
         if batches is not None:
             batches.close()
     return training_report(cases, settings, backends)
+
+
+def measure_replicas(
+    names: tuple[str, ...], batch_size: int, input_size: int, steps: int, warmup: int
+) -> dict[str, Any]:
+    """Under torchrun: the whole job's training images/s with the batch split over the
+    replicas (DDP), against replica 0 alone with the whole batch while the others wait."""
+    world = distributed.environment()
+    distributed.start(world, devices.any_cuda(names))
+    torch.manual_seed(0)
+    if len(names) == 1:
+        model = AlexNet(input_size=input_size).to(names[0])
+    else:
+        model = AlexNet(input_size=input_size, devices=names)
+    first = torch.device(names[0])
+    x = torch.randn(batch_size, 3, input_size, input_size, device=first)
+    x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, paper.NUM_CLASSES, (batch_size,), device=first)
+
+    def rate(step: TrainStep, n: int) -> float:
+        for _ in range(warmup):
+            step(x[:n], y[:n])
+        devices.synchronize(names)
+        started = time.perf_counter()
+        for _ in range(steps):
+            step(x[:n], y[:n])
+        devices.synchronize(names)
+        return steps * n / (time.perf_counter() - started)
+
+    alone = rate(TrainStep(model, PaperSGD(model.parameters())), batch_size) if world.main else 0
+    distributed.barrier()
+    share = batch_size // world.size
+    ddp = TrainStep(distributed.wrap(model, names), PaperSGD(model.parameters()))
+    job = float(distributed.all_sum(torch.tensor([rate(ddp, share)], dtype=torch.float64)))
+    return {
+        "replicas": world.size,
+        "batch_size": batch_size,
+        "per_replica": share,
+        "devices": list(names),
+        "one_replica_images_per_s": alone,
+        "job_images_per_s": job,
+        "speedup": job / alone if alone else None,
+        "scaling_efficiency": job / (world.size * alone) if alone else None,
+    }

@@ -13,7 +13,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from alexnet2012 import devices, options, paper
+from alexnet2012 import devices, distributed, options, paper
 from alexnet2012.bench.cost_report import cost_report
 from alexnet2012.bench.provenance import code_version
 from alexnet2012.bench.tables import cost_table, training_table
@@ -21,8 +21,10 @@ from alexnet2012.bench.training import (
     DEFAULT_SCHEDULE,
     Settings,
     default_schedule,
+    measure_replicas,
     measure_training,
 )
+from alexnet2012.config import TrainConfig
 from alexnet2012.errors import UsageError, check_writable
 
 
@@ -131,6 +133,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise UsageError("--cost counts the fp32 step: drop --bf16 or --cost")
     if args.cost_only:
         return _cost_only(args)
+    if distributed.environment().size > 1:
+        return _replicas(args)
 
     devs = devices.parse(args.devices)
     steps, warmup, repeats = default_schedule(devs[0])
@@ -154,3 +158,27 @@ def main(argv: Sequence[str] | None = None) -> None:
         print()
         print(cost_table(report["cost"]))
     _write(args.json, report)
+
+
+def _replicas(args: argparse.Namespace) -> None:
+    """Under torchrun: the whole job's training images/s and its scaling over one replica."""
+    world = distributed.environment()
+    names = distributed.replica_devices(args.devices, world, 1)
+    names = names or tuple(str(d) for d in devices.parse(None))
+    TrainConfig("", "", devices=names, batch_size=args.batch_size, replicas=world.size).check()
+    steps, warmup, _ = default_schedule(devices.parse(names)[0])
+    steps = options.count("--steps", steps if args.steps is None else args.steps)
+    warmup = options.count("--warmup", warmup if args.warmup is None else args.warmup, 0)
+    if args.json is not None and world.main:
+        check_writable(args.json)
+    report = measure_replicas(names, args.batch_size, paper.CROP_SIZE, steps, warmup)
+    distributed.stop()
+    if world.main:
+        print(
+            f"{report['replicas']} replicas x {report['per_replica']} images: "
+            f"{report['job_images_per_s']:.2f} img/s for the job; one replica with the "
+            f"{report['batch_size']}: {report['one_replica_images_per_s']:.2f} img/s; "
+            f"speedup {report['speedup']:.2f}x, scaling efficiency "
+            f"{100 * report['scaling_efficiency']:.0f}%"
+        )
+        _write(args.json, {**report, "code": code_version(), "versions": devices.versions()})

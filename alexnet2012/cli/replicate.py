@@ -75,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"images per SGD step (default {paper.BATCH_SIZE}; the demo {DEMO['batch_size']})",
     )
     p.add_argument(
+        "--per-replica-batch",
+        action="store_true",
+        help="under torchrun, a deviation: --batch-size per replica and the lr times the replicas",
+    )
+    p.add_argument(
         "--accumulate",
         type=int,
         default=1,
@@ -210,6 +215,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         drops = tuple(e for e in DEMO["lr_drops"] if e <= epochs)
         lr_drops = drops if demo and args.recipe == "paper" else None  # a recipe has its own
     batch_size = _default(args.batch_size, DEMO["batch_size"] if demo else paper.BATCH_SIZE)
+    replicas, lr, notes = distributed.environment().size, args.lr, []
+    if args.per_replica_batch:  # the step's batch grows with the replicas: linear lr scaling
+        batch_size, lr = batch_size * replicas, lr * replicas
+        notes.append(
+            f"--per-replica-batch: {replicas} replica(s) x {batch_size // replicas} images per "
+            f"step and the lr scaled by {replicas}, instead of the paper's batch and lr"
+        )
     config = TrainConfig(
         cache="",
         out=out,
@@ -228,7 +240,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         tf32=not args.no_tf32,
         bf16=args.bf16,
         compile=args.compile,
-        lr=args.lr,
+        lr=lr,
         lr_drops=lr_drops,
         recipe=args.recipe,
         bias_lr=args.bias_lr,
@@ -236,7 +248,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         threshold=args.threshold,
         ten_view=not args.no_ten_view,
         checkpoint_minutes=_default(args.checkpoint_minutes, TrainConfig.checkpoint_minutes),
-        replicas=distributed.environment().size,
+        replicas=replicas,
         devices_per_replica=args.devices_per_replica,
     )
     config.check()
@@ -246,28 +258,17 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     RunFolder(out).check_new(config)
     progress = not args.quiet
     if demo:
-        cache, dataset = (
-            demo_cache(workers, progress),
-            f"synthetic demo ({DEMO['classes']} classes)",
-        )
-        test_split = "val"
-        notes = [
+        cache, test_split = demo_cache(workers, progress), "val"
+        dataset = f"synthetic demo ({DEMO['classes']} classes)"
+        notes.append(
             "synthetic demo data (generated shapes and textures), not ImageNet: the "
             "paper's figures are not comparable"
-        ]
+        )
     else:
         cache, dataset, test_split = resolve_cache(
             args.data, args.cache, args.year, workers, progress, subset
         )
-        notes = []
     return replace(config, cache=cache, dataset=dataset, test_split=test_split, deviations=notes)
-
-
-def _device_names(spec: str | None, world: distributed.World, per_replica: int):
-    """The devices given, else under torchrun with GPUs this replica's (None: the default)."""
-    if spec is None and world.size > 1 and devices.any_cuda(devices.parse(None)):
-        return distributed.placement(world, per_replica)
-    return None if spec is None else tuple(str(d) for d in devices.parse(spec))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -286,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "--out)"
             )
     out = None  # the run folder, once there is one
-    names = _device_names(args.devices, world, args.devices_per_replica)
+    names = distributed.replica_devices(args.devices, world, args.devices_per_replica)
     gpu = devices.any_cuda(names or devices.parse(None))
     distributed.start(world, gpu, shared=gpu and args.devices is not None)
     try:
@@ -341,10 +342,7 @@ def _how_to_continue(args: argparse.Namespace, argv: Sequence[str] | None, out: 
     the run (its config.json; without a checkpoint the run starts again from the beginning), the
     same command after a resume, or before the run folder was made (``out`` None)."""
     given = list(argv if argv is not None else sys.argv[1:])
-    if (
-        out is not None
-        and not args.resume
-        and ((out / CHECKPOINT).exists() or (out / CONFIG).exists())
-    ):
+    made = out is not None and ((out / CHECKPOINT).exists() or (out / CONFIG).exists())
+    if made and not args.resume:
         given = ["--resume", "--out", str(out)]
     return "continue with: " + shlex.join(["python", "scripts/replicate.py", *given])
