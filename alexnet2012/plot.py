@@ -7,9 +7,11 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import IO, Any, NamedTuple
 
 from PIL import Image, ImageDraw, ImageFont
+
+from alexnet2012.evidence.render import backend as choose_backend
 
 WIDTH, HEIGHT = 1200, 500
 BACKGROUND = (255, 255, 255)
@@ -207,13 +209,17 @@ def _draw_legend(
 def learning_curves(
     metrics: Sequence[dict[str, Any]],
     drops: Sequence[dict[str, Any]],
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | IO[bytes],
     title: str = "AlexNet learning curves",
+    backend: str | None = None,
 ) -> None:
     """Write the PNG. ``metrics``: a dict per epoch (``epoch``, ``train_loss``, ``val_top1``,
-    ``val_top5``; missing values skipped); ``drops``: dicts with ``epoch`` and ``new_lr``."""
+    ``val_top5``; missing values skipped); ``drops``: dicts with ``epoch`` and ``new_lr``;
+    ``backend``: "matplotlib" or "pillow" (default: matplotlib where it is installed)."""
     if not metrics:
         raise ValueError("learning_curves: no epochs to plot")
+    if choose_backend(backend) == "matplotlib":
+        return _matplotlib_curves(metrics, drops, path, title)
     image = Image.new("RGB", (WIDTH, HEIGHT), BACKGROUND)
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default()
@@ -232,3 +238,43 @@ def learning_curves(
             draw, axes, [(c.label, c.colour, False) for c in panel.curves] + drop_entry, font
         )
     image.save(path, format="PNG")
+
+
+def _matplotlib_curves(
+    metrics: Sequence[dict[str, Any]],
+    drops: Sequence[dict[str, Any]],
+    path: str | os.PathLike[str] | IO[bytes],
+    title: str,
+) -> None:
+    """The same two panels drawn by matplotlib."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(WIDTH / 100, HEIGHT / 100), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    figure.suptitle(title)
+    for axes, panel, ticks in zip(figure.subplots(1, 2), PANELS, layout(metrics, drops)):
+        for curve in panel.curves:
+            points = series(metrics, curve.key, curve.scale)
+            if points:
+                x, y = zip(*points)
+                colour = tuple(c / 255 for c in curve.colour)
+                axes.plot(x, y, "o-", color=colour, markersize=3, label=curve.label)
+        for i, drop in enumerate(drops):
+            line = axes.axvline(drop["epoch"] - 0.5, color="grey", linestyle="--", linewidth=1)
+            axes.annotate(
+                f"lr {drop['new_lr']:g}", (drop["epoch"] - 0.5, 1 - 0.05 * (1 + i % 2)),
+                xycoords=("data", "axes fraction"), xytext=(3, 0), textcoords="offset points",
+                color="grey", fontsize=8,
+            )  # fmt: skip
+            if i == 0:
+                line.set_label("lr drop (new rate)")
+        axes.set(title=panel.title, xlabel="epoch", xticks=ticks.xticks, yticks=ticks.yticks)
+        axes.set_xlim(ticks.xticks[0], ticks.xticks[-1])
+        axes.set_ylim(ticks.yticks[0], ticks.yticks[-1])
+        axes.grid(color=tuple(c / 255 for c in GRID))
+        if axes.get_legend_handles_labels()[0]:
+            axes.legend(loc="upper right", fontsize=9)
+        else:
+            axes.text(0.5, 0.5, "no values", ha="center", transform=axes.transAxes)
+    figure.savefig(path, format="png")

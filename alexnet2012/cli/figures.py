@@ -1,0 +1,63 @@
+"""Figures 3 and 4 of the paper from a run's checkpoint: conv1's kernels by column with their
+colour-specificity, validation images with their top-5 labels, and nearest neighbours in fc7."""
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from alexnet2012 import devices, options
+from alexnet2012.config import default_workers
+from alexnet2012.data import cache_info
+from alexnet2012.errors import UsageError
+from alexnet2012.evidence.figures import FILES, Source, make_figures
+from alexnet2012.resume import class_mismatch, load_trained_model
+from alexnet2012.runfolder import CHECKPOINT, RunFolder
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("run", help="a run folder (its checkpoint.pt)")
+    p.add_argument("--data", help="the run's prepared cache, if it moved (default: the run's)")
+    p.add_argument("--out", help="where the figures go (default: RUN/figures)")
+    p.add_argument("--devices", help="cuda:0 | cpu (default: cuda:0 when there is a GPU)")
+    p.add_argument("--batch-size", type=int, default=128, help="images per forward pass")
+    p.add_argument("--workers", type=int, help="loader processes (default: 0 on CPU, else up to 8)")
+    args = p.parse_args(argv)
+    options.count("--batch-size", args.batch_size)
+    options.workers(args.workers)
+    device = devices.parse(args.devices)
+    if len(device) != 1:
+        raise UsageError("--devices: the figures need one device")
+    path = Path(args.run) / CHECKPOINT
+    if not path.is_file():
+        raise UsageError(f"{path} does not exist: give a run folder that holds a checkpoint")
+    model, config, checkpoint = load_trained_model(str(path), (str(device[0]),))
+    devices.configure_backends(config.devices, config.tf32)
+    workers = args.workers if args.workers is not None else default_workers(config.devices)
+    epochs, batch = checkpoint.get("epoch", 1) - 1, checkpoint.get("batch", 0)
+    cache = args.data or config.cache
+    mismatch = class_mismatch(checkpoint, cache_info(cache).wnids)
+    if mismatch:
+        raise UsageError(
+            f"{cache} holds other classes than the run's network ({mismatch}): give the run's "
+            "cache with --data"
+        )
+    done = f"{epochs} of {config.epochs} epochs" + (f" and {batch} batches" if batch else "")
+    source = Source(
+        args.run, str(cache), config.test_split, config.input_size, done + last(args.run)
+    )
+    out = Path(args.out) if args.out else Path(args.run) / "figures"
+    report = make_figures(model, source, out, batch_size=args.batch_size, workers=workers)
+    print(f"wrote {', '.join(FILES)} to {out} (the numbers: {report})")
+
+
+def last(run: str) -> str:
+    """The validation errors of the run's last epoch, as metrics.jsonl records them."""
+    lines = RunFolder(run).metric_lines()
+    try:
+        m = json.loads(lines[-1])
+        top1, top5 = f"{m['val_top1']:.2%}", f"{m['val_top5']:.2%}"
+        return f" (validation after epoch {m['epoch']}: top-1 error {top1}, top-5 {top5})"
+    except (IndexError, ValueError, KeyError, TypeError):
+        return ""

@@ -1,0 +1,109 @@
+"""Figure 4, left: validation images with the network's five most probable labels. Also the
+inputs of chosen cache rows, as the centre-crop loader makes them, and the figure's pictures."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from alexnet2012.data import centre_view, load_stats, mean_crop, to_input
+from alexnet2012.data.cache import open_split
+from alexnet2012.evidence.render import BLUE, GREY, RED, canvas
+
+CELL, SIDE, BAR = 310, 180, 80
+
+
+@dataclass
+class Images:
+    """Cache rows of one split: the network's inputs (centre crops minus the mean crop), the
+    crops as pictures (uint8 HWC) and the labels."""
+
+    rows: np.ndarray
+    inputs: torch.Tensor
+    pictures: np.ndarray
+    labels: np.ndarray
+
+
+def spread(usable: np.ndarray, count: int, offset: float = 0.0) -> np.ndarray:
+    """``count`` rows of ``usable`` evenly spaced through it, from ``offset`` of a step in."""
+    step = len(usable) / count
+    return usable[np.minimum((np.arange(count) + offset) * step, len(usable) - 1).astype(int)]
+
+
+def centre_crops(
+    cache: str | os.PathLike, split: str, count: int, offset: float, crop: int, device
+) -> Images:
+    """``count`` images of ``split`` spread through it (:func:`spread`)."""
+    data = open_split(cache, split)
+    rows = spread(data.usable, min(count, len(data.usable)), offset)
+    crops = centre_view(torch.from_numpy(np.ascontiguousarray(data.rows(rows))), crop)
+    mean = mean_crop(load_stats(cache).mean_image, crop)
+    inputs = to_input(crops.to(device), mean.to(device))
+    return Images(rows, inputs, crops.numpy(), data.labels[rows])
+
+
+def label(names: list[tuple[str, ...]], wnids: list[str], k: int) -> str:
+    """Class ``k``'s first name, or its WordNet id if it has none."""
+    return names[k][0] if names[k] else wnids[k]
+
+
+def short(name: str, length: int) -> str:
+    return name if len(name) <= length else name[: length - 1] + "…"
+
+
+def wrap(name: str, length: int) -> list[str]:
+    """``name`` on at most two lines of ``length`` characters."""
+    lines = textwrap.wrap(name, length) or [""]
+    return lines[:1] + ([short(" ".join(lines[1:]), length)] if len(lines) > 1 else [])
+
+
+@torch.no_grad()
+def top5(logits: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities and classes (n, 5) (fewer with fewer classes), most probable first."""
+    probs = logits.float().softmax(dim=1)
+    p, k = probs.topk(min(5, probs.shape[1]), dim=1)
+    return p.cpu().numpy(), k.cpu().numpy()
+
+
+def picture(pixels: np.ndarray, side: int) -> np.ndarray:
+    """A crop resized to ``side`` x ``side`` for the figures."""
+    return np.asarray(Image.fromarray(pixels).resize((side, side), Image.BILINEAR))
+
+
+def figure4_predictions(
+    images: Images,
+    probs: np.ndarray,
+    classes: np.ndarray,
+    names: list[str],
+    backend: str | None = None,
+) -> bytes:
+    """The PNG: each image, its true label under it, and bars for the five most probable
+    labels, the true one's in red (as in the paper)."""
+    per_row, count = 4, len(images.rows)
+    rows = -(-count // per_row)
+    height_cell = SIDE + 40 + 18 * probs.shape[1]
+    c = canvas(per_row * CELL + 20, 50 + rows * height_cell + 24, backend)
+    title = "validation images (centre crop) and the network's five most probable labels"
+    c.text(c.size[0] / 2, 20, title, 16, align="center")
+    for i in range(count):
+        left = 10 + (i % per_row) * CELL + (CELL - SIDE) // 2
+        top = 44 + (i // per_row) * height_cell
+        c.image(picture(images.pictures[i], SIDE), left, top)
+        truth = int(images.labels[i])
+        c.text(
+            left + SIDE / 2, top + SIDE + 12, short(names[truth], 36), 13, align="center", bold=True
+        )
+        bar_left = 10 + (i % per_row) * CELL + 12
+        for j, (p, k) in enumerate(zip(probs[i], classes[i])):
+            y = top + SIDE + 32 + 18 * j
+            colour = RED if k == truth else BLUE
+            c.rect((bar_left, y - 6, bar_left + BAR, y + 6), colour=GREY)
+            c.rect((bar_left, y - 6, bar_left + max(1, round(BAR * p)), y + 6), fill=colour)
+            c.text(bar_left + BAR + 6, y, f"{p:.2f} {short(names[k], 28)}", 11, colour)
+    c.text(10, c.size[1] - 14, "red: the true label; bars: probability (softmax of fc8)", 11, GREY)
+    return c.png()

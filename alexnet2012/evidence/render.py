@@ -1,0 +1,164 @@
+"""A pixel canvas for the figures: images, text, boxes. Drawn with matplotlib when it is
+installed (``pip install -e '.[plots]'``: anti-aliased fonts), else with Pillow; one layout in
+pixels serves both."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+Colour = tuple[int, int, int]
+INK: Colour = (0, 0, 0)
+WHITE: Colour = (255, 255, 255)
+GREY: Colour = (150, 150, 150)
+BLUE: Colour = (31, 119, 180)
+GREEN: Colour = (44, 160, 44)
+RED: Colour = (214, 39, 40)
+BACKENDS = ("matplotlib", "pillow")
+
+
+def backend(choice: str | None = None) -> str:
+    """``choice``, or matplotlib where it is installed, else Pillow."""
+    if choice is not None:
+        assert choice in BACKENDS, choice
+        return choice
+    return "matplotlib" if importlib.util.find_spec("matplotlib") else "pillow"
+
+
+def canvas(width: int, height: int, choice: str | None = None) -> PillowCanvas | MplCanvas:
+    kind = backend(choice)
+    return MplCanvas(width, height) if kind == "matplotlib" else PillowCanvas(width, height)
+
+
+def _font(size: int) -> Any:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow before 10.1: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+class PillowCanvas:
+    def __init__(self, width: int, height: int):
+        self.size = (width, height)
+        self.picture = Image.new("RGB", self.size, WHITE)
+        self.draw = ImageDraw.Draw(self.picture)
+
+    def image(self, pixels: np.ndarray, left: int, top: int, scale: int = 1) -> None:
+        tile = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8))
+        if scale != 1:
+            tile = tile.resize((tile.width * scale, tile.height * scale), Image.NEAREST)
+        self.picture.paste(tile, (left, top))
+
+    def text(
+        self,
+        x: float,
+        y: float,
+        words: str,
+        size: int = 12,
+        colour: Colour = INK,
+        align: str = "left",
+        bold: bool = False,
+    ) -> None:
+        """``words`` with their vertical middle at ``y``; ``align``: where ``x`` is."""
+        font = _font(size)
+        left, top, right, bottom = self.draw.textbbox((0, 0), words, font=font)
+        shift = {"left": 0, "center": (right - left) / 2, "right": right - left}[align]
+        xy = (x - shift - left, y - (top + bottom) / 2)
+        self.draw.text(xy, words, font=font, fill=colour)
+        if bold:
+            self.draw.text((xy[0] + 1, xy[1]), words, font=font, fill=colour)
+
+    def rect(
+        self, box: tuple[float, float, float, float], fill: Colour | None = None, **outline: Any
+    ) -> None:
+        """``box``: left, top, right, bottom; ``outline``: ``colour``, ``width``."""
+        colour, width = outline.get("colour"), outline.get("width", 1)
+        self.draw.rectangle(box, fill=fill, outline=colour, width=width if colour else 0)
+
+    def png(self) -> bytes:
+        out = io.BytesIO()
+        self.picture.save(out, format="PNG")
+        return out.getvalue()
+
+
+class MplCanvas:
+    """A matplotlib figure with one axes over all of it, in pixels (y down), at 100 dpi."""
+
+    DPI = 100
+
+    def __init__(self, width: int, height: int):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        self.size = (width, height)
+        self.figure = Figure(figsize=(width / self.DPI, height / self.DPI), dpi=self.DPI)
+        FigureCanvasAgg(self.figure)
+        self.axes = self.figure.add_axes((0, 0, 1, 1))
+        self.axes.set_xlim(0, width)
+        self.axes.set_ylim(height, 0)
+        self.axes.set_autoscale_on(False)
+        self.axes.axis("off")
+
+    def image(self, pixels: np.ndarray, left: int, top: int, scale: int = 1) -> None:
+        h, w = pixels.shape[:2]
+        extent = (left, left + w * scale, top + h * scale, top)
+        self.axes.imshow(pixels, extent=extent, interpolation="nearest", aspect="auto")
+
+    def text(
+        self,
+        x: float,
+        y: float,
+        words: str,
+        size: int = 12,
+        colour: Colour = INK,
+        align: str = "left",
+        bold: bool = False,
+    ) -> None:
+        self.axes.text(
+            x,
+            y,
+            words,
+            fontsize=size * 72 / self.DPI,
+            color=_rgb(colour),
+            ha=align,
+            va="center_baseline",
+            weight="bold" if bold else "normal",
+        )
+
+    def rect(
+        self, box: tuple[float, float, float, float], fill: Colour | None = None, **outline: Any
+    ) -> None:
+        from matplotlib.patches import Rectangle
+
+        left, top, right, bottom = box
+        colour = outline.get("colour")
+        self.axes.add_patch(
+            Rectangle(
+                (left, top),
+                right - left,
+                bottom - top,
+                facecolor=_rgb(fill) if fill else "none",
+                edgecolor=_rgb(colour) if colour else "none",
+                linewidth=outline.get("width", 1) * 72 / self.DPI,
+            )
+        )
+
+    def png(self) -> bytes:
+        out = io.BytesIO()
+        self.figure.savefig(out, format="png", dpi=self.DPI)
+        return out.getvalue()
+
+
+def _rgb(colour: Colour) -> tuple[float, float, float]:
+    return tuple(c / 255 for c in colour)  # type: ignore[return-value]
+
+
+def stretch(pixels: np.ndarray) -> np.ndarray:
+    """Values of one tile mapped linearly onto 0..255 (min to 0, max to 255), as uint8."""
+    lo, hi = float(pixels.min()), float(pixels.max())
+    scaled = (pixels - lo) / (hi - lo) if hi > lo else np.full_like(pixels, 0.5, dtype=float)
+    return np.round(scaled * 255).astype(np.uint8)
