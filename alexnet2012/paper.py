@@ -162,6 +162,7 @@ class Recipe:
     bias_lr: str = "follows"
     events: tuple[Event, ...] = ()
     epochs: int = EPOCHS
+    crop_chunk: int = 1  # images cropped and flipped alike ([C]'s convdata.py: 32)
 
 
 BIAS_LR_READINGS = ("fixed", "follows")
@@ -182,6 +183,7 @@ RECIPES: dict[str, Recipe] = {
             Event(79, 1e-5, ("conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")),
         ),
         epochs=91,  # killed at 91
+        crop_chunk=32,
     ),
 }
 

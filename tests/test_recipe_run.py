@@ -84,3 +84,20 @@ def test_colour_noise_goes_off_at_epoch_67_and_the_stream_follows(cache, tmp_pat
     rates = {g["name"]: g["lr"] for g in run.optimizer.param_groups}
     assert rates["conv1.weight"] == pytest.approx(1e-5)  # the epoch-67 event
     assert paper.RECIPES["2012-code"].epochs == 91
+
+
+def test_the_2012_code_crops_and_flips_32_images_alike():
+    """[C]'s convdata.py draws one crop and flip per chunk of 32 images (crop_chunk = 32)."""
+    import numpy as np
+
+    from alexnet2012.data.plan import make_plan
+
+    rows = np.arange(300)
+    own = make_plan(rows, 128, 224, seed=3, epoch=1)
+    chunked = make_plan(rows, 128, 224, seed=3, epoch=1, crop_chunk=32)
+    assert (chunked.rows == own.rows).all() and (chunked.alpha == own.alpha).all()
+    for name in ("oy", "ox", "flip"):
+        mine, theirs = getattr(own, name).ravel(), getattr(chunked, name).ravel()
+        for start in range(0, mine.size, 32):
+            assert (theirs[start : start + 32] == mine[start]).all(), (name, start)
+    assert paper.RECIPES["2012-code"].crop_chunk == 32 and paper.RECIPES["paper"].crop_chunk == 1

@@ -37,8 +37,12 @@ class EpochPlan:
         return EpochPlan(*(a[:, part] for a in arrays))
 
 
-def make_plan(rows: np.ndarray, batch_size: int, crop: int, seed: int, epoch: int) -> EpochPlan:
-    """The plan of epoch ``epoch`` over the usable cache ``rows``."""
+def make_plan(
+    rows: np.ndarray, batch_size: int, crop: int, seed: int, epoch: int, crop_chunk: int = 1
+) -> EpochPlan:
+    """The plan of epoch ``epoch`` over the usable cache ``rows``. ``crop_chunk`` > 1: runs of
+    that many images in plan order share one crop and flip, as [C]'s ``crop_chunk`` (32); the
+    draws are the same, so a chunk takes its first image's."""
     assert crop in paper.INPUT_SIZES and 1 <= batch_size <= len(rows), (crop, batch_size)
     assert seed >= 0 and epoch >= 0, (seed, epoch)
     rng = np.random.default_rng([seed, epoch])
@@ -46,10 +50,12 @@ def make_plan(rows: np.ndarray, batch_size: int, crop: int, seed: int, epoch: in
     shape = (batches, batch_size)
     order = np.sort(rng.permutation(len(rows))[: batches * batch_size].reshape(shape), axis=1)
     positions = paper.IMAGE_SIZE - crop + 1
-    return EpochPlan(
-        rows=np.asarray(rows, np.int64)[order],
-        oy=rng.integers(0, positions, shape),
-        ox=rng.integers(0, positions, shape),
-        flip=rng.random(shape) < 0.5,
-        alpha=rng.normal(0.0, paper.LIGHTING_STD, (*shape, 3)).astype(np.float32),
-    )
+    oy, ox = rng.integers(0, positions, shape), rng.integers(0, positions, shape)
+    flip = rng.random(shape) < 0.5
+    alpha = rng.normal(0.0, paper.LIGHTING_STD, (*shape, 3)).astype(np.float32)
+    if crop_chunk > 1:
+        oy, ox, flip = (
+            np.repeat(a.ravel()[::crop_chunk], crop_chunk)[: a.size].reshape(shape)
+            for a in (oy, ox, flip)
+        )
+    return EpochPlan(np.asarray(rows, np.int64)[order], oy, ox, flip, alpha)
