@@ -120,6 +120,13 @@ def all_sum(tensor: torch.Tensor) -> torch.Tensor:
     return total.to(tensor.device)
 
 
+def mean(value: float) -> float:
+    """``value``'s mean over the replicas (itself, exactly, without them)."""
+    if not active():
+        return value
+    return float(all_sum(torch.tensor([value], dtype=torch.float64))) / dist.get_world_size()
+
+
 def agree(*values: float) -> list[float]:
     """Each value's maximum over the replicas: what one replica decides, all do."""
     if not active():

@@ -205,7 +205,7 @@ class Trainer:
                 devices.synchronize(self.config.devices)
                 seconds = time.perf_counter() - started
                 self.partial = {
-                    "loss": watch.total,
+                    "loss": distributed.mean(watch.total),  # the same on every replica
                     "steps": watch.steps,
                     "seconds": self.partial["seconds"] + seconds,
                 }
@@ -219,8 +219,8 @@ class Trainer:
         seconds = time.perf_counter() - started
         self.elapsed += seconds
         self.partial["seconds"] += seconds
-        self.partial.update(loss=watch.total, steps=watch.steps)
-        return watch.total / max(1, watch.steps)
+        self.partial.update(loss=distributed.mean(watch.total), steps=watch.steps)
+        return self.partial["loss"] / max(1, watch.steps)
 
     def validate(self, views: int = 1, split: str = "val") -> dict[str, float]:
         """Top-1/top-5 error on ``split`` from ``views`` (1 or 10) views; ten-view batches hold

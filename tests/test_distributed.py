@@ -122,6 +122,7 @@ def test_two_replicas_take_the_step_of_one_process_with_the_whole_batch(
     metrics = [json.loads((tmp_path / r / "metrics.jsonl").read_text()) for r in ("two", "one")]
     results = [json.loads((tmp_path / r / "results.json").read_text()) for r in ("two", "one")]
     assert metrics[0]["val_top1"] == metrics[1]["val_top1"]  # counts over replicas, summed
+    assert metrics[0]["train_loss"] == pytest.approx(metrics[1]["train_loss"], rel=1e-4)
     assert metrics[0]["val_top5"] == metrics[1]["val_top5"]
     assert results[0]["center"]["top1"] == results[1]["center"]["top1"]
     assert results[0]["center"]["images"] == results[1]["center"]["images"]
@@ -187,6 +188,9 @@ def test_a_resumed_run_of_two_replicas_ends_with_the_weights_of_one_never_stoppe
     whole, cut = weights(tmp_path / "whole"), weights(tmp_path / "cut")
     for name in whole:
         assert torch.equal(cut[name], whole[name]), name
+    lines = [json.loads((tmp_path / r / "metrics.jsonl").read_text()) for r in ("whole", "cut")]
+    assert lines[0]["train_loss"] == pytest.approx(lines[1]["train_loss"], rel=1e-6)
+    assert lines[0]["val_top1"] == lines[1]["val_top1"]
     alone = Trainer.resume(str(tmp_path / "alone"), progress=False, log=lambda s: None)
     alone.run()  # one process goes on from the two replicas' checkpoint, and says so
     notes = json.loads((tmp_path / "alone" / "config.json").read_text())["deviations"]
