@@ -90,6 +90,12 @@ def lost(exc: BaseException) -> UsageError:
     )
 
 
+def from_peers(exc: BaseException) -> bool:
+    """Whether ``exc`` came from the communication with other replicas (not a bug here)."""
+    marks = ("gloo", "NCCL", "nccl", "Connection closed", "Connection reset", "timed out")
+    return isinstance(exc, dist.DistError) or any(mark in str(exc) for mark in marks)
+
+
 def _silent(wait_s: float = 3.0) -> list[int]:
     """The ranks that do not check in at the rendezvous store within ``wait_s`` ([]: unknown)."""
     try:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from alexnet2012 import paper
+from alexnet2012 import distributed, paper
 from alexnet2012.checkpoint import load_checkpoint
 from alexnet2012.cli import replicate
 from alexnet2012.config import TrainConfig
@@ -228,3 +228,9 @@ def test_per_replica_batches_are_an_explicit_deviation(tiny, tmp_path, monkeypat
     assert "2 replica(s) x 8 images per step and the lr scaled by 2" in scaled.deviations[0]
     with pytest.raises(UsageError, match="--batch-size 7 is not divisible by the 2 replicas"):
         replicate.config_from_args(replicate.build_parser().parse_args([*argv[:5], "7"]))
+
+
+def test_only_errors_of_the_communication_are_reported_as_a_lost_replica():
+    gloo = RuntimeError("[third_party/gloo/transport/tcp/pair.cc:561] Connection closed by peer")
+    assert distributed.from_peers(gloo)
+    assert not distributed.from_peers(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))

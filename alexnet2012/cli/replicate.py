@@ -18,7 +18,7 @@ from pathlib import Path
 
 from alexnet2012 import devices, distributed, options, paper
 from alexnet2012.config import TrainConfig, default_workers, deviations
-from alexnet2012.errors import SaveError, UsageError, out_of_memory
+from alexnet2012.errors import SaveError, UsageError
 from alexnet2012.report import format_comparison, write_report
 from alexnet2012.runfolder import CHECKPOINT, CONFIG, RunFolder
 from alexnet2012.sources import DEMO, demo_cache, resolve_cache
@@ -325,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"then {_how_to_continue(args, argv, out)}"
         ) from None
     except RuntimeError as exc:  # a collective of the DDP step: a replica died
-        if not distributed.active() or out_of_memory(exc):
+        if not distributed.active() or not distributed.from_peers(exc):
             raise
         raise distributed.lost(exc) from None
     finally:
