@@ -148,3 +148,11 @@ def test_kernel_tiles_are_stretched_and_placed_in_order():
     # the first tile's top-left weight: 6 x 6 pixels at the first tile's place
     tile_top = 44 + 34
     assert (image[tile_top : tile_top + 6, 20 : 20 + 6] == tiles[0, 0, 0]).all()
+
+
+def test_a_one_column_network_has_no_comparison():
+    weights = [RNG.normal(size=(96, 3, 11, 11))]
+    stats = kernels.kernel_stats(weights)
+    assert stats.p_value is None and len(stats.index[0]) == 96
+    with Image.open(io.BytesIO(kernels.figure3(weights, stats, backend="pillow"))) as image:
+        assert image.format == "PNG"
