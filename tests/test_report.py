@@ -16,6 +16,13 @@ from alexnet2012 import plot
 from alexnet2012.errors import UsageError
 from alexnet2012.report import format_comparison, write_report
 
+
+@pytest.fixture(autouse=True)
+def pillow_curves(monkeypatch):
+    """These tests read Pillow's pixels: draw with Pillow even where matplotlib is installed."""
+    monkeypatch.setattr(plot, "choose_backend", lambda choice=None: "pillow")
+
+
 SETTINGS = {
     "data": "/data/ilsvrc",
     "devices": ["cuda:0", "cuda:1"],
