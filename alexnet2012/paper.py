@@ -163,6 +163,7 @@ class Recipe:
     events: tuple[Event, ...] = ()
     epochs: int = EPOCHS
     crop_chunk: int = 1  # images cropped and flipped alike ([C]'s convdata.py: 32)
+    lighting: str = "paper"  # the default --lighting ([C]'s colour noise: "2012")
 
 
 BIAS_LR_READINGS = ("fixed", "follows")
@@ -184,6 +185,7 @@ RECIPES: dict[str, Recipe] = {
         ),
         epochs=91,  # killed at 91
         crop_chunk=32,
+        lighting="2012",
     ),
 }
 

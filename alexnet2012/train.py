@@ -14,7 +14,7 @@ import torch
 from tqdm import tqdm
 
 from alexnet2012 import checkpoint as checkpoints
-from alexnet2012 import devices, distributed
+from alexnet2012 import devices, distributed, paper
 from alexnet2012.config import (
     TrainConfig,
     build_model,
@@ -276,6 +276,7 @@ class Trainer:
             lighting=self._lighting(),
             last_epoch=c.epochs,
             shard=self.world.shard,
+            crop_chunk=paper.RECIPES[c.recipe].crop_chunk,
         )
 
     def _run(self) -> dict[str, Any]:

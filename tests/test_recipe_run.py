@@ -6,6 +6,7 @@ import json
 import pytest
 
 from alexnet2012 import paper
+from alexnet2012 import train as train_module
 from alexnet2012.cli import replicate
 from alexnet2012.config import TrainConfig
 from alexnet2012.data import make_synthetic_imagenet, prepare_cache
@@ -31,6 +32,7 @@ def test_a_2012_code_run_records_its_recipe_and_is_marked_against_the_code_log(c
     assert replicate.main([*argv, "--batch-size", "3", "--workers", "0", "--quiet"]) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["settings"]["recipe"] == "2012-code"
+    assert config["settings"]["lighting"] == "2012"  # [C]'s colour noise, the recipe's default
     assert any(d.startswith("the 2012 code's recipe") for d in config["deviations"])
     assert any("reading 'fixed'" in d for d in config["deviations"])
     assert "recipe" in (out / "report.md").read_text()
@@ -65,6 +67,14 @@ def test_colour_noise_goes_off_at_epoch_67_and_the_stream_follows(cache, tmp_pat
         opened.append((self.epoch, self._lighting()))
 
     monkeypatch.setattr(Trainer, "_open_train_stream", record)
+    chunks = []
+    real_stream = train_module.TrainStream
+
+    def stream(*args, **kwargs):
+        chunks.append(kwargs["crop_chunk"])
+        return real_stream(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "TrainStream", stream)
     config = TrainConfig(
         cache=str(cache),
         out=str(tmp_path / "r"),
@@ -81,6 +91,7 @@ def test_colour_noise_goes_off_at_epoch_67_and_the_stream_follows(cache, tmp_pat
     assert run._lighting() == "paper"
     run.run()
     assert opened == [(66, "paper"), (67, "none")]
+    assert chunks == [32, 32]  # [C] crops and flips 32 images alike
     rates = {g["name"]: g["lr"] for g in run.optimizer.param_groups}
     assert rates["conv1.weight"] == pytest.approx(1e-5)  # the epoch-67 event
     assert paper.RECIPES["2012-code"].epochs == 91

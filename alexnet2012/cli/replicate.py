@@ -132,8 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--lighting",
         choices=("paper", "2012", "none"),
-        default="paper",
-        help="PCA lighting noise: the paper's formula (default), [C]'s, or none",
+        help="PCA lighting noise: the paper's formula (default), [C]'s (--recipe 2012-code's "
+        "default), or none",
     )
     p.add_argument(
         "--bf16",
@@ -236,7 +236,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         columns=args.columns,
         lrn=not args.no_lrn,
         overlapping_pool=not args.no_overlap,
-        lighting=args.lighting,
+        lighting=args.lighting or paper.RECIPES[args.recipe].lighting,
         tf32=not args.no_tf32,
         bf16=args.bf16,
         compile=args.compile,

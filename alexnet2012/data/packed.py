@@ -18,7 +18,6 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.io import ImageReadMode, decode_jpeg
 
 from alexnet2012 import paper
 from alexnet2012.data.augment import centre_view, crop_flip, ten_views
@@ -110,7 +109,7 @@ def decode_cpu(
 
     def one(i: int) -> None:
         # libjpeg-turbo writes HWC: the CHW tensor is a view of it
-        out[i] = decode_jpeg(files[i], mode=ImageReadMode.RGB).permute(1, 2, 0).numpy()
+        out[i] = _decode(files[i]).permute(1, 2, 0).numpy()
 
     with _quiet():
         if pool is None:
@@ -136,7 +135,7 @@ def decode_gpu(data: torch.Tensor, lengths: torch.Tensor, device: torch.device) 
     files = list(torch.split(data, lengths.tolist()))
     torch.cuda.current_stream(device).synchronize()
     with _quiet():
-        planes = decode_jpeg(files, mode=ImageReadMode.RGB, device=device)
+        planes = _decode(files, device=device)
     return torch.stack(planes).permute(0, 2, 3, 1)
 
 
@@ -151,3 +150,12 @@ def to_device(item: Encoded, device: torch.device) -> tuple:
     else:
         crops = centre_view(images, item.crop)
     return crops, item.labels, item.shift
+
+
+def _decode(data, device=None):
+    # imported on first use: torchvision's import brings in Dynamo, seconds in every process
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    if device is None:
+        return decode_jpeg(data, mode=ImageReadMode.RGB)
+    return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)

@@ -29,7 +29,7 @@ class TrainStream:
     """Training batches of a run, from (``start_epoch``, ``start_batch``) on. ``epoch(e)`` gives
     ``train_loader(..., epoch=e)``'s batches; another position than the workers' restarts them
     there (same workers). ``last_epoch``: no prefetching after it. ``shard`` (rank, world): a
-    replica's part of each batch. ``close()`` stops the workers."""
+    replica's part of each batch; ``crop_chunk``: see ``make_plan``. ``close()`` stops them."""
 
     def __init__(
         self,
@@ -45,6 +45,7 @@ class TrainStream:
         lighting: str = "paper",
         last_epoch: int | None = None,
         shard: tuple[int, int] = (0, 1),
+        crop_chunk: int = 1,
     ) -> None:
         self.device = torch.device(device)
         data, mean, scale = train_batches(
@@ -58,6 +59,7 @@ class TrainStream:
             workers,
             self.device,
             shard,
+            crop_chunk,
         )
         if last_epoch is not None and last_epoch < start_epoch:
             raise UsageError(

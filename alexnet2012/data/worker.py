@@ -85,9 +85,10 @@ class TrainBatches(_CacheBatches):
         workers: int = 0,
         gpu: bool = False,
         shard: tuple[int, int] = (0, 1),
+        crop_chunk: int = 1,
     ) -> None:
         super().__init__(cache, split, workers, gpu)
-        self.shard = shard
+        self.shard, self.crop_chunk = shard, crop_chunk
         self.usable, self.batch_size, self.crop, self.seed = split.usable, batch_size, crop, seed
         self.lighting = lighting
         self.per_epoch = len(first[1])
@@ -96,7 +97,9 @@ class TrainBatches(_CacheBatches):
     def plan(self, epoch: int) -> EpochPlan:
         plan = self._plans.get(epoch)
         if plan is None:
-            plan = make_plan(self.usable, self.batch_size, self.crop, self.seed, epoch)
+            plan = make_plan(
+                self.usable, self.batch_size, self.crop, self.seed, epoch, self.crop_chunk
+            )
             plan = plan.shard(*self.shard)
             self._plans[epoch] = plan
             while len(self._plans) > self.KEEP_PLANS:
@@ -170,17 +173,20 @@ def train_batches(
     workers: int,
     device: torch.device,
     shard: tuple[int, int] = (0, 1),
+    crop_chunk: int = 1,
 ) -> tuple[TrainBatches, torch.Tensor, float]:
     """The training dataset (holding ``epoch``'s plan, or ``shard``'s part of it), the mean crop
     and the lighting scale."""
     assert crop in paper.INPUT_SIZES, crop
     split, stats = open_split(cache, "train"), load_stats(cache)
     light = Lighting(lighting, stats.eigenvalues, stats.eigenvectors)
-    plan = make_plan(split.usable, batch_size, crop, seed, epoch).shard(*shard)
+    plan = make_plan(split.usable, batch_size, crop, seed, epoch, crop_chunk).shard(*shard)
     check_start(start_batch, len(plan))
     gpu = device.type == "cuda"
     first = (epoch, plan)
-    data = TrainBatches(cache, split, batch_size, crop, seed, light, first, workers, gpu, shard)
+    data = TrainBatches(
+        cache, split, batch_size, crop, seed, light, first, workers, gpu, shard, crop_chunk
+    )
     return data, hwc_mean(mean_crop(stats.mean_image, crop)), light.scale
 
 
