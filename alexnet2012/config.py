@@ -54,6 +54,8 @@ class TrainConfig:
     columns: int = paper.COLUMNS
     lrn: bool = True
     overlapping_pool: bool = True
+    dropout: bool = True
+    remove_conv: str | None = None  # P §7's ablation: a paper.MIDDLE_CONVS layer removed
     lighting: str = "paper"
     tf32: bool = True  # CUDA only; False: fp32 products as in 2012
     bf16: bool = False  # bf16 autocast, the LRN in float32
@@ -133,6 +135,11 @@ class TrainConfig:
         options.workers(self.workers)
         if self.columns not in (1, 2):
             raise UsageError(f"--columns must be 1 or 2, got {self.columns}")
+        if self.remove_conv not in (None, *paper.MIDDLE_CONVS):
+            raise UsageError(
+                f"--remove-conv must be one of {', '.join(paper.MIDDLE_CONVS)} (the middle "
+                f"layers, P §7), got {self.remove_conv}"
+            )
         if self.lighting not in LIGHTING_MODES:
             raise UsageError(
                 f"--lighting must be one of {', '.join(LIGHTING_MODES)}, got {self.lighting}"
@@ -236,6 +243,10 @@ def deviations(config: TrainConfig, num_classes: int, cache: CacheInfo | None = 
         out.append("no local response normalization (ablation, P §3.3)")
     if not config.overlapping_pool:
         out.append("non-overlapping 2x2 pooling (ablation, P §3.4)")
+    if not config.dropout:
+        out.append("no dropout in fc6 and fc7 (ablation, P §4.2)")
+    if config.remove_conv is not None:
+        out.append(f"{config.remove_conv} removed (ablation, P §7)")
     if config.bf16:
         out.append(
             "bf16 autocast (products with 8-bit mantissas, the LRN in float32) instead of "
@@ -256,6 +267,8 @@ def build_model(config: TrainConfig, num_classes: int) -> AlexNet:
         columns=config.columns,
         lrn=config.lrn,
         overlapping_pool=config.overlapping_pool,
+        dropout=config.dropout,
+        remove_conv=config.remove_conv,
         recipe=config.recipe,
     )
     if len(config.devices) == 1:

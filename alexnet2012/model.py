@@ -8,6 +8,7 @@ import functools
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager as ContextManager
 from contextlib import nullcontext
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -56,9 +57,10 @@ class Column(nn.Module):
 
 class AlexNet(nn.Module):
     """Images ``(N, 3, S, S)`` (S: ``paper.INPUT_SIZES``) to logits on the first device;
-    ``columns=1``: P §3.2's net; ``lrn``, ``overlapping_pool``: P §3.3, §3.4 ablations when
-    False (``lrn=False`` drops every response norm); ``recipe``: a ``paper.RECIPES`` name;
-    ``fused=False`` (attribute): PyTorch's ops instead of the fused kernels."""
+    ``columns=1``: P §3.2's net; ``lrn``, ``overlapping_pool``, ``dropout``: P §3.3, §3.4, §4.2
+    ablations when False (``lrn=False`` drops every response norm); ``remove_conv``: P §7's, a
+    ``paper.MIDDLE_CONVS`` layer gone; ``recipe``: a ``paper.RECIPES`` name; ``fused=False``
+    (attribute): PyTorch's ops instead of the fused kernels."""
 
     fused: bool = True
 
@@ -71,6 +73,8 @@ class AlexNet(nn.Module):
         columns: int = paper.COLUMNS,
         lrn: bool = True,
         overlapping_pool: bool = True,
+        dropout: bool = True,
+        remove_conv: str | None = None,
         recipe: str = "paper",
     ):
         super().__init__()
@@ -85,8 +89,17 @@ class AlexNet(nn.Module):
             raise ValueError(f"num_classes must be positive, got {num_classes}")
         if recipe not in paper.RECIPES:
             raise ValueError(f"recipe must be one of {', '.join(paper.RECIPES)}, got {recipe}")
+        if remove_conv not in (None, *paper.MIDDLE_CONVS):
+            raise ValueError(
+                f"remove_conv must be one of {', '.join(paper.MIDDLE_CONVS)}, got {remove_conv}"
+            )
         self.recipe = paper.RECIPES[recipe]
-        self.layers = self.recipe.layers
+        layers = (
+            self.recipe.layers
+            if remove_conv is None
+            else paper.without(self.recipe.layers, remove_conv)
+        )
+        self.layers = tuple(replace(layer, dropout=layer.dropout and dropout) for layer in layers)
         self.num_classes, self.input_size, self.num_columns = num_classes, input_size, columns
         self.lrn, self.overlapping_pool = lrn, overlapping_pool
         self.pool = (
@@ -157,31 +170,28 @@ class AlexNet(nn.Module):
         return h
 
     def forward(self, x: Tensor) -> Tensor:
-        """Figure 2 top to bottom, one tensor per column; the columns cross only at
-        :meth:`_Columns.cross`."""
+        """Figure 2 top to bottom (the layer table's order), one tensor per column; the columns
+        cross only at :meth:`_Columns.cross`."""
         if x.dim() != 4 or x.shape[1] != 3 or x.shape[2:] != (self.input_size, self.input_size):
             raise ValueError(
                 f"expected images of shape (N, 3, {self.input_size}, "
                 f"{self.input_size}), got {tuple(x.shape)}"
             )
         cols = _Columns([next(c.parameters()).device for c in self.columns])
-        conv1 = self.layers[0]
+        conv1, *middle, fc8 = self.layers
         hs = cols.fork(cols.share([x], lambda h: pad_overhang(h, conv1.kernel, conv1.stride)))
-        hs = self._each("conv1", hs, cols)
-        hs = self._each("conv2", hs, cols)
-        hs = self._each("conv3", cols.cross(hs), cols)
-        hs = self._each("conv4", hs, cols)
-        hs = self._each("conv5", hs, cols)
-        hs = self._each("fc6", cols.cross(hs, flatten=True), cols)
-        hs = self._each("fc7", cols.cross(hs), cols)
+        hs, previous = self._each(conv1, hs, cols), conv1
+        for layer in middle:  # conv2 .. fc7; "both": the columns cross (conv3, fc6, fc7)
+            if layer.sees == "both":
+                hs = cols.cross(hs, flatten=layer.kind == "fc" and previous.kind == "conv")
+            hs, previous = self._each(layer, hs, cols), layer
         return self.fc8(cols.cross(hs, first_only=True)[0])
 
-    def _each(self, name: str, hs: list[Tensor], cols: _Columns) -> list[Tensor]:
-        layer = next(layer for layer in self.layers if layer.name == name)
+    def _each(self, layer: paper.Layer, hs: list[Tensor], cols: _Columns) -> list[Tensor]:
         out = []
         for column, h, stream in zip(self.columns, hs, cols.streams):
             with _on(stream):
-                out.append(self._after(layer, getattr(column, name)(h)))
+                out.append(self._after(layer, getattr(column, layer.name)(h)))
         return out
 
 

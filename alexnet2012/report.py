@@ -151,39 +151,28 @@ def _markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> st
     return "\n".join([line(headers), line(["---"] * len(headers))] + [line(r) for r in rows])
 
 
-# Settings that switch off a feature the paper ablates: (setting, value when off, ABLATIONS key).
-_ABLATION_SWITCHES = (
-    ("columns", 1, "two columns vs one (P §3.2)"),
-    ("lrn", False, "local response normalization (P §3.3)"),
-    ("overlapping_pool", False, "overlapping pooling (P §3.4)"),
-    ("lighting", "none", "PCA lighting noise (P §4.1, 'over 1%')"),
-)
-
-
 def _ablation_section(settings: dict[str, Any]) -> list[str]:
-    rows = []
-    for setting, off, key in _ABLATION_SWITCHES:
-        if setting in settings and settings[setting] == off:
-            top1, top5 = paper.ABLATIONS[key]
-            rows.append(
-                [
-                    key,
-                    f"{setting}={off}",
-                    f"{top1:+g}",
-                    "not given" if top5 is None else f"{top5:+g}",
-                ]
-            )
+    rows = [
+        [
+            a.feature,
+            f"{a.setting}={settings[a.setting]}",
+            "not given" if a.top1 is None else f"{a.top1:+g}",
+            "not given" if a.top5 is None else f"{a.top5:+g}",
+            a.note,
+        ]
+        for a in paper.ABLATIONS
+        if settings.get(a.setting, "unset") in a.off
+    ]
     if not rows:
         return []
     return [
         "## Ablation",
         "",
-        "This run switches off a feature whose effect the paper reports. The paper's figures "
-        "are the change in error the feature brings (negative: it lowers error), so expect "
-        "this run's error to be higher than the full net's by about that much.",
+        "This run switches off a feature whose effect the paper reports: expect its error to be "
+        "higher than the full net's by about the paper's figure (points).",
         "",
         _markdown_table(
-            ["feature switched off", "setting", "paper: top-1 change (pt)", "top-5 change (pt)"],
+            ["feature switched off", "setting", "paper: top-1 higher by", "top-5", "the paper"],
             rows,
         ),
         "",

@@ -223,10 +223,12 @@ def test_demo_report_says_not_comparable_and_gives_chance(tmp_path, classes):
 @pytest.mark.parametrize(
     "setting, value, feature, delta",
     [
-        ("columns", 1, "two columns vs one", "| -1.7 | -1.2 |"),
-        ("lrn", False, "local response normalization", "| -1.4 | -1.2 |"),
-        ("overlapping_pool", False, "overlapping pooling", "| -0.4 | -0.3 |"),
-        ("lighting", "none", "PCA lighting", "| -1 | not given |"),
+        ("columns", 1, "two columns", "| +1.7 | +1.2 |"),
+        ("lrn", False, "local response normalization", "| +1.4 | +1.2 |"),
+        ("overlapping_pool", False, "overlapping pooling", "| +0.4 | +0.3 |"),
+        ("lighting", "none", "PCA lighting", "| +1 | not given |"),
+        ("dropout", False, "dropout (P", "| not given | not given |"),
+        ("remove_conv", "conv4", "a middle conv", "| +2 | not given |"),
     ],
 )
 def test_ablation_note_names_the_switch_and_the_papers_delta(
@@ -235,7 +237,7 @@ def test_ablation_note_names_the_switch_and_the_papers_delta(
     text = write_report(write_run(tmp_path, settings={setting: value})).read_text()
     assert "## Ablation" in text
     line = table_line(text, feature)
-    assert f"| {setting}={value} |" in line and line.endswith(delta)
+    assert f"| {setting}={value} {delta}" in line
     assert text.count("(P §") == 1  # only the one switch that is off
 
 

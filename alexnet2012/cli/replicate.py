@@ -111,12 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue the run in --out with its saved settings (--devices, --epochs, "
         "--workers, --checkpoint-minutes may change; --data: the cache, moved)",
     )
-    p.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="seed of initialisation, dropout and augmentation (default 0)",
-    )
+    p.add_argument("--seed", type=int, default=0, help="seed of init, dropout and data (0)")
     p.add_argument(
         "--workers", type=int, help="data loader processes (default: 0 on CPU, else up to 8)"
     )
@@ -129,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-lrn", action="store_true", help="ablation: no LRN (P §3.3)")
     p.add_argument("--no-overlap", action="store_true", help="ablation: 2x2 pooling (P §3.4)")
+    p.add_argument("--no-dropout", action="store_true", help="ablation: no dropout (P §4.2)")
+    p.add_argument(
+        "--remove-conv", choices=paper.MIDDLE_CONVS, help="ablation: without this layer (P §7)"
+    )
     p.add_argument(
         "--lighting",
         choices=("paper", "2012", "none"),
@@ -141,16 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="bf16 autocast (faster on GPUs; the LRN stays in float32; a deviation "
         "from the paper's fp32, listed in the report)",
     )
-    p.add_argument(
-        "--compile",
-        action="store_true",
-        help="torch.compile the training step (the first steps take longer)",
-    )
-    p.add_argument(
-        "--no-tf32",
-        action="store_true",
-        help="on CUDA: fp32 products as in 2012 (default: TF32, faster)",
-    )
+    p.add_argument("--compile", action="store_true", help="torch.compile the training step")
+    p.add_argument("--no-tf32", action="store_true", help="on CUDA: fp32 products as in 2012")
     p.add_argument(
         "--lr",
         type=float,
@@ -236,6 +227,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         columns=args.columns,
         lrn=not args.no_lrn,
         overlapping_pool=not args.no_overlap,
+        dropout=not args.no_dropout,
+        remove_conv=args.remove_conv,
         lighting=args.lighting or paper.RECIPES[args.recipe].lighting,
         tf32=not args.no_tf32,
         bf16=args.bf16,

@@ -1,0 +1,170 @@
+"""The paper's ablations (P §3.2-§3.4, §4.1, §4.2, §7): the baseline and one run per ablation, each
+changed from the baseline in one thing only, with the same seed, data and schedule; then
+``ablations.md``. Finished runs are reused and an interrupted one is resumed, so the same command
+continues where it stopped. Without ``--data``: on the demo's synthetic set."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from alexnet2012 import devices, options, paper
+from alexnet2012.cli import replicate
+from alexnet2012.config import default_workers
+from alexnet2012.errors import UsageError
+from alexnet2012.evidence.ablations import BASELINE, outcome, table, training_error
+from alexnet2012.files import write_file
+from alexnet2012.runfolder import CONFIG, RESULTS, RunFolder
+
+LEDGER = "ablations.json"  # each run's command line and training-set error
+TABLE = "ablations.md"
+# replicate.py's options that switch each feature off (paper.ABLATIONS' names)
+SWITCHES = {
+    "one-column": ["--columns", "1"],
+    "no-lrn": ["--no-lrn"],
+    "no-overlap": ["--no-overlap"],
+    "no-lighting": ["--lighting", "none"],
+    "no-dropout": ["--no-dropout"],
+}
+MIDDLE = "no-middle-conv"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--data", help="ImageNet root or prepared cache (default: the demo's set)")
+    p.add_argument("--out", required=True, help="folder of the runs and ablations.md")
+    p.add_argument("--epochs", type=int, help="epochs of every run (default: replicate.py's)")
+    p.add_argument("--subset", metavar="CLASSES[:TRAIN_PER_CLASS]", help="as replicate.py's")
+    p.add_argument("--seed", type=int, default=0, help="every run's seed (default 0)")
+    p.add_argument("--batch-size", type=int, help="as replicate.py's")
+    p.add_argument(
+        "--remove-conv",
+        default="conv4",
+        help=f"P §7's middle layer(s) to remove, one run each: "
+        f"{' or '.join(paper.MIDDLE_CONVS)}, or both comma-separated (default conv4)",
+    )
+    p.add_argument(
+        "--only",
+        help=f"run the baseline and these ablations only, comma-separated, of: "
+        f"{', '.join(a.name for a in paper.ABLATIONS)}",
+    )
+    p.add_argument("--devices", help="as replicate.py's (may change when a run is resumed)")
+    p.add_argument("--workers", type=int, help="as replicate.py's")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def plan(args: argparse.Namespace) -> dict[str, tuple[list[str], paper.Ablation | None]]:
+    """Each run's name, replicate.py's options and ablation (None: the baseline, first)."""
+    names = [a.name for a in paper.ABLATIONS]
+    chosen = names if args.only is None else [n.strip() for n in args.only.split(",")]
+    unknown = [n for n in chosen if n not in names]
+    if unknown or not chosen:
+        raise UsageError(f"--only takes ablations of {', '.join(names)}, got {args.only!r}")
+    layers = [n.strip() for n in args.remove_conv.split(",")]
+    if not layers or any(n not in paper.MIDDLE_CONVS for n in layers):
+        raise UsageError(
+            f"--remove-conv takes {' or '.join(paper.MIDDLE_CONVS)} (the middle layers, "
+            f"P §7), comma-separated, got {args.remove_conv!r}"
+        )
+    common = [] if args.data is None else ["--data", args.data]
+    if args.subset is not None:
+        common += ["--subset", args.subset]
+    for option in ("epochs", "batch_size"):
+        if getattr(args, option) is not None:
+            common += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
+    common += ["--seed", str(args.seed)]
+    runs: dict[str, tuple[list[str], paper.Ablation | None]] = {BASELINE: (common, None)}
+    for name in chosen:
+        if name == MIDDLE:
+            for layer in layers:
+                runs[f"no-{layer}"] = (common + ["--remove-conv", layer], paper.ablation(name))
+        else:
+            runs[name] = (common + SWITCHES[name], paper.ablation(name))
+    return runs
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.epochs is not None:
+        options.count("--epochs", args.epochs)
+    options.seed(args.seed)
+    options.workers(args.workers)
+    names = tuple(str(d) for d in devices.parse(args.devices))
+    workers = args.workers if args.workers is not None else default_workers(names)
+    runs = plan(args)
+    out = Path(args.out)
+    ledger = _read_ledger(out)
+    for name, (given, _) in runs.items():
+        recorded = ledger.get(name, {}).get("argv")
+        if recorded is None and (out / name).exists():
+            raise UsageError(
+                f"{out / name} exists but is not one of this command's runs ({out / LEDGER} "
+                "does not list it): give another --out"
+            )
+        if recorded is not None and recorded != given:
+            raise UsageError(
+                f"{out / name} was run as {shlex.join(recorded)}, not {shlex.join(given)}: "
+                "give another --out for other settings"
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    places = ["--workers", str(workers)] + (["--devices", args.devices] if args.devices else [])
+    places += ["--quiet"] if args.quiet else []
+    failed: dict[str, str] = {}
+    for number, (name, (given, _)) in enumerate(runs.items(), start=1):
+        run = out / name
+        ledger.setdefault(name, {})["argv"] = given
+        _write_ledger(out, ledger)
+        state = (
+            "finished"
+            if (run / RESULTS).exists()
+            else "resumed"
+            if (run / CONFIG).exists()
+            else "new"
+        )
+        print(
+            f"[{number}/{len(runs)}] {name}: {'reused' if state == 'finished' else state} ({run})"
+        )
+        try:
+            if state != "finished":
+                resume = ["--resume", "--out", str(run)] if state == "resumed" else None
+                replicate.main((resume or [*given, "--out", str(run)]) + places)
+            if "train" not in ledger[name]:
+                batch = args.batch_size or paper.BATCH_SIZE
+                ledger[name]["train"] = training_error(run, names, batch, workers)
+                _write_ledger(out, ledger)
+        except UsageError as exc:  # e.g. a run whose loss diverged: the others still run
+            print(f"error: {name}: {exc}", file=sys.stderr)
+            failed[name] = str(exc)
+        except KeyboardInterrupt:
+            again = shlex.join(["python", "scripts/ablations.py", *(argv or sys.argv[1:])])
+            raise KeyboardInterrupt(f"continue with: {again}") from None
+    outcomes = [
+        outcome(out / name, ablation, ledger[name]["train"])
+        for name, (_, ablation) in runs.items()
+        if name not in failed
+    ]
+    if BASELINE in failed:
+        raise UsageError(f"the baseline did not finish ({failed[BASELINE]}): no table to write")
+    dataset = RunFolder(out / BASELINE).read().config["dataset"]
+    write_file(out / TABLE, table(outcomes, dataset, failed))
+    print(f"wrote {out / TABLE}")
+    return 1 if failed else 0
+
+
+def _read_ledger(out: Path) -> dict:
+    path = out / LEDGER
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{path}: not valid JSON ({exc.msg}): remove it to start over") from None
+
+
+def _write_ledger(out: Path, ledger: dict) -> None:
+    write_file(out / LEDGER, json.dumps(ledger, indent=2) + "\n")
