@@ -1,5 +1,6 @@
 """One replica of a test run under torchrun (tests/test_distributed.py): scripts/replicate.py
-with test hooks from the environment. TEST_NO_DROPOUT=1: dropout off. TEST_FAIL=RANK:STEP:KIND:
+with test hooks from the environment. TEST_NO_DROPOUT=1: dropout off. TEST_FLOAT64=1: the
+network and its inputs in float64. TEST_FAIL=RANK:STEP:KIND:
 at training step STEP (counted from 1 in this process), replica RANK ("all": every replica)
 dies (exit), returns a NaN loss (nan), or every replica stops together (stop: a crash after
 the last checkpoint)."""
@@ -11,7 +12,15 @@ import torch
 from alexnet2012 import distributed, paper
 from alexnet2012.cli.replicate import main
 from alexnet2012.errors import run_cli
+from alexnet2012.model import AlexNet
 from alexnet2012.step import TrainStep
+
+
+def float64() -> None:
+    """Networks made from now on hold float64 weights, and cast their inputs to float64."""
+    torch.set_default_dtype(torch.float64)
+    forward = AlexNet.forward
+    AlexNet.forward = lambda self, x: forward(self, x.to(torch.float64))
 
 
 def install(fail: str) -> None:
@@ -37,6 +46,8 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     if os.environ.get("TEST_NO_DROPOUT"):
         paper.DROPOUT_P = 0.0
+    if os.environ.get("TEST_FLOAT64"):
+        float64()
     if os.environ.get("TEST_FAIL"):
         install(os.environ["TEST_FAIL"])
     run_cli(main)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from alexnet2012 import distributed, paper
+from alexnet2012 import AlexNet, distributed, paper
 from alexnet2012.checkpoint import load_checkpoint
 from alexnet2012.cli import replicate
 from alexnet2012.config import TrainConfig
@@ -100,29 +100,50 @@ def test_sharded_loaders_split_each_batch_and_the_evaluation(tiny):
     assert torch.equal(torch.cat(dealt), full)
 
 
-def test_two_replicas_take_the_step_of_one_process_with_the_whole_batch(
-    tiny, tmp_path, monkeypatch
-):
-    argv = ["--out", str(tmp_path / "two"), "--data", str(tiny), *SETTINGS, "--epochs", "1"]
-    assert replicas(argv, dropout=False) == ([0, 0], [])
-    monkeypatch.setattr(paper, "DROPOUT_P", 0.0)
-    config = TrainConfig(
-        cache=str(tiny),
-        out=str(tmp_path / "one"),
-        batch_size=8,
-        eval_batch_size=8,
-        epochs=1,
-        workers=0,
-        ten_view=False,
+@pytest.fixture(scope="module")
+def three_batches(tmp_path_factory):
+    """A 3-class synthetic set of 96 usable training images (3 batches of 32), prepared."""
+    root = tmp_path_factory.mktemp("three_batches")
+    make_synthetic_imagenet(
+        root / "imagenet", classes=3, train_per_class=33, val_per_class=2, seed=1, workers=1
     )
-    Trainer(config, progress=False, log=lambda s: None).run()
+    prepare_cache(root / "imagenet", root / "cache", workers=1, progress=False)
+    return root / "cache"
+
+
+def test_two_replicas_of_16_images_take_the_steps_of_one_process_with_32(
+    three_batches, tmp_path, monkeypatch
+):
+    settings = ["--batch-size", "32", "--no-ten-view", "--epochs", "1"]
+    argv = ["--out", str(tmp_path / "two"), "--data", str(three_batches), *settings]
+    assert replicas(argv, dropout=False, float64=True) == ([0, 0], [])
+    monkeypatch.setattr(paper, "DROPOUT_P", 0.0)
+    monkeypatch.setattr(AlexNet, "forward", AlexNet.forward)  # restored after float64()
+    default = torch.get_default_dtype()
+    try:
+        hooks.float64()
+        config = TrainConfig(
+            cache=str(three_batches),
+            out=str(tmp_path / "one"),
+            batch_size=32,
+            eval_batch_size=32,
+            epochs=1,
+            workers=0,
+            ten_view=False,
+        )
+        one_run = Trainer(config, progress=False, log=lambda s: None)
+        assert one_run.cache.train_images // 32 == 3  # three steps
+        one_run.run()
+    finally:
+        torch.set_default_dtype(default)
     two, one = weights(tmp_path / "two"), weights(tmp_path / "one")
-    for name in one:  # an epoch's steps of 8 images: 2 x 4 with averaged gradients
-        torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-6)
+    for name in one:  # 3 steps of 32 images: 2 x 16 with averaged gradients, float64
+        assert one[name].dtype == torch.float64
+        torch.testing.assert_close(two[name], one[name], rtol=1e-10, atol=1e-12)
     metrics = [json.loads((tmp_path / r / "metrics.jsonl").read_text()) for r in ("two", "one")]
     results = [json.loads((tmp_path / r / "results.json").read_text()) for r in ("two", "one")]
     assert metrics[0]["val_top1"] == metrics[1]["val_top1"]  # counts over replicas, summed
-    assert metrics[0]["train_loss"] == pytest.approx(metrics[1]["train_loss"], rel=1e-4)
+    assert metrics[0]["train_loss"] == pytest.approx(metrics[1]["train_loss"], rel=1e-6)
     assert metrics[0]["val_top5"] == metrics[1]["val_top5"]
     assert results[0]["center"]["top1"] == results[1]["center"]["top1"]
     assert results[0]["center"]["images"] == results[1]["center"]["images"]
@@ -136,16 +157,16 @@ def test_under_torchrun_a_dead_replica_ends_the_job_promptly_and_is_named(tiny, 
     assert "exitcode  : 3" in done.stderr and "rank      : 1" in done.stderr, done.stderr[-3000:]
 
 
-def replicas(argv, n=2, fail=None, dropout=True):
-    """``replicate.main(argv)`` on ``n`` forked replicas (gloo, 1 thread each; ``fail`` as in
-    distributed_child.py): their exit codes and error lines."""
+def replicas(argv, n=2, fail=None, dropout=True, float64=False):
+    """``replicate.main(argv)`` on ``n`` forked replicas (gloo, 1 thread each; ``fail`` and
+    ``float64`` as in distributed_child.py): their exit codes and error lines."""
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
     fork = multiprocessing.get_context("fork")
     lines = Path(argv[argv.index("--out") + 1]).with_name("errors")
     lines.mkdir(exist_ok=True)
-    args = (n, port, [*argv, *PLACES], fail, dropout, lines)
+    args = (n, port, [*argv, *PLACES], fail, dropout, float64, lines)
     processes = [fork.Process(target=_replica, args=(rank, *args)) for rank in range(n)]
     for p in processes:
         p.start()
@@ -157,7 +178,7 @@ def replicas(argv, n=2, fail=None, dropout=True):
     return codes, errors
 
 
-def _replica(rank, n, port, argv, fail, dropout, lines):
+def _replica(rank, n, port, argv, fail, dropout, float64, lines):
     os.environ.update(
         RANK=str(rank), WORLD_SIZE=str(n), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1"
     )
@@ -165,6 +186,8 @@ def _replica(rank, n, port, argv, fail, dropout, lines):
     torch.set_num_threads(1)
     if not dropout:
         paper.DROPOUT_P = 0.0
+    if float64:
+        hooks.float64()
     if fail:
         hooks.install(fail)
     try:

@@ -10,6 +10,7 @@ per-step time. With a data cache, one more row trains the one-device net on the 
 from __future__ import annotations
 
 import itertools
+import statistics
 import sys
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
@@ -247,10 +248,16 @@ def measure_training(settings: Settings, progress: bool = True) -> dict[str, Any
 
 
 def measure_replicas(
-    names: tuple[str, ...], batch_size: int, input_size: int, steps: int, warmup: int
+    names: tuple[str, ...],
+    batch_size: int,
+    input_size: int,
+    steps: int,
+    warmup: int,
+    repeats: int = 3,
 ) -> dict[str, Any]:
     """Under torchrun: the whole job's training images/s with the batch split over the
-    replicas (DDP), against replica 0 alone with the whole batch while the others wait."""
+    replicas (DDP), against replica 0 alone with the whole batch while the others wait; in
+    ``repeats`` alternating rounds, each rate the median of its rounds."""
     world = distributed.environment()
     distributed.start(world, devices.any_cuda(names))
     torch.manual_seed(0)
@@ -263,8 +270,8 @@ def measure_replicas(
     x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, paper.NUM_CLASSES, (batch_size,), device=first)
 
-    def rate(step: TrainStep, n: int) -> float:
-        for _ in range(warmup):
+    def rate(step: TrainStep, n: int, warm: int) -> float:
+        for _ in range(warm):
             step(x[:n], y[:n])
         devices.synchronize(names)
         started = time.perf_counter()
@@ -273,11 +280,17 @@ def measure_replicas(
         devices.synchronize(names)
         return steps * n / (time.perf_counter() - started)
 
-    alone = rate(TrainStep(model, PaperSGD(model.parameters())), batch_size) if world.main else 0
-    distributed.barrier()
+    single = TrainStep(model, PaperSGD(model.parameters()))
     share = batch_size // world.size
     ddp = TrainStep(distributed.wrap(model, names), PaperSGD(model.parameters()))
-    job = float(distributed.all_sum(torch.tensor([rate(ddp, share)], dtype=torch.float64)))
+    alones, jobs = [], []
+    for round_ in range(repeats):
+        warm = warmup if round_ == 0 else 0
+        alones.append(rate(single, batch_size, warm) if world.main else 0.0)
+        distributed.barrier()
+        mine = rate(ddp, share, warm)
+        jobs.append(float(distributed.all_sum(torch.tensor([mine], dtype=torch.float64))))
+    alone, job = statistics.median(alones), statistics.median(jobs)
     return {
         "replicas": world.size,
         "batch_size": batch_size,
@@ -285,6 +298,7 @@ def measure_replicas(
         "devices": list(names),
         "one_replica_images_per_s": alone,
         "job_images_per_s": job,
+        "rounds": {"one_replica": alones, "job": jobs},
         "speedup": job / alone if alone else None,
         "scaling_efficiency": job / (world.size * alone) if alone else None,
     }

@@ -166,12 +166,13 @@ def _replicas(args: argparse.Namespace) -> None:
     names = distributed.replica_devices(args.devices, world, 1)
     names = names or tuple(str(d) for d in devices.parse(None))
     TrainConfig("", "", devices=names, batch_size=args.batch_size, replicas=world.size).check()
-    steps, warmup, _ = default_schedule(devices.parse(names)[0])
+    steps, warmup, repeats = default_schedule(devices.parse(names)[0])
     steps = options.count("--steps", steps if args.steps is None else args.steps)
     warmup = options.count("--warmup", warmup if args.warmup is None else args.warmup, 0)
+    repeats = options.count("--repeats", repeats if args.repeats is None else args.repeats)
     if args.json is not None and world.main:
         check_writable(args.json)
-    report = measure_replicas(names, args.batch_size, paper.CROP_SIZE, steps, warmup)
+    report = measure_replicas(names, args.batch_size, paper.CROP_SIZE, steps, warmup, repeats)
     distributed.stop()
     if world.main:
         print(
