@@ -157,6 +157,28 @@ def test_under_torchrun_a_dead_replica_ends_the_job_promptly_and_is_named(tiny, 
     assert "exitcode  : 3" in done.stderr and "rank      : 1" in done.stderr, done.stderr[-3000:]
 
 
+def test_under_torchrun_the_benchmark_measures_the_job_against_one_replica(tmp_path):
+    out = tmp_path / "replicas.json"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc-per-node=2", "scripts/benchmark.py", "--devices", "cpu"]
+    command += ["--batch-size", "4", "--steps", "1", "--warmup", "0", "--repeats", "2"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    done = subprocess.run(
+        command + ["--json", str(out)], cwd=REPO, env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert (report["replicas"], report["per_replica"], report["batch_size"]) == (2, 2, 4)
+    rounds = report["rounds"]
+    assert len(rounds["job"]) == len(rounds["one_replica"]) == 2
+    assert report["job_images_per_s"] == pytest.approx(np.median(rounds["job"]))
+    alone = np.median(rounds["one_replica"])
+    assert report["speedup"] == pytest.approx(report["job_images_per_s"] / alone)
+    assert report["scaling_efficiency"] == pytest.approx(report["speedup"] / 2)
+    assert "speedup" in done.stdout and "scaling efficiency" in done.stdout
+
+
 def replicas(argv, n=2, fail=None, dropout=True, float64=False):
     """``replicate.main(argv)`` on ``n`` forked replicas (gloo, 1 thread each; ``fail`` and
     ``float64`` as in distributed_child.py): their exit codes and error lines."""
