@@ -4,17 +4,20 @@
 # model beside it, the benchmark in bf16 + torch.compile with the end-to-end row from the cache
 # (the 10,000 images/s target), a short replication on one GPU in bf16 + compile and one on the
 # two-device path (column 0 on the GPU, column 1 on the CPU), the data stages of the raw and the
-# JPEG cache (nvJPEG decoding into the model's input) beside torchvision's ImageFolder path. The
-# demo data is gitignored, so a first stage generates and prepares it (the JPEG cache: the data
-# stage, in a temporary folder). The stage limits below (plus 10 s of
-# kill grace each) bound the run.
+# JPEG cache (nvJPEG decoding into the model's input) beside torchvision's ImageFolder path; then
+# torchrun: two replicas sharing the GPU for one epoch (correctness), the replicas' scaling where
+# there are 2+ GPUs, and the paper's figures from the first run's checkpoint. The demo data is
+# gitignored, so a first stage generates and prepares it (the JPEG cache: the data stage, in a
+# temporary folder). The stage limits below (plus 10 s of kill grace each) bound the run; past
+# the run tool's 10 minutes the last stages are the ones cut.
 #
 #   scripts/device_checks.sh OUT_DIR
 #
 # Runs from the repository root with the python3 on PATH (torch, torchvision, numpy, scipy,
 # pillow, pytest, triton; installs nothing). Writes at most 8 files to OUT_DIR: log.txt
 # (everything printed), pytest_cuda.log, bench_b128.json, bench_b128_bf16_compile.json,
-# data_cuda.json and runs.tar.gz (the two run folders without checkpoints). Each stage has its
+# data_cuda.json, replicas.json (2+ GPUs) and runs.tar.gz (the run folders without checkpoints,
+# the figures in the first). Each stage has its
 # own time limit, so that one that hangs leaves the rest their time. DEVICE=cpu runs the same on
 # the CPU (slowly).
 set -uo pipefail
@@ -55,6 +58,17 @@ stage "replication on $device,cpu, 1 epoch" 50 python3 scripts/replicate.py \
 stage "data stages, raw and JPEG (GPU decode) caches, torchvision" 70 \
   python3 scripts/benchmark_data.py --cache experiments/demo_data/cache --device "$device" \
   --json "$out/data_cuda.json"
+stage "torchrun: 2 replicas on $device (gloo), 1 epoch" 60 python3 -m torch.distributed.run \
+  --standalone --nproc-per-node 2 scripts/replicate.py --devices "$device" --epochs 1 \
+  --out "$runs/two-replicas" --quiet
+gpus=$(python3 -c "import torch; print(torch.cuda.device_count())" 2>/dev/null || echo 0)
+if [ "$gpus" -ge 2 ]; then
+  stage "torchrun: $gpus replicas, scaling at batch 128" 60 python3 -m torch.distributed.run \
+    --standalone --nproc-per-node "$gpus" scripts/benchmark.py --batch-size 128 \
+    --json "$out/replicas.json"
+fi
+stage "figures 3 and 4 from the first run" 40 python3 scripts/figures.py "$runs/one-device" \
+  --devices "$device"
 timeout 20 tar -czf "$out/runs.tar.gz" -C "$runs" --exclude='*checkpoint*' --exclude='*.tmp' . \
   && rm -rf "$runs"
 echo "=== done $(date -u +%H:%M:%S)"
