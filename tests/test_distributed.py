@@ -33,15 +33,20 @@ from alexnet2012.train import Trainer
 REPO = Path(__file__).resolve().parents[1]
 
 
+def prepared(root, train_per_class, val_per_class):
+    """A 3-class synthetic set under ``root``, prepared: its cache."""
+    make_synthetic_imagenet(
+        root / "imagenet", classes=3, train_per_class=train_per_class,
+        val_per_class=val_per_class, seed=1, workers=1,
+    )  # fmt: skip
+    prepare_cache(root / "imagenet", root / "cache", workers=1, progress=False)
+    return root / "cache"
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A 3-class synthetic set (24 train, 9 val images), prepared."""
-    root = tmp_path_factory.mktemp("tiny")
-    make_synthetic_imagenet(
-        root / "imagenet", classes=3, train_per_class=8, val_per_class=3, seed=1, workers=1
-    )
-    prepare_cache(root / "imagenet", root / "cache", workers=1, progress=False)
-    return root / "cache"
+    return prepared(tmp_path_factory.mktemp("tiny"), 8, 3)
 
 
 SETTINGS = ("--batch-size", "8", "--no-ten-view")  # what --resume keeps from the run
@@ -103,12 +108,7 @@ def test_sharded_loaders_split_each_batch_and_the_evaluation(tiny):
 @pytest.fixture(scope="module")
 def three_batches(tmp_path_factory):
     """A 3-class synthetic set of 96 usable training images (3 batches of 32), prepared."""
-    root = tmp_path_factory.mktemp("three_batches")
-    make_synthetic_imagenet(
-        root / "imagenet", classes=3, train_per_class=33, val_per_class=2, seed=1, workers=1
-    )
-    prepare_cache(root / "imagenet", root / "cache", workers=1, progress=False)
-    return root / "cache"
+    return prepared(tmp_path_factory.mktemp("three_batches"), 33, 2)
 
 
 def test_two_replicas_of_16_images_take_the_steps_of_one_process_with_32(

@@ -8,8 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from alexnet2012 import paper
 from alexnet2012.data import eval_loader
 from alexnet2012.evaluate import evaluate
@@ -42,8 +40,7 @@ def training_error(run: Path, devices: tuple[str, ...], batch_size: int, workers
         config.cache, "train", batch_size=batch_size, crop=config.input_size, workers=workers,
         device=device,
     )  # fmt: skip
-    with torch.no_grad():
-        errors = evaluate(model, batches, desc=f"training-set error of {run.name}")
+    errors = evaluate(model, batches, desc=f"training-set error of {run.name}")
     return {"top1": errors["top1"], "top5": errors["top5"], "images": errors["images"]}
 
 
