@@ -14,8 +14,6 @@ from alexnet2012.data import cache_info, make_synthetic_imagenet, prepare_cache
 from alexnet2012.errors import UsageError
 from alexnet2012.train import Trainer
 
-torch.set_num_threads(2)
-
 
 def images(n=2, seed=0):
     return torch.randn(n, 3, 224, 224, generator=torch.Generator().manual_seed(seed)) * 50

@@ -17,7 +17,6 @@ from alexnet2012.layers import (
     relu_lrn_pool,
 )
 
-torch.set_num_threads(2)
 K, N, ALPHA, BETA = 2.0, 5, 1e-4, 0.75
 
 
@@ -146,8 +145,9 @@ def test_channels_that_do_not_split_into_the_columns_are_refused():
 )
 def test_the_layers_are_twice_differentiable(op):
     z = (torch.randn(2, 8, 7, 7, dtype=torch.float64) * 30).requires_grad_()
-    assert torch.autograd.gradcheck(op, (z,))
-    assert torch.autograd.gradgradcheck(op, (z,))
+    # fast_mode: the Jacobians compared along random directions, not column by column
+    assert torch.autograd.gradcheck(op, (z,), fast_mode=True)
+    assert torch.autograd.gradgradcheck(op, (z,), fast_mode=True)
 
 
 def test_torch_compile_traces_the_layers_whole():

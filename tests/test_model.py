@@ -11,8 +11,6 @@ import torch.nn.functional as F
 from alexnet2012 import AlexNet, grouped_state_dict, load_grouped_state_dict, paper
 from alexnet2012 import model as model_module
 
-torch.set_num_threads(2)
-
 
 def small_batch(n=2, size=224, seed=0):
     g = torch.Generator().manual_seed(seed)

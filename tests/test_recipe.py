@@ -16,7 +16,6 @@ from alexnet2012.layers import within_map_norm
 from alexnet2012.optim import PaperSGD, layer_groups
 from alexnet2012.schedule import PaperSchedule, RecipeSchedule
 
-torch.set_num_threads(2)
 CODE = "2012-code"
 LAYER_NAMES = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 

@@ -64,13 +64,9 @@ def cache(tmp_path_factory) -> Path:
 
 
 def start(args: list, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """scripts/replicate.py in a subprocess on two threads, without the test hook unless ``env``
-    sets it."""
-    env = {
-        **{k: v for k, v in os.environ.items() if k != TEST_PAUSE},
-        "OMP_NUM_THREADS": "2",
-        **(env or {}),
-    }
+    """scripts/replicate.py in a subprocess (on this worker's threads, tests/conftest.py), without
+    the test hook unless ``env`` sets it."""
+    env = {**{k: v for k, v in os.environ.items() if k != TEST_PAUSE}, **(env or {})}
     return subprocess.Popen(
         [sys.executable, "scripts/replicate.py", *map(str, args)],
         cwd=REPO,

@@ -25,7 +25,6 @@ from alexnet2012.step import TrainStep
 from alexnet2012.train import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
-torch.set_num_threads(2)
 
 
 @pytest.fixture(scope="module")
@@ -55,13 +54,11 @@ def config(tiny, out, **kw):
 
 
 def run_cli(*args, cwd=REPO):
-    env = dict(os.environ, OMP_NUM_THREADS="2")
     return subprocess.run(
         [sys.executable, "scripts/replicate.py", "--quiet", *map(str, args)],
         cwd=cwd,
         capture_output=True,
         text=True,
-        env=env,
         timeout=600,
     )
 
