@@ -1,4 +1,5 @@
 import os
+import shutil
 
 import pytest
 import torch
@@ -28,6 +29,18 @@ def _threads() -> int:
     return max(1, (cores or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
 
 
+def _in_memory_temproot() -> None:
+    """Test folders in memory (/dev/shm) where it has room: the runs' checkpoints (about 0.5 GB
+    each, well over a hundred in the suite) would otherwise be written and synced to disk, which
+    is none of what the tests check. setup.cfg removes a passed test's folder at once."""
+    shm = "/dev/shm"
+    if "PYTEST_DEBUG_TEMPROOT" in os.environ or not os.access(shm, os.W_OK):
+        return
+    if shutil.disk_usage(shm).free > 8e9:
+        os.environ["PYTEST_DEBUG_TEMPROOT"] = shm  # pytest's documented base for tmp_path
+
+
+_in_memory_temproot()
 THREADS = _threads()
 torch.set_num_threads(THREADS)
 os.environ["OMP_NUM_THREADS"] = str(THREADS)  # inherited by the scripts the tests start
