@@ -167,7 +167,7 @@ def test_under_torchrun_the_benchmark_measures_the_job_against_one_replica(tmp_p
         command + ["--json", str(out)], cwd=REPO, env=env, capture_output=True, text=True,
         timeout=300,
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, f"stdout:\n{done.stdout[-2000:]}\nstderr:\n{done.stderr[-4000:]}"
     report = json.loads(out.read_text())
     assert (report["replicas"], report["per_replica"], report["batch_size"]) == (2, 2, 4)
     rounds = report["rounds"]
@@ -176,7 +176,7 @@ def test_under_torchrun_the_benchmark_measures_the_job_against_one_replica(tmp_p
     alone = np.median(rounds["one_replica"])
     assert report["speedup"] == pytest.approx(report["job_images_per_s"] / alone)
     assert report["scaling_efficiency"] == pytest.approx(report["speedup"] / 2)
-    assert "speedup" in done.stdout and "scaling efficiency" in done.stdout
+    assert "speedup" in done.stdout and "scaling efficiency" in done.stdout, done.stdout
 
 
 def replicas(argv, n=2, fail=None, dropout=True, float64=False):
