@@ -202,6 +202,14 @@ def wrap(model: nn.Module, devices: tuple[str, ...]) -> nn.Module:
     return nn.parallel.DistributedDataParallel(model, device_ids=ids, gradient_as_bucket_view=True)
 
 
+def finish() -> None:
+    """Leave the process group after the last collective of a run that went well: the
+    replicas meet first, so that none closes its connections while another may still be
+    reading from them."""
+    barrier()
+    stop()
+
+
 def stop() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

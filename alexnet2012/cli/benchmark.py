@@ -173,7 +173,7 @@ def _replicas(args: argparse.Namespace) -> None:
     if args.json is not None and world.main:
         check_writable(args.json)
     report = measure_replicas(names, args.batch_size, paper.CROP_SIZE, steps, warmup, repeats)
-    distributed.stop()
+    distributed.finish()
     if world.main:
         print(
             f"{report['replicas']} replicas x {report['per_replica']} images: "

@@ -301,6 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config, out = run.config, Path(run.config.out)
         if not world.main:
             run.run()
+            distributed.finish()
             return 0
         print(f"run folder: {config.out}; devices: {', '.join(config.devices)}")
         differences = deviations(config, run.num_classes, run.cache)
@@ -308,6 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "differences from the paper:" + "".join(f"\n  - {d}" for d in differences or ["none"])
         )
         results = run.run()
+        distributed.finish()
         report = write_report(config.out)
     except KeyboardInterrupt:
         raise KeyboardInterrupt(_how_to_continue(args, argv, out)) from None
