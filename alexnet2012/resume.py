@@ -186,9 +186,9 @@ def restore(run: Any, ckpt: dict[str, Any]) -> None:
     if size != saved:
         torch.manual_seed(rank_seed(run.config.seed, rank, run.epoch, run.batch))
         run.config.deviations.append(
-            f"resumed at epoch {run.epoch}, batch {run.batch} on {size} replica(s) instead of "
-            f"{saved}: the same images in the same order, other dropout masks than a run never "
-            "interrupted"
+            f"resumed at epoch {run.epoch}, batch {run.batch} on {size} "
+            f"replica{'s' if size > 1 else ''} instead of {saved}: the same images in the same "
+            "order, other dropout masks than a run never interrupted"
         )
     lines = run.folder.metric_lines()
     kept = [line for line in lines if epoch_of(line) < run.epoch]

@@ -239,7 +239,7 @@ def test_a_resumed_run_of_two_replicas_ends_with_the_weights_of_one_never_stoppe
     alone = Trainer.resume(str(tmp_path / "alone"), progress=False, log=lambda s: None)
     alone.run()  # one process goes on from the two replicas' checkpoint, and says so
     notes = json.loads((tmp_path / "alone" / "config.json").read_text())["deviations"]
-    assert any("epoch 1, batch 1 on 1 replica(s) instead of 2" in note for note in notes), notes
+    assert any("epoch 1, batch 1 on 1 replica instead of 2" in note for note in notes), notes
     assert load_checkpoint(tmp_path / "alone" / "checkpoint.pt")["finished"]
 
 
@@ -270,7 +270,7 @@ def test_per_replica_batches_are_an_explicit_deviation(tiny, tmp_path, monkeypat
     argv.append("--per-replica-batch")
     scaled = replicate.config_from_args(replicate.build_parser().parse_args(argv))
     assert (scaled.batch_size, scaled.lr) == (16, 0.02)
-    assert "2 replica(s) x 8 images per step and the lr scaled by 2" in scaled.deviations[0]
+    assert "2 replicas x 8 images per step and the lr scaled by 2" in scaled.deviations[0]
     with pytest.raises(UsageError, match="--batch-size 7 is not divisible by the 2 replicas"):
         replicate.config_from_args(replicate.build_parser().parse_args([*argv[:5], "7"]))
 

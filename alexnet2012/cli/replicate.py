@@ -210,8 +210,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if args.per_replica_batch:  # the step's batch grows with the replicas: linear lr scaling
         batch_size, lr = batch_size * replicas, lr * replicas
         notes.append(
-            f"--per-replica-batch: {replicas} replica(s) x {batch_size // replicas} images per "
-            f"step and the lr scaled by {replicas}, instead of the paper's batch and lr"
+            f"--per-replica-batch: {replicas} replica{'s' if replicas > 1 else ''} x "
+            f"{batch_size // replicas} images per step and the lr scaled by {replicas}, instead "
+            "of the paper's batch and lr"
         )
     config = TrainConfig(
         cache="",

@@ -101,11 +101,12 @@ def table(outcomes: list[Outcome], dataset: str, failed: dict[str, str]) -> str:
         "run", "what changes", "top-1 %", "top-5 %", "top-1 change", "top-5 change",
         "paper: top-1", "paper: top-5", "train top-1 %", "val - train top-1",
     ]  # fmt: skip
+    epochs = f"{base.epochs} epoch{'s' if base.epochs > 1 else ''}"
     lines = [
         "# The paper's ablations",
         "",
         f"Data: {dataset}. Every run: seed {base.settings.get('seed')}, "
-        f"{base.epochs} epoch(s), the same data and schedule; each ablation changes one thing "
+        f"{epochs}, the same data and schedule; each ablation changes one thing "
         f"from the baseline. Validation errors from the {views}; changes in points from the "
         "baseline, beside the change the paper reports (positive: higher error without the "
         "feature). The train-validation gap is the centre crop's on both, in eval mode: the "
@@ -129,7 +130,7 @@ def table(outcomes: list[Outcome], dataset: str, failed: dict[str, str]) -> str:
         lines.append("")
     if base.epochs < paper.EPOCHS:
         lines.append(
-            f"Runs of {base.epochs} epoch(s) instead of about {paper.EPOCHS}: the changes are "
+            f"Runs of {epochs} instead of about {paper.EPOCHS}: the changes are "
             "early-training differences, and may differ in size or sign from the paper's."
         )
     return "\n".join(lines).rstrip() + "\n"
