@@ -31,13 +31,13 @@ def _threads() -> int:
 
 def _in_memory_temproot() -> None:
     """Test folders in memory (/dev/shm) where it has room: the runs' checkpoints (about 0.5 GB
-    each, well over a hundred in the suite) would otherwise be written and synced to disk, which
-    is none of what the tests check. setup.cfg removes a passed test's folder at once."""
+    each; a run of the suite left 9 GB of them) would otherwise be written and synced to disk,
+    which is none of what the tests check. setup.cfg removes a passed test's folder at once."""
     shm = "/dev/shm"
     if "PYTEST_DEBUG_TEMPROOT" in os.environ or not os.access(shm, os.W_OK):
         return
     if shutil.disk_usage(shm).free > 8e9:
-        os.environ["PYTEST_DEBUG_TEMPROOT"] = shm  # pytest's documented base for tmp_path
+        os.environ["PYTEST_DEBUG_TEMPROOT"] = shm  # pytest's base for tmp_path (pytest -h)
 
 
 _in_memory_temproot()
