@@ -23,7 +23,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -162,16 +161,11 @@ def reference(uninterrupted) -> Path:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """A folder for the module's run folders: in memory (/dev/shm) where it has room for their
-    checkpoints (455 MB each, at most four at a time): writing them to a disk and syncing them
-    takes a good part of the faults' runs and is none of what they test; else on disk."""
-    shm = Path("/dev/shm")
-    if shm.is_dir() and os.access(shm, os.W_OK) and shutil.disk_usage(shm).free > 4e9:
-        folder = Path(tempfile.mkdtemp(prefix="alexnet2012-faults-", dir=shm))
-        yield folder
-        shutil.rmtree(folder, ignore_errors=True)
-    else:
-        yield tmp_path_factory.mktemp("runs")
+    """A folder for the module's run folders, removed with the module: their checkpoints are
+    455 MB each, at most four at a time (in memory where tests/conftest.py finds room)."""
+    folder = tmp_path_factory.mktemp("runs")
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 class _Capture:
