@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,7 +11,8 @@ from torch import Tensor, nn
 
 CPU_METHOD = (
     "process RSS: /proc/self/status VmHWM during the step minus VmRSS before "
-    "it, after glibc malloc_trim(0) and a peak reset via /proc/self/clear_refs"
+    "it, after a peak reset via /proc/self/clear_refs; a lower bound: pages the "
+    "C allocator kept from earlier steps are in the baseline"
 )
 CUDA_METHOD = (
     "torch.cuda.max_memory_allocated during the step minus "
@@ -26,8 +26,8 @@ PEAK_MEMORY = (
 
 class MemoryMeter:
     """Peak memory of a block above what was in use at its start: CUDA allocator statistics per
-    GPU; on the CPU the process's resident set (Linux ``/proc``). glibc keeps freed pages for
-    reuse, so ``malloc_trim`` first returns them, else a block reusing them would not count."""
+    GPU; on the CPU the process's resident set (Linux ``/proc``), a lower bound: the C allocator
+    keeps freed pages for reuse, and a block reusing them does not grow the resident set."""
 
     def __init__(self, devices: Sequence[torch.device]):
         self.gpus = sorted({d for d in devices if d.type == "cuda"}, key=str)
@@ -39,7 +39,6 @@ class MemoryMeter:
         for d in self.gpus:
             torch.cuda.reset_peak_memory_stats(d)
         if self.cpu:
-            _libc().malloc_trim(0)
             Path("/proc/self/clear_refs").write_text("5")
             self.baseline += _proc_status_bytes("VmRSS")
 
@@ -53,10 +52,6 @@ class MemoryMeter:
         return max(0, peak - self.baseline)
 
 
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None)
-
-
 def _proc_status_bytes(key: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(key + ":"):
@@ -67,7 +62,7 @@ def _proc_status_bytes(key: str) -> int:
 def _rss_measurable() -> bool:
     try:
         _proc_status_bytes("VmHWM")
-        return os.access("/proc/self/clear_refs", os.W_OK) and hasattr(_libc(), "malloc_trim")
+        return os.access("/proc/self/clear_refs", os.W_OK)
     except (OSError, KeyError):
         return False
 
