@@ -3,9 +3,13 @@ host."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import torch
 
 from alexnet2012.errors import UsageError
+
+KEEP = "stopped without saving over the last checkpoint"
 
 
 class Diverged(UsageError):
@@ -14,9 +18,12 @@ class Diverged(UsageError):
 
 class LossWatch:
     """Per-step losses kept on the device and checked for finiteness only now and then, so
-    that no step waits for the host; :meth:`check` names the first bad step."""
+    that no step waits for the host; :meth:`check` names the first bad step. ``replay(b)``
+    gives the batches from batch ``b`` again (the loader is deterministic): on the rare path
+    of a bad loss, the inputs of the bad step are looked at, so the step itself checks nothing."""
 
-    def __init__(self) -> None:
+    def __init__(self, replay: Callable[[int], Iterable] | None = None) -> None:
+        self.replay = replay
         self.pending: list[tuple[int, torch.Tensor]] = []
         self.total = 0.0
         self.steps = 0
@@ -33,13 +40,27 @@ class LossWatch:
         finite = torch.isfinite(values)
         if not finite.all():
             step = self.pending[int((~finite).nonzero()[0])][0]
+            loss = values[~finite][0].item()
+            if not self.inputs_finite(step):
+                raise Diverged(
+                    f"the inputs of epoch {epoch}, batch {step + 1} are not finite after "
+                    f"augmentation (the training loss became {loss} there); {KEEP}. Not the "
+                    "learning rate: the likely cause is the data's statistics (the cache's "
+                    "stats.json, mean image) or a corrupt cache: prepare the cache again"
+                )
             raise Diverged(
-                f"the training loss became {values[~finite][0].item()} at epoch "
-                f"{epoch}, batch {step + 1}; stopped without saving over the last "
-                "checkpoint (it holds the weights before the failing steps, so a "
-                "resume repeats them: start a new run with a lower --lr)"
+                f"the training loss became {loss} at epoch {epoch}, batch {step + 1}; {KEEP} "
+                "(it holds the weights before the failing steps, so a resume repeats them: "
+                "start a new run with a lower --lr)"
             )
         self.pending = []
         self.total += values.sum().item()
         self.steps += len(values)
         return values.mean().item()
+
+    def inputs_finite(self, step: int) -> bool:
+        """Whether the inputs of batch ``step`` (replayed) are finite; True without ``replay``."""
+        if self.replay is None:
+            return True
+        x, _ = next(iter(self.replay(step)))
+        return bool(torch.isfinite(x).all())

@@ -176,7 +176,7 @@ class Trainer:
         c = self.config
         loader = self._train.epoch(self.epoch, self.batch)  # made by run()
         total = len(loader) + self.batch
-        watch = LossWatch()
+        watch = LossWatch(replay=lambda batch: self._train.epoch(self.epoch, batch))
         watch.total, watch.steps = self.partial["loss"], self.partial["steps"]
         lr = self.schedule.lr
         bar = tqdm(

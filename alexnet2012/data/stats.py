@@ -67,7 +67,7 @@ class PixelSums:
         mean_rgb = self.pixel.reshape(-1, 3).sum(axis=0).astype(np.float64) / pixels
         covariance = (self.second / pixels - np.outer(mean_rgb, mean_rgb)) / 255.0**2
         values, vectors = np.linalg.eigh(covariance)
-        values, vectors = values[::-1], vectors[:, ::-1]
+        values, vectors = nonnegative(values[::-1]), vectors[:, ::-1]
         vectors = vectors * np.sign(vectors[np.abs(vectors).argmax(axis=0), range(3)])
         return Stats(
             mean_image=(mean_image / 255.0).transpose(2, 0, 1).astype(np.float32),
@@ -77,6 +77,13 @@ class PixelSums:
             eigenvectors=vectors,
             num_images=n,
         )
+
+
+def nonnegative(eigenvalues: np.ndarray) -> np.ndarray:
+    """A covariance's eigenvalues with round-off negatives set to 0. Data of fewer than three
+    colour directions (grey images: rank 1) leaves values around 0, some negative, whose square
+    root (the 2012 code's colour noise) would be NaN."""
+    return np.clip(eigenvalues, 0.0, None)
 
 
 def compute_stats(
@@ -128,7 +135,7 @@ def load_stats(cache_dir: str | os.PathLike) -> Stats:
         mean_image=read_cache_file(mean_path, _load_mean_image, fix),
         mean_rgb=np.array(doc["mean_rgb"]),
         covariance=np.array(doc["covariance"]),
-        eigenvalues=np.array(doc["eigenvalues"]),
+        eigenvalues=nonnegative(np.array(doc["eigenvalues"])),  # files written before the clamp
         eigenvectors=np.array(doc["eigenvectors"]),
         num_images=int(doc["num_images"]),
     )
