@@ -38,6 +38,13 @@ def available(device: torch.device | str) -> bool:
     return triton_support.available(device, _interpreted)
 
 
+def load(device: torch.device | str) -> None:
+    """Build the kernels now if they run on ``device``, so that :func:`available`'s answer is
+    settled before ``torch.compile`` traces it (its guard would change after the first call)."""
+    if torch.device(device).type != "meta" and available(device):
+        _load_triton()
+
+
 def _load_triton() -> None:
     """Not specialized on the seed: 1 or a multiple of 16 would compile a kernel of its own."""
     global tl, _interpreted, _rounded_for, _forward_kernel, _backward_kernel

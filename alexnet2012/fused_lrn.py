@@ -49,6 +49,13 @@ def available(device: torch.device | str) -> bool:
     return triton_support.available(device, _interpreted)
 
 
+def load(device: torch.device | str) -> None:
+    """Build the kernels now if they run on ``device``, so that :func:`available`'s answer is
+    settled before ``torch.compile`` traces it (its guard would change after the first call)."""
+    if torch.device(device).type != "meta" and available(device):
+        _load_triton()
+
+
 def _load_triton() -> None:
     global tl, _interpreted, _rounded_for, _column_index, _shifted, _window_sum, _relu_terms
     global _forward_kernel, _backward_kernel

@@ -73,6 +73,13 @@ def relu_lrn_pool(
     )
 
 
+def load_fused(devices: set[torch.device]) -> None:
+    """Build the fused kernels that run on ``devices`` before the layers are compiled."""
+    for device in devices:
+        fused_lrn.load(device)
+        fused_dropout.load(device)
+
+
 def relu_dropout(
     z: Tensor, p: float = paper.DROPOUT_P, training: bool = True, fused: bool | None = None
 ) -> Tensor:

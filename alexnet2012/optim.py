@@ -29,6 +29,13 @@ class PaperSGD(torch.optim.Optimizer):
                 raise ValueError(f"PaperSGD: {name} must be >= 0, got {value}")
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
 
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Each parameter's velocity starts at zero here, not at its first step: a compiled
+        step then sees the same state on every call and is traced once."""
+        super().add_param_group(param_group)
+        for p in self.param_groups[-1]["params"]:
+            self.state[p]["velocity"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
         """Update every parameter that has a gradient; ``closure`` as in torch's optimizers."""
@@ -47,8 +54,6 @@ class PaperSGD(torch.optim.Optimizer):
                 if p.grad.is_sparse:
                     raise RuntimeError("PaperSGD does not support sparse gradients")
                 state = self.state[p]
-                if "velocity" not in state:
-                    state["velocity"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 decay = weight_decay if p.ndim >= 2 else 0.0
                 key = (p.device, p.dtype, momentum, decay, lr)
                 ws, gs, vs = batches.setdefault(key, ([], [], []))

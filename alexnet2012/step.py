@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from alexnet2012 import layers
+
 
 def autocast(device_types: Iterable[str], enabled: bool) -> contextlib.ExitStack:
     stack = contextlib.ExitStack()
@@ -38,6 +40,7 @@ class TrainStep:
         self.forward_loss: Callable[[Tensor, Tensor], Tensor] = self._forward_loss
         self.update: Callable[[], object] = optimizer.step
         if compile:
+            layers.load_fused({p.device for p in model.parameters()})  # one trace, not two
             self.forward_loss = torch.compile(
                 self._forward_loss, fullgraph=True, backend=compile_backend
             )

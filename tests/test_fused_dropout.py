@@ -222,7 +222,8 @@ def eval_mode_is_scaled_relu() -> None:
     assert torch.equal(torch.get_rng_state(), state)
     assert torch.equal(relu_dropout(z, training=False), 0.5 * F.relu(z))
     zg = z.clone().requires_grad_()
-    saved = relu_dropout(zg, training=False).grad_fn.saved_tensors
+    y = relu_dropout(zg, training=False)  # alive, as in training (torch 2.11 frees it otherwise)
+    saved = y.grad_fn.saved_tensors
     assert len(saved) == 1 and saved[0].data_ptr() == zg.data_ptr()
 
 

@@ -1,5 +1,10 @@
 """TrainStep: the paper's SGD step, eager or compiled, fp32 or bf16 autocast."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -75,6 +80,18 @@ def test_the_compiled_step_traces_whole_and_matches_eager_over_three_steps():
             assert torch.allclose(ours, theirs, rtol=1e-4, atol=1e-4 * theirs.abs().max().item()), (
                 name
             )
+
+
+@pytest.mark.slow
+def test_the_compiled_step_with_the_fused_ops_is_traced_once():
+    """Once the kernels ran, ``available()`` reads another value than at the first trace, and
+    PaperSGD's velocities exist: neither may recompile the step (``fail_on_recompile``)."""
+    child = Path(__file__).with_name("compiled_step_child.py")
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    result = subprocess.run(
+        [sys.executable, str(child)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0 and "no recompile" in result.stdout, result.stderr[-3000:]
 
 
 def test_bf16_autocast_trains_with_a_float32_loss_and_float32_weights():
