@@ -372,3 +372,37 @@ def test_cuda_steps_never_wait_for_the_host(bf16):
             training.infer_step(case, x, bf16)
         finally:
             torch.cuda.set_sync_debug_mode("default")
+
+
+def test_the_synthetic_batch_has_the_loaders_layout():
+    """What the timed steps get is laid out as what the loader feeds (``augment.to_input``):
+    a step compiled on another layout would recompile inside the timed stage."""
+    from alexnet2012.data.augment import to_input
+
+    x, y = training.synthetic_batch(4, torch.device("cpu"))
+    crops = torch.zeros(4, 224, 224, 3, dtype=torch.uint8)
+    fed = to_input(crops, torch.zeros(3, 224, 224))
+    assert x.shape == fed.shape and x.stride() == fed.stride() and x.dtype == fed.dtype
+    assert y.shape == (4,) and y.dtype == torch.int64
+
+
+def test_under_torchrun_each_rank_takes_its_gpu_before_nccl_starts(monkeypatch):
+    """NCCL binds a rank's communicator to the current CUDA device: it must be the rank's own
+    before the process group starts (here, the calls are recorded and the run stops there)."""
+    calls = []
+
+    class Started(Exception):
+        pass
+
+    def start(world, gpu, shared=False):
+        calls.append(("start", gpu))
+        raise Started
+
+    world = training.distributed.World(rank=1, size=2, local_rank=1)
+    monkeypatch.setattr(training.distributed, "environment", lambda: world)
+    monkeypatch.setattr(training.distributed, "start", start)
+    monkeypatch.setattr(training.devices, "any_cuda", lambda names: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: calls.append(("set_device", str(d))))
+    with pytest.raises(Started):
+        training.measure_replicas(("cuda:1",), 8, 224, steps=1, warmup=0)
+    assert calls == [("set_device", "cuda:1"), ("start", True)]

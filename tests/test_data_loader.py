@@ -153,3 +153,30 @@ def test_loader_errors(cache, tmp_path):
             eval_loader(cache, batch_size=4)
     finally:
         status.write_bytes(saved)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_a_gpu_every_pass_copies_on_one_side_stream(cache, monkeypatch):
+    """Two passes over a loader make one side stream, and the second pass reserves no more
+    memory (a fresh stream per pass would strand the last one's cached blocks)."""
+    from alexnet2012.data import feed as feeding
+
+    made = []
+
+    class Counted(torch.cuda.Stream):
+        def __new__(cls, *args, **kwargs):
+            made.append(1)
+            return super().__new__(cls, *args, **kwargs)
+
+    monkeypatch.setattr(torch.cuda, "Stream", Counted)
+    feeding.side_stream.cache_clear()
+    loader = eval_loader(cache, batch_size=4, workers=0, device="cuda:0")
+    reserved = []
+    for _ in range(2):
+        for x, _ in loader:
+            x.sum()
+        torch.cuda.synchronize()
+        reserved.append(torch.cuda.memory_reserved())
+    feeding.side_stream.cache_clear()
+    assert len(made) == 1 and reserved[1] == reserved[0], (made, reserved)

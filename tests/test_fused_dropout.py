@@ -501,6 +501,27 @@ def test_reference_is_what_the_model_computes() -> None:
         assert torch.equal(relu_dropout_reference(z, 0.5, training), expected)
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_on_the_gpu_training_mode_drops_half_with_fresh_masks(dtype: torch.dtype) -> None:
+    """The compiled kernel in training mode at fc6's shape, positive inputs (ReLU keeps all):
+    about half kept, kept units unscaled, masks that differ between calls and between the two
+    columns' calls on equal inputs, and the backward through the forward's own mask."""
+    g = torch.Generator(device="cuda").manual_seed(0)
+    z = (torch.rand(128, 2048, device="cuda", generator=g) + 0.5).to(dtype).requires_grad_()
+    columns = [relu_dropout(z, 0.5, True) for _ in range(2)]  # as fc6's two columns call it
+    for y in columns:
+        kept = y != 0
+        _within(int(kept.sum()), kept.numel(), 0.5, f"kept units ({dtype})")
+        assert torch.equal(y[kept], z.detach()[kept])
+    differ = (columns[0] != 0) != (columns[1] != 0)
+    _within(int(differ.sum()), differ.numel(), 0.5, f"units where the masks differ ({dtype})")
+    grad = torch.randn(z.shape, device="cuda", generator=g).to(dtype)
+    (grad_z,) = torch.autograd.grad(columns[0], z, grad)
+    assert torch.equal(grad_z, grad * (columns[0] != 0))
+
+
 if __name__ == "__main__":  # a subprocess of subprocess_results
     torch.set_num_threads(1)  # two of them run side by side
     print(json.dumps(_run(CASES if sys.argv[1] == "interpret" else COMPILED_CASES)))

@@ -149,10 +149,12 @@ def loader_batches(
 
 
 def synthetic_batch(batch_size: int, device: torch.device, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Random inputs laid out as the loader feeds them (channels-last): a compiled step traced
+    on another layout would recompile on real batches."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch_size, 3, paper.CROP_SIZE, paper.CROP_SIZE, generator=g)
     y = torch.randint(0, paper.NUM_CLASSES, (batch_size,), generator=g)
-    return x.to(device), y.to(device)
+    return x.to(device).contiguous(memory_format=torch.channels_last), y.to(device)
 
 
 def train_step(case: Case, x: Tensor, y: Tensor, bf16: bool) -> None:
@@ -259,13 +261,15 @@ def measure_replicas(
     replicas (DDP), against replica 0 alone with the whole batch while the others wait; in
     ``repeats`` alternating rounds, each rate the median of its rounds."""
     world = distributed.environment()
+    first = torch.device(names[0])
+    if first.type == "cuda":  # before NCCL starts: each rank's communicator on its own GPU
+        torch.cuda.set_device(first)
     distributed.start(world, devices.any_cuda(names))
     torch.manual_seed(0)
     if len(names) == 1:
         model = AlexNet(input_size=input_size).to(names[0])
     else:
         model = AlexNet(input_size=input_size, devices=names)
-    first = torch.device(names[0])
     x = torch.randn(batch_size, 3, input_size, input_size, device=first)
     x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, paper.NUM_CLASSES, (batch_size,), device=first)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import cache
 
 import torch
 from torch.utils.data import DataLoader
@@ -32,6 +33,13 @@ class Batches:
         return feed(iter(self.loader), self.device, self.mean, self.scale)
 
 
+@cache
+def side_stream(device: torch.device) -> torch.cuda.Stream:
+    """One copy stream per device for every pass: the caching allocator keeps blocks per
+    stream, so a new stream each pass would strand the last one's and allocate afresh."""
+    return torch.cuda.Stream(device)
+
+
 def feed(
     raw: Iterable[Item], device: torch.device, mean: torch.Tensor, scale: float
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -45,7 +53,7 @@ def feed(
                 shift = shift.to(device, non_blocking=True)
             yield to_input(crops, mean, shift, scale), labels.to(device, non_blocking=True)
         return
-    side = torch.cuda.Stream(device)
+    side = side_stream(device)
 
     def send(item: Item) -> tuple[list, torch.cuda.Event]:
         with torch.cuda.stream(side):
