@@ -20,7 +20,8 @@ keeps what it did. log.txt holds everything printed. At most 8 files are left in
 
 OUT_DIR    a new or empty folder (made if missing)
 --small    the plumbing on the CPU, as the test suite runs it: the same stages and options at
-           tiny sizes, torch.compile only in the smoke stage (aot_eager)
+           tiny sizes, torch.compile only in the smoke stage (aot_eager), 5x the time limits
+           (a shared CPU may be slow)
 PYTHON     the interpreter (default: python3); it must import torch. Installs nothing.
 EOF
 )
@@ -57,17 +58,18 @@ exec > >(tee -a "$out/log.txt") 2>&1
 tee_pid=$!
 
 if [ "$small" = 1 ]; then  # tiny sizes on the CPU: proves the command lines and the files
-  device=cpu gpus=0 backend=aot_eager batch=4 data=$runs/data/cache workers=0
+  device=cpu gpus=0 backend=aot_eager batch=4 data=$runs/data/cache workers=0 stretch=5
   bench=(--steps 1 --warmup 0 --repeats 1) run=(--data "$data" --batch-size 8 --workers 0)
   compile=() epochs=1
 else
   device=${DEVICE:-cuda:0} backend=inductor batch=128 data=experiments/demo_data/cache workers=8
+  stretch=1
   gpus=$("$python" -c "import torch; print(torch.cuda.device_count())" 2>/dev/null || echo 0)
   bench=() run=(--workers "$workers") compile=(--compile) epochs=3
 fi
 
 stage() {  # stage NAME SECONDS COMMAND...: run with a time limit, report its status and time
-  local name=$1 limit=$2 start=$SECONDS
+  local name=$1 limit=$(($2 * stretch)) start=$SECONDS
   shift 2
   echo "=== $name (limit ${limit}s) $(date -u +%H:%M:%S)"
   timeout -k 5 "$limit" "$@"
