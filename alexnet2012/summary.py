@@ -106,13 +106,19 @@ def _after_text(layer: paper.Layer, norms: bool) -> str:
     """What follows the layer, in :meth:`AlexNet._after`'s order."""
     ops = [
         ("ReLU", layer.relu and not layer.relu_after_pool),
-        ("LRN", layer.lrn and norms),
+        (_lrn_text(layer), layer.lrn and norms),
         ("map norm", layer.map_norm and norms),
         ("pool", layer.pool),
         ("ReLU", layer.relu and layer.relu_after_pool),
         ("dropout", layer.dropout),
     ]
     return ", ".join(name for name, on in ops if on) or "-"
+
+
+def _lrn_text(layer: paper.Layer) -> str:
+    if layer.lrn_columns == "own" and layer.lrn_k == paper.LRN_K:
+        return "LRN"
+    return f"LRN (k={layer.lrn_k:g}{', both columns' if layer.lrn_columns == 'both' else ''})"
 
 
 def recipe_lines(model: AlexNet) -> list[str]:
