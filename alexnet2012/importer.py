@@ -115,8 +115,9 @@ def onnx_ops(path: Path) -> list[Op]:
             continue
         if node.op_type not in ONNX_KINDS:
             raise UsageError(
-                f"{path}: node {node.name or node.output[0]!r} is an {node.op_type}, which the "
-                "BVLC AlexNet does not have: give the model zoo's bvlcalexnet .onnx"
+                f"{path}: node {node.name or node.output[0]!r} is a {node.op_type} op, which "
+                "the BVLC AlexNet's graph does not have: give the model zoo's bvlcalexnet .onnx "
+                "(scripts/export.py's files are for other runtimes; keep their checkpoint)"
             )
         kind = ONNX_KINDS[node.op_type]
         if kind is None:

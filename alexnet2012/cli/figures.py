@@ -11,7 +11,7 @@ from alexnet2012.config import default_workers
 from alexnet2012.data import cache_info
 from alexnet2012.errors import UsageError
 from alexnet2012.evidence.figures import FILES, Source, make_figures
-from alexnet2012.resume import class_mismatch, load_trained_model
+from alexnet2012.resume import class_mismatch, load_trained
 from alexnet2012.runfolder import CHECKPOINT, RunFolder
 
 
@@ -32,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     path = Path(args.run) / CHECKPOINT
     if not path.is_file():
         raise UsageError(f"{path} does not exist: give a run folder that holds a checkpoint")
-    model, config, checkpoint = load_trained_model(str(path), (str(device[0]),))
+    model, config, checkpoint = load_trained(str(path), (str(device[0]),))
     devices.configure_backends(config.devices, config.tf32)
     workers = args.workers if args.workers is not None else default_workers(config.devices)
     epochs, batch = checkpoint.get("epoch", 1) - 1, checkpoint.get("batch", 0)
