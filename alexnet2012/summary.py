@@ -141,7 +141,8 @@ def recipe_lines(model: AlexNet) -> list[str]:
             f"{paper.LR_DROPS} times, about {recipe.epochs} epochs (P §5)."
         )
         return lines
-    lines.append(f"Schedule: {recipe.epochs} epochs, colour noise on at the start;")
+    noise = "no colour noise" if recipe.lighting == "none" else "colour noise on at the start"
+    lines.append(f"Schedule: {recipe.epochs} epochs, {noise};")
     lines += [f"  {describe_event(e)}" for e in recipe.events]
     if recipe.bias_lr == "fixed":
         lines.append("  Biases keep their first rate until their layer's weights freeze.")

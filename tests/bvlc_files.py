@@ -35,12 +35,13 @@ AFTER = {  # what follows each layer, in Caffe's order
 LRN = dict(size=5, alpha=1e-4, beta=0.75, k=1.0)
 
 
-def weights(seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def weights(seed: int = 0, classes: int = 1000) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Weights scaled (He-like) so that activations neither vanish nor explode through 8
     layers, and the softmax is far from uniform; biases small and random."""
     g = np.random.default_rng(seed)
     out = {}
     for name, (_, shape, *_rest) in LAYERS.items():
+        shape = (classes, 4096) if name == "fc8" else shape
         fan_in = int(np.prod(shape[1:]))
         w = g.standard_normal(shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / fan_in))
         if name == "conv1":
@@ -115,7 +116,7 @@ def write_onnx(w: dict, path: Path, size: int = 227) -> None:
         nodes,
         "bvlc_alexnet",
         [helper.make_tensor_value_info("data_0", TensorProto.FLOAT, [1, 3, size, size])],
-        [helper.make_tensor_value_info("prob_1", TensorProto.FLOAT, [1, 1000])],
+        [helper.make_tensor_value_info("prob_1", TensorProto.FLOAT, [1, len(w["fc8"][1])])],
         inits,
     )
     save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
@@ -150,13 +151,12 @@ def write_caffemodel(w: dict, path: Path, v1: bool) -> None:
             layer.inner_product_param.num_output = shape[0]
         for array in w[name]:
             blob = layer.blobs.add()
-            dims = array.shape if kind == "conv" or array.ndim == 2 else (array.shape[0],)
+            blob.ParseFromString(_values(m, array))
             if v1:  # the old 4-d sizes: (1, 1, out, in) for fc, (1, 1, 1, n) for biases
-                four = (1,) * (4 - len(dims)) + tuple(dims)
+                four = (1,) * (4 - array.ndim) + array.shape
                 blob.num, blob.channels, blob.height, blob.width = four
             else:
-                blob.shape.dim.extend(dims)
-            blob.data.extend(array.reshape(-1).tolist())
+                blob.shape.dim.extend(array.shape)
         for op in AFTER[name]:
             kind_name = {"relu": "ReLU", "lrn": "LRN", "pool": "Pooling", "dropout": "Dropout"}
             extra = add(f"{op}_{name}", kind_name[op])
@@ -169,7 +169,29 @@ def write_caffemodel(w: dict, path: Path, v1: bool) -> None:
     path.write_bytes(net.SerializeToString())
 
 
+_serialised: dict[int, tuple[np.ndarray, bytes]] = {}
+
+
+def _values(m: dict, array: np.ndarray) -> bytes:
+    """A BlobProto holding only ``array``'s values, serialised once per array (filling the
+    repeated field from Python is the slow part of writing a file)."""
+    if id(array) not in _serialised or _serialised[id(array)][0] is not array:
+        blob = m["BlobProto"]()
+        blob.data.extend(array.reshape(-1).tolist())
+        _serialised[id(array)] = (array, blob.SerializeToString())
+    return _serialised[id(array)][1]
+
+
 def synset_words(path: Path, classes: int = 1000) -> list[str]:
     wnids = [f"n{10000000 + 17 * k:08d}" for k in range(classes)]
     path.write_text("".join(f"{w} class {k}, other name {k}\n" for k, w in enumerate(wnids)))
     return wnids
+
+
+def write_mean(path: Path, bgr: np.ndarray) -> None:
+    """Caffe's mean file: a BlobProto 1x3xHxW with the old num/channels/height/width sizes."""
+    from alexnet2012.caffe_format import messages
+
+    blob = messages()["BlobProto"](num=1, channels=3, height=bgr.shape[1], width=bgr.shape[2])
+    blob.data.extend(bgr.astype(np.float32).reshape(-1).tolist())
+    path.write_bytes(blob.SerializeToString())
