@@ -10,7 +10,6 @@ from PIL import Image
 from alexnet2012.evidence.neighbours import figure4_neighbours
 
 
-
 @pytest.mark.parametrize("backend", ["matplotlib", "pillow"])
 def test_fig4_queries_are_drawn_inside_their_frames(backend):
     g = np.random.default_rng(0)
