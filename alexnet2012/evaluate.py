@@ -93,6 +93,11 @@ def predictions(
 
 
 def errors(probs: Tensor, targets: Tensor) -> dict[str, float]:
-    """Top-1 and top-5 error rates (fractions) of ``probs`` (N, classes)."""
+    """Top-1 and top-5 error rates (fractions) of ``probs`` (N, classes), and the mean loss
+    (-log of the true class's probability)."""
     top1, top5 = topk_errors(probs, targets)
-    return {"top1": top1.mean().item(), "top5": top5.mean().item(), "images": len(targets)}
+    loss = -probs.gather(1, targets[:, None]).clamp_min(1e-12).log().mean().item()
+    return {
+        "top1": top1.mean().item(), "top5": top5.mean().item(), "loss": loss,
+        "images": len(targets),
+    }  # fmt: skip

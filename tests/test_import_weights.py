@@ -33,8 +33,10 @@ def known(tmp_path_factory):
 
 
 def _ours(checkpoint: Path | torch.nn.Module, bgr: torch.Tensor) -> torch.Tensor:
-    model = checkpoint if isinstance(checkpoint, torch.nn.Module) else load_trained_model(
-        str(checkpoint), "cpu"
+    model = (
+        checkpoint
+        if isinstance(checkpoint, torch.nn.Module)
+        else load_trained_model(str(checkpoint), "cpu")
     )
     with torch.no_grad():
         return model(bgr.flip(1).contiguous()).softmax(dim=1).double()  # RGB, like every net

@@ -81,7 +81,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         who = f"{path}: " if len(args.checkpoint) > 1 else ""
         print(
             f"{who}{dataset}, {views}, {r['images']} images: "
-            f"top-1 error {100 * r['top1']:.2f}%, top-5 error {100 * r['top5']:.2f}%",
+            f"top-1 error {100 * r['top1']:.2f}%, top-5 error {100 * r['top5']:.2f}% "
+            f"(loss {r['loss']:.4f})",
             flush=True,
         )
         del model, batches, probs
@@ -92,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         r = errors(total / len(args.checkpoint), labels)
         print(
             f"ensemble of {len(args.checkpoint)} (mean softmax): top-1 error "
-            f"{100 * r['top1']:.2f}%, top-5 error {100 * r['top5']:.2f}%"
+            f"{100 * r['top1']:.2f}%, top-5 error {100 * r['top5']:.2f}% (loss {r['loss']:.4f})"
         )
         for row in paper.RESULTS:
             if row.source == "P Table 2":
