@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from alexnet2012 import load_trained_model, paper
+from alexnet2012 import AlexNet, load_trained_model, paper
 from alexnet2012.cli.import_weights import main
 from alexnet2012.errors import UsageError
 from alexnet2012.importer import Op, match
@@ -145,3 +145,13 @@ def test_the_caffe_recipe_is_a_layer_table():
     assert [layer.sees for layer in paper.RECIPES["caffe"].layers] == [
         layer.sees for layer in paper.LAYERS
     ]
+
+
+def test_the_caffe_net_computes_the_same_on_one_device_per_column():
+    torch.manual_seed(0)
+    one = AlexNet(5, input_size=227, recipe="caffe").eval()
+    two = AlexNet(5, input_size=227, recipe="caffe", devices=("cpu", "cpu")).eval()
+    two.load_state_dict(one.state_dict())
+    x = torch.randn(2, 3, 227, 227, generator=torch.Generator().manual_seed(3)) * 50
+    with torch.no_grad():
+        assert torch.equal(one(x), two(x))

@@ -95,6 +95,5 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"ensemble of {len(args.checkpoint)} (mean softmax): top-1 error "
             f"{100 * r['top1']:.2f}%, top-5 error {100 * r['top5']:.2f}% (loss {r['loss']:.4f})"
         )
-        for row in paper.RESULTS:
-            if row.source == "P Table 2":
-                print(f"  paper, {row.dataset}, {row.note}: top-1 {row.top1}%, top-5 {row.top5}%")
+        for row in (paper.result_for("ILSVRC-2012 val"), paper.ENSEMBLE_RESULT):
+            print(f"  paper, {row.dataset}, {row.note}: top-1 {row.top1}%, top-5 {row.top5}%")
