@@ -204,7 +204,13 @@ def deviations(config: TrainConfig, num_classes: int, cache: CacheInfo | None = 
     if config.batch_size != paper.BATCH_SIZE:
         out.append(f"batch {config.batch_size} instead of {paper.BATCH_SIZE}")
     recipe = paper.recipe(config.recipe, config.bias_lr)
-    if recipe.events:
+    if recipe.name == "caffe":
+        out.append(
+            "Caffe's bvlc_alexnet recipe: conv1 ungrouped, LRN with k=1 across both columns' "
+            "maps, biases 0.1 and N(0, 0.005) in fc6/fc7, biases at 2x the weights' rate, lr / 10 "
+            "every 20 epochs (" + "; ".join(map(describe_event, recipe.events)) + ")"
+        )
+    elif recipe.events:
         events = "; ".join(map(describe_event, recipe.events))
         out.append(
             f"the 2012 code's recipe (layers-145): LRN before ReLU in conv1, a within-map "

@@ -64,3 +64,40 @@ def evaluate(
         raise ValueError("no images to evaluate")
     top1, top5, loss = (sums / count).tolist()
     return {"top1": top1, "top5": top5, "loss": loss, "images": count}
+
+
+@torch.no_grad()
+def predictions(
+    model: nn.Module,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    *,
+    progress: bool = False,
+    desc: str = "eval",
+) -> tuple[Tensor, Tensor]:
+    """Every image's view-averaged class probabilities (float64, on the CPU) and its label, in
+    the batches' order: what an ensemble averages (P Table 2's 5 CNNs)."""
+    was_training = model.training
+    model.eval()
+    probs, labels = [], []
+    try:
+        for x, y in tqdm(
+            batches, desc=desc, disable=None if progress else True, leave=False, unit="batch"
+        ):
+            probs.append(view_probabilities(model, x).double().cpu())
+            labels.append(y.cpu())
+    finally:
+        model.train(was_training)
+    if not probs:
+        raise ValueError("no images to evaluate")
+    return torch.cat(probs), torch.cat(labels)
+
+
+def errors(probs: Tensor, targets: Tensor) -> dict[str, float]:
+    """Top-1 and top-5 error rates (fractions) of ``probs`` (N, classes), and the mean loss
+    (-log of the true class's probability)."""
+    top1, top5 = topk_errors(probs, targets)
+    loss = -probs.gather(1, targets[:, None]).clamp_min(1e-12).log().mean().item()
+    return {
+        "top1": top1.mean().item(), "top5": top5.mean().item(), "loss": loss,
+        "images": len(targets),
+    }  # fmt: skip

@@ -154,13 +154,13 @@ class AlexNet(nn.Module):
         fused = None if self.fused else False
         lrn, map_norm = layer.lrn and self.lrn, layer.map_norm and self.lrn
         if lrn and layer.relu and layer.pool and not (layer.relu_after_pool or map_norm):
-            return relu_lrn_pool(h, 1, *self.pool, fused=fused)
+            return relu_lrn_pool(h, 1, *self.pool, k=layer.lrn_k, fused=fused)
         if layer.dropout:
             return relu_dropout(h, paper.DROPOUT_P, self.training, fused=fused)
         if layer.relu and not layer.relu_after_pool:
             h = F.relu(h, inplace=True)
         if lrn:
-            h = local_response_norm(h)
+            h = local_response_norm(h, k=layer.lrn_k)
         if map_norm:
             h = within_map_norm(h)
         if layer.pool:
@@ -188,11 +188,15 @@ class AlexNet(nn.Module):
         return self.fc8(cols.cross(hs, first_only=True)[0])
 
     def _each(self, layer: paper.Layer, hs: list[Tensor], cols: _Columns) -> list[Tensor]:
+        """Each column's share of ``layer``, then what follows it (:meth:`_after`): on each
+        column's own maps, or on both columns' side by side (``lrn_columns="both"``)."""
+        across = layer.lrn and self.lrn and layer.lrn_columns == "both"
         out = []
         for column, h, stream in zip(self.columns, hs, cols.streams):
             with _on(stream):
-                out.append(self._after(layer, getattr(column, layer.name)(h)))
-        return out
+                z = getattr(column, layer.name)(h)
+                out.append(z if across else self._after(layer, z))
+        return cols.across(out, lambda h: self._after(layer, h)) if across else out
 
 
 class _Columns:
@@ -242,6 +246,14 @@ class _Columns:
         if first_only:
             return self.share(hs, devices=self.devices[:1])
         return self.fork(self.share(hs, (lambda h: h.flatten(1)) if flatten else (lambda h: h)))
+
+    def across(self, hs: list[Tensor], then: Callable[[Tensor], Tensor]) -> list[Tensor]:
+        """``then`` on both columns' maps joined (once per device), each column keeping its own
+        channels of the result (``then`` must act on each channel's map alone at its end)."""
+        self.join(hs)
+        starts = [sum(h.shape[1] for h in hs[:k]) for k in range(len(hs))]
+        joined = self.share(hs, then)
+        return self.fork([j[:, s : s + h.shape[1]] for j, s, h in zip(joined, starts, hs)])
 
 
 def _to(h: Tensor, device: torch.device) -> Tensor:

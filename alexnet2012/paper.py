@@ -13,7 +13,9 @@ class Layer:
     """``width``: over both columns; ``sees``: "image", "own" column or "both" (the columns cross);
     ``split=False``: not split (fc8); ``halved_in_one_column``: in P §3.2's one-column net. After
     the layer, in this order: ReLU, LRN, ``map_norm``, pool, dropout; ``relu_after_pool`` moves
-    the ReLU last ([C]'s pool layers with neuron=relu)."""
+    the ReLU last ([C]'s pool layers with neuron=relu); ``lrn_columns="both"``: the ReLU, LRN and
+    pool run on both columns' maps side by side (Caffe's LRN, whose window crosses the columns),
+    each column keeping its own channels."""
 
     name: str
     kind: str
@@ -32,6 +34,8 @@ class Layer:
     init_std: float = INIT_STD
     relu_after_pool: bool = False
     map_norm: bool = False
+    lrn_k: float = 2.0  # LRN_K, P §3.3 (Caffe: 1)
+    lrn_columns: str = "own"  # the LRN's window within its "own" column or across "both"
 
 
 # P §3.5, Figure 2; bias constants P §5.
@@ -140,6 +144,29 @@ LAYERS_2012_CODE = _changed(
 )
 
 
+# [Caffe]: BVLC's models/bvlc_alexnet (train_val.prototxt, solver.prototxt, readme.md): the paper's
+# shapes with conv1 ungrouped (its 96 kernels see only the image, so they split into the columns
+# as they are), LRN with k = 1 across all channels of both columns before pool1 and pool2, 227
+# inputs, weights N(0, 0.01) but N(0, 0.005) in fc6/fc7, biases 0.1 where the paper has 1. Its
+# dropout is inverted (x2 while training, nothing at test); here it is the paper's, which is the
+# same network with fc7's and fc8's weights doubled (the importer does that).
+_CAFFE_LRN = {"lrn_k": 1.0, "lrn_columns": "both"}
+LAYERS_CAFFE = _changed(
+    LAYERS,
+    {
+        "conv1": _CAFFE_LRN,
+        "conv2": {**_CAFFE_LRN, "bias_init": 0.1},
+        "conv4": {"bias_init": 0.1},
+        "conv5": {"bias_init": 0.1},
+        "fc6": {"bias_init": 0.1, "init_std": 0.005},
+        "fc7": {"bias_init": 0.1, "init_std": 0.005},
+    },
+)
+CAFFE_INPUT_SIZE = 227
+CAFFE_MEAN_BGR = (104.0, 117.0, 123.0)  # Caffe's per-channel ImageNet mean, 0..255, B G R
+CAFFE_BATCH, CAFFE_STEP, CAFFE_ITERATIONS = 256, 100_000, 450_000  # lr /10 every step
+
+
 @dataclass(frozen=True)
 class Event:
     """From ``epoch`` on, the weights of ``layers`` (all when empty) learn at ``lr``;
@@ -164,6 +191,7 @@ class Recipe:
     epochs: int = EPOCHS
     crop_chunk: int = 1  # images cropped and flipped alike ([C]'s convdata.py: 32)
     lighting: str = "paper"  # the default --lighting ([C]'s colour noise: "2012")
+    input_size: int = CROP_SIZE  # the crops its weights were trained on (Caffe: 227)
 
 
 BIAS_LR_READINGS = ("fixed", "follows")
@@ -186,6 +214,17 @@ RECIPES: dict[str, Recipe] = {
         epochs=91,  # killed at 91
         crop_chunk=32,
         lighting="2012",
+    ),
+    # Caffe's solver by epochs: a step of 100,000 batches of 256 is 20.0 epochs of ILSVRC-2012
+    # train, 450,000 iterations 89.9; biases at 2x the weights' rate; no lighting noise.
+    "caffe": Recipe(
+        "caffe",
+        LAYERS_CAFFE,
+        bias_lr_scale=2.0,
+        events=(Event(20, 1e-3), Event(40, 1e-4), Event(60, 1e-5), Event(80, 1e-6)),
+        epochs=90,
+        lighting="none",
+        input_size=CAFFE_INPUT_SIZE,
     ),
 }
 
@@ -223,6 +262,9 @@ RESULTS: tuple[Result, ...] = (
         "torchvision alexnet", "ILSVRC-2012 val", 43.48, 20.93, "one-column variant, centre crop"
     ),
 )
+
+# P Table 2's average of five CNNs (beside an ensemble's result, not a single run's)
+ENSEMBLE_RESULT = Result("P Table 2", "ILSVRC-2012 val", 38.1, 16.4, "5 CNNs")
 
 MIDDLE_CONVS = ("conv3", "conv4")  # P §7's middle layers that go without a pool or norm
 

@@ -8,11 +8,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from alexnet2012.checkpoint import load_checkpoint, set_rng_state
 from alexnet2012.config import TrainConfig, build_model
 from alexnet2012.data import CacheInfo
+from alexnet2012.data.stats import load_stats
 from alexnet2012.distributed import rank_seed
 from alexnet2012.errors import UsageError
 from alexnet2012.model import AlexNet
@@ -127,7 +129,17 @@ def _with_overrides(
     return config, changed
 
 
-def load_trained_model(
+def load_trained_model(path: str, devices: str | tuple[str, ...] | None = None) -> AlexNet:
+    """The trained network of a checkpoint (a run's, or one ``scripts/import_weights.py``
+    wrote) in eval mode on ``devices`` ("cuda:0", "cuda:0,cuda:1", ...; default: the run's
+    own, or the CPU for an imported one). It takes ``(N, 3, S, S)`` RGB crops on 0..255 minus
+    the mean crop (``model.input_size``: S)."""
+    if isinstance(devices, str):
+        devices = tuple(devices.split(","))
+    return load_trained(path, devices)[0]
+
+
+def load_trained(
     path: str, devices: tuple[str, ...] | None = None
 ) -> tuple[AlexNet, TrainConfig, dict[str, Any]]:
     """The network of a run's checkpoint in eval mode on ``devices`` (default: the run's own;
@@ -141,6 +153,8 @@ def load_trained_model(
         raise UsageError(
             f"checkpoint {path} is not a training checkpoint (missing {exc})"
         ) from None
+    if not devices and "imported" in checkpoint:  # its recorded "cpu" is no choice of a user's
+        devices = ("cuda:0",) if torch.cuda.is_available() else ("cpu",)
     if devices:
         config.devices = tuple(str(d) for d in devices)
     config.check()
@@ -167,7 +181,21 @@ def checkpoint_state(run: Any, rngs: list[dict[str, Any]]) -> dict[str, Any]:
         "config": asdict(run.config),
         "num_classes": run.num_classes,
         "wnids": run.wnids,
+        **_for_users(run),
         **({"rng_ranks": rngs} if len(rngs) > 1 else {}),
+    }
+
+
+def _for_users(run: Any) -> dict[str, Any]:
+    """The class names and the mean image (RGB, [0,1]), so that the checkpoint alone
+    classifies an image (``scripts/classify.py``); nothing for a trainer without a cache."""
+    cache = getattr(run, "cache", None)
+    if not isinstance(cache, CacheInfo):
+        return {}
+    mean = load_stats(Path(run.config.cache)).mean_image
+    return {
+        "class_names": [list(n) for n in cache.class_names],
+        "mean_image": torch.from_numpy(np.ascontiguousarray(mean, dtype=np.float32)),
     }
 
 

@@ -106,13 +106,19 @@ def _after_text(layer: paper.Layer, norms: bool) -> str:
     """What follows the layer, in :meth:`AlexNet._after`'s order."""
     ops = [
         ("ReLU", layer.relu and not layer.relu_after_pool),
-        ("LRN", layer.lrn and norms),
+        (_lrn_text(layer), layer.lrn and norms),
         ("map norm", layer.map_norm and norms),
         ("pool", layer.pool),
         ("ReLU", layer.relu and layer.relu_after_pool),
         ("dropout", layer.dropout),
     ]
     return ", ".join(name for name, on in ops if on) or "-"
+
+
+def _lrn_text(layer: paper.Layer) -> str:
+    if layer.lrn_columns == "own" and layer.lrn_k == paper.LRN_K:
+        return "LRN"
+    return f"LRN (k={layer.lrn_k:g}{', both columns' if layer.lrn_columns == 'both' else ''})"
 
 
 def recipe_lines(model: AlexNet) -> list[str]:
@@ -135,7 +141,8 @@ def recipe_lines(model: AlexNet) -> list[str]:
             f"{paper.LR_DROPS} times, about {recipe.epochs} epochs (P §5)."
         )
         return lines
-    lines.append(f"Schedule: {recipe.epochs} epochs, colour noise on at the start;")
+    noise = "no colour noise" if recipe.lighting == "none" else "colour noise on at the start"
+    lines.append(f"Schedule: {recipe.epochs} epochs, {noise};")
     lines += [f"  {describe_event(e)}" for e in recipe.events]
     if recipe.bias_lr == "fixed":
         lines.append("  Biases keep their first rate until their layer's weights freeze.")

@@ -1,20 +1,31 @@
-"""Top-1/top-5 error of a checkpoint on the validation set, from the centre crop or ten views."""
+"""Top-1/top-5 error of a checkpoint on the validation set, from the centre crop or ten views;
+of several checkpoints, each one's and their ensemble's (the mean of their softmax outputs, as
+P Table 2 averages 5 CNNs)."""
 
 import argparse
+import gc
 from collections.abc import Sequence
 
-from alexnet2012 import devices, options
+import torch
+
+from alexnet2012 import devices, options, paper
 from alexnet2012.config import default_workers
 from alexnet2012.data import cache_info, eval_loader
 from alexnet2012.errors import UsageError
-from alexnet2012.evaluate import evaluate
-from alexnet2012.resume import class_mismatch, load_trained_model
+from alexnet2012.evaluate import errors, predictions
+from alexnet2012.resume import class_mismatch, load_trained
 from alexnet2012.sources import resolve_cache
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--checkpoint", required=True, help="a run's checkpoint.pt")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        nargs="+",
+        help="a run's checkpoint.pt or an imported one (scripts/import_weights.py); several: "
+        "each is evaluated with its own crop size and mean, then their ensemble",
+    )
     p.add_argument(
         "--data",
         required=True,
@@ -37,28 +48,52 @@ def main(argv: Sequence[str] | None = None) -> None:
     options.count("--batch-size", args.batch_size)
     options.workers(args.workers)
     names = None if args.devices is None else devices.parse(args.devices)
-    model, config, checkpoint = load_trained_model(args.checkpoint, names)
-    devices.configure_backends(config.devices, config.tf32)
-    workers = args.workers if args.workers is not None else default_workers(config.devices)
-    cache, dataset, split = resolve_cache(args.data, args.cache, args.year, workers, True)
-    mismatch = class_mismatch(checkpoint, cache_info(cache).wnids)
-    if mismatch:
-        raise UsageError(
-            f"checkpoint {args.checkpoint} was trained on other classes than the "
-            f"data {cache} holds ({mismatch}): evaluate it on the data it was "
-            "trained on"
+    views = f"{args.views} view{'s' if args.views > 1 else ''}"
+    total, labels, results = None, None, []
+    for path in args.checkpoint:  # one network on the device at a time
+        model, config, checkpoint = load_trained(path, names)
+        devices.configure_backends(config.devices, config.tf32)
+        workers = args.workers if args.workers is not None else default_workers(config.devices)
+        cache, dataset, split = resolve_cache(args.data, args.cache, args.year, workers, True)
+        mismatch = class_mismatch(checkpoint, cache_info(cache).wnids)
+        if mismatch:
+            raise UsageError(
+                f"checkpoint {path} was trained on other classes than the "
+                f"data {cache} holds ({mismatch}): evaluate it on the data it was "
+                "trained on"
+            )
+        batches = eval_loader(
+            cache,
+            split,
+            batch_size=max(1, args.batch_size // args.views),
+            crop=config.input_size,
+            views=args.views,
+            workers=workers,
+            device=config.devices[0],
+            mean_image=checkpoint.get("mean_image"),
         )
-    batches = eval_loader(
-        cache,
-        split,
-        batch_size=max(1, args.batch_size // args.views),
-        crop=config.input_size,
-        views=args.views,
-        workers=workers,
-        device=config.devices[0],
-    )
-    r = evaluate(model, batches, progress=True, desc=f"{args.views}-view eval")
-    print(
-        f"{dataset}, {args.views} view{'s' if args.views > 1 else ''}, {r['images']} images: "
-        f"top-1 error {100 * r['top1']:.2f}%, top-5 error {100 * r['top5']:.2f}%"
-    )
+        probs, y = predictions(model, batches, progress=True, desc=f"{views} eval")
+        if labels is not None and not torch.equal(labels, y):
+            raise UsageError(f"{path} was evaluated on other images than {args.checkpoint[0]}")
+        total, labels = (probs if total is None else total + probs), y
+        r = errors(probs, y)
+        results.append(r)
+        who = f"{path}: " if len(args.checkpoint) > 1 else ""
+        print(
+            f"{who}{dataset}, {views}, {r['images']} images: "
+            f"top-1 error {100 * r['top1']:.2f}%, top-5 error {100 * r['top5']:.2f}% "
+            f"(loss {r['loss']:.4f})",
+            flush=True,
+        )
+        del model, batches, probs
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    if len(args.checkpoint) > 1:
+        r = errors(total / len(args.checkpoint), labels)
+        print(
+            f"ensemble of {len(args.checkpoint)} (mean softmax): top-1 error "
+            f"{100 * r['top1']:.2f}%, top-5 error {100 * r['top5']:.2f}% (loss {r['loss']:.4f})"
+        )
+        for row in (paper.result_for("ILSVRC-2012 val"), paper.ENSEMBLE_RESULT):
+            print(f"  paper, {row.dataset}, {row.note}: top-1 {row.top1}%, top-5 {row.top5}%")

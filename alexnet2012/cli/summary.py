@@ -28,9 +28,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--recipe",
         choices=tuple(paper.RECIPES),
         default="paper",
-        help="paper: the paper's net (default); 2012-code: the original code's layers-145",
+        help="paper: the paper's net (default); 2012-code: the original code's layers-145; "
+        "caffe: BVLC's bvlc_alexnet",
+    )
+    p.add_argument(
+        "--checkpoint", help="the network of a checkpoint (a run's or an imported one) instead"
     )
     args = p.parse_args(argv)
+    if args.checkpoint:
+        from alexnet2012.resume import load_trained
+
+        print(format_table(load_trained(args.checkpoint, ("cpu",))[0]))
+        return
     options.input_size(args.input_size)
     options.count("--num-classes", args.num_classes)
     model = AlexNet(

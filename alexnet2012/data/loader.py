@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from alexnet2012.data.augment import hwc_mean, mean_crop
 from alexnet2012.data.feed import Batches
 from alexnet2012.data.worker import dataloader, eval_batches, train_batches
 
@@ -59,13 +61,17 @@ def eval_loader(
     workers: int = 2,
     device: str | torch.device = "cpu",
     shard: tuple[int, int] = (0, 1),
+    mean_image: np.ndarray | torch.Tensor | None = None,
 ) -> Batches:
     """Every usable image of ``split``: x (B, 3, S, S) from the centre crop (``views=1``) or
     (B, 10, 3, S, S) from P §4.1's ten views, channels-last; y int64 (B,); the last batch may be
     short. No lighting and no [C] 1/1.1 scaling at test time. ``shard`` (rank, world): every
-    world-th batch from the rank-th."""
+    world-th batch from the rank-th. ``mean_image``: (3, 256, 256) RGB on [0,1] to subtract
+    instead of the cache's (an imported network's own mean)."""
     device = torch.device(device)
     data, mean = eval_batches(
         Path(cache_dir), split, batch_size, crop, views, workers, device, shard
     )
+    if mean_image is not None:
+        mean = hwc_mean(mean_crop(np.asarray(mean_image, dtype=np.float32), crop))
     return Batches(dataloader(data, workers, device), device, mean.to(device))

@@ -11,7 +11,7 @@ from typing import Any
 from alexnet2012 import paper
 from alexnet2012.data import eval_loader
 from alexnet2012.evaluate import evaluate
-from alexnet2012.resume import load_trained_model
+from alexnet2012.resume import load_trained
 from alexnet2012.runfolder import CHECKPOINT, RunFolder
 
 BASELINE = "baseline"
@@ -34,7 +34,7 @@ class Outcome:
 def training_error(run: Path, devices: tuple[str, ...], batch_size: int, workers: int) -> dict:
     """Top-1/top-5 error of the run's final network on every image of its training set, centre
     crop, eval mode (dropout's x0.5, no augmentation): what it fits, to set beside validation."""
-    model, config, _ = load_trained_model(str(run / CHECKPOINT), devices)
+    model, config, _ = load_trained(str(run / CHECKPOINT), devices)
     device = next(model.columns[0].parameters()).device
     batches = eval_loader(
         config.cache, "train", batch_size=batch_size, crop=config.input_size, workers=workers,

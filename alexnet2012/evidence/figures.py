@@ -31,6 +31,7 @@ class Source:
     split: str
     crop: int
     trained: str  # how far the network was trained, in words
+    mean_image: Any = None  # (3, 256, 256) RGB [0,1] to subtract instead of the cache's
 
 
 def make_figures(
@@ -54,14 +55,15 @@ def make_figures(
     stats = kernel_stats(kernels)
     write_file(out / FILES[0], figure3(kernels, stats, backend))
 
-    shown = centre_crops(source.cache, source.split, SHOWN, 0.0, source.crop, device)
+    mean = source.mean_image
+    shown = centre_crops(source.cache, source.split, SHOWN, 0.0, source.crop, device, mean)
     probs, classes = top5(features(model, shown.inputs)[1])
     write_file(out / FILES[1], figure4_predictions(shown, probs, classes, names, backend))
 
-    queries = centre_crops(source.cache, source.split, QUERIES, 0.5, source.crop, device)
+    queries = centre_crops(source.cache, source.split, QUERIES, 0.5, source.crop, device, mean)
     batches = eval_loader(
         source.cache, "train", batch_size=batch_size, crop=source.crop, workers=workers,
-        device=device,
+        device=device, mean_image=mean,
     )  # fmt: skip
     query_fc7 = features(model, queries.inputs)[0]
     distances, positions, found_labels = search_training_set(model, query_fc7, batches, NEIGHBOURS)
@@ -94,7 +96,7 @@ def report(source: Source, info: Any, stats: Any, left: tuple, right: tuple, nam
     lines = [
         "# Figures 3 and 4 of a trained network",
         "",
-        f"Run `{source.run}`: {source.trained}. Data `{source.cache}` ({info.num_classes} "
+        f"Network `{source.run}`: {source.trained}. Data `{source.cache}` ({info.num_classes} "
         f"classes, {info.train_images} training and "
         f"{info.split_sizes.get(source.split, 0)} {source.split} images). "
         "Written by `scripts/figures.py`.",

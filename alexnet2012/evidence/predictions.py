@@ -36,13 +36,22 @@ def spread(usable: np.ndarray, count: int, offset: float = 0.0) -> np.ndarray:
 
 
 def centre_crops(
-    cache: str | os.PathLike, split: str, count: int, offset: float, crop: int, device
+    cache: str | os.PathLike,
+    split: str,
+    count: int,
+    offset: float,
+    crop: int,
+    device,
+    mean_image: np.ndarray | torch.Tensor | None = None,
 ) -> Images:
-    """``count`` images of ``split`` spread through it (:func:`spread`)."""
+    """``count`` images of ``split`` spread through it (:func:`spread`), minus ``mean_image``
+    (default: the cache's)."""
     data = open_split(cache, split)
     rows = spread(data.usable, min(count, len(data.usable)), offset)
     crops = centre_view(torch.from_numpy(np.ascontiguousarray(data.rows(rows))), crop)
-    mean = mean_crop(load_stats(cache).mean_image, crop)
+    if mean_image is None:
+        mean_image = load_stats(cache).mean_image
+    mean = mean_crop(np.asarray(mean_image, dtype=np.float32), crop)
     inputs = to_input(crops.to(device), mean.to(device))
     return Images(rows, inputs, crops.numpy(), data.labels[rows])
 

@@ -86,7 +86,9 @@ class PillowCanvas:
 
 
 class MplCanvas:
-    """A matplotlib figure with one axes over all of it, in pixels (y down), at 100 dpi."""
+    """A matplotlib figure with one axes over all of it, in pixels (y down), at 100 dpi. Each
+    thing drawn lies above those drawn before it, as on Pillow's canvas (matplotlib's own
+    order puts every image below every patch: a frame drawn before its picture hid it)."""
 
     DPI = 100
 
@@ -102,11 +104,18 @@ class MplCanvas:
         self.axes.set_ylim(height, 0)
         self.axes.set_autoscale_on(False)
         self.axes.axis("off")
+        self.drawn = 0
+
+    def _next(self) -> int:
+        self.drawn += 1
+        return self.drawn
 
     def image(self, pixels: np.ndarray, left: int, top: int, scale: int = 1) -> None:
         h, w = pixels.shape[:2]
         extent = (left, left + w * scale, top + h * scale, top)
-        self.axes.imshow(pixels, extent=extent, interpolation="nearest", aspect="auto")
+        self.axes.imshow(
+            pixels, extent=extent, interpolation="nearest", aspect="auto", zorder=self._next()
+        )
 
     def text(
         self,
@@ -127,6 +136,7 @@ class MplCanvas:
             ha=align,
             va="center_baseline",
             weight="bold" if bold else "normal",
+            zorder=self._next(),
         )
 
     def rect(
@@ -144,6 +154,7 @@ class MplCanvas:
                 facecolor=_rgb(fill) if fill else "none",
                 edgecolor=_rgb(colour) if colour else "none",
                 linewidth=outline.get("width", 1) * 72 / self.DPI,
+                zorder=self._next(),
             )
         )
 
