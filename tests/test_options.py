@@ -38,15 +38,15 @@ BAD = {
     ),
     ("--devices", "mps"): (
         "--devices: 'mps': this network runs on 'cpu' and 'cuda[:N]' devices only",
-        ["replicate.py", "evaluate.py", "benchmark.py"],
+        ["replicate.py", "evaluate.py", "benchmark.py", "benchmark_data.py"],
     ),
     ("--devices", "cuda:7"): (
         "--devices: CUDA device cuda:7 does not exist on this machine",
-        ["replicate.py", "evaluate.py", "benchmark.py"],
+        ["replicate.py", "evaluate.py", "benchmark.py", "benchmark_data.py"],
     ),
     ("--devices", "cpu,cpu,cpu"): (
         "--devices takes one or two devices (one per column), got 3",
-        ["replicate.py", "evaluate.py", "benchmark.py"],
+        ["replicate.py", "evaluate.py", "benchmark.py", "benchmark_data.py"],
     ),
     ("--input-size", "225"): (
         "--input-size must be 224 (the paper) or 227 (Caffe's geometry), got 225",
