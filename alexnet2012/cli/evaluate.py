@@ -33,6 +33,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--views 10 a batch holds batch_size // 10 images (at least 1), ten crops each",
     )
     p.add_argument("--workers", type=int, help="loader processes (default: 0 on CPU, else up to 8)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     options.count("--batch-size", args.batch_size)
     options.workers(args.workers)
@@ -40,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     model, config, checkpoint = load_trained_model(args.checkpoint, names)
     devices.configure_backends(config.devices, config.tf32)
     workers = args.workers if args.workers is not None else default_workers(config.devices)
-    cache, dataset, split = resolve_cache(args.data, args.cache, args.year, workers, True)
+    cache, dataset, split = resolve_cache(args.data, args.cache, args.year, workers, not args.quiet)
     mismatch = class_mismatch(checkpoint, cache_info(cache).wnids)
     if mismatch:
         raise UsageError(
@@ -57,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         workers=workers,
         device=config.devices[0],
     )
-    r = evaluate(model, batches, progress=True, desc=f"{args.views}-view eval")
+    r = evaluate(model, batches, progress=not args.quiet, desc=f"{args.views}-view eval")
     print(
         f"{dataset}, {args.views} view{'s' if args.views > 1 else ''}, {r['images']} images: "
         f"top-1 error {100 * r['top1']:.2f}%, top-5 error {100 * r['top5']:.2f}%"
