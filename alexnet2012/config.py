@@ -1,5 +1,5 @@
 """A run's configuration: its settings, their checks (once, here) and its deviations from the
-paper. The defaults are the paper's (P §5, PAPER_NOTES)."""
+paper. The defaults are the paper's (P §5; where it is silent, [C]'s, see ``paper``)."""
 
 from __future__ import annotations
 

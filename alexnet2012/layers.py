@@ -108,7 +108,7 @@ def paper_dropout(x: Tensor, p: float = paper.DROPOUT_P, training: bool = True) 
 
 
 def conv_output_size_2012(size: int, kernel: int, stride: int = 1, pad: int = 0) -> int:
-    """[C]'s: 55 for conv1 on 224, whose last window overhangs by 3 pixels (PAPER_NOTES)."""
+    """[C]'s: 55 for conv1 on 224, whose last window overhangs by 3 pixels (layer.py's modulesX)."""
     return 1 + math.ceil((2 * pad + size - kernel) / stride)
 
 

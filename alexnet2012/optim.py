@@ -1,4 +1,4 @@
-"""The paper's momentum SGD (P §5, PAPER_NOTES "Learning") and a recipe's param groups."""
+"""The paper's momentum SGD (P §5) and a recipe's param groups."""
 
 from __future__ import annotations
 

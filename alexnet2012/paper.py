@@ -1,5 +1,8 @@
-"""The paper's numbers (sources in ../shared/PAPER_NOTES.md). [P]: Krizhevsky et al., NIPS 2012;
-[C]: the 2012 code. ``LAYERS`` is the net as data, like [C]'s layers-145.cfg."""
+"""The paper's numbers, each beside its source. [P]: Krizhevsky, Sutskever and Hinton, "ImageNet
+Classification with Deep Convolutional Neural Networks", NIPS 2012 (§: its sections). [C]: the 2012
+code (cuda-convnet, published by the Computer History Museum as AlexNet-Source-Code), whose
+layers/layers-145.cfg and layer-params-145.cfg are the net of P Table 2's 1-CNN row. Where [P] is
+silent or ambiguous, [C] decides (README: "What faithful means"). ``LAYERS``: the net as data."""
 
 from __future__ import annotations
 
@@ -77,7 +80,7 @@ IMAGE_SIZE = 256  # P §2
 INPUT_SIZES = (224, 227)  # 224: [C]'s overhanging conv1; 227: Caffe's, no padding
 POOLED_SIZE = 6  # conv5's pooled maps, 6x6
 
-# LRN, P §3.3; alpha is divided by size as in [C] and torch (PAPER_NOTES "LRN").
+# LRN, P §3.3; alpha is divided by size, as [C]'s layer.py (scale /= size) and torch do.
 LRN_SIZE = 5
 LRN_ALPHA = 1e-4
 LRN_BETA = 0.75
@@ -100,12 +103,12 @@ DROP_EPOCHS_2012 = (25, 51, 79)  # [C]'s run: 0.01 -> 1e-3 -> 1e-4 -> 1e-5
 # P §4.1
 CROP_SIZE = 224
 LIGHTING_STD = 0.1
-TRAIN_IMAGES_2012 = 1_281_167
+TRAIN_IMAGES_2012 = 1_281_167  # ILSVRC-2012's train set (P §2: about 1.2 million)
 
 PARAMETERS = 60_965_224  # 1000 classes
 # Neurons per layer as printed in P §3.5; conv1's is a slip (55x55x96 = 290,400).
 PAPER_NEURONS = (253_440, 186_624, 64_896, 64_896, 43_264, 4096, 4096, 1000)
-PAPER_NEURONS_TOTAL_QUOTED = 650_000
+PAPER_NEURONS_TOTAL_QUOTED = 650_000  # the abstract, as the next
 PAPER_PARAMETERS_QUOTED = 60_000_000
 # (side, channels), P Figure 2
 FEATURE_MAPS = {

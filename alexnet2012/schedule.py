@@ -107,7 +107,7 @@ class PaperSchedule:
         self.epoch = epoch
         lr = self.lr
         if epoch >= self.max_epochs:
-            return Decision(lr, False, True, f"epoch limit {self.max_epochs} reached: stop")
+            return Decision(lr, False, True, epoch_limit(self.max_epochs))
         if self.drop_epochs is not None:
             if epoch + 1 in self.drop_epochs:
                 return self._drop(val_error, "fixed schedule")
@@ -132,7 +132,7 @@ class PaperSchedule:
         if len(self.drops) >= self.max_drops:
             self._plateau_stop = True
             return Decision(
-                lr, False, True, f"{stalled}, the last rate after {len(self.drops)} drops: stop"
+                lr, False, True, f"{stalled}, the last rate after {len(self.drops)} drops"
             )
         return self._drop(val_error, stalled)
 
@@ -180,6 +180,12 @@ class PaperSchedule:
         self.epoch, self._best = state["epoch"], state["best"]
         self._stalled, self._plateau_stop = state["stalled"], state["plateau_stop"]
         self.drops = [Drop(*d) for d in state["drops"]]
+
+
+def epoch_limit(epochs: int) -> str:
+    """Why training stops at its last epoch, worded to follow "training stops: " and to sit in
+    parentheses or a report sentence."""
+    return f"the epoch limit of {epochs} is reached"
 
 
 def _epoch_checks(schedule: PaperSchedule | RecipeSchedule, epoch: int, val_error: float) -> None:
@@ -258,7 +264,7 @@ class RecipeSchedule:
         old = self.lr
         self.epoch = epoch
         if epoch >= self.max_epochs:  # the rates as if training went on
-            reason = f"epoch limit {self.max_epochs} reached: stop"
+            reason = epoch_limit(self.max_epochs)
             return Decision(old, False, True, reason, self.colour_noise, self.lrs)
         events = [describe_event(e) for e in self.recipe.events if e.epoch == epoch + 1]
         reason = f"{self.recipe.name}: " + ("; ".join(events) or f"keep lr {old:g}")

@@ -3,6 +3,7 @@ activations written out here), and scripts/ablations.py's runs, table, reuse and
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -152,12 +153,40 @@ def test_ablations_run_once_each_resume_when_interrupted_and_tabulate(
     [
         (["--only", "no-foo"], "--only takes ablations of one-column, no-lrn"),
         (["--remove-conv", "conv5"], "--remove-conv takes conv3 or conv4"),
+        (["--only", "no-middle-conv"], "--only takes ablations of .*, no-conv3, no-conv4, got"),
+        (["--only", "no-conv3", "--remove-conv", "conv3"], "with --only, name their runs there"),
     ],
 )
 def test_bad_choices_are_one_line(tmp_path, extra, message):
     with pytest.raises(UsageError, match=message):
         ablations.main(["--out", str(tmp_path / "x"), *extra])
     assert not (tmp_path / "x").exists()
+
+
+def readme_ablation_names():
+    """The run names in the first column of the README's ablation table."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text.split("### Ablations", 1)[1].split("\n\n#", 1)[0]
+    return re.findall(r"^\| `([a-z0-9-]+)` \|", section, re.M)
+
+
+def plan_of(*argv):
+    return ablations.plan(ablations.build_parser().parse_args(["--out", "x", *argv]))
+
+
+def test_the_readmes_names_are_the_runs_and_only_takes_each():
+    names = readme_ablation_names()
+    assert names == [n for n in plan_of() if n != "baseline"]
+    for name in names:
+        assert list(plan_of("--only", name)) == ["baseline", name]
+
+
+def test_a_middle_layer_run_removes_the_layer_it_names():
+    runs = plan_of("--only", "no-conv3,no-lrn,no-conv3")
+    assert list(runs) == ["baseline", "no-conv3", "no-lrn"]
+    assert runs["no-conv3"][0][-2:] == ["--remove-conv", "conv3"]
+    assert runs["no-conv3"][1] is paper.ablation("no-middle-conv")
+    assert list(plan_of("--remove-conv", "conv3,conv4"))[-2:] == ["no-conv3", "no-conv4"]
 
 
 def test_every_paper_ablation_has_a_switch():

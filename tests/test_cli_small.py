@@ -156,6 +156,22 @@ def test_evaluate_refuses_a_batch_size_below_one(batch_size, cache, tmp_path, ca
     _one_error_line(code, stderr, f"--batch-size must be at least 1, got {batch_size}")
 
 
+def test_evaluate_quiet_turns_the_progress_bars_off(cache, tmp_path, capsys, monkeypatch):
+    import alexnet2012.cli.evaluate as cli
+
+    shown, real = [], cli.evaluate
+    monkeypatch.setattr(
+        cli, "evaluate", lambda *a, **k: shown.append(k["progress"]) or real(*a, **k)
+    )
+    checkpoint = _checkpoint(tmp_path / "checkpoint.pt", 3, cache_info(cache).wnids)
+    for quiet in ([], ["--quiet"]):
+        code, _, stderr = _evaluate(
+            checkpoint, cache, capsys, monkeypatch, "--batch-size", 4, *quiet
+        )
+        assert code == 0, stderr
+    assert shown == [True, False]
+
+
 def test_evaluate_help_says_what_a_ten_view_batch_holds(capsys, monkeypatch):
     code, stdout, _ = _cli("evaluate.py", ["--help"], capsys, monkeypatch)
     assert code == 0 and "batch_size // 10 images" in " ".join(stdout.split())

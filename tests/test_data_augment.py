@@ -1,4 +1,4 @@
-"""Training augmentation and test views (P §4.1, PAPER_NOTES "Data"): crop positions, flips, PCA
+"""Training augmentation and test views (P §4.1; [C]'s convdata.py): crop positions, flips, PCA
 lighting (paper and [C] variants), mean subtraction, and the ten views against torchvision."""
 
 import numpy as np
@@ -19,7 +19,7 @@ from alexnet2012.data import (
 )
 from alexnet2012.data.augment import _gather_crops, _slice_crops, hwc_mean
 
-# Reference ImageNet RGB PCA on [0,1] (fb.resnet.torch, quoted in PAPER_NOTES).
+# Reference ImageNet RGB PCA on [0,1] (fb.resnet.torch's datasets/imagenet.lua).
 EIGENVALUES = np.array([0.2175, 0.0188, 0.0045])
 EIGENVECTORS = np.array(
     [[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]]

@@ -111,7 +111,8 @@ def test_a_given_jpeg_cache_is_measured_and_checked(source, cache, tmp_path):
         (["--input-size", "225"], "--input-size must be 224 .* or 227 .*, got 225"),
         (["--quality", "0"], "--quality must be at least 1, got 0"),
         (["--quality", "101"], "--quality must be at most 100, got 101"),
-        (["--device", "cuda:99"], "--device: CUDA device cuda:99 does not exist on this machine"),
+        (["--devices", "cuda:99"], "--devices: CUDA device cuda:99 does not exist on this machine"),
+        (["--devices", "cpu,cpu"], "--devices: the data stages run on one device, got 2"),
     ],
 )
 def test_bad_settings_are_refused_before_measuring(cache, args, message, monkeypatch):

@@ -1,6 +1,6 @@
 """ILSVRC layouts as users have them: train folders, flat val + devkit (folder, archive, path), val
-folders, ILSVRC-2010 test, and the errors for wrong layouts (PAPER_NOTES "ImageNet files as users
-have them")."""
+folders, ILSVRC-2010 test, and the errors for wrong layouts (the ILSVRC-2012
+devkit's readme)."""
 
 import tarfile
 from pathlib import Path

@@ -1,5 +1,5 @@
 """The paper's preprocessing into the cache: 256x256 rows, aspect handling, the ILSVRC oddities,
-the bad-file report, resuming after an interruption, parallel workers (PAPER_NOTES "Data")."""
+the bad-file report, resuming after an interruption, parallel workers (P §2)."""
 
 import csv
 import json

@@ -1,5 +1,5 @@
 """Training-set statistics against numpy on the same pixels: the mean image, the RGB covariance
-and its eigen-decomposition, on the [0,1] scale (PAPER_NOTES "Data", P §4.1)."""
+and its eigen-decomposition, on the [0,1] scale (P §4.1)."""
 
 import json
 

@@ -22,7 +22,7 @@ from alexnet2012.errors import UsageError
 from alexnet2012.evidence import kernels
 from alexnet2012.evidence.figures import FILES
 from alexnet2012.evidence.kernels import colour_specificity, permutation_test
-from alexnet2012.evidence.neighbours import nearest
+from alexnet2012.evidence.neighbours import nearest, search_training_set
 from alexnet2012.evidence.predictions import centre_crops, wrap
 
 RNG = np.random.default_rng(0)
@@ -121,9 +121,10 @@ def _checkpoint(run: Path, cache: Path) -> None:
 
 def test_the_command_writes_every_figure_and_the_numbers(cache, tmp_path, capsys):
     _checkpoint(tmp_path / "run", cache)
-    main([str(tmp_path / "run"), "--devices", "cpu", "--batch-size", "4"])
+    main([str(tmp_path / "run"), "--devices", "cpu", "--batch-size", "4", "--quiet"])
     out = tmp_path / "run" / "figures"
-    assert str(out) in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert str(out) in printed.out and "fc7 of the training set" not in printed.err
     for name in FILES[:3]:
         with Image.open(out / name) as image:
             assert image.format == "PNG" and min(image.size) > 400
@@ -131,6 +132,16 @@ def test_the_command_writes_every_figure_and_the_numbers(cache, tmp_path, capsys
     assert "two-sided permutation test over the 96 kernels: p = " in text
     assert text.count("| yes |") + text.count("| no |") >= 6  # top-1 and top-5 of 3 images
     assert "of 3 epochs" not in text and "0 of 2 epochs" in text
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_the_training_set_search_shows_a_bar_unless_quiet(progress, capsys):
+    torch.manual_seed(0)
+    model = AlexNet(3)
+    batches = [(torch.randn(2, 3, 224, 224), torch.tensor([0, 2]))]
+    _, _, labels = search_training_set(model, torch.randn(1, 4096), batches, 2, progress)
+    assert sorted(labels.ravel().tolist()) == [0, 2]
+    assert ("fc7 of the training set" in capsys.readouterr().err) == progress
 
 
 def test_the_command_refuses_a_folder_without_checkpoint(tmp_path):

@@ -1,4 +1,4 @@
-"""The 2012 layers against formulas written out here (PAPER_NOTES: LRN, Dropout, 224 vs 227)."""
+"""The 2012 layers against formulas written out here (P §3.3, §4.2; [C]'s 224 vs Caffe's 227)."""
 
 import math
 import os

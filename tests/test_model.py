@@ -1,4 +1,4 @@
-"""The network against the paper (PAPER_NOTES "Architecture") and against computations written
+"""The network against the paper (P §3, Figure 2) and against computations written
 out here: shapes, counts, placements, column independence, init, dropout, grouped weights."""
 
 import contextlib

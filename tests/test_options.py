@@ -38,15 +38,15 @@ BAD = {
     ),
     ("--devices", "mps"): (
         "--devices: 'mps': this network runs on 'cpu' and 'cuda[:N]' devices only",
-        ["replicate.py", "evaluate.py", "benchmark.py"],
+        ["replicate.py", "evaluate.py", "benchmark.py", "benchmark_data.py"],
     ),
     ("--devices", "cuda:7"): (
         "--devices: CUDA device cuda:7 does not exist on this machine",
-        ["replicate.py", "evaluate.py", "benchmark.py"],
+        ["replicate.py", "evaluate.py", "benchmark.py", "benchmark_data.py"],
     ),
     ("--devices", "cpu,cpu,cpu"): (
         "--devices takes one or two devices (one per column), got 3",
-        ["replicate.py", "evaluate.py", "benchmark.py"],
+        ["replicate.py", "evaluate.py", "benchmark.py", "benchmark_data.py"],
     ),
     ("--input-size", "225"): (
         "--input-size must be 224 (the paper) or 227 (Caffe's geometry), got 225",
@@ -84,3 +84,17 @@ def test_a_bad_value_gets_the_same_line_from_every_script(
     assert exit_.value.code == 2 and err[-1].startswith("error: "), err
     assert len(err) == 1 and line in err[0], err
     assert sorted(p.name for p in tmp_path.iterdir()) == [], "work was done before the check"
+
+
+# they print their result and nothing while they work
+NO_PROGRESS = {"summary.py", "benchmark_data.py"}
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "scripts").glob("*.py")))
+def test_every_script_that_shows_progress_takes_quiet(script, capsys, monkeypatch):
+    path = ROOT / "scripts" / script
+    monkeypatch.setattr(sys, "argv", [str(path), "--help"])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(str(path), run_name="__main__")
+    assert exit_.value.code == 0
+    assert ("--quiet" in capsys.readouterr().out) == (script not in NO_PROGRESS)

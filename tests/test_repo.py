@@ -20,7 +20,7 @@ def test_readme_starts_with_the_demo_and_the_test_command():
 def test_ci_runs_exactly_the_readme_test_command_in_a_fresh_venv():
     ci = (REPO / ".ci" / "run").read_text()
     assert "python3 -m venv" in ci
-    assert readme_commands()[1] in ci.splitlines()
+    assert readme_commands()[1] in [line.strip() for line in ci.splitlines()]
 
 
 # -- the codebase's own rules (issue 15): layering, size, prose, lint ---------------------------
@@ -174,6 +174,23 @@ def test_no_dates_hashes_or_timings_in_the_code():
             words = commit.findall(line)
             if any(re.search(r"\d", w) and re.search(r"[a-f]", w) for w in words):
                 found.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
+    assert not found, "\n".join(found)
+
+
+def test_no_file_cites_a_document_outside_the_repo():
+    """The repo stands alone: the team's notes beside it are no source (the names are built here,
+    so that this file does not match itself)."""
+    import subprocess
+
+    forbidden = ["PAPER" + "_NOTES", "GPU" + "_FACTS", ".." + "/shared"]
+    listed = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True
+    ).stdout
+    found = []
+    for name in filter(None, listed.decode().split("\0")):
+        path = REPO / name
+        text = path.read_bytes().decode(errors="replace") if path.is_file() else ""
+        found += [f"{name}: {word}" for word in forbidden if word in text]
     assert not found, "\n".join(found)
 
 

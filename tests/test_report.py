@@ -1,7 +1,7 @@
 """report.md, format_comparison and curves.png from run folders written here with known numbers.
 
 Expected percentages, differences, chance levels and pixel positions are worked out in the
-tests (from PAPER_NOTES "Results to compare against"), not read back from the code.
+tests (from P Tables 1-2 and [C]'s log), not read back from the code.
 """
 
 from __future__ import annotations

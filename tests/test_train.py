@@ -256,7 +256,7 @@ def test_a_finished_run_is_not_silently_left_unextended(finished, tmp_path):
     result = run_cli("--resume", "--out", out, "--epochs", 3, "--workers", 0)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.strip() == (
-        f"error: --resume: the run in {out} has finished (epoch limit 2 reached: stop) and "
+        f"error: --resume: the run in {out} has finished (the epoch limit of 2 is reached) and "
         "cannot be extended to --epochs 3; start a new run (--out) with --epochs 3"
     )
     assert {p.name: digest(p) for p in out.iterdir()} == before

@@ -26,16 +26,20 @@ class GPU:
     bandwidth: float
 
 
+# NVIDIA's datasheets: "NVIDIA H100 Tensor Core GPU" (SXM5 column, 80 GB HBM3) and "NVIDIA H200
+# Tensor Core GPU" (SXM column, 141 GB HBM3e), linked from nvidia.com/en-us/data-center/h100/ and
+# /h200/. They print the tensor-core rates with sparsity; the dense rates used here are half.
 H100_SXM = GPU("H100 SXM5", 67e12, 495e12, 989e12, 3.35e12)
 H200_SXM = GPU("H200 SXM", 67e12, 495e12, 989e12, 4.8e12)
 GPUS = (H100_SXM, H200_SXM)
-PEAK_SOURCE = "NVIDIA datasheets, dense, no sparsity; shared/GPU_FACTS.md"
+PEAK_SOURCE = "NVIDIA H100 and H200 datasheets; dense: half the with-sparsity figures"
 
 
 @dataclass(frozen=True)
 class Assumptions:
-    """Rules of thumb: products reach 50-70% of the tensor-core peak at AlexNet's shapes,
-    element-wise ops 70-90% of the bandwidth, a launch costs 3-5 us of host time."""
+    """Assumed, not measured (rules of thumb): products reach 50-70% of the tensor-core peak at
+    AlexNet's shapes, element-wise ops 70-90% of the bandwidth, a launch costs 3-5 us of host
+    time; the defaults sit in those ranges."""
 
     compute_efficiency: float = 0.6
     memory_efficiency: float = 0.8

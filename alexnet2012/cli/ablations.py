@@ -30,7 +30,10 @@ SWITCHES = {
     "no-lighting": ["--lighting", "none"],
     "no-dropout": ["--no-dropout"],
 }
-MIDDLE = "no-middle-conv"
+MIDDLE = "no-middle-conv"  # paper.ABLATIONS' name of P §7's comparison, one run per layer
+MIDDLE_RUNS = {f"no-{layer}": layer for layer in paper.MIDDLE_CONVS}
+RUNS = (*SWITCHES, *MIDDLE_RUNS)  # the names of --only, the run folders and ablations.md
+REMOVED = "conv4"  # the middle layer of the full set
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,14 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="as replicate.py's")
     p.add_argument(
         "--remove-conv",
-        default="conv4",
-        help=f"P §7's middle layer(s) to remove, one run each: "
-        f"{' or '.join(paper.MIDDLE_CONVS)}, or both comma-separated (default conv4)",
+        help=f"P §7's middle layer(s) the full set removes, one run each: "
+        f"{' or '.join(paper.MIDDLE_CONVS)}, or both comma-separated (default {REMOVED}); "
+        f"with --only, name their runs there",
     )
     p.add_argument(
         "--only",
-        help=f"run the baseline and these ablations only, comma-separated, of: "
-        f"{', '.join(a.name for a in paper.ABLATIONS)}",
+        help=f"run the baseline and these ablations only, comma-separated, of: {', '.join(RUNS)}",
     )
     p.add_argument("--devices", help="as replicate.py's (may change when a run is resumed)")
     p.add_argument("--workers", type=int, help="as replicate.py's")
@@ -60,17 +62,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def plan(args: argparse.Namespace) -> dict[str, tuple[list[str], paper.Ablation | None]]:
     """Each run's name, replicate.py's options and ablation (None: the baseline, first)."""
-    names = [a.name for a in paper.ABLATIONS]
-    chosen = names if args.only is None else [n.strip() for n in args.only.split(",")]
-    unknown = [n for n in chosen if n not in names]
-    if unknown or not chosen:
-        raise UsageError(f"--only takes ablations of {', '.join(names)}, got {args.only!r}")
-    layers = [n.strip() for n in args.remove_conv.split(",")]
+    if args.only is not None and args.remove_conv is not None:
+        raise UsageError(
+            f"--remove-conv chooses the full set's middle layers: with --only, name their runs "
+            f"there ({', '.join(MIDDLE_RUNS)})"
+        )
+    layers = [n.strip() for n in (args.remove_conv or REMOVED).split(",")]
     if not layers or any(n not in paper.MIDDLE_CONVS for n in layers):
         raise UsageError(
             f"--remove-conv takes {' or '.join(paper.MIDDLE_CONVS)} (the middle layers, "
             f"P §7), comma-separated, got {args.remove_conv!r}"
         )
+    full = [*SWITCHES, *(f"no-{layer}" for layer in layers)]
+    chosen = full if args.only is None else [n.strip() for n in args.only.split(",")]
+    unknown = [n for n in chosen if n not in RUNS]
+    if unknown or not chosen:
+        raise UsageError(f"--only takes ablations of {', '.join(RUNS)}, got {args.only!r}")
     common = [] if args.data is None else ["--data", args.data]
     if args.subset is not None:
         common += ["--subset", args.subset]
@@ -79,10 +86,9 @@ def plan(args: argparse.Namespace) -> dict[str, tuple[list[str], paper.Ablation 
             common += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
     common += ["--seed", str(args.seed)]
     runs: dict[str, tuple[list[str], paper.Ablation | None]] = {BASELINE: (common, None)}
-    for name in chosen:
-        if name == MIDDLE:
-            for layer in layers:
-                runs[f"no-{layer}"] = (common + ["--remove-conv", layer], paper.ablation(name))
+    for name in dict.fromkeys(chosen):
+        if name in MIDDLE_RUNS:
+            runs[name] = (common + ["--remove-conv", MIDDLE_RUNS[name]], paper.ablation(MIDDLE))
         else:
             runs[name] = (common + SWITCHES[name], paper.ablation(name))
     return runs

@@ -71,7 +71,9 @@ def parser() -> argparse.ArgumentParser:
         help="source images decoded in the decode stage (default: %(default)s)",
     )
     p.add_argument(
-        "--device", default="cpu", help="cpu or cuda[:N] (the augment and end-to-end stages)"
+        "--devices",
+        default="cpu",
+        help="cuda:0 | cpu, where the augment and end-to-end stages run (default: %(default)s)",
     )
     p.add_argument(
         "--threads",
@@ -95,6 +97,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     for option in ("--batch-size", "--batches", "--decode-images", "--threads"):
         options.count(option, getattr(args, option[2:].replace("-", "_")))
     options.count("--quality", args.quality, 1, 100)
+    device, *more = devices.parse(args.devices)
+    if more:
+        raise UsageError(f"--devices: the data stages run on one device, got {1 + len(more)}")
     report = measure_data_pipeline(
         args.cache,
         src=args.src,
@@ -106,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         input_size=options.input_size(args.input_size),
         batches=args.batches,
         decode_images=args.decode_images,
-        device=devices.parse(args.device, columns=1, option="--device")[0],
+        device=device,
         threads=args.threads,
         torchvision=not args.no_torchvision,
     )

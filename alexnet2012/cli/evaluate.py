@@ -44,6 +44,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--views 10 a batch holds batch_size // 10 images (at least 1), ten crops each",
     )
     p.add_argument("--workers", type=int, help="loader processes (default: 0 on CPU, else up to 8)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     options.count("--batch-size", args.batch_size)
     options.workers(args.workers)
@@ -54,7 +55,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         model, config, checkpoint = load_trained(path, names)
         devices.configure_backends(config.devices, config.tf32)
         workers = args.workers if args.workers is not None else default_workers(config.devices)
-        cache, dataset, split = resolve_cache(args.data, args.cache, args.year, workers, True)
+        cache, dataset, split = resolve_cache(
+            args.data, args.cache, args.year, workers, not args.quiet
+        )
         mismatch = class_mismatch(checkpoint, cache_info(cache).wnids)
         if mismatch:
             raise UsageError(
@@ -72,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             device=config.devices[0],
             mean_image=checkpoint.get("mean_image"),
         )
-        probs, y = predictions(model, batches, progress=True, desc=f"{views} eval")
+        probs, y = predictions(model, batches, progress=not args.quiet, desc=f"{views} eval")
         if labels is not None and not torch.equal(labels, y):
             raise UsageError(f"{path} was evaluated on other images than {args.checkpoint[0]}")
         total, labels = (probs if total is None else total + probs), y

@@ -30,6 +30,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--devices", help="cuda:0 | cpu (default: cuda:0 when there is a GPU)")
     p.add_argument("--batch-size", type=int, default=128, help="images per forward pass")
     p.add_argument("--workers", type=int, help="loader processes (default: 0 on CPU, else up to 8)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     options.count("--batch-size", args.batch_size)
     options.workers(args.workers)
@@ -69,7 +70,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         out = Path(args.out)
     else:
         out = run / "figures" if run.is_dir() else run.with_name(run.stem + "_figures")
-    report = make_figures(model, source, out, batch_size=args.batch_size, workers=workers)
+    report = make_figures(
+        model, source, out, batch_size=args.batch_size, workers=workers, progress=not args.quiet
+    )
     print(f"wrote {', '.join(FILES)} to {out} (the numbers: {report})")
 
 

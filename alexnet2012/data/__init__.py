@@ -1,5 +1,5 @@
 """Data: ILSVRC layout, the paper's preprocessing into a cache (raw rows, or the same rows as
-JPEG), statistics, augmentation and loaders (PAPER_NOTES "Data")."""
+JPEG), statistics, augmentation and loaders (P §2, §4.1; [C]'s convdata.py)."""
 
 from alexnet2012.data.augment import (
     Lighting,

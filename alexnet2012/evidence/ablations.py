@@ -117,11 +117,7 @@ def table(outcomes: list[Outcome], dataset: str, failed: dict[str, str]) -> str:
         *("| " + " | ".join(row) + " |" for row in rows),
         "",
     ]
-    notes = [
-        f"- {o.ablation.name}: {o.ablation.note}"
-        for o in outcomes
-        if o.ablation and o.ablation.note
-    ]
+    notes = [f"- {o.name}: {o.ablation.note}" for o in outcomes if o.ablation and o.ablation.note]
     if notes:
         lines += ["The paper's words:", "", *notes, ""]
     if failed:

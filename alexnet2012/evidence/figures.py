@@ -42,9 +42,10 @@ def make_figures(
     batch_size: int = 128,
     workers: int = 0,
     backend: str | None = None,
+    progress: bool = True,
 ) -> Path:
     """Write :data:`FILES` into ``out`` (made if missing); the network runs on its first
-    column's device. Returns the path of ``figures.md``."""
+    column's device; ``progress``: a bar over the training set. Returns ``figures.md``'s path."""
     out.mkdir(parents=True, exist_ok=True)
     device = next(model.columns[0].parameters()).device
     info = cache_info(source.cache)
@@ -66,7 +67,9 @@ def make_figures(
         device=device, mean_image=mean,
     )  # fmt: skip
     query_fc7 = features(model, queries.inputs)[0]
-    distances, positions, found_labels = search_training_set(model, query_fc7, batches, NEIGHBOURS)
+    distances, positions, found_labels = search_training_set(
+        model, query_fc7, batches, NEIGHBOURS, progress
+    )
     train = open_split(source.cache, "train")
     found_rows = train.usable[positions]
     found = [

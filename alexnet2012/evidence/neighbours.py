@@ -66,14 +66,20 @@ def nearest(queries: np.ndarray, items: np.ndarray, k: int, chunk: int = 1024):
 
 @torch.no_grad()
 def search_training_set(
-    model: AlexNet, queries: Tensor, batches: Iterable[tuple[Tensor, Tensor]], k: int
+    model: AlexNet,
+    queries: Tensor,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    k: int,
+    progress: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Distances, positions (in the loader's order) and labels of the ``k`` training images
     nearest to each query's fc7 activations, from ``batches`` (the centre-crop loader)."""
     search, labels, seen = Nearest(queries, k), [], 0
     model.eval()
     with fc7_of(model) as fc7:
-        for x, y in tqdm(batches, desc="fc7 of the training set", leave=False, unit="batch"):
+        for x, y in tqdm(
+            batches, desc="fc7 of the training set", leave=False, unit="batch", disable=not progress
+        ):
             model(x)
             search.add(fc7.pop(), seen)
             labels.append(y.cpu())
