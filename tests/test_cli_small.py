@@ -159,9 +159,9 @@ def test_evaluate_refuses_a_batch_size_below_one(batch_size, cache, tmp_path, ca
 def test_evaluate_quiet_turns_the_progress_bars_off(cache, tmp_path, capsys, monkeypatch):
     import alexnet2012.cli.evaluate as cli
 
-    shown, real = [], cli.evaluate
+    shown, real = [], cli.predictions
     monkeypatch.setattr(
-        cli, "evaluate", lambda *a, **k: shown.append(k["progress"]) or real(*a, **k)
+        cli, "predictions", lambda *a, **k: shown.append(k["progress"]) or real(*a, **k)
     )
     checkpoint = _checkpoint(tmp_path / "checkpoint.pt", 3, cache_info(cache).wnids)
     for quiet in ([], ["--quiet"]):
