@@ -18,7 +18,6 @@ from alexnet2012.files import (  # noqa: F401  (re-exported: the run's other fil
     free_space,
     is_temporary,
     pause_for_test,
-    size_text,
     temporary_name,
     write_atomic,
     write_file,

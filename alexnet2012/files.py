@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from alexnet2012.errors import SaveError
+from alexnet2012.units import size_text
 
 PathLike = str | os.PathLike
 TEST_PAUSE = "ALEXNET2012_TEST_PAUSE"  # test hook, "<point>:<marker file>": see pause_for_test
@@ -51,14 +52,6 @@ def free_space(path: PathLike) -> int:
     while not place.exists() and place != place.parent:
         place = place.parent
     return shutil.disk_usage(place).free
-
-
-def size_text(n: float) -> str:
-    """Bytes for a message, in decimal units: ``455.1 MB``."""
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{int(n)} bytes"
 
 
 def _check_space(path: str, needed: int) -> None:

@@ -14,6 +14,7 @@ from alexnet2012.data.subset import Subset
 from alexnet2012.files import write_file
 from alexnet2012.plot import learning_curves
 from alexnet2012.runfolder import CURVES, REPORT, RunFolder, RunRecord
+from alexnet2012.units import duration_text
 
 PathLike = str | os.PathLike
 
@@ -186,11 +187,6 @@ def _cuda_settings(backends: Any) -> str:
     return "; cuDNN autotuning, " + ("TF32" if backends.get("tf32_cudnn") else "fp32") + " products"
 
 
-def _hms(seconds: float) -> str:
-    s = round(seconds)
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
-
-
 def _value(v: Any) -> str:
     return ", ".join(map(str, v)) if isinstance(v, list) else str(v)
 
@@ -214,7 +210,7 @@ def _markdown(run: RunRecord) -> str:
         f"Trained {results['epochs_trained']} "
         f"epoch{'' if results['epochs_trained'] == 1 else 's'}; "
         f"the schedule's last word: {results['stopped_because']}. "
-        f"Training time {_hms(results['wall_time_s'])} (wall clock in training steps; "
+        f"Training time {duration_text(results['wall_time_s'])} (wall clock in training steps; "
         f"validation and testing not included); {overall:.1f} images/s over all epochs "
         "(the harmonic mean of the per-epoch rates: total images / total time).",
         "",

@@ -15,12 +15,13 @@ from alexnet2012 import devices
 from alexnet2012.bench import training
 from alexnet2012.bench import training_report as report_module
 from alexnet2012.bench.models import ONE_DEVICE, REFERENCE
-from alexnet2012.bench.tables import format_duration, training_table
+from alexnet2012.bench.tables import training_table
 from alexnet2012.bench.training import Case, Settings, build_cases, run_rounds
 from alexnet2012.bench.training_report import projected_seconds, training_report
 from alexnet2012.cli import benchmark as cli
 from alexnet2012.errors import UsageError, check_writable
 from alexnet2012.optim import PaperSGD
+from alexnet2012.units import duration_text
 
 ROOT = Path(__file__).resolve().parents[1]
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -29,23 +30,9 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 def test_projected_time_is_90_imagenet_epochs_at_the_rate():
     # 90 x 1,281,167 = 115,305,030 images; at 100 images/s 1,153,050.3 s = 320.29 h = 13 d 8 h.
     assert projected_seconds(100.0) == pytest.approx(1_153_050.3)
-    assert format_duration(projected_seconds(100.0)) == "13d 8h"
-    # at 4,000 images/s: 28,826.26 s = 480.44 min = 8 h 0 min.
-    assert format_duration(projected_seconds(4000.0)) == "8:00"
-
-
-@pytest.mark.parametrize(
-    "seconds, text",
-    [
-        (0, "0:00"),
-        (59 * 60 + 31, "1:00"),
-        (3 * 3600 + 7 * 60, "3:07"),
-        (86_399, "1d 0h"),
-        (2 * 86_400 + 5 * 3600 + 1700, "2d 5h"),
-    ],
-)
-def test_durations_read_as_h_mm_under_a_day_and_days_hours_above(seconds, text):
-    assert format_duration(seconds) == text
+    assert duration_text(projected_seconds(100.0)) == "13d 8h"
+    # at 4,000 images/s: 28,826.26 s = 8 h 0 min 26 s.
+    assert duration_text(projected_seconds(4000.0)) == "8:00:26"
 
 
 def test_devices_default_and_errors():
@@ -193,9 +180,9 @@ def test_table_footer_counts_and_durations_read_as_printed(
     run_rounds(cases, settings, progress=False)
     footer = training_table(training_report(cases, settings, {"cuda": False})).splitlines()[4]
     assert footer.startswith(counts)
-    long = format_duration(projected_seconds(100.0))  # the column's format above a day
+    long = duration_text(projected_seconds(100.0))  # the column's format above a day
     assert footer.endswith(
-        f"at the training rate (h:mm under a day, else days and hours, e.g. {long})"
+        f"at the training rate (h:mm:ss under a day, else days and hours, e.g. {long})"
     )
 
 
@@ -218,7 +205,7 @@ def _check_report(report: dict, table: str, names: list, repeats: int) -> None:
             assert r["best_ratio_to_torchvision"] == pytest.approx(1 / best)
         seconds = 90 * 1_281_167 / row["train"]["images_per_s"]
         assert row["projected_90_epochs_s"] == pytest.approx(seconds)
-        assert line.endswith(format_duration(seconds))
+        assert line.endswith(duration_text(seconds))
 
 
 def _cli_report(

@@ -468,7 +468,7 @@ def test_not_enough_disk_is_a_usage_error(synthetic, tmp_path, monkeypatch):
         writers_module.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 10**6})()
     )
     with pytest.raises(
-        UsageError, match=r"the train cache needs 0.0 GB in .*, which has 0.0 GB free"
+        UsageError, match=r"the train cache needs [0-9.]+ [KMG]B in .*, which has 1.0 MB free"
     ):
         prepare_cache(synthetic, tmp_path / "cache", workers=0, progress=False)
 

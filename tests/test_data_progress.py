@@ -25,9 +25,9 @@ def test_a_log_gets_a_line_per_tenth_of_the_work_at_most_every_30_s(clock, capsy
     assert capsys.readouterr().err.splitlines() == [
         "train: decoding 80 of 100 images",
         # 30 s after the start (10 images would be a tenth, but lines are 30 s apart)
-        "train: 50 of 100 images (50%), 30 s so far, about 50 s left",
-        "train: 80 of 100 images (80%), 60 s so far, about 20 s left",
-        "train: done, 80 images in 80 s",  # no line at 100%: the end line says it
+        "train: 50 of 100 images (50%), 0:00:30 so far, about 0:00:50 left",
+        "train: 80 of 100 images (80%), 0:01:00 so far, about 0:00:20 left",
+        "train: done, 80 images in 0:01:20",  # no line at 100%: the end line says it
     ]
 
 
@@ -37,10 +37,10 @@ def test_a_slow_pass_gets_a_line_every_5_minutes(clock, capsys):
             clock[0] += 100
             bar.update(1)
     lines = capsys.readouterr().err.splitlines()
-    # 997 images left at 100 s each
+    # 997 images left at 100 s each: 99,700 s = 27.7 h = 1 day 4 h to the hour
     assert lines[1:] == [
-        "x: 3 of 1000 images (0%), 5 min so far, about 27.7 h left",
-        "x: done, 4 images in 7 min",
+        "x: 3 of 1000 images (0%), 0:05:00 so far, about 1d 4h left",
+        "x: done, 4 images in 0:06:40",
     ]
 
 

@@ -8,33 +8,11 @@ from typing import Any
 from alexnet2012 import paper
 from alexnet2012.bench.cost import MEMORY
 from alexnet2012.bench.models import DATA_ROW, ONE_DEVICE
-from alexnet2012.files import size_text
-
-
-def format_duration(seconds: float) -> str:
-    """``h:mm`` under a day, else ``Nd Mh`` (rounded to the minute, resp. the hour)."""
-    minutes = round(seconds / 60)
-    if minutes < 24 * 60:
-        return f"{minutes // 60}:{minutes % 60:02d}"
-    days, hours = divmod(round(seconds / 3600), 24)
-    return f"{days}d {hours}h"
-
-
-def format_bytes(n: int | None) -> str:
-    """``812 MiB`` / ``1.23 GiB``; ``n/a`` when unknown."""
-    if n is None:
-        return "n/a"
-    if n < 1 << 30:
-        return f"{n / (1 << 20):.0f} MiB"
-    return f"{n / (1 << 30):.2f} GiB"
+from alexnet2012.units import size_text
 
 
 def _count(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
-
-
-def _gb(n: float) -> str:
-    return f"{n / 1e9:.2f} GB"
 
 
 def _x(r: float | None) -> str:
@@ -90,7 +68,7 @@ def training_table(report: dict[str, Any]) -> str:
             )
         for mode in ("train", "infer"):
             r = row[mode]
-            cells.append("-" if r is None else format_bytes(r["peak_memory_bytes"]))
+            cells.append("-" if r is None else size_text(r["peak_memory_bytes"]))
         cells.append(row.get("projected_90_epochs", "-"))
         lines.append(tuple(cells))
     s = report["settings"]
@@ -98,7 +76,7 @@ def training_table(report: dict[str, Any]) -> str:
         f"median of {_count(s['repeats'], 'round')} x {_count(s['steps'], 'step')} "
         f"(after {_count(s['warmup'], 'warm-up step')}); x tv: images/s over "
         f"{report['reference']}'s in this run; {paper.EPOCHS} epochs = {paper.EPOCHS} x "
-        f"{paper.TRAIN_IMAGES_2012:,} images at the training rate (h:mm under a day, else "
+        f"{paper.TRAIN_IMAGES_2012:,} images at the training rate (h:mm:ss under a day, else "
         f"days and hours, e.g. 13d 8h)",
         "train x tv in the fastest rounds: "
         + ", ".join(
@@ -134,7 +112,7 @@ def training_table(report: dict[str, Any]) -> str:
 def top_ops(row: dict[str, Any], n: int = 5) -> str:
     """``aten.x 1.23 GB (12), ...``: the ``n`` memory-bound op types with the most bytes."""
     mem = [(name, r) for name, r in row["by_op"].items() if r["kind"] == MEMORY][:n]
-    return ", ".join(f"{name} {_gb(r['bytes'])} ({r['count']})" for name, r in mem)
+    return ", ".join(f"{name} {size_text(r['bytes'])} ({r['count']})" for name, r in mem)
 
 
 def cost_table(report: dict[str, Any]) -> str:
@@ -160,11 +138,11 @@ def cost_table(report: dict[str, Any]) -> str:
                 row["name"],
                 str(row["memory_ops"]),
                 _x(r.get("memory_ops")),
-                _gb(row["memory_bytes"]),
+                size_text(row["memory_bytes"]),
                 _x(r.get("memory_bytes")),
                 str(row["compute_ops"]),
                 f"{row['flops'] / 1e9:.0f}",
-                _gb(row["compute_bytes"]),
+                size_text(row["compute_bytes"]),
                 str(sum(row["not_counted"].values())),
             )
         )

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from alexnet2012 import devices, paper
 from alexnet2012.bench import memory, models
 from alexnet2012.bench.provenance import code_version
-from alexnet2012.bench.tables import format_duration
+from alexnet2012.units import duration_text
 
 if TYPE_CHECKING:
     from alexnet2012.bench.training import Case, Settings
@@ -68,7 +68,7 @@ def training_report(
         if row["train"] is not None:
             seconds = projected_seconds(row["train"]["images_per_s"])
             row["projected_90_epochs_s"] = seconds
-            row["projected_90_epochs"] = format_duration(seconds)
+            row["projected_90_epochs"] = duration_text(seconds)
     cuda = devices.any_cuda(settings.devices)
     return {
         "device": devices.describe(settings.devices),

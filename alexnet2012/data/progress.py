@@ -8,6 +8,8 @@ from time import monotonic
 
 from tqdm import tqdm
 
+from alexnet2012.units import duration_text
+
 LINE_SECONDS = 30.0  # plain lines: none closer together than this,
 LINE_FRACTION = 0.1  # one for every tenth of the work,
 QUIET_SECONDS = 300.0  # and one at least this often
@@ -44,7 +46,7 @@ class Progress:
             left = (self.total - self.count) * elapsed / (self.count - self.initial)
             self._say(
                 f"{self.count} of {self.total} images ({100 * self.count / self.total:.0f}%), "
-                f"{_duration(elapsed)} so far, about {_duration(left)} left"
+                f"{duration_text(elapsed)} so far, about {duration_text(left)} left"
             )
             self.last_count, self.last_time = self.count, now
 
@@ -54,7 +56,7 @@ class Progress:
     def __exit__(self, error: type[BaseException] | None, *_: object) -> None:
         self.bar.close()
         if error is None:
-            elapsed = _duration(monotonic() - self.begun)
+            elapsed = duration_text(monotonic() - self.begun)
             self._say(f"done, {self.count - self.initial} images in {elapsed}")
 
     def _say(self, text: str) -> None:
@@ -65,9 +67,3 @@ class Progress:
 def processes(workers: int) -> str:
     """``in this process`` or ``in N worker processes``, for a start line."""
     return "in this process" if workers <= 1 else f"in {workers} worker processes"
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"

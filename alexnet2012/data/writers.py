@@ -17,6 +17,7 @@ from alexnet2012.data import packed
 from alexnet2012.data.stats import PixelSums
 from alexnet2012.errors import UsageError
 from alexnet2012.files import write_atomic
+from alexnet2012.units import size_text
 
 
 class RawWriter:
@@ -30,8 +31,8 @@ class RawWriter:
         free = shutil.disk_usage(self.cache).free
         if need - have > free:
             raise UsageError(
-                f"the {self.split} cache needs {need / 1e9:.1f} GB in {self.cache}, "
-                f"which has {free / 1e9:.1f} GB free: "
+                f"the {self.split} cache needs {size_text(need)} in {self.cache}, "
+                f"which has {size_text(free)} free: "
                 f"free some space or choose another CACHE folder"
             )
         shape = (rows, *fmt.ROW_SHAPE)
