@@ -152,7 +152,7 @@ def test_the_command_refuses_a_folder_without_checkpoint(tmp_path):
 def test_kernel_tiles_are_stretched_and_placed_in_order():
     weights = [RNG.normal(size=(48, 3, 11, 11)) for _ in range(2)]
     stats = kernels.kernel_stats(weights)
-    png = kernels.figure3(weights, stats, backend="pillow")
+    png = kernels.figure3(weights, stats)
     image = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
     tiles = kernels.tiles(weights[0])
     assert tiles.min() == 0 and tiles.max() == 255
@@ -165,5 +165,5 @@ def test_a_one_column_network_has_no_comparison():
     weights = [RNG.normal(size=(96, 3, 11, 11))]
     stats = kernels.kernel_stats(weights)
     assert stats.p_value is None and len(stats.index[0]) == 96
-    with Image.open(io.BytesIO(kernels.figure3(weights, stats, backend="pillow"))) as image:
+    with Image.open(io.BytesIO(kernels.figure3(weights, stats))) as image:
         assert image.format == "PNG"

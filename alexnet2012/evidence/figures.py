@@ -41,7 +41,6 @@ def make_figures(
     *,
     batch_size: int = 128,
     workers: int = 0,
-    backend: str | None = None,
     progress: bool = True,
 ) -> Path:
     """Write :data:`FILES` into ``out`` (made if missing); the network runs on its first
@@ -54,12 +53,12 @@ def make_figures(
 
     kernels = conv1_kernels(model)
     stats = kernel_stats(kernels)
-    write_file(out / FILES[0], figure3(kernels, stats, backend))
+    write_file(out / FILES[0], figure3(kernels, stats))
 
     mean = source.mean_image
     shown = centre_crops(source.cache, source.split, SHOWN, 0.0, source.crop, device, mean)
     probs, classes = top5(features(model, shown.inputs)[1])
-    write_file(out / FILES[1], figure4_predictions(shown, probs, classes, names, backend))
+    write_file(out / FILES[1], figure4_predictions(shown, probs, classes, names))
 
     queries = centre_crops(source.cache, source.split, QUERIES, 0.5, source.crop, device, mean)
     batches = eval_loader(
@@ -76,9 +75,7 @@ def make_figures(
         centre_view(torch.from_numpy(np.ascontiguousarray(train.rows(r))), source.crop).numpy()
         for r in found_rows
     ]
-    picture = figure4_neighbours(
-        queries.pictures, queries.labels, found, found_labels, names, backend
-    )
+    picture = figure4_neighbours(queries.pictures, queries.labels, found, found_labels, names)
     write_file(out / FILES[2], picture)
 
     text = report(

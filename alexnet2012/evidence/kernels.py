@@ -77,14 +77,14 @@ def kernel_stats(kernels: list[np.ndarray], seed: int = 0) -> KernelStats:
     return KernelStats(index, difference, p, PERMUTATIONS, seed)
 
 
-def figure3(kernels: list[np.ndarray], stats: KernelStats, backend: str | None = None) -> bytes:
+def figure3(kernels: list[np.ndarray], stats: KernelStats) -> bytes:
     """The PNG: each column's kernels in rows of 16, column 0 on top, its index under each."""
     tile = kernels[0].shape[-1] * SCALE
     step, row_height, header = tile + GAP + 10, tile + 18, 34
     rows = [-(-len(k) // PER_ROW) for k in kernels]
     width = 20 + PER_ROW * step
     height = 50 + sum(header + r * row_height for r in rows) + 40
-    c = canvas(width, height, backend)
+    c = canvas(width, height)
     c.text(width / 2, 18, "conv1 kernels (11x11x3), each contrast-stretched", 16, align="center")
     top = 44
     for number, (k, index) in enumerate(zip(kernels, stats.index)):

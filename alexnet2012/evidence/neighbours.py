@@ -94,13 +94,12 @@ def figure4_neighbours(
     found: list[list[np.ndarray]],
     found_labels: np.ndarray,
     names: list[str],
-    backend: str | None = None,
 ) -> bytes:
     """The PNG: a row per query (framed, first) and its neighbours, nearest first; a
     neighbour's label in green when it is the query's class, else red."""
     side, step, k = 128, 136, found_labels.shape[1]
     row_height = side + 44
-    c = canvas(40 + step * (k + 1) + 10, 52 + len(queries) * row_height + 20, backend)
+    c = canvas(40 + step * (k + 1) + 10, 52 + len(queries) * row_height + 20)
     title = "validation images (left) and the training images nearest in fc7 (Euclidean)"
     c.text(c.size[0] / 2, 20, title, 16, align="center")
     for i, query in enumerate(queries):

@@ -89,14 +89,13 @@ def figure4_predictions(
     probs: np.ndarray,
     classes: np.ndarray,
     names: list[str],
-    backend: str | None = None,
 ) -> bytes:
     """The PNG: each image, its true label under it, and bars for the five most probable
     labels, the true one's in red (as in the paper)."""
     per_row, count = 4, len(images.rows)
     rows = -(-count // per_row)
     height_cell = SIDE + 40 + 18 * probs.shape[1]
-    c = canvas(per_row * CELL + 20, 50 + rows * height_cell + 24, backend)
+    c = canvas(per_row * CELL + 20, 50 + rows * height_cell + 24)
     title = "validation images (centre crop) and the network's five most probable labels"
     c.text(c.size[0] / 2, 20, title, 16, align="center")
     for i in range(count):

@@ -1,15 +1,12 @@
-"""A pixel canvas for the figures: images, text, boxes. Drawn with matplotlib when it is
-installed (``pip install -e '.[plots]'``: anti-aliased fonts), else with Pillow; one layout in
-pixels serves both."""
+"""A pixel canvas for the figures: images, text, boxes, laid out in pixels and drawn by
+matplotlib (Agg, no display)."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
 
 Colour = tuple[int, int, int]
 INK: Colour = (0, 0, 0)
@@ -18,77 +15,17 @@ GREY: Colour = (150, 150, 150)
 BLUE: Colour = (31, 119, 180)
 GREEN: Colour = (44, 160, 44)
 RED: Colour = (214, 39, 40)
-BACKENDS = ("matplotlib", "pillow")
 
 
-def backend(choice: str | None = None) -> str:
-    """``choice``, or matplotlib where it is installed, else Pillow."""
-    if choice is not None:
-        assert choice in BACKENDS, choice
-        return choice
-    return "matplotlib" if importlib.util.find_spec("matplotlib") else "pillow"
+def canvas(width: int, height: int) -> Canvas:
+    """A white ``width`` x ``height`` canvas."""
+    return Canvas(width, height)
 
 
-def canvas(width: int, height: int, choice: str | None = None) -> PillowCanvas | MplCanvas:
-    kind = backend(choice)
-    return MplCanvas(width, height) if kind == "matplotlib" else PillowCanvas(width, height)
-
-
-def _font(size: int) -> Any:
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow before 10.1: the fixed bitmap font
-        return ImageFont.load_default()
-
-
-class PillowCanvas:
-    def __init__(self, width: int, height: int):
-        self.size = (width, height)
-        self.picture = Image.new("RGB", self.size, WHITE)
-        self.draw = ImageDraw.Draw(self.picture)
-
-    def image(self, pixels: np.ndarray, left: int, top: int, scale: int = 1) -> None:
-        tile = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8))
-        if scale != 1:
-            tile = tile.resize((tile.width * scale, tile.height * scale), Image.NEAREST)
-        self.picture.paste(tile, (left, top))
-
-    def text(
-        self,
-        x: float,
-        y: float,
-        words: str,
-        size: int = 12,
-        colour: Colour = INK,
-        align: str = "left",
-        bold: bool = False,
-    ) -> None:
-        """``words`` with their vertical middle at ``y``; ``align``: where ``x`` is."""
-        font = _font(size)
-        left, top, right, bottom = self.draw.textbbox((0, 0), words, font=font)
-        shift = {"left": 0, "center": (right - left) / 2, "right": right - left}[align]
-        xy = (x - shift - left, y - (top + bottom) / 2)
-        self.draw.text(xy, words, font=font, fill=colour)
-        if bold:
-            self.draw.text((xy[0] + 1, xy[1]), words, font=font, fill=colour)
-
-    def rect(
-        self, box: tuple[float, float, float, float], fill: Colour | None = None, **outline: Any
-    ) -> None:
-        """``box``: left, top, right, bottom; ``outline``: ``colour``, ``width``."""
-        colour, width = outline.get("colour"), outline.get("width", 1)
-        self.draw.rectangle(box, fill=fill, outline=colour, width=width if colour else 0)
-
-    def png(self) -> bytes:
-        out = io.BytesIO()
-        self.picture.save(out, format="PNG")
-        return out.getvalue()
-
-
-class MplCanvas:
+class Canvas:
     """A matplotlib figure with one axes over all of it, in pixels (y down), at 100 dpi. Each
-    thing drawn lies above those drawn before it, as on Pillow's canvas (matplotlib's own
-    order puts every image below every patch: a frame drawn before its picture hid it)."""
+    thing drawn lies above those drawn before it, as on paper (matplotlib's own order puts
+    every image below every patch: a frame drawn before its picture hid it)."""
 
     DPI = 100
 
@@ -127,6 +64,7 @@ class MplCanvas:
         align: str = "left",
         bold: bool = False,
     ) -> None:
+        """``words`` with their vertical middle at ``y``; ``align``: where ``x`` is."""
         self.axes.text(
             x,
             y,
@@ -142,6 +80,7 @@ class MplCanvas:
     def rect(
         self, box: tuple[float, float, float, float], fill: Colour | None = None, **outline: Any
     ) -> None:
+        """``box``: left, top, right, bottom; ``outline``: ``colour``, ``width``."""
         from matplotlib.patches import Rectangle
 
         left, top, right, bottom = box
