@@ -1,6 +1,7 @@
-"""Run-long loaders (TrainStream, EvalStreams): the same batches as the per-epoch loaders from any
-(epoch, batch), workers that persist across epochs and validations, and the CUDA path (side-stream
-copies, channels-last input) against the CPU's batches."""
+"""Run-long loaders (TrainStream, EvalStreams): one stream through the epochs gives the batches of
+a fresh one started at any (epoch, batch) (train_loader), eval_loader's batches, workers that
+persist across epochs and validations, and the CUDA path (side-stream copies, channels-last
+input) against the CPU's batches."""
 
 import os
 
@@ -37,7 +38,8 @@ def cpu(batches):
 
 
 def old_epoch(cache, epoch, start_batch=0):
-    """What the per-epoch API yields (in this process)."""
+    """What a fresh stream started at (epoch, start_batch) yields (train_loader, in this
+    process)."""
     return cpu(train_loader(cache, epoch=epoch, start_batch=start_batch, workers=0, **TRAIN))
 
 

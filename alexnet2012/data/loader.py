@@ -1,54 +1,34 @@
-"""Batches of one epoch or evaluation, new workers per call (``stream.py``: for a whole run).
-Training batches depend on (seed, epoch, batch) alone (``plan.py``): exact resume needs it."""
+"""Batches of one epoch or evaluation, new workers per call (``stream.py``: for a whole run;
+``train_loader`` is one epoch of it). Training batches depend on (seed, epoch, batch) alone
+(``plan.py``): exact resume needs it."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from alexnet2012.data.augment import hwc_mean, mean_crop
 from alexnet2012.data.feed import Batches
-from alexnet2012.data.worker import dataloader, eval_batches, train_batches
+from alexnet2012.data.stream import EpochBatches, TrainStream
+from alexnet2012.data.worker import dataloader, eval_batches
 
 
 def train_loader(
-    cache_dir: str | os.PathLike,
-    *,
-    batch_size: int,
-    crop: int = 224,
-    seed: int = 0,
-    epoch: int = 0,
-    start_batch: int = 0,
-    workers: int = 2,
-    device: str | torch.device = "cpu",
-    lighting: str = "paper",
-    shard: tuple[int, int] = (0, 1),
-) -> Batches:
-    """Training batches of ``epoch`` from ``start_batch`` on: x float32 (B, 3, S, S)
-    channels-last, y int64 (B,). Random crop, mirror, PCA ``lighting`` ("paper", "2012", "none"),
-    minus the central mean crop; floor(n / B) batches. ``shard`` (rank, world): a replica's
-    B / world images of each."""
-    device = torch.device(device)
-    data, mean, scale = train_batches(
-        Path(cache_dir),
-        batch_size,
-        crop,
-        seed,
-        epoch,
-        start_batch,
-        lighting,
-        workers,
-        device,
-        shard,
+    cache_dir: str | os.PathLike, *, epoch: int = 0, start_batch: int = 0, **settings: Any
+) -> EpochBatches:
+    """Training batches of ``epoch`` from ``start_batch`` on: the one training loader,
+    :class:`TrainStream`, started there and stopped after that epoch (its workers end with it).
+    ``settings``: TrainStream's (``batch_size``, ``crop``, ``seed``, ``workers``, ``device``,
+    ``lighting``, ``shard``). x float32 (B, 3, S, S) channels-last, y int64 (B,); floor(n / B)
+    batches, the same as a run's for that epoch."""
+    stream = TrainStream(
+        cache_dir, start_epoch=epoch, start_batch=start_batch, last_epoch=epoch, **settings
     )
-    first = epoch * data.per_epoch
-    positions = range(first + start_batch, first + data.per_epoch)
-    return Batches(
-        dataloader(data, workers, device, sampler=positions), device, mean.to(device), scale
-    )
+    return stream.epoch(epoch)
 
 
 def eval_loader(

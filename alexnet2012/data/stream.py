@@ -1,6 +1,7 @@
 """Loaders made once per run, whose workers persist: the training batches of every epoch from one
 DataLoader (so the workers prefetch the next epoch while validation runs), and one evaluation
-loader per kind of batch. Same batches as ``loader.py``'s for the same arguments."""
+loader per kind of batch. ``loader.py``'s ``train_loader`` is one epoch of a TrainStream; its
+``eval_loader`` gives the same batches as EvalStreams for the same arguments."""
 
 from __future__ import annotations
 
@@ -26,9 +27,9 @@ from alexnet2012.errors import UsageError
 
 
 class TrainStream:
-    """Training batches of a run, from (``start_epoch``, ``start_batch``) on. ``epoch(e)`` gives
-    ``train_loader(..., epoch=e)``'s batches; another position than the workers' restarts them
-    there (same workers). ``last_epoch``: no prefetching after it. ``shard`` (rank, world): a
+    """Training batches of a run, from (``start_epoch``, ``start_batch``) on: the package's one
+    way to get them. ``epoch(e)`` gives epoch e's; another position than the workers' restarts
+    them there (same workers). ``last_epoch``: no prefetching after it. ``shard`` (rank, world): a
     replica's part of each batch; ``crop_chunk``: see ``make_plan``. ``close()`` stops them."""
 
     def __init__(
