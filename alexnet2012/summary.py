@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 
 from alexnet2012 import paper
@@ -57,6 +58,7 @@ def layer_table(model: AlexNet) -> list[Row]:
     return rows
 
 
+WIDTH = 100  # the prose under the tables wraps here, so that every line fits a terminal
 _SEES = {"image": "the image", "own": "own column", "both": "BOTH columns"}
 _SEES_ONE_COLUMN = {"image": "the image", "own": "the layer below", "both": "the layer below"}
 
@@ -83,17 +85,24 @@ def format_table(model: AlexNet) -> str:
     total_n = sum(r.neurons for r in rows)
     lines.append(f"total  {'':>14} {'':>4} {total_p:>12,} {total_n:>9,}")
     lines.append(
-        f"The paper quotes about {paper.PAPER_PARAMETERS_QUOTED:,} parameters "
-        f"({paper.PARAMETERS:,} exactly for the two-column net with 1000 classes) "
-        f"and {paper.PAPER_NEURONS_TOTAL_QUOTED:,} neurons."
+        textwrap.fill(
+            f"The paper quotes about {paper.PAPER_PARAMETERS_QUOTED:,} parameters "
+            f"({paper.PARAMETERS:,} exactly for the two-column net with 1000 classes) "
+            f"and {paper.PAPER_NEURONS_TOTAL_QUOTED:,} neurons.",
+            WIDTH,
+        )
     )
     if any(r.paper_neurons is not None and r.paper_neurons != r.neurons for r in rows):
         lines.append(
-            f"* P §3.5 lists {paper.PAPER_NEURONS[0]:,} neurons for conv1, but its own 55x55x96 "
-            f"maps hold {55 * 55 * 96:,}: a known slip in the paper "
-            f"({paper.PAPER_NEURONS[0]:,} / 96 "
-            f"= {paper.PAPER_NEURONS[0] / 96:,.0f} is not a square, so no map size gives it; "
-            "the other layers match)."
+            textwrap.fill(
+                f"* P §3.5 lists {paper.PAPER_NEURONS[0]:,} neurons for conv1, but its own "
+                f"55x55x96 maps hold {55 * 55 * 96:,}: a known slip in the paper "
+                f"({paper.PAPER_NEURONS[0]:,} / 96 "
+                f"= {paper.PAPER_NEURONS[0] / 96:,.0f} is not a square, so no map size gives it; "
+                "the other layers match).",
+                WIDTH,
+                subsequent_indent="  ",
+            )
         )
     if model.num_columns == 2:
         lines.append(

@@ -229,11 +229,11 @@ def test_progress_in_a_log_is_a_line_per_pass(synthetic, tmp_path, capsys):
     lines = capsys.readouterr().err.splitlines()
     expected = [
         f"train: decoding 15 of 15 images into {cache} in this process",
-        r"train: done, 15 images in \d+ s",
+        r"train: done, 15 images in \d+:\d\d:\d\d",
         f"val: decoding 9 of 9 images into {cache} in this process",
-        r"val: done, 9 images in \d+ s",
+        r"val: done, 9 images in \d+:\d\d:\d\d",
         "stats: mean image and RGB covariance of 13 training images",  # 2 of 15 unreadable
-        r"stats: done, 13 images in \d+ s",
+        r"stats: done, 13 images in \d+:\d\d:\d\d",
     ]
     assert len(lines) == len(expected)
     assert all(re.fullmatch(e, line) for e, line in zip(expected, lines)), lines

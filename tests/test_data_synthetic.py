@@ -203,4 +203,4 @@ def test_progress_in_a_log_is_a_start_and_an_end_line(tmp_path, capsys):
     make_synthetic_imagenet(tmp_path / "out", classes=1, train_per_class=2, val_per_class=1)
     start, end = capsys.readouterr().err.splitlines()  # capsys: stderr is not a terminal
     assert start == f"synthetic: drawing 3 images into {tmp_path / 'out'} in this process"
-    assert re.fullmatch(r"synthetic: done, 3 images in \d+ s", end)
+    assert re.fullmatch(r"synthetic: done, 3 images in \d+:\d\d:\d\d", end)

@@ -3,12 +3,25 @@ data pipeline's."""
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
 from alexnet2012 import paper
 from alexnet2012.bench.cost import MEMORY
 from alexnet2012.bench.models import DATA_ROW, ONE_DEVICE
 from alexnet2012.units import size_text
+
+WIDTH = 100  # every printed line fits this many columns: prose wraps, tables stay narrower
+
+
+def _wrap(text: str) -> str:
+    """A line of prose as lines of at most :data:`WIDTH` columns, the continuation lines
+    indented; a line that fits (a table's row) as it is."""
+    if len(text) <= WIDTH:
+        return text
+    return textwrap.fill(
+        text, WIDTH, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False
+    )
 
 
 def _count(n: int, word: str) -> str:
@@ -48,12 +61,12 @@ def training_table(report: dict[str, Any]) -> str:
     lines = [
         (
             "model",
-            "train img/s",
+            "train/s",
             "x tv",
-            "infer img/s",
+            "infer/s",
             "x tv",
-            "train peak mem",
-            "infer peak mem",
+            "train mem",
+            "infer mem",
             f"{paper.EPOCHS} epochs",
         )
     ]
@@ -74,8 +87,9 @@ def training_table(report: dict[str, Any]) -> str:
     s = report["settings"]
     notes = [
         f"median of {_count(s['repeats'], 'round')} x {_count(s['steps'], 'step')} "
-        f"(after {_count(s['warmup'], 'warm-up step')}); x tv: images/s over "
-        f"{report['reference']}'s in this run; {paper.EPOCHS} epochs = {paper.EPOCHS} x "
+        f"(after {_count(s['warmup'], 'warm-up step')}); train/s, infer/s: images per second; "
+        f"x tv: images/s over {report['reference']}'s in this run; mem: peak memory; "
+        f"{paper.EPOCHS} epochs = {paper.EPOCHS} x "
         f"{paper.TRAIN_IMAGES_2012:,} images at the training rate (h:mm:ss under a day, else "
         f"days and hours, e.g. 13d 8h)",
         "train x tv in the fastest rounds: "
@@ -106,7 +120,7 @@ def training_table(report: dict[str, Any]) -> str:
             f"{s['data']['workers']} workers) with the AlexNet row's model; compare "
             f"with the AlexNet row (model only)"
         )
-    return "\n".join([training_title(report), *_columns(lines), *notes])
+    return "\n".join([_wrap(training_title(report)), *_columns(lines), *map(_wrap, notes)])
 
 
 def top_ops(row: dict[str, Any], n: int = 5) -> str:
@@ -125,9 +139,9 @@ def cost_table(report: dict[str, Any]) -> str:
             "x tv",
             "mem bytes",
             "x tv",
-            "compute ops",
+            "comp ops",
             "GFLOP",
-            "compute bytes",
+            "comp bytes",
             "not counted",
         )
     ]
@@ -150,27 +164,29 @@ def cost_table(report: dict[str, Any]) -> str:
         (
             f"Cost of one training step at batch {report['batch_size']}, counted on the meta "
             f"device (CUDA code path, fp32): memory-bound ops and the bytes they read + write; "
-            f"compute = convolutions and matrix products; not counted: views, allocations, "
+            f"comp(ute) = convolutions and matrix products; not counted: views, allocations, "
             f"metadata ops"
         ),
         *_columns(lines),
     ]
     a = report["assumptions"]
-    head = ["model", "launch ms"]
-    for g in a["gpus"]:
-        head += [f"{g['name']} ms", "img/s", "+launch ms", "img/s", "x tv"]
-    lines = [tuple(head)]
-    for row in report["models"]:
-        cells = [row["name"], f"{row['projection'][0]['launch_s'] * 1e3:.2f}"]
-        for p in row["projection"]:
-            cells += [
-                f"{p['step_s'] * 1e3:.2f}",
-                f"{p['images_per_s']:,.0f}",
-                f"{p['step_s_with_launch'] * 1e3:.2f}",
-                f"{p['images_per_s_with_launch']:,.0f}",
-                _x(p.get("step_s_with_launch_ratio_to_torchvision")),
-            ]
-        lines.append(tuple(cells))
+    projected = []
+    for i, g in enumerate(a["gpus"]):
+        lines = [("model", "launch ms", f"{g['name']} ms", "img/s", "+launch ms", "img/s", "x tv")]
+        for row in report["models"]:
+            p = row["projection"][i]
+            lines.append(
+                (
+                    row["name"],
+                    f"{p['launch_s'] * 1e3:.2f}",
+                    f"{p['step_s'] * 1e3:.2f}",
+                    f"{p['images_per_s']:,.0f}",
+                    f"{p['step_s_with_launch'] * 1e3:.2f}",
+                    f"{p['images_per_s_with_launch']:,.0f}",
+                    _x(p.get("step_s_with_launch_ratio_to_torchvision")),
+                )
+            )
+        projected += _columns(lines)
     peaks = "; ".join(
         f"{g['name']}: TF32 tensor {g['tf32_flops'] / 1e12:g}, FP32 "
         f"{g['fp32_flops'] / 1e12:g}, BF16 {g['bf16_flops'] / 1e12:g} TFLOP/s, "
@@ -188,7 +204,7 @@ def cost_table(report: dict[str, Any]) -> str:
             f"once launched and the previous one is done; x tv: +launch time over "
             f"torchvision's"
         ),
-        *_columns(lines),
+        *projected,
         f"peaks assumed ({a['peak_source']}): {peaks}",
     ]
     for row in report["models"]:
@@ -200,7 +216,7 @@ def cost_table(report: dict[str, Any]) -> str:
             f"{t['memory_bytes_ratio']:.2f}x torchvision's (target <= "
             f"{t['target']:.1f}x each): {'met' if t['met'] else 'NOT met'}"
         )
-    return "\n".join(text)
+    return "\n".join(map(_wrap, text))
 
 
 def data_pipeline_table(report: dict) -> str:
