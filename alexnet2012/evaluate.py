@@ -7,7 +7,8 @@ from collections.abc import Callable, Iterable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm import tqdm
+
+from alexnet2012.progress import track
 
 
 def view_probabilities(model: nn.Module, x: Tensor) -> Tensor:
@@ -43,9 +44,7 @@ def evaluate(
     sums = None
     count = 0
     try:
-        for x, y in tqdm(
-            batches, desc=desc, disable=None if progress else True, leave=False, unit="batch"
-        ):
+        for x, y in track(batches, desc, enabled=progress):
             probs = view_probabilities(model, x)
             y = y.to(probs.device, non_blocking=True)
             top1, top5 = topk_errors(probs, y)
@@ -80,9 +79,7 @@ def predictions(
     model.eval()
     probs, labels = [], []
     try:
-        for x, y in tqdm(
-            batches, desc=desc, disable=None if progress else True, leave=False, unit="batch"
-        ):
+        for x, y in track(batches, desc, enabled=progress):
             probs.append(view_probabilities(model, x).double().cpu())
             labels.append(y.cpu())
     finally:

@@ -33,9 +33,9 @@ LAYERS = {
     "train": 3,  # the trainer and what builds on a run: config, run folder, resume, report
     "model": 2,
     "data": 2,
-    "base": 1,  # paper, errors, devices, options, files, units
+    "base": 1,  # paper, errors, devices, options, files, units, progress
 }
-BASE = {"paper", "errors", "devices", "options", "files", "units"}
+BASE = {"paper", "errors", "devices", "options", "files", "units", "progress"}
 MODEL = {
     "model",
     "layers",

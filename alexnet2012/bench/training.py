@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import statistics
-import sys
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -20,7 +19,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from alexnet2012 import devices, distributed, paper
 from alexnet2012.bench import models
@@ -30,6 +28,7 @@ from alexnet2012.data import TrainStream
 from alexnet2012.errors import UsageError
 from alexnet2012.model import AlexNet
 from alexnet2012.optim import PaperSGD
+from alexnet2012.progress import Progress
 from alexnet2012.step import TrainStep, autocast
 
 # (steps, warmup, repeats) when not given: few long steps on the CPU; on a GPU many short ones,
@@ -193,15 +192,13 @@ def run_rounds(cases: list[Case], settings: Settings, progress: bool = True) -> 
     )
     entries = [(case, mode) for case in cases for mode in case.modes]
     blocks = len(entries) * (settings.repeats + 1 + (settings.warmup > 0))
-    with tqdm(
-        total=blocks, file=sys.stderr, disable=not progress, unit="block", desc="benchmark"
-    ) as bar:
+    with Progress("benchmark", blocks, enabled=progress, unit="blocks") as bar:
 
         def each(label: str, order: list[tuple[Case, str]]) -> Iterator[tuple[Case, str, Iterator]]:
             for case, mode in order:
-                bar.set_postfix_str(f"{label}: {case.name} {mode}")
+                bar.postfix(f"{label}: {case.name} {mode}")
                 yield case, mode, synthetic if case.batches is None else case.batches
-                bar.update()
+                bar.update(1)
 
         if settings.warmup > 0:
             for case, mode, batches in each("warm-up", entries):

@@ -21,11 +21,11 @@ from alexnet2012.data import cache as fmt
 from alexnet2012.data import packed
 from alexnet2012.data.decode import BadImage, load_256
 from alexnet2012.data.imagenet import ImageNet
-from alexnet2012.data.progress import Progress, processes
 from alexnet2012.data.stats import PixelSums, compute_stats, load_stats, save_stats
 from alexnet2012.data.subset import Subset
 from alexnet2012.data.writers import JpegWriter, load_sums, writer
 from alexnet2012.errors import UsageError, ignore_interrupt
+from alexnet2012.progress import Progress, processes
 
 CHUNK = 32  # rows per worker task
 CHECKPOINT_ROWS, CHECKPOINT_SECONDS = 5000, 30.0

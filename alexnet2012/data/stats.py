@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from alexnet2012.data.cache import PREPARE, ROW_SHAPE, read_cache_file, save_npy
-from alexnet2012.data.progress import Progress
 from alexnet2012.errors import UsageError
 from alexnet2012.files import write_file
+from alexnet2012.progress import Progress
 
 MEAN_IMAGE_FILE = "mean_image.npy"
 

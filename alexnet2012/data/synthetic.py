@@ -19,8 +19,8 @@ import scipy.io
 from PIL import Image
 
 from alexnet2012.data.cache import make_folder
-from alexnet2012.data.progress import Progress, processes
 from alexnet2012.errors import UsageError, ignore_interrupt
+from alexnet2012.progress import Progress, processes
 
 SHAPES = ("disc", "square", "triangle", "star", "cross", "ring", "hexagon", "crescent")
 PALETTES = {  # name: (main colour, second colour), RGB 0..255

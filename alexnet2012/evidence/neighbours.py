@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from alexnet2012.evidence.predictions import picture, wrap
 from alexnet2012.evidence.render import GREEN, INK, RED, Colour, canvas
 from alexnet2012.model import AlexNet
+from alexnet2012.progress import track
 
 
 @contextmanager
@@ -77,9 +77,7 @@ def search_training_set(
     search, labels, seen = Nearest(queries, k), [], 0
     model.eval()
     with fc7_of(model) as fc7:
-        for x, y in tqdm(
-            batches, desc="fc7 of the training set", leave=False, unit="batch", disable=not progress
-        ):
+        for x, y in track(batches, "fc7 of the training set", enabled=progress):
             model(x)
             search.add(fc7.pop(), seen)
             labels.append(y.cpu())

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from alexnet2012.data import progress as progress_module
-from alexnet2012.data.progress import Progress
+from alexnet2012 import progress as progress_module
+from alexnet2012.progress import Progress
 
 
 @pytest.fixture
