@@ -65,3 +65,10 @@ def test_disabled_progress_prints_nothing(capsys, monkeypatch, terminal):
     with Progress("train", 10, "start", enabled=False) as bar:
         bar.update(10)
     assert capsys.readouterr().err == ""
+
+
+def test_track_in_a_log_writes_plain_lines_not_frames(capsys, monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    assert list(progress_module.track(range(3), "eval")) == [0, 1, 2]
+    err = capsys.readouterr().err
+    assert "\r" not in err and err.strip().startswith("eval: done, 3 batches in "), err
