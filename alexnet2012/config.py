@@ -133,21 +133,13 @@ class TrainConfig:
         options.count("--epochs", self.epochs)
         options.seed(self.seed)
         options.workers(self.workers)
-        if self.columns not in (1, 2):
-            raise UsageError(f"--columns must be 1 or 2, got {self.columns}")
-        if self.remove_conv not in (None, *paper.MIDDLE_CONVS):
-            raise UsageError(
-                f"--remove-conv must be one of {', '.join(paper.MIDDLE_CONVS)} (the middle "
-                f"layers, P §7), got {self.remove_conv}"
-            )
+        options.columns(self.columns)
+        options.remove_conv(self.remove_conv)
         if self.lighting not in LIGHTING_MODES:
             raise UsageError(
                 f"--lighting must be one of {', '.join(LIGHTING_MODES)}, got {self.lighting}"
             )
-        if self.recipe not in paper.RECIPES:
-            raise UsageError(
-                f"--recipe must be one of {', '.join(paper.RECIPES)}, got {self.recipe}"
-            )
+        options.recipe(self.recipe)
         if self.bias_lr is not None and (
             self.recipe == "paper" or self.bias_lr not in paper.BIAS_LR_READINGS
         ):

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from alexnet2012 import paper
+from alexnet2012 import options, paper
 from alexnet2012.devices import parse as parse_devices
 from alexnet2012.layers import (
     Conv2d2012,
@@ -83,16 +83,11 @@ class AlexNet(nn.Module):
                 f"input_size must be one of {paper.INPUT_SIZES} "
                 f"(224: the 2012 code's padding, 227: none), got {input_size}"
             )
-        if columns not in (1, 2):
-            raise ValueError(f"columns must be 1 or 2, got {columns}")
+        options.columns(columns, "columns")  # the checks of the command lines' values
+        options.remove_conv(remove_conv, "remove_conv")
+        options.recipe(recipe, "recipe")
         if num_classes < 1:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
-        if recipe not in paper.RECIPES:
-            raise ValueError(f"recipe must be one of {', '.join(paper.RECIPES)}, got {recipe}")
-        if remove_conv not in (None, *paper.MIDDLE_CONVS):
-            raise ValueError(
-                f"remove_conv must be one of {', '.join(paper.MIDDLE_CONVS)}, got {remove_conv}"
-            )
         self.recipe = paper.RECIPES[recipe]
         layers = (
             self.recipe.layers

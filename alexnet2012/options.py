@@ -23,6 +23,29 @@ def count(option: str, value: int, minimum: int = 1, maximum: int | None = None)
     return value
 
 
+def choice(option: str, value: object, allowed: Sequence, meaning: str = "") -> object:
+    """One of ``allowed`` (``meaning``: what they are, for the message)."""
+    if value not in allowed:
+        names = ", ".join(str(a) for a in allowed)
+        raise UsageError(f"{option} must be one of {names}{meaning}, got {value}")
+    return value
+
+
+def columns(value: int, option: str = "--columns") -> int:
+    return choice(option, value, (1, 2), " (P §3.2's one-column net, or the paper's two)")
+
+
+def remove_conv(value: str | None, option: str = "--remove-conv") -> str | None:
+    """P §7's ablation: None, or a middle conv layer removed."""
+    if value is None:
+        return None
+    return choice(option, value, paper.MIDDLE_CONVS, " (the middle layers, P §7)")
+
+
+def recipe(value: str, option: str = "--recipe") -> str:
+    return choice(option, value, tuple(paper.RECIPES))
+
+
 def workers(value: int | None, option: str = "--workers") -> int | None:
     """Loader or decoder processes: 0 (work in this process) or more; None: the default."""
     if value is not None and value < 0:

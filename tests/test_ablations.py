@@ -74,9 +74,9 @@ def test_without_dropout_training_is_deterministic_and_test_time_unscaled():
 
 
 def test_the_ablation_options_are_checked_and_listed_as_deviations(tmp_path, capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(UsageError, match=r"^--remove-conv must be one of conv3, conv4 \(the"):
         replicate.main(["--remove-conv", "conv5", "--out", str(tmp_path / "x")])
-    assert "invalid choice: 'conv5'" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
     args = replicate.build_parser().parse_args(["--no-dropout", "--remove-conv", "conv3"])
     assert args.no_dropout and args.remove_conv == "conv3"
 
@@ -152,7 +152,7 @@ def test_ablations_run_once_each_resume_when_interrupted_and_tabulate(
     "extra, message",
     [
         (["--only", "no-foo"], "--only takes ablations of one-column, no-lrn"),
-        (["--remove-conv", "conv5"], "--remove-conv takes conv3 or conv4"),
+        (["--remove-conv", "conv5"], "--remove-conv must be one of conv3, conv4"),
         (["--only", "no-middle-conv"], "--only takes ablations of .*, no-conv3, no-conv4, got"),
         (["--only", "no-conv3", "--remove-conv", "conv3"], "with --only, name their runs there"),
     ],

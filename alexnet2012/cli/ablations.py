@@ -68,11 +68,8 @@ def plan(args: argparse.Namespace) -> dict[str, tuple[list[str], paper.Ablation 
             f"there ({', '.join(MIDDLE_RUNS)})"
         )
     layers = [n.strip() for n in (args.remove_conv or REMOVED).split(",")]
-    if not layers or any(n not in paper.MIDDLE_CONVS for n in layers):
-        raise UsageError(
-            f"--remove-conv takes {' or '.join(paper.MIDDLE_CONVS)} (the middle layers, "
-            f"P §7), comma-separated, got {args.remove_conv!r}"
-        )
+    for layer in layers:  # each as replicate.py checks it (comma-separated here)
+        options.remove_conv(layer or None)
     full = [*SWITCHES, *(f"no-{layer}" for layer in layers)]
     chosen = full if args.only is None else [n.strip() for n in args.only.split(",")]
     unknown = [n for n in chosen if n not in RUNS]

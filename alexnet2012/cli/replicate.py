@@ -126,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-overlap", action="store_true", help="ablation: 2x2 pooling (P §3.4)")
     p.add_argument("--no-dropout", action="store_true", help="ablation: no dropout (P §4.2)")
     p.add_argument(
-        "--remove-conv", choices=paper.MIDDLE_CONVS, help="ablation: without this layer (P §7)"
+        "--remove-conv",
+        help=f"ablation: without this layer, {' or '.join(paper.MIDDLE_CONVS)} (P §7)",
     )
     p.add_argument(
         "--lighting",
