@@ -71,7 +71,8 @@ def resolve_cache(
     info = cache_info(cache)
     full = all(WNID.fullmatch(w) for w in info.wnids) and info.num_classes == paper.NUM_CLASSES
     if not full and info.subset is None:
-        return str(cache), f"{data.name} ({info.num_classes} classes)", "val"
+        name = Path(info.source).name or data.name  # the images' folder, not the cache's
+        return str(cache), f"{name} ({info.num_classes} classes)", "val"
     split = "test" if info.year == 2010 else "val"
     if split == "test" and "test" not in info.split_sizes:
         raise UsageError(

@@ -88,6 +88,8 @@ def test_an_all_grey_imagefolder_trains_an_epoch(grey, tmp_path, recipe):
     assert result.returncode == 0, result.stderr
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 1 and np.isfinite(metrics[0]["train_loss"]), metrics
+    config = json.loads((out / "config.json").read_text())
+    assert config["dataset"] == "xrays (2 classes)"  # the images' folder, not the cache's
 
 
 def test_a_nan_in_an_input_batch_is_named_not_blamed_on_the_lr(grey, tmp_path):

@@ -310,6 +310,7 @@ class CacheInfo:
     format: str = packed.RAW
     quality: int | None = None
     subset: dict | None = None
+    source: str = ""  # the folder the images were prepared from
 
     @property
     def train_images(self) -> int:
@@ -340,4 +341,5 @@ def cache_info(cache_dir: str | os.PathLike) -> CacheInfo:
         manifest["images"],
         manifest["quality"],
         manifest["subset"],
+        manifest["source"],
     )
