@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import os
+import re
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -128,6 +130,9 @@ def _has_paper_row(dataset: str) -> bool:
         return False
 
 
+TERMINAL_LABEL = 29  # characters of a row label before it is footnoted
+
+
 def format_comparison(
     results: dict[str, Any],
     dataset: str,
@@ -135,14 +140,28 @@ def format_comparison(
     subset: dict | None = None,
     recipe: str = "paper",
 ) -> str:
-    """The comparison as a plain-text table with its notes, for the terminal."""
+    """The comparison as a plain-text table with its notes, for a terminal of 100 columns: the
+    row this run replicates starred, long row labels shortened with a numbered footnote."""
     headers, rows, notes = comparison(results, dataset, num_classes, subset, recipe)
+    headers = ["", *headers[1:4], "centre - row", "10-view - row"][: len(headers)]
+    footnotes, starred = [], ""
+    for row in rows:
+        label, mark = row[0], re.search(r" <- (.*) figure$", row[0])
+        if mark:
+            label, starred = label[: mark.start()], mark.group(1)
+        if len(label) > TERMINAL_LABEL and " (" in label:
+            footnotes.append(f"[{len(footnotes) + 1}] {label}")
+            label = f"{label.split(' (')[0]} [{len(footnotes)}]"
+        row[0] = ("* " if mark else "  ") + label
     widths = [max(len(row[i]) for row in [headers] + rows) for i in range(len(headers))]
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
         for row in [headers, ["-" * w for w in widths]] + rows
     ]
-    return "\n".join(lines + notes)
+    if starred:
+        notes = [f"* {starred} figure for this data: the row this run replicates.", *notes]
+    wrapped = [textwrap.fill(n, 100, subsequent_indent="    ") for n in footnotes + notes]
+    return "\n".join(lines + wrapped)
 
 
 def _markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet2012 import plot
+from alexnet2012 import paper, plot
 from alexnet2012.errors import UsageError
 from alexnet2012.report import format_comparison, write_report
 
@@ -246,12 +246,24 @@ def test_no_drops(tmp_path):
 def test_format_comparison_plain_text_on_ilsvrc_2010():
     text = format_comparison({"center": {"top1": 0.3812, "top5": 0.1650}}, "ILSVRC-2010 test")
     assert "|" not in text
-    (table1,) = [ln for ln in text.splitlines() if ln.startswith("P Table 1")]
-    assert "the paper's figure" in table1
+    (table1,) = [ln for ln in text.splitlines() if ln[2:].startswith("P Table 1")]
+    assert table1.startswith("* ") and "* the paper's figure for this data" in text
     assert f"{38.12 - 37.5:+.2f} / {16.50 - 17.0:+.2f}" in table1  # +0.62 / -0.50
-    (table2,) = [ln for ln in text.splitlines() if ln.startswith("P Table 2")]
-    assert "the paper's figure" not in table2 and "+" not in table2
+    (table2,) = [ln for ln in text.splitlines() if ln[2:].startswith("P Table 2")]
+    assert table2.startswith("  ") and "+" not in table2
     assert "this run, ten views (not run)" in text and "chance" not in text
+
+
+@pytest.mark.parametrize(
+    "dataset", ["synthetic demo (10 classes)", "ILSVRC-2012 val", "ILSVRC-2010 test"]
+)
+@pytest.mark.parametrize("recipe", ["paper", "2012-code"])
+def test_format_comparison_fits_100_columns_and_keeps_every_label(dataset, recipe):
+    text = format_comparison(RESULTS, dataset, num_classes=10, recipe=recipe)
+    assert max(len(line) for line in text.splitlines()) <= 100, text
+    flat = " ".join(text.split())  # footnotes may wrap
+    for row in paper.RESULTS:  # each row's full label, in its row or in a footnote
+        assert f"{row.source} ({row.note})" in flat, row
 
 
 def test_format_comparison_demo_gives_chance():
