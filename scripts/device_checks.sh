@@ -108,7 +108,7 @@ stage "torchrun: 2 replicas on $device, 1 epoch" 35 "$python" -m torch.distribut
   "${run[@]}" --out "$runs/two-replicas" --quiet
 pack
 stage "data stages, raw and JPEG caches" 30 "$python" scripts/benchmark_data.py \
-  --cache "$data" --devices "$device" --batch-size "$batch" --batches $((small ? 1 : 30)) \
+  --data "$data" --devices "$device" --batch-size "$batch" --batches $((small ? 1 : 30)) \
   --json "$out/data.json"
 stage "figures 3 and 4 from the first run" 20 "$python" scripts/figures.py "$runs/one-device" \
   --devices "$device" --workers "$workers"

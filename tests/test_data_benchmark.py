@@ -86,7 +86,7 @@ def test_a_given_jpeg_cache_is_measured_and_checked(source, cache, tmp_path):
     report = measure_data_pipeline(cache, jpeg_cache=jpeg, formats=("jpeg",), **kw)
     assert report["settings"]["caches"] == {"jpeg": str(jpeg)}
     assert {s["format"] for s in report["stages"]} == {"source", "jpeg"}
-    with pytest.raises(UsageError, match=f"--cache {jpeg} is a JPEG cache: give a raw one"):
+    with pytest.raises(UsageError, match=f"--data {jpeg} is a JPEG cache: give a raw one"):
         measure_data_pipeline(jpeg, jpeg_cache=jpeg, **kw)
     with pytest.raises(UsageError, match=f"--jpeg-cache {cache} is a raw cache"):
         measure_data_pipeline(cache, jpeg_cache=cache, **kw)
@@ -95,7 +95,7 @@ def test_a_given_jpeg_cache_is_measured_and_checked(source, cache, tmp_path):
     prepare_cache(
         other, tmp_path / "o", splits=("train",), workers=0, progress=False, format="jpeg"
     )
-    with pytest.raises(UsageError, match="holds other training images than --cache"):
+    with pytest.raises(UsageError, match="holds other training images than --data"):
         measure_data_pipeline(cache, jpeg_cache=tmp_path / "o", **kw)
 
 
@@ -118,7 +118,7 @@ def test_a_given_jpeg_cache_is_measured_and_checked(source, cache, tmp_path):
 def test_bad_settings_are_refused_before_measuring(cache, args, message, monkeypatch):
     stages = []
     monkeypatch.setattr(bench_data, "decode_source", lambda *a: stages.append(a))
-    base = ["--cache", str(cache), "--batch-size", "4", "--batches", "1", "--decode-images", "1"]
+    base = ["--data", str(cache), "--batch-size", "4", "--batches", "1", "--decode-images", "1"]
     with pytest.raises(UsageError, match=f"^{message}"):
         main([*base, *args])
     assert stages == []
@@ -128,7 +128,7 @@ def test_the_command_line_takes_the_input_size_and_writes_the_report(cache, tmp_
     out = tmp_path / "data.json"
     args = ["--batch-size", "4", "--workers", "0", "--batches", "2", "--decode-images", "2"]
     args += ["--formats", "raw", "--no-torchvision"]
-    main(["--cache", str(cache), *args, "--input-size", "227", "--json", str(out)])
+    main(["--data", str(cache), *args, "--input-size", "227", "--json", str(out)])
     report = json.loads(out.read_text())
     assert report["settings"]["crop"] == 227 and report["settings"]["workers"] == 0
     assert len(report["stages"]) == 4 and "crop 227" in capsys.readouterr().out
@@ -161,7 +161,7 @@ def test_the_script_checks_json_before_measuring(tmp_path):
         ("/proc/d.json", "cannot write a file there"),
     ]:
         run = subprocess.run(
-            [sys.executable, script, "--cache", missing, "--json", path],
+            [sys.executable, script, "--data", missing, "--json", path],
             capture_output=True,
             text=True,
         )

@@ -16,7 +16,7 @@ NEEDS = {
     "prepare_imagenet.py": ["{tmp}/none", "{tmp}/cache"],
     "make_synthetic_imagenet.py": ["{tmp}/synthetic"],
     "benchmark.py": [],
-    "benchmark_data.py": ["--cache", "{tmp}/none"],
+    "benchmark_data.py": ["--data", "{tmp}/none"],
     "summary.py": [],
 }
 # bad value -> (the one line, the scripts that take the option)

@@ -51,13 +51,13 @@ def stage(name: str, fmt: str, images: int, wall: float, cpu: float, cores: int)
 def other_cache(cache: Path, main: SplitCache, jpeg_cache: Path) -> Path:
     """``jpeg_cache``, checked: a JPEG cache of the raw ``cache``'s training images."""
     if main.format != packed.RAW:
-        raise UsageError(f"--cache {cache} is a JPEG cache: give a raw one with --jpeg-cache")
+        raise UsageError(f"--data {cache} is a JPEG cache: give a raw one with --jpeg-cache")
     other = open_split(jpeg_cache, "train")
     if other.format != packed.JPEG:
         raise UsageError(f"--jpeg-cache {jpeg_cache} is a raw cache: give a JPEG cache")
     if other.paths != main.paths or (other.labels != main.labels).any():
         raise UsageError(
-            f"--jpeg-cache {jpeg_cache} holds other training images than --cache {cache}: "
+            f"--jpeg-cache {jpeg_cache} holds other training images than --data {cache}: "
             f"give a cache prepared from the same source"
         )
     return jpeg_cache

@@ -63,7 +63,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--bf16", action="store_true", help="bf16 autocast")
     p.add_argument(
         "--data",
-        metavar="CACHE_DIR",
+        metavar="CACHE",
         help="add the end-to-end row: the "
         "one-device AlexNet trained on this data cache's train loader",
     )

@@ -19,11 +19,11 @@ from alexnet2012.errors import UsageError, check_writable
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument(
-        "--cache", required=True, help="a cache (raw or jpeg) made by scripts/prepare_imagenet.py"
+        "--data", required=True, help="a cache (raw or jpeg) made by scripts/prepare_imagenet.py"
     )
     p.add_argument(
         "--jpeg-cache",
-        help="a JPEG cache of the same images, when --cache is raw (default: one is prepared from "
+        help="a JPEG cache of the same images, when --data is raw (default: one is prepared from "
         "the source in a temporary folder, which on ImageNet takes hours)",
     )
     p.add_argument(
@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if more:
         raise UsageError(f"--devices: the data stages run on one device, got {1 + len(more)}")
     report = measure_data_pipeline(
-        args.cache,
+        args.data,
         src=args.src,
         jpeg_cache=args.jpeg_cache,
         formats=tuple(dict.fromkeys(args.formats)),
