@@ -14,7 +14,7 @@ import torch
 from tqdm import tqdm
 
 from alexnet2012 import checkpoint as checkpoints
-from alexnet2012 import devices, distributed, paper
+from alexnet2012 import devices, distributed, paper, preempt
 from alexnet2012.config import (
     TrainConfig,
     build_model,
@@ -196,8 +196,9 @@ class Trainer:
             self.batch += 1
             bar.update(c.batch_size)
             due = time.monotonic() - last_save >= 60 * c.checkpoint_minutes
-            if self.world.size > 1:  # replica 0's clock decides for all
-                due = distributed.agree(float(due))[0] > 0
+            # one agreement: all replicas save, or stop on a signal, after the same batch
+            due, stop = (f > 0 for f in distributed.agree(float(due), float(preempt.requested())))
+            due |= stop and self.batch < total  # at the epoch's end, it saves after validation
             if due or self.batch % 20 == 0 or self.batch == total:
                 recent = distributed.check_losses(watch, self.epoch)
                 bar.set_postfix(loss=f"{recent:.3f}", lr=f"{lr:g}", refresh=False)
@@ -213,6 +214,9 @@ class Trainer:
                 started = time.perf_counter()
                 self.save()
                 last_save = time.monotonic()
+                if stop:
+                    bar.close()
+                    preempt.stop_at(f"epoch {self.epoch}, batch {self.batch}")
         distributed.check_losses(watch, self.epoch)
         devices.synchronize(self.config.devices)
         bar.close()
@@ -248,9 +252,11 @@ class Trainer:
             device=str(self.dev),
             shard=self.world.shard,
         )
+        preempt.defer(True)  # a signal: the replicas stop together at a batch, saved
         try:
             return self._run()
         finally:
+            preempt.defer(False)
             for loaders in (self._train, self._evals):
                 if loaders is not None:
                     loaders.close()
@@ -326,6 +332,8 @@ class Trainer:
             self.epoch, self.batch = self.epoch + 1, 0
             self.partial = {"loss": 0.0, "steps": 0, "seconds": 0.0}
             self.save()
+            if distributed.agree(float(preempt.requested()))[0] > 0:  # all stop, or none
+                preempt.stop_at(f"the end of epoch {self.epoch - 1}")
             if not self.finished and self._lighting() != lighting:  # e.g. [C]'s epoch 67
                 self.log(f"lighting noise from epoch {self.epoch}: {self._lighting()}")
                 self._open_train_stream()
@@ -335,6 +343,7 @@ class Trainer:
 
     def test(self) -> dict[str, Any]:
         """The final centre-crop and (unless disabled) ten-view errors, into results.json."""
+        preempt.defer(False)  # the run is saved: a signal stops the test at once
         split = self.config.test_split
         results: dict[str, Any] = {"split": split, "center": self.validate(1, split)}
         if self.config.ten_view:
