@@ -13,6 +13,8 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from alexnet2012 import distributed
+
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 PATH_OPTIONS = ("--out", "--data", "--cache")  # made absolute in the command that continues
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "replicate.py"
@@ -65,6 +67,12 @@ def _handler(signum: int, frame) -> None:
 def requested() -> bool:
     """Whether a signal asked this process to stop."""
     return _state["signum"] is not None
+
+
+def stop_if_agreed(where: str) -> None:
+    """Stop the run, saved at ``where``, if a signal reached any replica."""
+    if distributed.agree(float(requested()))[0] > 0:
+        stop_at(where)
 
 
 def stop_at(where: str) -> None:

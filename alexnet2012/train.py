@@ -15,25 +15,12 @@ from tqdm import tqdm
 
 from alexnet2012 import checkpoint as checkpoints
 from alexnet2012 import devices, distributed, paper, preempt
-from alexnet2012.config import (
-    TrainConfig,
-    build_model,
-    build_optimizer,
-    build_schedule,
-    deviations,
-)
+from alexnet2012.config import TrainConfig, build_model, build_optimizer, build_schedule, deviations
 from alexnet2012.data import EvalStreams, TrainStream, cache_info
 from alexnet2012.evaluate import evaluate
 from alexnet2012.losswatch import LossWatch
 from alexnet2012.resume import check_same_data, checkpoint_state, restore, resumed_config
-from alexnet2012.runfolder import (
-    CHECKPOINT,
-    CONFIG,
-    DROPS,
-    METRICS,
-    RESULTS,
-    RunFolder,
-)
+from alexnet2012.runfolder import CHECKPOINT, CONFIG, DROPS, METRICS, RESULTS, RunFolder
 from alexnet2012.step import TrainStep
 
 
@@ -256,7 +243,6 @@ class Trainer:
         try:
             return self._run()
         finally:
-            preempt.defer(False)
             for loaders in (self._train, self._evals):
                 if loaders is not None:
                     loaders.close()
@@ -332,8 +318,7 @@ class Trainer:
             self.epoch, self.batch = self.epoch + 1, 0
             self.partial = {"loss": 0.0, "steps": 0, "seconds": 0.0}
             self.save()
-            if distributed.agree(float(preempt.requested()))[0] > 0:  # all stop, or none
-                preempt.stop_at(f"the end of epoch {self.epoch - 1}")
+            preempt.stop_if_agreed(f"the end of epoch {self.epoch - 1}")  # all stop, or none
             if not self.finished and self._lighting() != lighting:  # e.g. [C]'s epoch 67
                 self.log(f"lighting noise from epoch {self.epoch}: {self._lighting()}")
                 self._open_train_stream()

@@ -9,6 +9,7 @@ trained on and evaluated end to end on whatever the machine has.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -16,14 +17,14 @@ from dataclasses import replace
 from pathlib import Path
 
 from alexnet2012 import devices, distributed, options, paper, preempt
-from alexnet2012.cli.continuing import (
+from alexnet2012.config import TrainConfig, default_workers, deviations
+from alexnet2012.continuing import (
     check_resume,
     continues,
     given_options,
     resume_cache,
     stopped,
 )
-from alexnet2012.config import TrainConfig, default_workers, deviations
 from alexnet2012.data import cache_info
 from alexnet2012.errors import SaveError, UsageError
 from alexnet2012.report import format_comparison, write_report
@@ -313,8 +314,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = run.run()
         distributed.finish()
         report = write_report(config.out)
-    except preempt.Stopped as exc:
-        raise stopped(exc, argv, out, world) from None
+    except KeyboardInterrupt as exc:  # a signal (preempt.Stopped), or Ctrl-C without its handler
+        stop = exc if isinstance(exc, preempt.Stopped) else preempt.Stopped(signal.SIGINT)
+        raise stopped(stop, argv, out, world) from None
     except SaveError as exc:  # a full disk, or no permission: the run continues once it is fixed
         kept = "; the last checkpoint is intact" if out and (out / CHECKPOINT).exists() else ""
         raise UsageError(
