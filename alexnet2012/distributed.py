@@ -82,7 +82,16 @@ def start(
     if world.size == 1 or dist.is_initialized():
         return
     backend = "cpu:gloo,cuda:nccl" if gpu and not shared else "gloo"
-    dist.init_process_group(backend, timeout=timedelta(minutes=timeout_minutes))
+    try:
+        dist.init_process_group(backend, timeout=timedelta(minutes=timeout_minutes))
+    except RuntimeError as exc:  # torchrun's store may hold the last attempt's addresses
+        if os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0" or not from_peers(exc):
+            raise
+        raise UsageError(
+            f"replica {world.rank} could not reconnect after torchrun's restart ("
+            f"{str(exc).splitlines()[0][:120]}): run torchrun with "
+            "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 in its environment (a new store each attempt)"
+        ) from None
     wait = max(PREPARE_MINUTES, timeout_minutes)
     _long[:] = [dist.new_group(backend="gloo", timeout=timedelta(minutes=wait))]
 

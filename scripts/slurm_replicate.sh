@@ -22,6 +22,7 @@
 #SBATCH --open-mode=append
 #SBATCH --output=alexnet2012-%j.log
 
+export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1  # a new store for each attempt: restarts reconnect
 DATA=${DATA:-/data/imagenet_cache}
 OUT=${OUT:-/shared/runs/alexnet2012}
 head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)

@@ -3,8 +3,10 @@ thread, tests/distributed_child.py), a worker killed under --max-restarts, SIGTE
 again during the save, two agents rendezvousing as two nodes, each against one uninterrupted
 run's weights; a hung replica; the checks of a shared run folder and of the same cache.
 
-torchrun rendezvouses with c10d on a free localhost port: under --standalone, gloo cannot
-reconnect after a restart on some machines (this one among them)."""
+torchrun rendezvouses with c10d on a free localhost port, with
+TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1: under --standalone, or with the store shared across
+attempts, gloo may read the last attempt's addresses and fail to reconnect after a restart
+(README, "Restarts, preemption, several nodes")."""
 
 import multiprocessing
 import os
@@ -42,6 +44,7 @@ def torchrun(cache, out, *options, fail=None, pause=None, nodes=None, port=None)
     replica) and its environment (TEST_FAIL ``fail``, the save pause ``pause``)."""
     env = {k: v for k, v in os.environ.items() if k not in ("TEST_FAIL", TEST_PAUSE)}
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), **({"TEST_FAIL": fail} if fail else {}))
+    env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"  # a fresh store for each attempt (README)
     if pause:
         env[TEST_PAUSE] = pause
     command = [sys.executable, "-m", "torch.distributed.run", "--monitor-interval=1"]
