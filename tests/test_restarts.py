@@ -25,7 +25,9 @@ from test_distributed import prepared
 
 from alexnet2012 import distributed
 from alexnet2012.checkpoint import TEST_PAUSE, load_checkpoint
+from alexnet2012.cli import replicate
 from alexnet2012.errors import UsageError
+from alexnet2012.step import TrainStep
 
 REPO = Path(__file__).resolve().parents[1]
 CHILD = REPO / "tests" / "distributed_child.py"
@@ -149,8 +151,6 @@ def _replica(rank, port, argv, hang, folder):
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    from alexnet2012.cli import replicate
-    from alexnet2012.step import TrainStep
 
     if hang and rank == 1:  # stops in its second step (SIGSTOP), as a hung process does
         real, steps = TrainStep.__call__, [0]
@@ -173,8 +173,7 @@ def _replica(rank, port, argv, hang, folder):
 def test_a_hung_replica_ends_the_job_within_the_timeout_with_a_line_naming_it(cache, tmp_path):
     argv = ["--data", str(cache), "--out", str(tmp_path / "run"), *SETTINGS]
     argv += ["--replica-timeout", "0.1"]  # 6 s
-    fork = multiprocessing.get_context("fork")
-    port = free_port()
+    fork, port = multiprocessing.get_context("fork"), free_port()
     procs = [fork.Process(target=_replica, args=(r, port, argv, True, tmp_path)) for r in (0, 1)]
     for p in procs:
         p.start()
@@ -240,3 +239,37 @@ def test_replica_0_says_when_a_node_sees_another_cache_or_not_its_run_folder(
             line
         )
         assert "holds other data (manifest.json, stats.json): give every node the same" in line
+
+
+def forked(argv, folder, hang=False):
+    """``replicate.main(argv)`` on 2 forked replicas: their exit codes."""
+    fork, port = multiprocessing.get_context("fork"), free_port()
+    procs = [fork.Process(target=_replica, args=(r, port, argv, hang, folder)) for r in (0, 1)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    return [p.exitcode for p in procs]
+
+
+def test_the_same_command_continues_and_other_settings_are_refused_once(cache, tmp_path):
+    out = tmp_path / "run"
+    argv = ["--data", str(cache), "--out", str(out), *SETTINGS]
+    assert forked(argv, tmp_path) == [0, 0]
+    assert forked([*argv, "--lr", "0.02"], tmp_path) == [2, 2]
+    assert not (tmp_path / "error1").exists()  # replica 0's line alone
+    assert (tmp_path / "error0").read_text() == (
+        f"{out} holds a run with other settings: --lr (lr 0.02 here, 0.01 in the run): to "
+        f"continue it, give the run's values (or --resume --out {out} alone); for a new run, "
+        "another --out"
+    )
+    places = ["--workers", "0", "--quiet", "--devices", "cpu"]
+    with pytest.raises(UsageError) as refused:
+        replicate.main(["--resume", "--out", str(out), "--batch-size", "8", *places])
+    assert str(refused.value) == (
+        f"--resume continues {out} with its saved settings, not --batch-size (batch_size 8 "
+        "here, 4 in the run): drop or correct these (to change them, start a new run with "
+        "another --out)"
+    )
+    # the saved values given again are accepted: the finished run is tested again
+    assert replicate.main(["--resume", "--out", str(out), "--batch-size", "4", *places]) == 0
