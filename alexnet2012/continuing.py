@@ -68,13 +68,15 @@ def given_options(
     return {a.dest: a.option_strings[0] for a in probe._actions if a.dest in given}
 
 
-def differences(intended: TrainConfig, saved: TrainConfig, names: Sequence[str]) -> list[str]:
-    """How the settings ``names`` of ``intended`` differ from the run's, one phrase each."""
+def differences(
+    intended: TrainConfig, saved: TrainConfig, names: Sequence[str]
+) -> list[tuple[str, str]]:
+    """How the settings ``names`` of ``intended`` differ from the run's: (option, how)."""
     said = []
     for name in dict.fromkeys(names):
         here, there = getattr(intended, name), getattr(saved, name)
         if here != there and name != "eval_batch_size":
-            said.append(f"{OPTION_OF.get(name, name)} ({name} {here} here, {there} in the run)")
+            said.append((OPTION_OF.get(name, name), f"{name} {here} here, {there} in the run"))
     return said
 
 
@@ -109,9 +111,11 @@ def continues(
         names = [name for option in fixed for name in FIELDS_OF.get(option, ())]
         said = differences(intended(saved.replicas), saved, names) if fixed else []
         if said:
+            drop = ", ".join(dict.fromkeys(option for option, _ in said))
             raise UsageError(
-                f"--resume continues {args.out} with its saved settings, not {'; '.join(said)}: "
-                "drop or correct these (to change them, start a new run with another --out)"
+                f"--resume continues {args.out} with its saved settings: drop {drop} "
+                f"({'; '.join(how for _, how in said)}; to change them, start a new run with "
+                "another --out)"
             )
         return True
     if not args.out or not (Path(args.out) / CHECKPOINT).exists():
@@ -125,7 +129,8 @@ def continues(
     said = differences(intended(saved.replicas), saved, COMPUTATION)
     if said:
         raise UsageError(
-            f"{args.out} holds a run with other settings: {'; '.join(said)}: to continue it, "
+            f"{args.out} holds a run with other settings: "
+            f"{'; '.join(f'{option} ({how})' for option, how in said)}: to continue it, "
             f"give the run's values (or --resume --out {args.out} alone); for a new run, "
             "another --out"
         )

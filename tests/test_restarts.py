@@ -267,9 +267,8 @@ def test_the_same_command_continues_and_other_settings_are_refused_once(cache, t
     with pytest.raises(UsageError) as refused:
         replicate.main(["--resume", "--out", str(out), "--batch-size", "8", *places])
     assert str(refused.value) == (
-        f"--resume continues {out} with its saved settings, not --batch-size (batch_size 8 "
-        "here, 4 in the run): drop or correct these (to change them, start a new run with "
-        "another --out)"
+        f"--resume continues {out} with its saved settings: drop --batch-size (batch_size 8 "
+        "here, 4 in the run; to change them, start a new run with another --out)"
     )
     # the saved values given again are accepted: the finished run is tested again
     assert replicate.main(["--resume", "--out", str(out), "--batch-size", "4", *places]) == 0
