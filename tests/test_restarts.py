@@ -23,7 +23,7 @@ import pytest
 import torch
 from test_distributed import prepared
 
-from alexnet2012 import distributed
+from alexnet2012 import distributed, preempt
 from alexnet2012.checkpoint import TEST_PAUSE, load_checkpoint
 from alexnet2012.cli import replicate
 from alexnet2012.errors import UsageError
@@ -272,3 +272,29 @@ def test_the_same_command_continues_and_other_settings_are_refused_once(cache, t
     )
     # the saved values given again are accepted: the finished run is tested again
     assert replicate.main(["--resume", "--out", str(out), "--batch-size", "4", *places]) == 0
+
+
+def test_while_training_a_signal_waits_for_the_batch_and_a_second_ctrl_c_stops_at_once():
+    handlers = preempt.install()
+    try:
+        preempt.defer(True)  # training: the first signal is a request
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert preempt.requested()
+        os.kill(os.getpid(), signal.SIGTERM)  # again (the scheduler and torchrun): ignored
+        with pytest.raises(preempt.Stopped) as again:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C again: now, the save abandoned
+        assert (again.value.code, str(again.value)) == (130, "interrupted again, while saving")
+        with pytest.raises(preempt.Stopped) as stop:
+            preempt.stop_at("epoch 1, batch 2")
+        assert (stop.value.code, stop.value.name, stop.value.where) == (
+            143,
+            "SIGTERM",
+            "epoch 1, batch 2",
+        )
+        preempt.install()
+        preempt.defer(False)  # not training (data, the final test): the run stops at once
+        with pytest.raises(preempt.Stopped) as now:
+            os.kill(os.getpid(), signal.SIGINT)
+        assert (now.value.code, now.value.where) == (130, "")
+    finally:
+        preempt.uninstall(handlers)
