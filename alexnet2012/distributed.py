@@ -4,11 +4,15 @@ torchrun (no WORLD_SIZE), or with one process, a run is one replica and nothing 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
+import secrets
+import socket
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +24,10 @@ from alexnet2012 import devices
 from alexnet2012.errors import UsageError
 from alexnet2012.losswatch import Diverged, LossWatch
 
-TIMEOUT_MINUTES = 30.0  # a collective waiting longer fails: a replica hung or died
+TIMEOUT_MINUTES = 10.0  # a collective waiting longer fails: a replica hung or died
+PREPARE_MINUTES = 30.0  # how long the others wait for replica 0 to check settings, prepare data
+SEE_SECONDS = 10.0  # how long a replica looks for replica 0's file (network filesystems lag)
+_long: list[Any] = []  # the process group of PREPARE_MINUTES's waits
 
 
 @dataclass(frozen=True)
@@ -66,13 +73,111 @@ def replica_devices(spec: str | None, world: World, per_replica: int) -> tuple[s
     return None if spec is None else tuple(str(d) for d in devices.parse(spec))
 
 
-def start(world: World, gpu: bool, shared: bool = False) -> None:
+def start(
+    world: World, gpu: bool, shared: bool = False, timeout_minutes: float = TIMEOUT_MINUTES
+) -> None:
     """Join the process group (once): NCCL for the CUDA tensors of ``gpu`` replicas, gloo for
-    the rest; gloo alone when the replicas ``shared`` GPUs (NCCL refuses two ranks on one)."""
+    the rest; gloo alone when the replicas ``shared`` GPUs (NCCL refuses two ranks on one). A
+    collective that waits ``timeout_minutes`` for a replica fails: it hung or died."""
     if world.size == 1 or dist.is_initialized():
         return
     backend = "cpu:gloo,cuda:nccl" if gpu and not shared else "gloo"
-    dist.init_process_group(backend, timeout=timedelta(minutes=TIMEOUT_MINUTES))
+    try:
+        dist.init_process_group(backend, timeout=timedelta(minutes=timeout_minutes))
+    except RuntimeError as exc:  # torchrun's store may hold the last attempt's addresses
+        if os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0" or not from_peers(exc):
+            raise
+        raise UsageError(
+            f"replica {world.rank} could not reconnect after torchrun's restart ("
+            f"{str(exc).splitlines()[0][:120]}): run torchrun with "
+            "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 in its environment (a new store each attempt)"
+        ) from None
+    wait = max(PREPARE_MINUTES, timeout_minutes)
+    _long[:] = [dist.new_group(backend="gloo", timeout=timedelta(minutes=wait))]
+
+
+def on_main(fn: Any) -> Any:
+    """``fn()`` on replica 0 (which may prepare data meanwhile: the others wait up to
+    PREPARE_MINUTES), its result on every replica. A :class:`UsageError` of ``fn`` is raised on
+    replica 0 and ends the others quietly, so that the line is printed once."""
+    if not active():
+        return fn()
+    result, error = None, None
+    if dist.get_rank() == 0:
+        try:
+            result = fn()
+        except UsageError as exc:
+            error = exc
+    said = [(result, None if error is None else str(error))]
+    _collective(dist.broadcast_object_list, said, src=0, group=_long[0] if _long else None)
+    if error is not None:
+        raise error
+    if said[0][1] is not None:
+        raise SystemExit(2)
+    return said[0][0]
+
+
+def refuse(message: str) -> None:
+    """End every replica: replica 0 with the one line, the others quietly (exit status 2)."""
+    if not active() or dist.get_rank() == 0:
+        raise UsageError(message)
+    raise SystemExit(2)
+
+
+def check_sees(folder: Path) -> None:
+    """Every replica sees the run folder replica 0 made, through a file replica 0 writes there
+    (removed after): the run folder must be on a filesystem every node shares."""
+    if not active():
+        return
+    marker, token = folder / f".config.json.{secrets.token_hex(4)}.tmp", secrets.token_hex(8)
+    if dist.get_rank() == 0:
+        marker.write_text(token)  # a killed save's leftover, to the run folder's cleanup
+    marker, token = broadcast((marker, token))
+    deadline, seen = time.monotonic() + SEE_SECONDS, False
+    while not seen:
+        try:
+            seen = marker.read_text() == token
+        except OSError:
+            pass
+        if not seen and time.monotonic() > deadline:
+            break
+        time.sleep(0 if seen else 0.2)
+    views = gather((seen, socket.gethostname()))
+    if dist.get_rank() == 0:
+        marker.unlink(missing_ok=True)
+    blind = [f"replica {r} (on {host})" for r, (ok, host) in enumerate(views) if not ok]
+    if blind:
+        refuse(
+            f"{', '.join(blind)} cannot see the run folder {folder} that replica 0 made on "
+            f"{views[0][1]}: give --out on a filesystem that every node shares"
+        )
+
+
+def check_same_cache(cache: str) -> None:
+    """Every replica's cache at ``cache`` holds the same data: the same manifest.json and
+    stats.json (the classes, images and format; the mean image and PCA) as replica 0's."""
+    if not active():
+        return
+    digest = hashlib.sha256()
+    try:
+        for name in ("manifest.json", "stats.json"):
+            digest.update((Path(cache) / name).read_bytes())
+        mine = digest.hexdigest()
+    except OSError:
+        mine = None
+    views = gather((mine, socket.gethostname()))
+    odd = [
+        f"replica {r} (on {host}) "
+        + ("has none" if seen is None else "holds other data (manifest.json, stats.json)")
+        for r, (seen, host) in enumerate(views)
+        if seen != views[0][0]
+    ]
+    if odd:
+        refuse(
+            f"the cache {cache} is not replica 0's on every node: {'; '.join(odd)}: give "
+            "every node the same prepared cache (a copy of replica 0's, or one on a "
+            "filesystem every node shares)"
+        )
 
 
 def active() -> bool:
@@ -85,8 +190,8 @@ def lost(exc: BaseException) -> UsageError:
     gone = _silent()
     who = f"replica {', '.join(map(str, gone))}" if gone else "a replica"
     return UsageError(
-        f"replica {dist.get_rank()}: {who} died or hung, the run stops ({reason}); "
-        "--resume continues from the last checkpoint"
+        f"replica {dist.get_rank()}: {who} died or hung, the run stops ({reason}); the same "
+        "command continues from the last checkpoint (torchrun --max-restarts: by itself)"
     )
 
 
@@ -106,7 +211,8 @@ def _silent(wait_s: float = 3.0) -> list[int]:
             is_master=False,
             timeout=timedelta(seconds=wait_s),
         )
-        keys = [f"alexnet2012/alive/{r}" for r in range(dist.get_world_size())]
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")  # the store outlives one
+        keys = [f"alexnet2012/alive/{attempt}/{r}" for r in range(dist.get_world_size())]
         store.set(keys[dist.get_rank()], "1")
         deadline = time.monotonic() + wait_s
         while not store.check(keys) and time.monotonic() < deadline:

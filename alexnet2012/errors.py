@@ -84,15 +84,20 @@ def run_cli(
 ) -> NoReturn:
     """Run a script's ``main``; turn a :class:`UsageError` into ``error: <message>`` (exit 2),
     running out of memory into ``error: out of memory ...; <oom_hint>`` (exit 2), and Ctrl-C
-    into ``interrupted`` plus the interrupt's message, if any (e.g. how to resume; exit 130)."""
+    into ``interrupted`` plus the interrupt's message, if any (e.g. how to resume; exit 130); a
+    run stopped by a signal prints its line and exits with the signal's status."""
     try:
         code = main()
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt as exc:
-        print(f"\ninterrupted{f': {exc}' if str(exc) else ''}", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as exc:  # a signal's stop (preempt.Stopped) has its own line, code
+        code = getattr(exc, "code", None)
+        print(
+            f"\n{exc}" if code else f"\ninterrupted{f': {exc}' if str(exc) else ''}",
+            file=sys.stderr,
+        )
+        sys.exit(code or 130)
     except (RuntimeError, MemoryError) as exc:
         if not (isinstance(exc, MemoryError) or out_of_memory(exc)):
             raise

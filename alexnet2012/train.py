@@ -14,26 +14,13 @@ import torch
 from tqdm import tqdm
 
 from alexnet2012 import checkpoint as checkpoints
-from alexnet2012 import devices, distributed, paper
-from alexnet2012.config import (
-    TrainConfig,
-    build_model,
-    build_optimizer,
-    build_schedule,
-    deviations,
-)
+from alexnet2012 import devices, distributed, paper, preempt
+from alexnet2012.config import TrainConfig, build_model, build_optimizer, build_schedule, deviations
 from alexnet2012.data import EvalStreams, TrainStream, cache_info
 from alexnet2012.evaluate import evaluate
 from alexnet2012.losswatch import LossWatch
 from alexnet2012.resume import check_same_data, checkpoint_state, restore, resumed_config
-from alexnet2012.runfolder import (
-    CHECKPOINT,
-    CONFIG,
-    DROPS,
-    METRICS,
-    RESULTS,
-    RunFolder,
-)
+from alexnet2012.runfolder import CHECKPOINT, CONFIG, DROPS, METRICS, RESULTS, RunFolder
 from alexnet2012.step import TrainStep
 
 
@@ -196,8 +183,9 @@ class Trainer:
             self.batch += 1
             bar.update(c.batch_size)
             due = time.monotonic() - last_save >= 60 * c.checkpoint_minutes
-            if self.world.size > 1:  # replica 0's clock decides for all
-                due = distributed.agree(float(due))[0] > 0
+            # one agreement: all replicas save, or stop on a signal, after the same batch
+            due, stop = (f > 0 for f in distributed.agree(float(due), float(preempt.requested())))
+            due |= stop and self.batch < total  # at the epoch's end, it saves after validation
             if due or self.batch % 20 == 0 or self.batch == total:
                 recent = distributed.check_losses(watch, self.epoch)
                 bar.set_postfix(loss=f"{recent:.3f}", lr=f"{lr:g}", refresh=False)
@@ -213,6 +201,9 @@ class Trainer:
                 started = time.perf_counter()
                 self.save()
                 last_save = time.monotonic()
+                if stop:
+                    bar.close()
+                    preempt.stop_at(f"epoch {self.epoch}, batch {self.batch}")
         distributed.check_losses(watch, self.epoch)
         devices.synchronize(self.config.devices)
         bar.close()
@@ -248,6 +239,7 @@ class Trainer:
             device=str(self.dev),
             shard=self.world.shard,
         )
+        preempt.defer(True)  # a signal: the replicas stop together at a batch, saved
         try:
             return self._run()
         finally:
@@ -326,6 +318,7 @@ class Trainer:
             self.epoch, self.batch = self.epoch + 1, 0
             self.partial = {"loss": 0.0, "steps": 0, "seconds": 0.0}
             self.save()
+            preempt.stop_if_agreed(f"the end of epoch {self.epoch - 1}")  # all stop, or none
             if not self.finished and self._lighting() != lighting:  # e.g. [C]'s epoch 67
                 self.log(f"lighting noise from epoch {self.epoch}: {self._lighting()}")
                 self._open_train_stream()
@@ -335,6 +328,7 @@ class Trainer:
 
     def test(self) -> dict[str, Any]:
         """The final centre-crop and (unless disabled) ten-view errors, into results.json."""
+        preempt.defer(False)  # the run is saved: a signal stops the test at once
         split = self.config.test_split
         results: dict[str, Any] = {"split": split, "center": self.validate(1, split)}
         if self.config.ten_view:

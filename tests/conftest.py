@@ -8,6 +8,7 @@ import torch
 # order, so that the workers finish together instead of one running the last long file alone.
 SLOWEST_FIRST = (
     "test_distributed.py",
+    "test_restarts.py",
     "test_train.py",
     "test_step.py",
     "test_save_faults.py",

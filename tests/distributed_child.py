@@ -2,10 +2,12 @@
 with test hooks from the environment. TEST_NO_DROPOUT=1: dropout off. TEST_FLOAT64=1: the
 network and its inputs in float64. TEST_FAIL=RANK:STEP:KIND:
 at training step STEP (counted from 1 in this process), replica RANK ("all": every replica)
-dies (exit), returns a NaN loss (nan), or every replica stops together (stop: a crash after
-the last checkpoint)."""
+dies (exit), returns a NaN loss (nan), every replica stops together (stop: a crash after
+the last checkpoint), is killed with SIGKILL (kill), or sends SIGTERM (term) to torchrun's agent
+(else to itself), as a scheduler does; kill and term only in torchrun's first attempt."""
 
 import os
+import signal
 
 import torch
 
@@ -30,7 +32,15 @@ def install(fail: str) -> None:
 
     def step(self, x, y):
         steps[0] += 1
-        if steps[0] == int(at) and rank in ("all", os.environ["RANK"]):
+        first = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
+        if steps[0] == int(at) and rank in ("all", os.environ.get("RANK", "0")):
+            if kind == "kill" and first:
+                os.kill(os.getpid(), signal.SIGKILL)
+            if kind == "term" and first:
+                agent = "TORCHELASTIC_RUN_ID" in os.environ
+                os.kill(os.getppid() if agent else os.getpid(), signal.SIGTERM)
+            if kind in ("kill", "term"):
+                return real(self, x, y)
             if kind == "exit":
                 os._exit(3)
             if kind == "stop":

@@ -245,8 +245,8 @@ def chain(cache, runs, uninterrupted):
         record(6, InProcess(resume, monkeypatch))
     steps["6 after"] = digests(out)
     (out / "checkpoint.pt").unlink()
-    printed = steps[5].err.strip().partition("continue with: python scripts/replicate.py ")[2]
-    record(7, Replicate(shlex.split(printed) or resume, "ten-view", marker))
+    printed = shlex.split(steps[5].err.strip().partition("continue with: ")[2])[2:]
+    record(7, Replicate(printed or resume, "ten-view", marker))
     record(8, Replicate(resume))
     return steps, out
 
@@ -317,7 +317,8 @@ def test_a_full_disk_is_one_line_naming_the_file_the_space_and_how_to_continue(c
     # the space it needed: the checkpoint it replaces (the same tensors) and at most MARGIN more
     size = steps[4].sizes["checkpoint.pt"] / 1e6
     assert size <= float(match[1]) <= size + MARGIN / 1e6 + 0.1
-    assert match[2] == f"python scripts/replicate.py --resume --out {out} --quiet"
+    script = REPO / "scripts" / "replicate.py"  # absolute: it works from any folder
+    assert match[2] == f"{sys.executable} {script} --resume --out {out} --quiet"
     # the previous checkpoint is whole and untouched, the temporary file gone
     assert full.signature == steps[4].signature and full.temporary == []
 

@@ -563,12 +563,16 @@ def test_ctrl_c_says_how_to_continue(tiny, tmp_path, monkeypatch, written):
     argv = ["--data", str(tiny / "cache"), "--out", str(out), "--batch-size", "8", "--quiet"]
     with pytest.raises(KeyboardInterrupt) as info:
         replicate.main(argv)
-    assert str(info.value) == f"continue with: python scripts/replicate.py --resume --out {out}"
+    kept = f"its last checkpoint {out / 'checkpoint.pt'} is intact"
+    said = kept if written == "a checkpoint" else "nothing saved yet"
+    again = f"continue with: {sys.executable} {REPO / 'scripts' / 'replicate.py'}"
+    assert str(info.value) == f"stopped by SIGINT: {said}; {again} {' '.join(argv)}"
+    assert info.value.code == 130  # the same command continues, from any folder
     if written == "a checkpoint":  # interrupted again after a resume: the same command again
-        again = ["--resume", "--out", str(out), "--workers", "0", "--quiet"]
+        resume = ["--resume", "--out", str(out), "--workers", "0", "--quiet"]
         with pytest.raises(KeyboardInterrupt) as info:
-            replicate.main(again)
-        assert str(info.value) == "continue with: python scripts/replicate.py " + " ".join(again)
+            replicate.main(resume)
+        assert str(info.value) == f"stopped by SIGINT: {kept}; {again} {' '.join(resume)}"
 
 
 @pytest.mark.parametrize("saved", [False, True])
@@ -592,7 +596,7 @@ def test_a_failed_save_says_how_to_continue(tiny, tmp_path, monkeypatch, saved):
     assert str(info.value) == (
         f"cannot write {out / 'metrics.jsonl'} (No space left on device): it needs 1.2 KB, 0 bytes "
         f"left on its disk{'; the last checkpoint is intact' if saved else ''}: free space, then "
-        f"continue with: python scripts/replicate.py --resume --out {out}"
+        f"continue with: {sys.executable} {REPO / 'scripts' / 'replicate.py'} {' '.join(argv)}"
     )
 
 
@@ -643,7 +647,8 @@ def test_ctrl_c_while_the_data_is_prepared_says_to_run_it_again(tmp_path, monkey
     argv = ["--data", str(tmp_path / "imagenet"), "--out", str(tmp_path / "run"), "--quiet"]
     with pytest.raises(KeyboardInterrupt) as info:
         replicate.main(argv)
-    assert str(info.value) == "continue with: python scripts/replicate.py " + " ".join(argv)
+    again = f"{sys.executable} {REPO / 'scripts' / 'replicate.py'} {' '.join(argv)}"
+    assert str(info.value) == f"stopped by SIGINT: nothing saved yet; continue with: {again}"
     assert not (tmp_path / "run").exists()
 
 

@@ -9,24 +9,30 @@ trained on and evaluated end to end on whatever the machine has.
 from __future__ import annotations
 
 import argparse
-import shlex
+import signal
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from alexnet2012 import devices, distributed, options, paper
+from alexnet2012 import devices, distributed, options, paper, preempt
 from alexnet2012.config import TrainConfig, default_workers, deviations
+from alexnet2012.continuing import (
+    check_resume,
+    continues,
+    given_options,
+    resume_cache,
+    stopped,
+)
+from alexnet2012.data import cache_info
 from alexnet2012.errors import SaveError, UsageError
 from alexnet2012.report import format_comparison, write_report
-from alexnet2012.runfolder import CHECKPOINT, CONFIG, RunFolder
+from alexnet2012.runfolder import CHECKPOINT, RunFolder
 from alexnet2012.sources import DEMO, demo_cache, resolve_cache
 from alexnet2012.train import Trainer
 
-# what --resume may change: where and how the run computes, not what it computes
-RESUME_OPTIONS = ("out", "resume", "data", "cache", "year", "devices", "devices_per_replica")
-RESUME_OPTIONS += ("epochs", "workers", "checkpoint_minutes", "quiet")
+__all__ = ["build_parser", "config_from_args", "main", "resume_cache"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume",
         action="store_true",
         help="continue the run in --out with its saved settings (--devices, --epochs, "
-        "--workers, --checkpoint-minutes may change; --data: the cache, moved)",
+        "--workers, --checkpoint-minutes may change; --data: the cache, moved); the command "
+        "that started a run also continues it",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of init, dropout and data (0)")
     p.add_argument(
@@ -158,34 +165,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="plateau rule: improvement that counts, as a fraction (0.001)",
     )
     p.add_argument("--checkpoint-minutes", type=float, help="also checkpoint every N minutes (30)")
+    p.add_argument(
+        "--replica-timeout",
+        type=float,
+        default=distributed.TIMEOUT_MINUTES,
+        metavar="MINUTES",
+        help="under torchrun: a replica that does not answer for this long has hung or died, "
+        f"and the job stops naming it (default {distributed.TIMEOUT_MINUTES:g})",
+    )
     p.add_argument("--no-ten-view", action="store_true", help="skip the final ten-view test")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
-
-
-def resume_cache(args: argparse.Namespace) -> str | None:
-    """With ``--resume``: the prepared cache that ``--data`` names (a cache, or the ImageNet root
-    whose cache is ``--cache`` or ``DATA_cache``, as when the run started); None without it."""
-    if args.data is None:
-        return None
-    data = Path(args.data).resolve()
-    if (data / "stats.json").exists():
-        return str(data)
-    return str(Path(args.cache).resolve() if args.cache else data.with_name(data.name + "_cache"))
-
-
-def fixed_on_resume(argv: Sequence[str] | None) -> list[str]:
-    """The options given that ``--resume`` cannot apply (they would change the computation),
-    whatever their value: the run keeps its own, even where one equals this parser's default."""
-    probe = build_parser()
-    for action in probe._actions:
-        action.default = argparse.SUPPRESS  # the namespace then holds only what was given
-    given = vars(probe.parse_args(argv))
-    return [
-        action.option_strings[0]
-        for action in probe._actions
-        if action.dest in given and action.dest not in RESUME_OPTIONS
-    ]
 
 
 def _default(value, default):
@@ -193,9 +183,9 @@ def _default(value, default):
     return default if value is None else value
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The run's settings: the paper's, or the demo's where the demo differs. Settings and the
-    run folder are checked before the data is generated or prepared (which may take hours)."""
+def settings_from_args(args: argparse.Namespace, replicas: int) -> tuple[TrainConfig, list[str]]:
+    """The settings the options give on ``replicas`` replicas (no data yet), and notes for the
+    report: the paper's, or the demo's where the demo differs."""
     demo = args.data is None
     out = args.out or f"experiments/runs/{'demo-' if demo else ''}{time.strftime('%Y%m%d-%H%M%S')}"
     names = tuple(str(d) for d in devices.parse(args.devices))
@@ -207,7 +197,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         drops = tuple(e for e in DEMO["lr_drops"] if e <= epochs)
         lr_drops = drops if demo and args.recipe == "paper" else None  # a recipe has its own
     batch_size = _default(args.batch_size, DEMO["batch_size"] if demo else paper.BATCH_SIZE)
-    replicas, lr, notes = distributed.environment().size, args.lr, []
+    lr, notes = args.lr, []
     if args.per_replica_batch:  # the step's batch grows with the replicas: linear lr scaling
         batch_size, lr = batch_size * replicas, lr * replicas
         notes.append(
@@ -246,6 +236,14 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         replicas=replicas,
         devices_per_replica=args.devices_per_replica,
     )
+    return config, notes
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The run's settings and data. Settings and the run folder are checked before the data is
+    generated or prepared (which may take hours)."""
+    config, notes = settings_from_args(args, distributed.environment().size)
+    demo, out, workers = args.data is None, config.out, config.workers
     config.check()
     subset = options.subset(args.subset)
     if subset is not None and demo:
@@ -269,35 +267,39 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    options.positive("--replica-timeout", args.replica_timeout)
     world = distributed.environment()
     progress = not args.quiet and world.main
-    if args.resume:
-        if not args.out:
-            raise UsageError("--resume needs --out, the run folder to continue")
-        fixed = fixed_on_resume(argv)
-        if fixed:
-            raise UsageError(
-                f"--resume continues {args.out} with its saved settings: drop "
-                f"{', '.join(fixed)} (to change them, start a new run with another "
-                "--out)"
-            )
     out = None  # the run folder, once there is one
     names = distributed.replica_devices(args.devices, world, args.devices_per_replica)
     gpu = devices.any_cuda(names or devices.parse(None))
-    distributed.start(world, gpu, shared=gpu and args.devices is not None)
+    handlers = preempt.install()
     try:
-        if args.resume:
-            run = Trainer.resume(
-                args.out,
-                progress=progress,
+        distributed.start(world, gpu, args.devices is not None and gpu, args.replica_timeout)
+        given = given_options(build_parser, argv)
+        intended = lambda replicas: settings_from_args(args, replicas)[0]  # noqa: E731
+        if distributed.on_main(lambda: continues(args, given, intended)):
+            out = Path(args.out)
+            overrides = dict(
                 devices=names,
                 epochs=args.epochs,
                 workers=options.workers(args.workers),
                 checkpoint_minutes=args.checkpoint_minutes,
                 cache=resume_cache(args),
             )
+            cache = distributed.on_main(lambda: check_resume(args.out, overrides, world.size))
+            distributed.check_sees(out)
+            distributed.check_same_cache(cache)
+            run = Trainer.resume(args.out, progress=progress, **overrides)
         else:  # preparing the data (once) may come first, and take long; replica 0 does it
-            config = distributed.broadcast(config_from_args(args) if world.main else None)
+            config = distributed.on_main(lambda: _checked(config_from_args(args)))
+            out = Path(config.out)
+            if world.size > 1:
+                if world.main:
+                    RunFolder(out).create()
+                distributed.check_sees(out)
+                distributed.check_same_cache(config.cache)
             config = replace(config, devices=names) if world.size > 1 and names else config
             run = Trainer(config, progress=progress)
         config, out = run.config, Path(run.config.out)
@@ -313,13 +315,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = run.run()
         distributed.finish()
         report = write_report(config.out)
-    except KeyboardInterrupt:
-        raise KeyboardInterrupt(_how_to_continue(args, argv, out)) from None
+    except KeyboardInterrupt as exc:  # a signal (preempt.Stopped), or Ctrl-C without its handler
+        stop = exc if isinstance(exc, preempt.Stopped) else preempt.Stopped(signal.SIGINT)
+        raise stopped(stop, argv, out, world) from None
     except SaveError as exc:  # a full disk, or no permission: the run continues once it is fixed
         kept = "; the last checkpoint is intact" if out and (out / CHECKPOINT).exists() else ""
         raise UsageError(
             f"{exc}{kept}: {'free space' if exc.no_space else 'fix the cause'}, "
-            f"then {_how_to_continue(args, argv, out)}"
+            f"then continue with: {preempt.continue_command(argv, out)}"
         ) from None
     except RuntimeError as exc:  # a collective of the DDP step: a replica died
         if not distributed.active() or not distributed.from_peers(exc):
@@ -327,6 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise distributed.lost(exc) from None
     finally:
         distributed.stop()
+        preempt.uninstall(handlers)
     print(
         format_comparison(results, config.dataset, run.num_classes, run.cache.subset, config.recipe)
     )
@@ -334,12 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _how_to_continue(args: argparse.Namespace, argv: Sequence[str] | None, out: Path | None) -> str:
-    """What to run after Ctrl-C or a failed save: the resume command once the run folder holds
-    the run (its config.json; without a checkpoint the run starts again from the beginning), the
-    same command after a resume, or before the run folder was made (``out`` None)."""
-    given = list(argv if argv is not None else sys.argv[1:])
-    made = out is not None and ((out / CHECKPOINT).exists() or (out / CONFIG).exists())
-    if made and not args.resume:
-        given = ["--resume", "--out", str(out)]
-    return "continue with: " + shlex.join(["python", "scripts/replicate.py", *given])
+def _checked(config: TrainConfig) -> TrainConfig:
+    """``config`` checked against its data, on replica 0 (its line printed once)."""
+    config.check(cache_info(config.cache))
+    return config
