@@ -17,6 +17,7 @@ from alexnet2012.data.subset import Subset
 from alexnet2012.errors import UsageError
 from alexnet2012.resume import check_same_data, resumed_config
 from alexnet2012.runfolder import CHECKPOINT, RunFolder
+from alexnet2012.sources import default_cache
 
 # what --resume may change: where and how the run computes, not what it computes
 RESUME_OPTIONS = ("out", "resume", "data", "cache", "year", "subset", "devices")
@@ -149,8 +150,7 @@ def resume_cache(args: argparse.Namespace) -> str | None:
     if args.cache:
         return str(Path(args.cache).resolve())
     subset = options.subset(getattr(args, "subset", None))
-    suffix = "" if subset is None else "_subset" + Subset(*subset).text.replace(":", "x")
-    return str(data.with_name(data.name + "_cache" + suffix))
+    return str(default_cache(data, None if subset is None else Subset(*subset)))
 
 
 def check_resume(out: str, overrides: dict, replicas: int) -> str:

@@ -23,6 +23,13 @@ WNID = re.compile(r"n\d{8}")
 DEMO_FILES = ("images", "cache", "spec.json")  # all that the demo puts in DEMO_DATA
 
 
+def default_cache(root: Path, subset: Subset | None = None) -> Path:
+    """Where the cache of ImageNet root ``root`` (of ``subset``) goes without ``--cache``:
+    beside it, ``ROOT_cache`` or ``ROOT_cache_subsetCxN``."""
+    suffix = "" if subset is None else "_subset" + subset.text.replace(":", "x")
+    return root.with_name(root.name + "_cache" + suffix)
+
+
 def resolve_cache(
     data: str,
     cache: str | None,
@@ -56,8 +63,7 @@ def resolve_cache(
                 "from the ImageNet root (give it as --data), or drop --subset"
             )
     else:
-        suffix = "" if chosen is None else "_subset" + chosen.text.replace(":", "x")
-        cache = Path(cache) if cache else data.with_name(data.name + "_cache" + suffix)
+        cache = Path(cache) if cache else default_cache(data, chosen)
         splits = ("train", "val", "test") if year == 2010 else ("train", "val")
         prepare_cache(
             data,

@@ -11,7 +11,6 @@ from dataclasses import asdict
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from alexnet2012 import checkpoint as checkpoints
 from alexnet2012 import devices, distributed, paper, preempt
@@ -19,6 +18,7 @@ from alexnet2012.config import TrainConfig, build_model, build_optimizer, build_
 from alexnet2012.data import EvalStreams, TrainStream, cache_info
 from alexnet2012.evaluate import evaluate
 from alexnet2012.losswatch import LossWatch
+from alexnet2012.progress import Progress
 from alexnet2012.resume import check_same_data, checkpoint_state, restore, resumed_config
 from alexnet2012.runfolder import CHECKPOINT, CONFIG, DROPS, METRICS, RESULTS, RunFolder
 from alexnet2012.step import TrainStep
@@ -166,47 +166,43 @@ class Trainer:
         watch = LossWatch(replay=lambda batch: self._train.epoch(self.epoch, batch))
         watch.total, watch.steps = self.partial["loss"], self.partial["steps"]
         lr = self.schedule.lr
-        bar = tqdm(
-            total=total * c.batch_size,
-            initial=self.batch * c.batch_size,
-            unit="img",
-            desc=f"epoch {self.epoch}/{c.epochs}",
-            disable=None if self.progress else True,  # None: off where not a terminal
-            dynamic_ncols=True,
-            smoothing=0.1,
-        )
-        last_save = time.monotonic()
-        started = time.perf_counter()
-        self.model.train()
-        for x, y in loader:
-            watch.add(self.batch, self.step(x, y))
-            self.batch += 1
-            bar.update(c.batch_size)
-            due = time.monotonic() - last_save >= 60 * c.checkpoint_minutes
-            # one agreement: all replicas save, or stop on a signal, after the same batch
-            due, stop = (f > 0 for f in distributed.agree(float(due), float(preempt.requested())))
-            due |= stop and self.batch < total  # at the epoch's end, it saves after validation
-            if due or self.batch % 20 == 0 or self.batch == total:
-                recent = distributed.check_losses(watch, self.epoch)
-                bar.set_postfix(loss=f"{recent:.3f}", lr=f"{lr:g}", refresh=False)
-            if due and self.batch < total:
-                devices.synchronize(self.config.devices)
-                seconds = time.perf_counter() - started
-                self.partial = {
-                    "loss": distributed.mean(watch.total),  # the same on every replica
-                    "steps": watch.steps,
-                    "seconds": self.partial["seconds"] + seconds,
-                }
-                self.elapsed += seconds
-                started = time.perf_counter()
-                self.save()
-                last_save = time.monotonic()
-                if stop:
-                    bar.close()
-                    preempt.stop_at(f"epoch {self.epoch}, batch {self.batch}")
-        distributed.check_losses(watch, self.epoch)
-        devices.synchronize(self.config.devices)
-        bar.close()
+        images = c.batch_size
+        with Progress(
+            f"epoch {self.epoch}/{c.epochs}", total * images, initial=self.batch * images,
+            enabled=self.progress,
+        ) as bar:  # fmt: skip
+            last_save = time.monotonic()
+            started = time.perf_counter()
+            self.model.train()
+            for x, y in loader:
+                watch.add(self.batch, self.step(x, y))
+                self.batch += 1
+                bar.update(images)
+                due = time.monotonic() - last_save >= 60 * c.checkpoint_minutes
+                # one agreement: all replicas save, or stop on a signal, after the same batch
+                due, stop = (
+                    f > 0 for f in distributed.agree(float(due), float(preempt.requested()))
+                )
+                due |= stop and self.batch < total  # at the epoch's end, it saves after validation
+                if due or self.batch % 20 == 0 or self.batch == total:
+                    recent = distributed.check_losses(watch, self.epoch)
+                    bar.postfix(f"loss={recent:.3f}, lr={lr:g}")
+                if due and self.batch < total:
+                    devices.synchronize(self.config.devices)
+                    seconds = time.perf_counter() - started
+                    self.partial = {
+                        "loss": distributed.mean(watch.total),  # the same on every replica
+                        "steps": watch.steps,
+                        "seconds": self.partial["seconds"] + seconds,
+                    }
+                    self.elapsed += seconds
+                    started = time.perf_counter()
+                    self.save()
+                    last_save = time.monotonic()
+                    if stop:
+                        preempt.stop_at(f"epoch {self.epoch}, batch {self.batch}")
+            distributed.check_losses(watch, self.epoch)
+            devices.synchronize(self.config.devices)
         seconds = time.perf_counter() - started
         self.elapsed += seconds
         self.partial["seconds"] += seconds

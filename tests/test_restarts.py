@@ -90,6 +90,7 @@ def test_a_worker_killed_under_max_restarts_ends_with_the_weights_of_a_run_never
     assert done.returncode == 0, done.stderr[-3000:]
     assert "exitcode: -9" in done.stderr.replace("exitcode  :", "exitcode:"), done.stderr[-3000:]
     assert f"resumed from {out / 'checkpoint.pt'} (epoch 1, batch 1)" in done.stdout
+    assert "; 2 replicas under torchrun" in done.stdout  # the console says how many
     assert_same_weights(out, reference)
 
 

@@ -307,7 +307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             run.run()
             distributed.finish()
             return 0
-        print(f"run folder: {config.out}; devices: {', '.join(config.devices)}")
+        job = f"; {world.size} replicas under torchrun" if world.size > 1 else ""
+        print(f"run folder: {config.out}; devices: {', '.join(config.devices)}{job}")
         differences = deviations(config, run.num_classes, run.cache)
         print(
             "differences from the paper:" + "".join(f"\n  - {d}" for d in differences or ["none"])
