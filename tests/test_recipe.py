@@ -277,3 +277,12 @@ def test_paper_recipe_groups_keep_one_rate():
     decision = PaperSchedule(drop_epochs=(2,)).step(1, 0.5)
     assert all(decision.lr_for(g) == pytest.approx(0.001) for g in groups)
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+@pytest.mark.parametrize("recipe, size", [("paper", 224), ("2012-code", 224), ("caffe", 227)])
+def test_replicate_crops_at_the_recipes_input_size_by_default(recipe, size, tmp_path, monkeypatch):
+    from alexnet2012.cli import replicate
+
+    monkeypatch.setattr(replicate, "demo_cache", lambda workers, progress: "demo cache")
+    args = replicate.build_parser().parse_args(["--recipe", recipe, "--out", str(tmp_path / "r")])
+    assert replicate.config_from_args(args).input_size == size

@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--input-size",
         type=int,
-        help=f"crop size (default {paper.CROP_SIZE}, the paper's; 227: Caffe's)",
+        help=f"crop size (default: the recipe's, {paper.CROP_SIZE} for the paper's and the 2012 "
+        "code's, 227 for caffe)",
     )
     p.add_argument(
         "--batch-size",
@@ -209,7 +210,7 @@ def settings_from_args(args: argparse.Namespace, replicas: int) -> tuple[TrainCo
         cache="",
         out=out,
         devices=names,
-        input_size=_default(args.input_size, paper.CROP_SIZE),
+        input_size=_default(args.input_size, paper.RECIPES[args.recipe].input_size),
         batch_size=batch_size,
         accumulate=args.accumulate,
         eval_batch_size=batch_size,
