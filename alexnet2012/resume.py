@@ -144,7 +144,9 @@ def load_trained(
 ) -> tuple[AlexNet, TrainConfig, dict[str, Any]]:
     """The network of a run's checkpoint in eval mode on ``devices`` (default: the run's own;
     a two-GPU run loads on one device and the other way round), the run's settings and the
-    checkpoint."""
+    checkpoint. ``path``: a checkpoint file, or a run folder (its checkpoint)."""
+    if Path(path).is_dir():
+        path = str(Path(path) / CHECKPOINT)
     checkpoint = load_checkpoint(path)
     try:
         config = TrainConfig.from_dict(checkpoint["config"])

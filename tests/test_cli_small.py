@@ -175,3 +175,11 @@ def test_evaluate_quiet_turns_the_progress_bars_off(cache, tmp_path, capsys, mon
 def test_evaluate_help_says_what_a_ten_view_batch_holds(capsys, monkeypatch):
     code, stdout, _ = _cli("evaluate.py", ["--help"], capsys, monkeypatch)
     assert code == 0 and "batch_size // 10 images" in " ".join(stdout.split())
+
+
+def test_evaluate_takes_a_run_folder_as_its_checkpoint(cache, tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir()
+    checkpoint = _checkpoint(run / "checkpoint.pt", 3, cache_info(cache).wnids)
+    results = [_evaluate(path, cache, capsys, monkeypatch, "--quiet") for path in (checkpoint, run)]
+    assert results[0][0] == 0 and results[1] == results[0], results

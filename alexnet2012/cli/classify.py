@@ -17,7 +17,7 @@ from alexnet2012.resume import load_trained
 
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("checkpoint", help="a run's checkpoint.pt or an imported checkpoint")
+    p.add_argument("checkpoint", help="a run folder, its checkpoint.pt, or an imported checkpoint")
     p.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
     p.add_argument("--top", type=int, default=5, help="classes to show per image (default 5)")
     p.add_argument("--devices", help="cuda:0 | cpu (default: cuda:0 when there is a GPU)")

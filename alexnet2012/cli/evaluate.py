@@ -23,7 +23,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--checkpoint",
         required=True,
         nargs="+",
-        help="a run's checkpoint.pt or an imported one (scripts/import_weights.py); several: "
+        help="a run folder, its checkpoint.pt, or an imported one (import_weights.py); several: "
         "each is evaluated with its own crop size and mean, then their ensemble",
     )
     p.add_argument(

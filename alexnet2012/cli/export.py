@@ -15,7 +15,7 @@ from alexnet2012.resume import load_trained
 
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("checkpoint", help="a run's checkpoint.pt or an imported checkpoint")
+    p.add_argument("checkpoint", help="a run folder, its checkpoint.pt, or an imported checkpoint")
     p.add_argument("out", help="OUT: writes OUT.onnx and OUT.pt2")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default %(default)s)")
     args = p.parse_args(argv)

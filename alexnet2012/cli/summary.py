@@ -32,7 +32,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "caffe: BVLC's bvlc_alexnet",
     )
     p.add_argument(
-        "--checkpoint", help="the network of a checkpoint (a run's or an imported one) instead"
+        "--checkpoint",
+        help="the network of a run folder or checkpoint (a run's or an imported one) instead",
     )
     args = p.parse_args(argv)
     if args.checkpoint:
