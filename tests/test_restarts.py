@@ -105,9 +105,10 @@ def test_sigterm_mid_epoch_saves_there_says_how_to_go_on_and_the_same_command_en
                            stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         deadline = time.monotonic() + 200
-        while not marker.exists() and job.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert marker.exists(), job.communicate()[1][-3000:]
+        written = lambda: marker.exists() and marker.read_text().endswith("\n")  # noqa: E731
+        while not written() and job.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # the marker is made, then its pid written: wait for the whole line
+        assert written(), job.communicate()[1][-3000:]
         os.kill(int(marker.read_text()), signal.SIGTERM)  # the second signal, during the save
         time.sleep(0.5)
         marker.unlink()
