@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="as replicate.py's (default: all classes)",
     )
     p.add_argument("--seed", type=int, default=0, help="every run's seed (default: 0)")
-    p.add_argument("--batch-size", type=int, help="as replicate.py's (default: replicate.py's)")
+    p.add_argument("--batch-size", type=int, help="images per SGD step (default: replicate.py's)")
     p.add_argument(
         "--remove-conv",
         help=f"P §7's middle layer(s) the full set removes, one run each: "
