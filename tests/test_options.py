@@ -1,11 +1,17 @@
 """Each user-facing value is checked in one function (options.py, devices.parse): a bad value
-given to every script that takes it gets the same one line, exit status 2, before any work."""
+given to every script that takes it gets the same one line, exit status 2, before any work;
+and every script's help states each option's default one way."""
 
+import importlib
+import pkgutil
+import re
 import runpy
 import sys
 from pathlib import Path
 
 import pytest
+
+import alexnet2012.cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,3 +104,30 @@ def test_every_script_that_shows_progress_takes_quiet(script, capsys, monkeypatc
         runpy.run_path(str(path), run_name="__main__")
     assert exit_.value.code == 0
     assert ("--quiet" in capsys.readouterr().out) == (script not in NO_PROGRESS)
+
+
+CLI = sorted(m.name for m in pkgutil.iter_modules(alexnet2012.cli.__path__))
+# the one style, at the end of the help: "(default: X)", X may hold a pair of parentheses
+DEFAULT_LAST = re.compile(r"\(default: [^()]*(\([^()]*\)[^()]*)*\)$")
+# the old styles: "(default 4)", "(default bgr: ...)", "(30)", "paper (default): ..."
+OLD = re.compile(r"\(default[^:]|\(\d[\d.]*\)")
+
+
+def _helps(name):
+    """Each action of the script's parser and its help as --help prints it."""
+    module = importlib.import_module(f"alexnet2012.cli.{name}")
+    p = (getattr(module, "parser", None) or module.build_parser)()
+    return [(a, (a.help or "") % dict(vars(a), prog=p.prog)) for a in p._actions]
+
+
+def test_every_script_has_its_cli_module():
+    assert CLI == sorted(p.stem for p in (ROOT / "scripts").glob("*.py"))
+
+
+@pytest.mark.parametrize("name", CLI)
+def test_every_option_states_its_default_one_way(name):
+    for action, text in _helps(name):
+        assert not OLD.search(text), (name, action.option_strings, text)
+        if action.option_strings and action.nargs != 0 and not action.required:
+            assert DEFAULT_LAST.search(text), (name, action.option_strings, text)
+            assert text.count("(default") == 1, (name, action.option_strings, text)

@@ -41,21 +41,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="ImageNet root or prepared cache (default: the demo's set)")
     p.add_argument("--out", required=True, help="folder of the runs and ablations.md")
     p.add_argument("--epochs", type=int, help="epochs of every run (default: replicate.py's)")
-    p.add_argument("--subset", metavar="CLASSES[:TRAIN_PER_CLASS]", help="as replicate.py's")
-    p.add_argument("--seed", type=int, default=0, help="every run's seed (default 0)")
-    p.add_argument("--batch-size", type=int, help="as replicate.py's")
+    p.add_argument(
+        "--subset",
+        metavar="CLASSES[:TRAIN_PER_CLASS]",
+        help="as replicate.py's (default: all classes)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="every run's seed (default: 0)")
+    p.add_argument("--batch-size", type=int, help="images per SGD step (default: replicate.py's)")
     p.add_argument(
         "--remove-conv",
         help=f"P §7's middle layer(s) the full set removes, one run each: "
-        f"{' or '.join(paper.MIDDLE_CONVS)}, or both comma-separated (default {REMOVED}); "
-        f"with --only, name their runs there",
+        f"{' or '.join(paper.MIDDLE_CONVS)}, or both comma-separated; with --only, name their "
+        f"runs there (default: {REMOVED})",
     )
     p.add_argument(
         "--only",
-        help=f"run the baseline and these ablations only, comma-separated, of: {', '.join(RUNS)}",
+        help=f"run the baseline and these ablations only, comma-separated, of: {', '.join(RUNS)} "
+        "(default: the full set)",
     )
-    p.add_argument("--devices", help="as replicate.py's (may change when a run is resumed)")
-    p.add_argument("--workers", type=int, help="as replicate.py's")
+    p.add_argument(
+        "--devices",
+        help="as replicate.py's, may change when a run is resumed "
+        "(default: cuda:0 if available, else cpu)",
+    )
+    p.add_argument(
+        "--workers", type=int, help="as replicate.py's (default: 0 on CPU, else up to 8)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 

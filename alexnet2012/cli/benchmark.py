@@ -40,7 +40,7 @@ def parser() -> argparse.ArgumentParser:
         "--batch-size",
         type=int,
         default=paper.BATCH_SIZE,
-        help=f"images per step (default {paper.BATCH_SIZE}, the paper's)",
+        help=f"images per step (default: {paper.BATCH_SIZE}, the paper's)",
     )
     for i, (name, what) in enumerate(
         [
@@ -64,15 +64,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data",
         metavar="CACHE",
-        help="add the end-to-end row: the "
-        "one-device AlexNet trained on this data cache's train loader",
+        help="a data cache: add the end-to-end row, the one-device AlexNet trained on its "
+        "train loader (default: none)",
     )
-    p.add_argument("--workers", type=int, default=4, help="loader workers for --data (default 4)")
+    p.add_argument("--workers", type=int, default=4, help="loader workers for --data (default: 4)")
     p.add_argument(
         "--json",
         type=Path,
         metavar="OUT",
-        help="write the report here (a file already there is replaced)",
+        help="write the report here, replacing a file already there (default: none)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument(

@@ -86,7 +86,7 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip torchvision's ImageFolder + DataLoader path",
     )
-    p.add_argument("--json", type=Path, metavar="OUT", help="write the report here")
+    p.add_argument("--json", type=Path, metavar="OUT", help="write the report here (default: none)")
     return p
 
 

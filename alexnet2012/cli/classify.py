@@ -15,13 +15,19 @@ from alexnet2012.errors import UsageError
 from alexnet2012.resume import load_trained
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("checkpoint", help="a run folder, its checkpoint.pt, or an imported checkpoint")
     p.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
-    p.add_argument("--top", type=int, default=5, help="classes to show per image (default 5)")
-    p.add_argument("--devices", help="cuda:0 | cpu (default: cuda:0 when there is a GPU)")
-    args = p.parse_args(argv)
+    p.add_argument(
+        "--top", type=int, default=5, help="classes to show per image (default: %(default)s)"
+    )
+    p.add_argument("--devices", help="cuda:0 | cpu (default: cuda:0 if available, else cpu)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     if args.top < 1:
         raise UsageError(f"--top must be at least 1, got {args.top}")
     names = devices.parse(args.devices) if args.devices else None

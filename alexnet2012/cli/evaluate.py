@@ -17,7 +17,7 @@ from alexnet2012.resume import class_mismatch, load_trained
 from alexnet2012.sources import resolve_cache
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument(
         "--checkpoint",
@@ -33,19 +33,36 @@ def main(argv: Sequence[str] | None = None) -> None:
         "prepared first, to --cache, training split included: it gives the mean image)",
     )
     p.add_argument("--cache", help="where the prepared cache goes (default: DATA_cache)")
-    p.add_argument("--year", type=int, choices=(2012, 2010), default=2012)
-    p.add_argument("--views", type=int, choices=(1, 10), default=10)
+    p.add_argument(
+        "--year",
+        type=int,
+        choices=(2012, 2010),
+        default=2012,
+        help="ILSVRC year of --data (default: 2012)",
+    )
+    p.add_argument(
+        "--views",
+        type=int,
+        choices=(1, 10),
+        default=10,
+        help="1: the centre crop; 10: the paper's ten views (default: 10)",
+    )
     p.add_argument("--devices", help="e.g. cuda:0,cuda:1 | cuda:0 | cpu (default: the run's)")
     p.add_argument(
         "--batch-size",
         type=int,
         default=128,
         help="crops per forward pass: with "
-        "--views 10 a batch holds batch_size // 10 images (at least 1), ten crops each",
+        "--views 10 a batch holds batch_size // 10 images (at least 1), ten crops each "
+        "(default: %(default)s)",
     )
     p.add_argument("--workers", type=int, help="loader processes (default: 0 on CPU, else up to 8)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     options.count("--batch-size", args.batch_size)
     options.workers(args.workers)
     names = None if args.devices is None else devices.parse(args.devices)

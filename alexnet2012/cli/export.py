@@ -13,12 +13,16 @@ from alexnet2012.errors import UsageError
 from alexnet2012.resume import load_trained
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("checkpoint", help="a run folder, its checkpoint.pt, or an imported checkpoint")
     p.add_argument("out", help="OUT: writes OUT.onnx and OUT.pt2")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default %(default)s)")
-    args = p.parse_args(argv)
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default: %(default)s)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     base = Path(args.out)
     base = base.with_suffix("") if base.suffix in (".onnx", ".pt2") else base
     if not base.parent.is_dir():

@@ -15,7 +15,7 @@ from alexnet2012.resume import class_mismatch, load_trained
 from alexnet2012.runfolder import CHECKPOINT, RunFolder
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument(
         "run", help="a run folder (its checkpoint.pt), or a checkpoint (e.g. an imported one)"
@@ -27,11 +27,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument(
         "--out", help="where the figures go (default: RUN/figures, or CHECKPOINT_figures)"
     )
-    p.add_argument("--devices", help="cuda:0 | cpu (default: cuda:0 when there is a GPU)")
-    p.add_argument("--batch-size", type=int, default=128, help="images per forward pass")
+    p.add_argument("--devices", help="cuda:0 | cpu (default: cuda:0 if available, else cpu)")
+    p.add_argument(
+        "--batch-size", type=int, default=128, help="images per forward pass (default: %(default)s)"
+    )
     p.add_argument("--workers", type=int, help="loader processes (default: 0 on CPU, else up to 8)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     options.count("--batch-size", args.batch_size)
     options.workers(args.workers)
     device = devices.parse(args.devices)

@@ -20,7 +20,7 @@ from alexnet2012.interchange import load_grouped_state_dict
 from alexnet2012.model import AlexNet
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("file", help="bvlc_alexnet.caffemodel or bvlcalexnet-*.onnx")
     p.add_argument("out", help="the checkpoint to write, e.g. bvlc_alexnet.pt")
@@ -30,7 +30,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="the class names in the network's order: Caffe's synset_words.txt (one "
         "'WNID name, name' a line, from data/ilsvrc12/get_ilsvrc_aux.sh) or a prepared cache",
     )
-    p.add_argument("--mean-file", help="Caffe's imagenet_mean.binaryproto (BGR, 0..255, 256x256)")
+    p.add_argument(
+        "--mean-file",
+        help="Caffe's imagenet_mean.binaryproto, BGR, 0..255, 256x256 (default: none, --mean)",
+    )
     p.add_argument(
         "--mean",
         default=",".join(f"{v:g}" for v in paper.CAFFE_MEAN_BGR),
@@ -41,9 +44,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--channels",
         choices=("bgr", "rgb"),
         default="bgr",
-        help="the file's input channel order (default bgr: Caffe's and the ONNX zoo's)",
+        help="the file's input channel order (default: bgr, Caffe's and the ONNX zoo's)",
     )
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     path, out = Path(args.file), Path(args.out)
     if not out.parent.is_dir():
         raise UsageError(f"{out}: folder {out.parent} does not exist (create it first)")

@@ -9,7 +9,7 @@ from alexnet2012.data import make_synthetic_imagenet
 from alexnet2012.data.synthetic import MAX_CLASSES, PALETTES, SHAPES, TEXTURES
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("out", metavar="OUT", help="new (or empty) output folder")
     p.add_argument(
@@ -38,7 +38,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument(
         "--quiet", action="store_true", help="no progress bar (nor progress lines, in a log)"
     )
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     options.count("--classes", args.classes, maximum=MAX_CLASSES)
     options.count("--train-per-class", args.train_per_class)
     options.count("--val-per-class", args.val_per_class)

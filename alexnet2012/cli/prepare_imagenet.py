@@ -12,7 +12,7 @@ from alexnet2012.data.packed import DEFAULT_QUALITY, FORMATS
 from alexnet2012.data.subset import Subset
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument(
         "src",
@@ -49,8 +49,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--format",
         choices=FORMATS,
         default=FORMATS[0],
-        help="raw: uint8 rows, fastest to read (default); jpeg: the same rows re-encoded as JPEG "
-        "in one packed file per split, a fraction of the disk (not quite the paper's pixels)",
+        help="raw: uint8 rows, fastest to read; jpeg: the same rows re-encoded as JPEG in one "
+        "packed file per split, a fraction of the disk, not quite the paper's pixels "
+        "(default: raw)",
     )
     p.add_argument(
         "--quality",
@@ -61,7 +62,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument(
         "--quiet", action="store_true", help="no progress bars (nor progress lines, in a log)"
     )
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     options.workers(args.workers)
     options.count("--quality", args.quality, 1, 100)
     spec = options.subset(args.subset)

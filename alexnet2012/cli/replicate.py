@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train and evaluate the 2012 AlexNet the paper's way "
         "and compare with the paper. Without --data: the synthetic demo."
     )
-    p.add_argument("--data", help="ImageNet root (train/, val/, devkit) or a prepared cache")
+    p.add_argument("--data", help="ImageNet root or prepared cache (default: the synthetic demo)")
     p.add_argument(
         "--cache", help="where the prepared cache goes (default: DATA_cache beside DATA)"
     )
@@ -49,14 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         choices=(2012, 2010),
         default=2012,
-        help="ILSVRC year of --data (default 2012; 2010: the paper's Table 1)",
+        help="ILSVRC year of --data; 2010: the paper's Table 1 (default: 2012)",
     )
     p.add_argument(
         "--subset",
         metavar="CLASSES[:TRAIN_PER_CLASS]",
         help="train and test on a fixed seeded choice of ImageNet classes (e.g. 100: "
         "ImageNet-100), optionally with fewer training images each (100:260); validation keeps "
-        "all images of the chosen classes",
+        "all images of the chosen classes (default: all classes)",
     )
     p.add_argument(
         "--devices",
@@ -67,8 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--devices-per-replica",
         type=int,
         default=1,
-        help="under torchrun with GPUs and no --devices: 1 (default), local rank r on GPU r with "
-        "both columns; 2, GPUs 2r and 2r+1, one column each as in the paper",
+        help="under torchrun with GPUs and no --devices: 1, local rank r on GPU r with both "
+        "columns; 2, GPUs 2r and 2r+1, one column each as in the paper (default: 1)",
     )
     p.add_argument(
         "--input-size",
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--batch-size",
         type=int,
-        help=f"images per SGD step (default {paper.BATCH_SIZE}; the demo {DEMO['batch_size']})",
+        help=f"images per SGD step (default: {paper.BATCH_SIZE}; the demo's {DEMO['batch_size']})",
     )
     p.add_argument(
         "--per-replica-batch",
@@ -90,28 +90,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--accumulate",
         type=int,
         default=1,
-        help="split each batch into this many chunks (same update, less memory)",
+        help="split each batch into this many chunks: same update, less memory (default: 1)",
     )
     p.add_argument(
         "--epochs",
         type=int,
-        help=f"epoch limit (default {paper.EPOCHS}, --recipe 2012-code 91; the demo "
+        help=f"epoch limit (default: {paper.EPOCHS}, --recipe 2012-code 91; the demo's "
         f"{DEMO['epochs']})",
     )
     p.add_argument(
         "--recipe",
         choices=tuple(paper.RECIPES),
         default="paper",
-        help="paper (default): the paper's network and schedule; 2012-code: the original code's "
-        "layers-145 run, the network and schedule behind the published numbers",
+        help="paper: the paper's network and schedule; 2012-code: the original code's layers-145 "
+        "run, the network and schedule behind the published numbers (default: paper)",
     )
     p.add_argument(
         "--bias-lr",
         choices=paper.BIAS_LR_READINGS,
-        help="2012-code only: biases keep their rate of 0.02 until their layer freezes (fixed, "
-        "the default reading of its params file) or stay at 2x the weights' rate (follows)",
+        help="2012-code only: biases keep their rate of 0.02 until their layer freezes (fixed) "
+        "or stay at 2x the weights' rate (follows) (default: fixed, its params file's reading)",
     )
-    p.add_argument("--out", help="run folder (default experiments/runs/<time>)")
+    p.add_argument("--out", help="run folder (default: experiments/runs/<time>)")
     p.add_argument(
         "--resume",
         action="store_true",
@@ -119,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers, --checkpoint-minutes may change; --data: the cache, moved); the command "
         "that started a run also continues it",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of init, dropout and data (0)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of init, dropout and data (default: 0)"
+    )
     p.add_argument(
         "--workers", type=int, help="data loader processes (default: 0 on CPU, else up to 8)"
     )
@@ -128,20 +130,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         choices=(1, 2),
         default=2,
-        help="2: the paper's net (default); 1: its one-column comparison (P §3.2)",
+        help="2: the paper's net; 1: its one-column comparison, P §3.2 (default: 2)",
     )
     p.add_argument("--no-lrn", action="store_true", help="ablation: no LRN (P §3.3)")
     p.add_argument("--no-overlap", action="store_true", help="ablation: 2x2 pooling (P §3.4)")
     p.add_argument("--no-dropout", action="store_true", help="ablation: no dropout (P §4.2)")
     p.add_argument(
         "--remove-conv",
-        help=f"ablation: without this layer, {' or '.join(paper.MIDDLE_CONVS)} (P §7)",
+        help=f"ablation: without {' or '.join(paper.MIDDLE_CONVS)}, P §7 (default: none)",
     )
     p.add_argument(
         "--lighting",
         choices=("paper", "2012", "none"),
-        help="PCA lighting noise: the paper's formula (default), [C]'s (--recipe 2012-code's "
-        "default), or none",
+        help="PCA lighting noise: paper, the paper's formula; 2012, [C]'s; or none "
+        "(default: the recipe's: paper, 2012 for 2012-code, none for caffe)",
     )
     p.add_argument(
         "--bf16",
@@ -155,24 +157,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--lr",
         type=float,
         default=paper.LEARNING_RATE,
-        help=f"initial learning rate (default {paper.LEARNING_RATE:g})",
+        help=f"initial learning rate (default: {paper.LEARNING_RATE:g})",
     )
-    p.add_argument("--lr-drops", help="fixed drop epochs, e.g. 25,51,79 (the 2012 run)")
-    p.add_argument("--patience", type=int, help="plateau rule: epochs without improvement (5)")
+    p.add_argument("--lr-drops", help="fixed drop epochs, e.g. 25,51,79 (default: the recipe's)")
+    p.add_argument("--patience", type=int, help="plateau: epochs without improvement (default: 5)")
     p.add_argument(
         "--threshold",
         type=float,
         default=0.001,
-        help="plateau rule: improvement that counts, as a fraction (0.001)",
+        help="plateau rule: improvement that counts, as a fraction (default: %(default)s)",
     )
-    p.add_argument("--checkpoint-minutes", type=float, help="also checkpoint every N minutes (30)")
+    p.add_argument(
+        "--checkpoint-minutes", type=float, help="also save every N minutes (default: 30)"
+    )
     p.add_argument(
         "--replica-timeout",
         type=float,
         default=distributed.TIMEOUT_MINUTES,
         metavar="MINUTES",
         help="under torchrun: a replica that does not answer for this long has hung or died, "
-        f"and the job stops naming it (default {distributed.TIMEOUT_MINUTES:g})",
+        f"and the job stops naming it (default: {distributed.TIMEOUT_MINUTES:g})",
     )
     p.add_argument("--no-ten-view", action="store_true", help="skip the final ten-view test")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
