@@ -14,10 +14,8 @@ import torch
 
 from alexnet2012.errors import UsageError
 from alexnet2012.files import (  # noqa: F401  (re-exported: the run's other files use them too)
-    TEST_PAUSE,
     free_space,
     is_temporary,
-    pause_for_test,
     temporary_name,
     write_atomic,
     write_file,
@@ -28,7 +26,6 @@ PathLike = str | os.PathLike
 FORMAT = "alexnet2012.checkpoint"
 VERSION = 1
 MARGIN = 1 << 20  # bytes beyond the tensors' storages: the pickled plain values, the zip records
-_saves = 0  # checkpoints this process has started to write, for the test hook's save<N> points
 
 
 def storage_bytes(obj: Any) -> int:
@@ -55,46 +52,11 @@ def save_checkpoint(path: PathLike, state: dict[str, Any]) -> None:
     """Write ``state`` (tensors and plain values only, so that it loads with
     ``weights_only=True``) atomically to ``path`` (:func:`files.write_atomic`): a crash leaves
     the previous checkpoint whole, a full disk is a one-line :class:`SaveError`."""
-    global _saves
     path = os.fspath(path)
     _check_plain(state, "state")
     payload = {"format": FORMAT, "version": VERSION, "state": state}
     needed = storage_bytes(state) + MARGIN
-    _saves += 1
-    point = f"save{_saves}"
-    pause_for_test(f"{point}.before")
-
-    def write(f: Any) -> None:
-        if os.environ.get(TEST_PAUSE, "").startswith(f"{point}.half:"):
-            f = _PauseHalfway(f, needed // 2, f"{point}.half")
-        torch.save(payload, f)
-
-    write_atomic(path, needed, write, "checkpoint ")
-    pause_for_test(f"{point}.after")
-
-
-class _PauseHalfway:
-    """A file for ``torch.save`` that calls the test hook once ``after`` bytes are written."""
-
-    def __init__(self, f: Any, after: int, point: str):
-        self.f, self.after, self.point, self.written = f, after, point, 0
-
-    def write(self, data: Any) -> int:
-        data = memoryview(data).cast("B")
-        head = self.after - self.written
-        if 0 < head <= len(data):  # the write that reaches the halfway mark: split at it
-            self.f.write(data[:head])
-            self.f.flush()  # the half-written temporary file is on disk, as a kill leaves it
-            pause_for_test(self.point)
-            data = data[head:]
-        else:
-            head = 0
-        n = head + self.f.write(data)
-        self.written += n
-        return n
-
-    def flush(self) -> None:
-        self.f.flush()
+    write_atomic(path, needed, lambda f: torch.save(payload, f), "checkpoint ")
 
 
 _LEAVES = (str, bytes, int, float, bool, complex, type(None), torch.dtype, torch.device)

@@ -1,6 +1,5 @@
 """Files that are always whole: atomic writes that fail with one line (the file, the space it
-needed and the space left), the temporary files such writes leave when killed, and the test hook
-that pauses a write at a known point."""
+needed and the space left), and the temporary files such writes leave when killed."""
 
 from __future__ import annotations
 
@@ -10,7 +9,6 @@ import os
 import secrets
 import shutil
 import string
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,6 @@ from alexnet2012.errors import SaveError
 from alexnet2012.units import size_text
 
 PathLike = str | os.PathLike
-TEST_PAUSE = "ALEXNET2012_TEST_PAUSE"  # test hook, "<point>:<marker file>": see pause_for_test
 
 
 def temporary_name(path: PathLike) -> str:
@@ -125,19 +122,6 @@ def write_file(path: PathLike, data: bytes | str) -> None:
     """Write ``data`` (text as UTF-8) to ``path`` with :func:`write_atomic`."""
     data = data.encode("utf-8") if isinstance(data, str) else data
     write_atomic(path, len(data), lambda f: f.write(data), "")
-
-
-def pause_for_test(point: str) -> None:
-    """Test hook: where ``$ALEXNET2012_TEST_PAUSE`` is ``<point>:<marker>``, create the marker
-    and wait (at most 10 minutes) to be killed. Points: ``save<N>.before|half|after`` (the N-th
-    checkpoint write) and ``ten-view``."""
-    want, _, marker = os.environ.get(TEST_PAUSE, "").partition(":")
-    if want != point or not marker:
-        return
-    Path(marker).write_text(f"{os.getpid()}\n")
-    deadline = time.monotonic() + 600
-    while os.path.exists(marker) and time.monotonic() < deadline:
-        time.sleep(0.02)
 
 
 def _fsync_directory(directory: str) -> None:

@@ -328,7 +328,6 @@ class Trainer:
         split = self.config.test_split
         results: dict[str, Any] = {"split": split, "center": self.validate(1, split)}
         if self.config.ten_view:
-            checkpoints.pause_for_test("ten-view")
             results["ten_view"] = self.validate(10, split)
         results.update(
             wall_time_s=self.elapsed,

@@ -4,12 +4,15 @@ network and its inputs in float64. TEST_FAIL=RANK:STEP:KIND:
 at training step STEP (counted from 1 in this process), replica RANK ("all": every replica)
 dies (exit), returns a NaN loss (nan), every replica stops together (stop: a crash after
 the last checkpoint), is killed with SIGKILL (kill), or sends SIGTERM (term) to torchrun's agent
-(else to itself), as a scheduler does; kill and term only in torchrun's first attempt."""
+(else to itself), as a scheduler does; kill and term only in torchrun's first attempt.
+TEST_PAUSE=<point>:<marker file>: tests/pause_child.py's pause (e.g. halfway through a save)."""
 
 import os
 import signal
 
 import torch
+from pause_child import TEST_PAUSE
+from pause_child import install as install_pause
 
 from alexnet2012 import distributed, paper
 from alexnet2012.cli.replicate import main
@@ -60,4 +63,6 @@ if __name__ == "__main__":
         float64()
     if os.environ.get("TEST_FAIL"):
         install(os.environ["TEST_FAIL"])
+    if os.environ.get(TEST_PAUSE):
+        install_pause(os.environ[TEST_PAUSE])
     run_cli(main)

@@ -21,10 +21,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from pause_child import TEST_PAUSE
 from test_distributed import prepared
 
 from alexnet2012 import distributed, preempt
-from alexnet2012.checkpoint import TEST_PAUSE, load_checkpoint
+from alexnet2012.checkpoint import load_checkpoint
 from alexnet2012.cli import replicate
 from alexnet2012.errors import UsageError
 from alexnet2012.step import TrainStep

@@ -3,12 +3,12 @@ its final ten-view test, a full disk, and a checkpoint truncated by hand must ea
 with the final weights of an uninterrupted run, or in one line naming the remedy.
 
 The real command line runs in subprocesses on a tiny set (6 training images, batch 3: one epoch
-of two steps, a checkpoint after each). A kill lands at a known point through the
-test hook ALEXNET2012_TEST_PAUSE (alexnet2012.checkpoint.pause_for_test: the process stops there
-and the test sends SIGKILL). The faults follow one another on one run folder, each run starting
-from what the last one left, as a user's would; the full disk is simulated in this process by a
-file that refuses writes with ENOSPC, so no mount is needed. One uninterrupted run of the same
-command is the reference.
+of two steps, a checkpoint after each). A kill lands at a known point through
+tests/pause_child.py, which runs scripts/replicate.py with a pause monkeypatched in (TEST_PAUSE:
+the process stops there and the test sends SIGKILL). The faults follow one another on one run
+folder, each run starting from what the last one left, as a user's would; the full disk is
+simulated in this process by a file that refuses writes with ENOSPC, so no mount is needed. One
+uninterrupted run of the same command is the reference.
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ from pathlib import Path
 import pytest
 import torch
 from faults import FullDisk
+from pause_child import TEST_PAUSE
 
 from alexnet2012 import files as files_module
-from alexnet2012.checkpoint import MARGIN, TEST_PAUSE, load_checkpoint, save_checkpoint
+from alexnet2012.checkpoint import MARGIN, load_checkpoint, save_checkpoint
 from alexnet2012.config import TrainConfig
 from alexnet2012.data import make_synthetic_imagenet, prepare_cache
 from alexnet2012.errors import SaveError, UsageError
@@ -63,11 +64,12 @@ def cache(tmp_path_factory) -> Path:
 
 
 def start(args: list, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """scripts/replicate.py in a subprocess (on this worker's threads, tests/conftest.py), without
-    the test hook unless ``env`` sets it."""
+    """scripts/replicate.py in a subprocess (on this worker's threads, tests/conftest.py); where
+    ``env`` sets TEST_PAUSE, through tests/pause_child.py, which pauses it there."""
     env = {**{k: v for k, v in os.environ.items() if k != TEST_PAUSE}, **(env or {})}
+    script = "tests/pause_child.py" if TEST_PAUSE in env else "scripts/replicate.py"
     return subprocess.Popen(
-        [sys.executable, "scripts/replicate.py", *map(str, args)],
+        [sys.executable, script, *map(str, args)],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -77,7 +79,8 @@ def start(args: list, env: dict[str, str] | None = None) -> subprocess.Popen:
 
 
 class Replicate:
-    """scripts/replicate.py in a subprocess, optionally stopped at a test-hook point and killed."""
+    """scripts/replicate.py in a subprocess, optionally stopped at a pause point
+    (tests/pause_child.py) and killed."""
 
     def __init__(self, args: list, pause: str | None = None, marker: Path | None = None):
         self.paused = False
