@@ -15,6 +15,7 @@ from alexnet2012.checkpoint import load_checkpoint, set_rng_state
 from alexnet2012.config import TrainConfig, build_model
 from alexnet2012.data import CacheInfo
 from alexnet2012.data.stats import load_stats
+from alexnet2012.devices import default as default_device
 from alexnet2012.distributed import rank_seed
 from alexnet2012.errors import UsageError
 from alexnet2012.model import AlexNet
@@ -156,7 +157,7 @@ def load_trained(
             f"checkpoint {path} is not a training checkpoint (missing {exc})"
         ) from None
     if not devices and "imported" in checkpoint:  # its recorded "cpu" is no choice of a user's
-        devices = ("cuda:0",) if torch.cuda.is_available() else ("cpu",)
+        devices = (str(default_device()),)
     if devices:
         config.devices = tuple(str(d) for d in devices)
     config.check()

@@ -5,7 +5,6 @@ Each check is recorded as it ends (the JSON rewritten), so a run cut short keeps
 from __future__ import annotations
 
 import json
-import platform
 import time
 import traceback
 from collections.abc import Callable
@@ -15,7 +14,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from alexnet2012 import fused_dropout, fused_lrn
+from alexnet2012 import devices, fused_dropout, fused_lrn
+from alexnet2012.bench.training import synthetic_batch
 from alexnet2012.files import write_file
 from alexnet2012.model import AlexNet
 from alexnet2012.optim import PaperSGD
@@ -25,19 +25,19 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def versions(device: torch.device) -> dict[str, Any]:
-    found: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__}
-    for name in ("torchvision", "triton"):
-        try:
-            found[name] = __import__(name).__version__
-        except ImportError:
-            found[name] = None
+    """The benchmarks' versions and device description, Triton's version and the GPU's."""
+    found: dict[str, Any] = {**devices.versions(), **devices.describe([device])}
+    try:
+        import triton
+
+        found["triton"] = triton.__version__
+    except ImportError:
+        found["triton"] = None
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         found.update(
-            gpu=props.name,
             capability=f"{props.major}.{props.minor}",
             memory_gib=round(props.total_memory / 2**30, 1),
-            cuda=torch.version.cuda,
         )
     return found
 
@@ -112,8 +112,7 @@ def training_step(placement: tuple[str, ...], batch: int, compiled: str | None) 
         compile=compiled is not None,
         compile_backend=compiled or "inductor",
     )
-    x = torch.randn(batch, 3, 224, 224, device=first).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 1000, (batch,), device=first)
+    x, y = synthetic_batch(batch, first)  # channels-last, as the loader feeds
     times, losses = [], []
     for i in range(3):
         started = time.perf_counter()

@@ -5,11 +5,10 @@ centre 256x256), its centre crop minus the checkpoint's mean crop."""
 import argparse
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 
-from alexnet2012 import devices
-from alexnet2012.data.augment import centre_offset, mean_crop
+from alexnet2012 import devices, options
+from alexnet2012.data.augment import centre_view, mean_crop, to_input
 from alexnet2012.data.decode import BadImage, load_256
 from alexnet2012.errors import UsageError
 from alexnet2012.resume import load_trained
@@ -28,11 +27,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    if args.top < 1:
-        raise UsageError(f"--top must be at least 1, got {args.top}")
-    names = devices.parse(args.devices) if args.devices else None
-    if names is None:
-        names = ("cuda:0",) if torch.cuda.is_available() else ("cpu",)
+    options.count("--top", args.top)
+    names = devices.parse(args.devices)  # without --devices: cuda:0 where there is one, else cpu
     model, _, checkpoint = load_trained(args.checkpoint, tuple(str(n) for n in names))
     labels = class_labels(checkpoint)
     mean = checkpoint.get("mean_image")
@@ -51,9 +47,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise UsageError(f"{path} does not exist") from None
         except BadImage as exc:
             raise UsageError(f"{path} is not an image Pillow can read ({exc})") from None
-        c = centre_offset(size, image.shape[0])
-        crop = np.ascontiguousarray(image[c : c + size, c : c + size].transpose(2, 0, 1))
-        x = (torch.from_numpy(crop).float() - mean)[None].to(device)
+        x = to_input(centre_view(torch.from_numpy(image)[None], size), mean).to(device)
         with torch.no_grad():
             probs = model(x).softmax(dim=1)[0].double().cpu()
         top = probs.topk(min(args.top, len(probs)))

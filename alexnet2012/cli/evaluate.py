@@ -67,15 +67,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     options.workers(args.workers)
     names = None if args.devices is None else devices.parse(args.devices)
     views = f"{args.views} view{'s' if args.views > 1 else ''}"
-    total, labels, results = None, None, []
+    total, labels, cache = None, None, None
     for path in args.checkpoint:  # one network on the device at a time
         model, config, checkpoint = load_trained(path, names)
         devices.configure_backends(config.devices, config.tf32)
         workers = args.workers if args.workers is not None else default_workers(config.devices)
-        cache, dataset, split = resolve_cache(
-            args.data, args.cache, args.year, workers, not args.quiet
-        )
-        mismatch = class_mismatch(checkpoint, cache_info(cache).wnids)
+        if cache is None:  # once, prepared by the first network's workers if need be
+            cache, dataset, split = resolve_cache(
+                args.data, args.cache, args.year, workers, not args.quiet
+            )
+            wnids = cache_info(cache).wnids
+        mismatch = class_mismatch(checkpoint, wnids)
         if mismatch:
             raise UsageError(
                 f"checkpoint {path} was trained on other classes than the "
@@ -97,7 +99,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise UsageError(f"{path} was evaluated on other images than {args.checkpoint[0]}")
         total, labels = (probs if total is None else total + probs), y
         r = errors(probs, y)
-        results.append(r)
         who = f"{path}: " if len(args.checkpoint) > 1 else ""
         print(
             f"{who}{dataset}, {views}, {r['images']} images: "
