@@ -58,6 +58,14 @@ BAD = {
         "--input-size must be 224 (the paper) or 227 (Caffe's geometry), got 225",
         ["replicate.py", "summary.py", "benchmark_data.py"],
     ),
+    ("--columns", "3"): (
+        "--columns must be one of 1, 2 (P §3.2's one-column net, or the paper's two), got 3",
+        ["replicate.py"],
+    ),
+    ("--recipe", "bogus"): (
+        "--recipe must be one of paper, 2012-code, caffe, got bogus",
+        ["replicate.py"],
+    ),
     ("--subset", "0"): (
         "--subset takes CLASSES or CLASSES:TRAIN_PER_CLASS, whole numbers from 1",
         ["replicate.py", "prepare_imagenet.py"],

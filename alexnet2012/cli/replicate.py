@@ -100,10 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--recipe",
-        choices=tuple(paper.RECIPES),
         default="paper",
         help="paper: the paper's network and schedule; 2012-code: the original code's layers-145 "
-        "run, the network and schedule behind the published numbers (default: paper)",
+        "run, the network and schedule behind the published numbers; caffe: Caffe's "
+        "bvlc_alexnet (default: paper)",
     )
     p.add_argument(
         "--bias-lr",
@@ -128,7 +128,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--columns",
         type=int,
-        choices=(1, 2),
         default=2,
         help="2: the paper's net; 1: its one-column comparison, P §3.2 (default: 2)",
     )
@@ -192,6 +191,7 @@ def settings_from_args(args: argparse.Namespace, replicas: int) -> tuple[TrainCo
     """The settings the options give on ``replicas`` replicas (no data yet), and notes for the
     report: the paper's, or the demo's where the demo differs."""
     demo = args.data is None
+    options.recipe(args.recipe)  # before the recipe's defaults are looked up
     out = args.out or f"experiments/runs/{'demo-' if demo else ''}{time.strftime('%Y%m%d-%H%M%S')}"
     names = tuple(str(d) for d in devices.parse(args.devices))
     workers = _default(options.workers(args.workers), default_workers(names))
