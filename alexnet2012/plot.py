@@ -7,10 +7,10 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from typing import IO, Any, NamedTuple
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 WIDTH, HEIGHT = 1200, 500  # pixels, at 100 dpi
 DPI = 100
@@ -119,6 +119,9 @@ def curves_figure(
     ``new_lr``."""
     if not metrics:
         raise ValueError("learning_curves: no epochs to plot")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # here, not at import: every
+    from matplotlib.figure import Figure  # script and torchrun replica imports this module
+
     figure = Figure(figsize=(WIDTH / DPI, HEIGHT / DPI), dpi=DPI, layout="constrained")
     FigureCanvasAgg(figure)
     figure.suptitle(title)
