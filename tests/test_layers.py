@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from alexnet2012 import fused_lrn
+from alexnet2012 import fused_lrn, layers
 from alexnet2012.layers import (
     conv2d_2012,
     conv_output_size_2012,
@@ -72,6 +72,31 @@ def test_lrn_window_never_reaches_the_other_column():
 def test_lrn_gradient_is_the_formula_s_gradient():
     x = (torch.rand(2, 8, 3, 3, dtype=torch.float64) * 200).requires_grad_()
     assert torch.autograd.gradcheck(lambda t: local_response_norm(t, 2), (x,))
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("block", [None, 7 * 24])  # the CPU's blocks; 7 rows, a partial last one
+@pytest.mark.parametrize("beta", [BETA, 0.6])  # rsqrt(s * sqrt(s)) and pow
+def test_lrn_values_and_gradients_are_autograds_of_torchs_lrn(monkeypatch, relu, block, beta):
+    # The written-out gradient, block by block, against autograd through F.local_response_norm
+    # per column (after F.relu with relu=True: zero gradient where ReLU was 0).
+    if block:
+        monkeypatch.setattr(layers, "BLOCK_ELEMENTS", block)
+    g = torch.Generator().manual_seed(11)
+    z = (torch.randn(3, 48, 5, 7, generator=g) * 30).contiguous(memory_format=torch.channels_last)
+    weights = torch.randn(3, 48, 5, 7, generator=g)
+    ours_in, ref_in = z.clone().requires_grad_(), z.clone().requires_grad_()
+    ours = local_response_norm(ours_in, 2, beta=beta, relu=relu)
+    a = F.relu(ref_in) if relu else ref_in
+    ref = torch.cat(
+        [F.local_response_norm(part, N, ALPHA, beta, K) for part in a.chunk(2, dim=1)], dim=1
+    )
+    assert torch.allclose(ours, ref, rtol=1e-5, atol=1e-6)
+    (ours_grad,) = torch.autograd.grad(ours, ours_in, weights)
+    (ref_grad,) = torch.autograd.grad(ref, ref_in, weights)
+    assert torch.allclose(ours_grad, ref_grad, rtol=1e-4, atol=1e-6)
+    if relu:
+        assert (ours_grad[z <= 0] == 0).all()
 
 
 def torch_relu_lrn_pool(z, groups, pool):
