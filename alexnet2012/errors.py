@@ -68,8 +68,10 @@ def foreign_files(folder: Path, own: tuple[str, ...], hidden: bool = True) -> st
 
 def ignore_interrupt() -> None:
     """A worker pool's initializer: Ctrl-C is the parent process's to handle (it stops the pool),
-    so that workers do not each print a KeyboardInterrupt traceback."""
+    so that workers do not each print a KeyboardInterrupt traceback; SIGTERM ends a worker, as
+    ``Pool.terminate`` (and leaving a ``with Pool``) expects, whatever handler the parent had."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def out_of_memory(exc: BaseException) -> bool:

@@ -1,6 +1,8 @@
 """The scripts' error lines (alexnet2012.errors.run_cli): one line, the right exit status."""
 
 import signal
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -67,9 +69,38 @@ def test_success_exits_0(capsys):
 def test_pool_workers_leave_ctrl_c_to_the_parent():
     # scripts/prepare_imagenet.py's workers each printed a traceback on Ctrl-C (checked by hand:
     # `timeout -s INT 6 scripts/prepare_imagenet.py ... --workers 2` now prints `interrupted`)
-    saved = signal.getsignal(signal.SIGINT)
+    saved = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     try:
         ignore_interrupt()
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
-        signal.signal(signal.SIGINT, saved)
+        signal.signal(signal.SIGINT, saved[0])
+        signal.signal(signal.SIGTERM, saved[1])
+
+
+POOLS_UNDER_THE_RUNS_HANDLERS = """
+import multiprocessing, time
+from alexnet2012 import preempt
+from alexnet2012.errors import ignore_interrupt
+
+def work(x):
+    time.sleep(0.002 * (x % 7))
+    return x
+
+if __name__ == "__main__":
+    preempt.install()  # replicate.py's handlers, in place when the demo draws its data
+    for _ in range(20):
+        with multiprocessing.Pool(2, initializer=ignore_interrupt) as pool:
+            sum(pool.imap_unordered(work, range(200), 16))
+    print("closed")
+"""
+
+
+def test_pools_close_under_the_runs_signal_handlers(tmp_path):
+    # Leaving `with Pool` sends SIGTERM to workers still waiting for tasks. Forked workers kept
+    # preempt's handler, which leaves signals to the parent, and never exited: the demo hung
+    # after drawing its images (a 2-worker pool was left waiting within the first 20 here).
+    script = tmp_path / "pools.py"
+    script.write_text(POOLS_UNDER_THE_RUNS_HANDLERS)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (0, "closed\n"), done.stderr[-2000:]
