@@ -208,13 +208,13 @@ class Trainer:
                             recent = distributed.check_losses(watch, self.epoch)
                             bar.postfix(f"loss={recent:.3f}, lr={lr:g}")
                         if save:
-                            started = self._count(watch, started)
+                            started = self._keep_position(watch, started)
                             self.save()
                             last_save = time.monotonic()
                             if stop:
                                 preempt.stop_at(f"epoch {self.epoch}, batch {self.batch}")
                     distributed.check_losses(watch, self.epoch)
-                    self._count(watch, started)
+                    self._keep_position(watch, started)
                 val = self.validate()
                 decision = self.schedule.step(self.epoch, val["top1"])
                 self._record_epoch(lr, val, decision)
@@ -238,7 +238,7 @@ class Trainer:
                     loaders.close()
             self._train = self._evals = None
 
-    def _count(self, watch: LossWatch, started: float) -> float:
+    def _keep_position(self, watch: LossWatch, started: float) -> float:
         """Add the time since ``started`` (the devices' work done) and the epoch's losses so far
         to the run's position, as a checkpoint keeps it; returns the time now."""
         devices.synchronize(self.config.devices)
