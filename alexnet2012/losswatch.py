@@ -20,13 +20,15 @@ class LossWatch:
     """Per-step losses kept on the device and checked for finiteness only now and then, so
     that no step waits for the host; :meth:`check` names the first bad step. ``replay(b)``
     gives the batches from batch ``b`` again (the loader is deterministic): on the rare path
-    of a bad loss, the inputs of the bad step are looked at, so the step itself checks nothing."""
+    of a bad loss, the inputs of the bad step are looked at, so the step itself checks nothing.
+    ``total`` and ``steps``: the sum and number of the losses checked before (a resumed epoch's)."""
 
-    def __init__(self, replay: Callable[[int], Iterable] | None = None) -> None:
+    def __init__(
+        self, replay: Callable[[int], Iterable] | None = None, total: float = 0.0, steps: int = 0
+    ) -> None:
         self.replay = replay
         self.pending: list[tuple[int, torch.Tensor]] = []
-        self.total = 0.0
-        self.steps = 0
+        self.total, self.steps = total, steps
 
     def add(self, step: int, loss: torch.Tensor) -> None:
         self.pending.append((step, loss.detach()))

@@ -1,25 +1,20 @@
-"""Going on from a run's folder: the rules of --resume (from the checkpoint, or from
-config.json when the run saved none; what may change; the same data), and the trained network
-of a checkpoint."""
+"""Loading what a run saved, for those who go on from it: the settings a run resumes with (the
+rules of --resume: from the checkpoint, or from config.json when the run saved none; what may
+change; the same data), and a checkpoint's trained network for users. Restoring the trainer
+itself is :class:`alexnet2012.train.Trainer`'s own."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
-from alexnet2012.checkpoint import load_checkpoint, set_rng_state
+from alexnet2012.checkpoint import load_checkpoint
 from alexnet2012.config import TrainConfig, build_model
 from alexnet2012.data import CacheInfo
-from alexnet2012.data.stats import load_stats
 from alexnet2012.devices import default as default_device
-from alexnet2012.distributed import rank_seed
 from alexnet2012.errors import UsageError
 from alexnet2012.model import AlexNet
-from alexnet2012.runfolder import CHECKPOINT, CONFIG, RUN_FILES, RunFolder, epoch_of
+from alexnet2012.runfolder import CHECKPOINT, CONFIG, RUN_FILES, RunFolder
 
 
 def class_mismatch(checkpoint: dict[str, Any], wnids: list[str]) -> str:
@@ -164,64 +159,3 @@ def load_trained(
     model = build_model(config, num_classes)
     model.load_state_dict(state)
     return model.eval(), config, checkpoint
-
-
-def checkpoint_state(run: Any, rngs: list[dict[str, Any]]) -> dict[str, Any]:
-    """What a :class:`~alexnet2012.train.Trainer`'s checkpoint holds; ``rngs``: every replica's
-    RNG state."""
-    return {
-        "model": run.model.state_dict(),
-        "optimizer": run.optimizer.state_dict(),
-        "schedule": run.schedule.state_dict(),
-        "epoch": run.epoch,
-        "batch": run.batch,
-        "elapsed_s": run.elapsed,
-        "partial": dict(run.partial),
-        "drop_log": list(run.drop_log),
-        "finished": run.finished,
-        "stop_reason": run.stop_reason,
-        "rng": rngs[0],
-        "config": asdict(run.config),
-        "num_classes": run.num_classes,
-        "wnids": run.wnids,
-        **_for_users(run),
-        **({"rng_ranks": rngs} if len(rngs) > 1 else {}),
-    }
-
-
-def _for_users(run: Any) -> dict[str, Any]:
-    """The class names and the mean image (RGB, [0,1]), so that the checkpoint alone
-    classifies an image (``scripts/classify.py``); nothing for a trainer without a cache."""
-    cache = getattr(run, "cache", None)
-    if not isinstance(cache, CacheInfo):
-        return {}
-    mean = load_stats(Path(run.config.cache)).mean_image
-    return {
-        "class_names": [list(n) for n in cache.class_names],
-        "mean_image": torch.from_numpy(np.ascontiguousarray(mean, dtype=np.float32)),
-    }
-
-
-def restore(run: Any, ckpt: dict[str, Any]) -> None:
-    """Put a trainer back where :func:`checkpoint_state` left it. With as many replicas,
-    exactly; with another number, the same images from there on but new dropout seeds (the
-    report says so)."""
-    run.model.load_state_dict(ckpt["model"])
-    run.optimizer.load_state_dict(ckpt["optimizer"])
-    run.schedule.load_state_dict(ckpt["schedule"])
-    run.epoch, run.batch, run.elapsed = ckpt["epoch"], ckpt["batch"], ckpt["elapsed_s"]
-    run.partial, run.drop_log = ckpt["partial"], ckpt["drop_log"]
-    run.finished, run.stop_reason = ckpt["finished"], ckpt["stop_reason"]
-    rank, size, saved = run.world.rank, run.world.size, ckpt["config"].get("replicas", 1)
-    set_rng_state(ckpt["rng_ranks"][rank] if size == saved > 1 else ckpt["rng"])
-    if size != saved:
-        torch.manual_seed(rank_seed(run.config.seed, rank, run.epoch, run.batch))
-        run.config.deviations.append(
-            f"resumed at epoch {run.epoch}, batch {run.batch} on {size} "
-            f"replica{'s' if size > 1 else ''} instead of {saved}: the same images in the same "
-            "order, other dropout masks than a run never interrupted"
-        )
-    lines = run.folder.metric_lines()
-    kept = [line for line in lines if epoch_of(line) < run.epoch]
-    if kept != lines and run.world.main:  # drop epochs logged after this checkpoint
-        run.folder.write_metrics(kept)

@@ -6,11 +6,15 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from alexnet2012.config import TrainConfig
+import torch
+
+from alexnet2012 import devices
+from alexnet2012.config import TrainConfig, deviations
+from alexnet2012.data import CacheInfo
 from alexnet2012.errors import UsageError, foreign_files
 from alexnet2012.files import free_space, is_temporary, size_text, write_file
 
@@ -192,6 +196,46 @@ class RunFolder:
     # -- writing ----------------------------------------------------------------------
     def write_json(self, name: str, obj: Any) -> None:
         write_file(self / name, json.dumps(obj, indent=2) + "\n")
+
+    def write_config(self, config: TrainConfig, data: CacheInfo, backends: dict[str, Any]) -> None:
+        """config.json: the settings, devices, data and deviations the report shows."""
+        self.write_json(
+            CONFIG,
+            {
+                "settings": asdict(config),
+                "device_names": [devices.name(d) for d in config.devices],
+                "torch": torch.__version__,
+                "backends": backends,
+                "dataset": config.dataset,
+                "num_classes": data.num_classes,
+                "train_images": data.train_images,
+                "val_images": data.val_images,
+                "demo": config.dataset.startswith("synthetic"),
+                "deviations": deviations(config, data.num_classes, data),
+                "subset": data.subset,
+                "classes": data.wnids if data.subset else None,
+            },
+        )
+
+    def start(
+        self, config: TrainConfig, data: CacheInfo, backends: dict[str, Any], log: Callable
+    ) -> None:
+        """Create the folder and its config.json; a run that saved no checkpoint starts again,
+        its epochs logged to be redone."""
+        self.create()
+        recorded = self.recorded("settings")
+        if recorded is not None:
+            log(
+                f"no checkpoint in {self.path}: the run starts from the beginning"
+                + (
+                    " with the settings in its config.json"
+                    if config.same_computation(recorded)
+                    else ", with the settings given (its config.json had others)"
+                )
+            )
+        for name in (METRICS, DROPS, RESULTS):
+            self.remove(name)
+        self.write_config(config, data, backends)
 
     def write_metrics(self, lines: list[str]) -> None:
         """metrics.jsonl, rewritten whole: a full disk cannot leave half a line."""

@@ -1,27 +1,35 @@
 """Training the paper's way (P §5): PaperSGD, batch 128, the lr/10-on-plateau schedule,
-centre-crop validation every epoch, the ten-view test at the end, exact resume. The files of a
-run are those of :mod:`alexnet2012.runfolder`."""
+centre-crop validation every epoch, the ten-view test at the end, exact resume. The trainer's
+state, and the checkpoint that saves and restores it, live here alone; the files of a run are
+those of :mod:`alexnet2012.runfolder`."""
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from alexnet2012 import checkpoint as checkpoints
 from alexnet2012 import devices, distributed, paper, preempt
-from alexnet2012.config import TrainConfig, build_model, build_optimizer, build_schedule, deviations
+from alexnet2012.config import TrainConfig, build_model, build_optimizer, build_schedule
 from alexnet2012.data import EvalStreams, TrainStream, cache_info
+from alexnet2012.data.stats import load_stats
 from alexnet2012.evaluate import evaluate
 from alexnet2012.losswatch import LossWatch
 from alexnet2012.progress import Progress
-from alexnet2012.resume import check_same_data, checkpoint_state, restore, resumed_config
-from alexnet2012.runfolder import CHECKPOINT, CONFIG, DROPS, METRICS, RESULTS, RunFolder
+from alexnet2012.resume import check_same_data, resumed_config
+from alexnet2012.runfolder import CHECKPOINT, DROPS, RESULTS, RunFolder, epoch_of
+from alexnet2012.schedule import Decision
 from alexnet2012.step import TrainStep
+
+NEW_EPOCH = {"loss": 0.0, "steps": 0, "seconds": 0.0}  # the epoch so far: nothing yet
 
 
 class Trainer:
@@ -43,13 +51,10 @@ class Trainer:
         self.config, self.progress, self.log = config, progress, log
         config.replicas = world.size
         self.folder = RunFolder(config.out)
-        self.dir = self.folder.path
-        self.cache = info = cache_info(config.cache)
-        self.num_classes, self.wnids = info.num_classes, info.wnids
-        self.train_images, self.val_images = info.train_images, info.val_images
+        self.cache = cache_info(config.cache)
         if checkpoint is not None:  # before the checks of settings against the data
-            check_same_data(checkpoint, self.folder, config.cache, info)
-        config.check(info)
+            check_same_data(checkpoint, self.folder, config.cache, self.cache)
+        config.check(self.cache)
         self.dev = torch.device(config.devices[0])
         self.backends = devices.configure_backends(config.devices, config.tf32)
         if checkpoint is None and world.main:
@@ -58,7 +63,7 @@ class Trainer:
         if world.size > 1 and self.dev.type == "cuda":
             torch.cuda.set_device(self.dev)
         torch.manual_seed(config.seed)
-        self.model = build_model(config, self.num_classes)
+        self.model = build_model(config, self.cache.num_classes)
         if world.size > 1:  # the same initial weights, each replica's own dropout masks
             torch.manual_seed(distributed.rank_seed(config.seed, world.rank))
         self.optimizer = build_optimizer(config, self.model)
@@ -76,9 +81,9 @@ class Trainer:
             self.folder.remove_leftovers(self.log)
             self.folder.check_room(self.checkpoint_bytes(), resumed=checkpoint is not None)
         if checkpoint is None and world.main:
-            self._start_folder()
+            self.folder.start(config, self.cache, self.backends, self.log)
         self.epoch, self.batch, self.elapsed = 1, 0, 0.0
-        self.partial = {"loss": 0.0, "steps": 0, "seconds": 0.0}
+        self.partial = dict(NEW_EPOCH)
         self.drop_log: list[dict[str, Any]] = []
         self.finished, self.stop_reason = False, ""
         if checkpoint is not None:
@@ -97,135 +102,76 @@ class Trainer:
         config, checkpoint, changed = resumed_config(out, overrides)
         saved = config.replicas
         run = cls(config, checkpoint=checkpoint, progress=progress, log=log)
-        changed |= saved != run.world.size
-        if checkpoint is not None and (changed or run.folder.recorded("backends") != run.backends):
-            run._write_config()  # the report reads them
+        changed |= saved != run.world.size or run.folder.recorded("backends") != run.backends
+        if checkpoint is not None and changed and run.world.main:
+            run.folder.write_config(config, run.cache, run.backends)  # the report reads them
         return run
-
-    def _start_folder(self) -> None:
-        """Create the folder and config.json; a run that saved no checkpoint starts again."""
-        self.folder.create()
-        recorded = self.folder.recorded("settings")
-        if recorded is not None:
-            self.log(
-                f"no checkpoint in {self.dir}: the run starts from the beginning"
-                + (
-                    " with the settings in its config.json"
-                    if self.config.same_computation(recorded)
-                    else ", with the settings given (its config.json had others)"
-                )
-            )
-        for name in (METRICS, DROPS, RESULTS):  # of the epochs redone
-            self.folder.remove(name)
-        self._write_config()
 
     def checkpoint_bytes(self) -> int:
         """This run's checkpoint size: the weights and PaperSGD's velocity (one per weight), plus
         a margin for the counters, RNG states, settings and zip records."""
         return 2 * checkpoints.storage_bytes(self.model.state_dict()) + checkpoints.MARGIN
 
-    def _write_config(self) -> None:
-        """config.json: the settings, devices, data and deviations the report shows."""
+    def save(self) -> None:
+        """Write the checkpoint: everything needed to continue exactly from here (replica 0
+        writes the weights once and every replica's RNG state), and the class names and mean
+        image (RGB, [0,1]) with which it alone classifies an image (``scripts/classify.py``)."""
+        rngs = distributed.gather(checkpoints.rng_state())
         if not self.world.main:
             return
-        self.folder.write_json(
-            CONFIG,
-            {
-                "settings": asdict(self.config),
-                "device_names": [devices.name(d) for d in self.config.devices],
-                "torch": torch.__version__,
-                "backends": self.backends,
-                "dataset": self.config.dataset,
-                "num_classes": self.num_classes,
-                "train_images": self.train_images,
-                "val_images": self.val_images,
-                "demo": self.config.dataset.startswith("synthetic"),
-                "deviations": deviations(self.config, self.num_classes, self.cache),
-                "subset": self.cache.subset,
-                "classes": self.wnids if self.cache.subset else None,
-            },
-        )
+        mean = load_stats(Path(self.config.cache)).mean_image
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "elapsed_s": self.elapsed,
+            "partial": dict(self.partial),
+            "drop_log": list(self.drop_log),
+            "finished": self.finished,
+            "stop_reason": self.stop_reason,
+            "rng": rngs[0],
+            "config": asdict(self.config),
+            "num_classes": self.cache.num_classes,
+            "wnids": self.cache.wnids,
+            "class_names": [list(n) for n in self.cache.class_names],
+            "mean_image": torch.from_numpy(np.ascontiguousarray(mean, dtype=np.float32)),
+            **({"rng_ranks": rngs} if len(rngs) > 1 else {}),
+        }
+        checkpoints.save_checkpoint(self.folder / CHECKPOINT, state)
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
-        restore(self, ckpt)
+        """Go on where :meth:`save` left ``ckpt``. With as many replicas, exactly; with another
+        number, the same images from there on but new dropout seeds (the report says so)."""
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.schedule.load_state_dict(ckpt["schedule"])
+        self.epoch, self.batch, self.elapsed = ckpt["epoch"], ckpt["batch"], ckpt["elapsed_s"]
+        self.partial, self.drop_log = ckpt["partial"], ckpt["drop_log"]
+        self.finished, self.stop_reason = ckpt["finished"], ckpt["stop_reason"]
+        rank, size, saved = self.world.rank, self.world.size, ckpt["config"].get("replicas", 1)
+        checkpoints.set_rng_state(ckpt["rng_ranks"][rank] if size == saved > 1 else ckpt["rng"])
+        if size != saved:
+            torch.manual_seed(distributed.rank_seed(self.config.seed, rank, self.epoch, self.batch))
+            self.config.deviations.append(
+                f"resumed at epoch {self.epoch}, batch {self.batch} on {size} "
+                f"replica{'s' if size > 1 else ''} instead of {saved}: the same images in the "
+                "same order, other dropout masks than a run never interrupted"
+            )
+        lines = self.folder.metric_lines()
+        kept = [line for line in lines if epoch_of(line) < self.epoch]
+        if kept != lines and self.world.main:  # drop epochs logged after this checkpoint
+            self.folder.write_metrics(kept)
         where = "finished" if self.finished else f"epoch {self.epoch}, batch {self.batch}"
         self.log(f"resumed from {self.folder / CHECKPOINT} ({where})")
 
-    def save(self) -> None:
-        """Write the checkpoint: everything needed to continue exactly from here (replica 0
-        writes the weights once and every replica's RNG state)."""
-        rngs = distributed.gather(checkpoints.rng_state())
-        if self.world.main:
-            checkpoints.save_checkpoint(self.folder / CHECKPOINT, checkpoint_state(self, rngs))
-
-    def train_epoch(self) -> float:
-        """Train the current epoch from ``self.batch`` on; returns its mean training loss."""
-        c = self.config
-        loader = self._train.epoch(self.epoch, self.batch)  # made by run()
-        total = len(loader) + self.batch
-        watch = LossWatch(replay=lambda batch: self._train.epoch(self.epoch, batch))
-        watch.total, watch.steps = self.partial["loss"], self.partial["steps"]
-        lr = self.schedule.lr
-        images = c.batch_size
-        with Progress(
-            f"epoch {self.epoch}/{c.epochs}", total * images, initial=self.batch * images,
-            enabled=self.progress,
-        ) as bar:  # fmt: skip
-            last_save = time.monotonic()
-            started = time.perf_counter()
-            self.model.train()
-            for x, y in loader:
-                watch.add(self.batch, self.step(x, y))
-                self.batch += 1
-                bar.update(images)
-                due = time.monotonic() - last_save >= 60 * c.checkpoint_minutes
-                # one agreement: all replicas save, or stop on a signal, after the same batch
-                due, stop = (
-                    f > 0 for f in distributed.agree(float(due), float(preempt.requested()))
-                )
-                due |= stop and self.batch < total  # at the epoch's end, it saves after validation
-                if due or self.batch % 20 == 0 or self.batch == total:
-                    recent = distributed.check_losses(watch, self.epoch)
-                    bar.postfix(f"loss={recent:.3f}, lr={lr:g}")
-                if due and self.batch < total:
-                    devices.synchronize(self.config.devices)
-                    seconds = time.perf_counter() - started
-                    self.partial = {
-                        "loss": distributed.mean(watch.total),  # the same on every replica
-                        "steps": watch.steps,
-                        "seconds": self.partial["seconds"] + seconds,
-                    }
-                    self.elapsed += seconds
-                    started = time.perf_counter()
-                    self.save()
-                    last_save = time.monotonic()
-                    if stop:
-                        preempt.stop_at(f"epoch {self.epoch}, batch {self.batch}")
-            distributed.check_losses(watch, self.epoch)
-            devices.synchronize(self.config.devices)
-        seconds = time.perf_counter() - started
-        self.elapsed += seconds
-        self.partial["seconds"] += seconds
-        self.partial.update(loss=distributed.mean(watch.total), steps=watch.steps)
-        return self.partial["loss"] / max(1, watch.steps)
-
-    def validate(self, views: int = 1, split: str = "val") -> dict[str, float]:
-        """Top-1/top-5 error on ``split`` from ``views`` (1 or 10) views; ten-view batches hold
-        a tenth of the images, so that the network sees the same batch size."""
-        c = self.config
-        batch_size = max(1, c.eval_batch_size // views)
-        batches = self._evals.batches(split, batch_size=batch_size, views=views)  # by run()
-        return evaluate(
-            self.model,
-            batches,
-            progress=self.progress,
-            desc=f"{'10-view' if views == 10 else 'centre'} eval",
-            reduce=distributed.all_sum if self.world.size > 1 else None,
-        )
-
     def run(self) -> dict[str, Any]:
-        """Train until the schedule stops or the epoch limit, then test; returns the results."""
-        c = self.config
+        """Train until the schedule stops or the epoch limit, then test; returns the results.
+        An epoch: its batches, one SGD step each (the losses checked every 20 batches; a
+        checkpoint every ``checkpoint_minutes``, or on a signal, to stop), validation, the
+        schedule's decision, a checkpoint."""
+        c, images = self.config, self.config.batch_size
         if not self.finished:
             self._open_train_stream()
         self._evals = EvalStreams(
@@ -237,12 +183,107 @@ class Trainer:
         )
         preempt.defer(True)  # a signal: the replicas stop together at a batch, saved
         try:
-            return self._run()
+            while not self.finished:
+                lr, lighting = self.schedule.lr, self._lighting()
+                batches = self._train.epoch(self.epoch, self.batch)
+                total = len(batches) + self.batch
+                replay = functools.partial(self._train.epoch, self.epoch)  # a bad step's inputs
+                watch = LossWatch(replay, self.partial["loss"], self.partial["steps"])
+                desc = f"epoch {self.epoch}/{c.epochs}"
+                with Progress(
+                    desc, total * images, initial=self.batch * images, enabled=self.progress
+                ) as bar:
+                    last_save, started = time.monotonic(), time.perf_counter()
+                    self.model.train()
+                    for x, y in batches:
+                        watch.add(self.batch, self.step(x, y))
+                        self.batch += 1
+                        bar.update(images)
+                        due = time.monotonic() - last_save >= 60 * c.checkpoint_minutes
+                        # one agreement: all replicas save, or stop on a signal, after one batch
+                        flags = distributed.agree(float(due), float(preempt.requested()))
+                        due, stop = (f > 0 for f in flags)
+                        save = (due or stop) and self.batch < total  # else after validation
+                        if save or self.batch % 20 == 0 or self.batch == total:
+                            recent = distributed.check_losses(watch, self.epoch)
+                            bar.postfix(f"loss={recent:.3f}, lr={lr:g}")
+                        if save:
+                            started = self._keep_position(watch, started)
+                            self.save()
+                            last_save = time.monotonic()
+                            if stop:
+                                preempt.stop_at(f"epoch {self.epoch}, batch {self.batch}")
+                    distributed.check_losses(watch, self.epoch)
+                    self._keep_position(watch, started)
+                val = self.validate()
+                decision = self.schedule.step(self.epoch, val["top1"])
+                self._record_epoch(lr, val, decision)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = decision.lr_for(group)
+                if decision.stop:
+                    self.finished, self.stop_reason = True, decision.reason
+                    self.log(f"training stops: {decision.reason}")
+                self.epoch, self.batch, self.partial = self.epoch + 1, 0, dict(NEW_EPOCH)
+                self.save()
+                preempt.stop_if_agreed(f"the end of epoch {self.epoch - 1}")  # all stop, or none
+                if not self.finished and self._lighting() != lighting:  # e.g. [C]'s epoch 67
+                    self.log(f"lighting noise from epoch {self.epoch}: {self._lighting()}")
+                    self._open_train_stream()
+            if self._train is not None:
+                self._train.close()  # its workers are not needed for the test
+            return self.test()
         finally:
             for loaders in (self._train, self._evals):
                 if loaders is not None:
                     loaders.close()
             self._train = self._evals = None
+
+    def _keep_position(self, watch: LossWatch, started: float) -> float:
+        """Add the time since ``started`` (the devices' work done) and the epoch's losses so far
+        to the run's position, as a checkpoint keeps it; returns the time now."""
+        devices.synchronize(self.config.devices)
+        seconds = time.perf_counter() - started
+        self.elapsed += seconds
+        self.partial = {
+            "loss": distributed.mean(watch.total),  # the same on every replica
+            "steps": watch.steps,
+            "seconds": self.partial["seconds"] + seconds,
+        }
+        return time.perf_counter()
+
+    def _record_epoch(self, lr: float, val: dict[str, float], decision: Decision) -> None:
+        """The epoch trained at ``lr`` in the log, metrics.jsonl and (an lr drop) drops.json."""
+        steps, seconds = self.partial["steps"], self.partial["seconds"]
+        line = {
+            "epoch": self.epoch,
+            "lr": lr,
+            "train_loss": self.partial["loss"] / max(1, steps),
+            "val_loss": val["loss"],
+            "val_top1": val["top1"],
+            "val_top5": val["top5"],
+            "images_per_s": steps * self.config.batch_size / max(seconds, 1e-9),
+            "epoch_time_s": seconds,
+            "elapsed_s": self.elapsed,
+        }
+        self.log(
+            f"epoch {self.epoch}: train loss {line['train_loss']:.4f}, val top-1 "
+            f"{100 * val['top1']:.2f}%, top-5 {100 * val['top5']:.2f}%, "
+            f"{line['images_per_s']:.1f} img/s"
+        )
+        if decision.dropped:
+            self.drop_log.append(
+                {
+                    "epoch": self.epoch + 1,
+                    "old_lr": lr,
+                    "new_lr": decision.lr,
+                    "val_error": val["top1"],
+                    "reason": decision.reason,
+                }
+            )
+            self.log(f"lr drop: {decision.reason}")
+        if self.world.main:
+            self.folder.write_metrics(self.folder.metric_lines() + [json.dumps(line)])
+            self.folder.write_json(DROPS, self.drop_log)
 
     def _lighting(self) -> str:  # the coming epoch's: the run's, unless the recipe turned it off
         return self.config.lighting if self.schedule.colour_noise else "none"
@@ -267,60 +308,18 @@ class Trainer:
             crop_chunk=paper.RECIPES[c.recipe].crop_chunk,
         )
 
-    def _run(self) -> dict[str, Any]:
-        c = self.config
-        while not self.finished:
-            train_loss = self.train_epoch()
-            val = self.validate()
-            images = self.partial["steps"] * c.batch_size
-            line = {
-                "epoch": self.epoch,
-                "lr": self.schedule.lr,
-                "train_loss": train_loss,
-                "val_loss": val["loss"],
-                "val_top1": val["top1"],
-                "val_top5": val["top5"],
-                "images_per_s": images / max(self.partial["seconds"], 1e-9),
-                "epoch_time_s": self.partial["seconds"],
-                "elapsed_s": self.elapsed,
-            }
-            self.log(
-                f"epoch {self.epoch}: train loss {train_loss:.4f}, val top-1 "
-                f"{100 * val['top1']:.2f}%, top-5 {100 * val['top5']:.2f}%, "
-                f"{line['images_per_s']:.1f} img/s"
-            )
-            lighting = self._lighting()
-            decision = self.schedule.step(self.epoch, val["top1"])
-            if decision.dropped:
-                self.drop_log.append(
-                    {
-                        "epoch": self.epoch + 1,
-                        "old_lr": line["lr"],
-                        "new_lr": decision.lr,
-                        "val_error": val["top1"],
-                        "reason": decision.reason,
-                    }
-                )
-                self.log(f"lr drop: {decision.reason}")
-            for group in self.optimizer.param_groups:
-                group["lr"] = decision.lr_for(group)
-            if self.world.main:
-                self.folder.write_metrics(self.folder.metric_lines() + [json.dumps(line)])
-                self.folder.write_json(DROPS, self.drop_log)
-            self.finished = decision.stop
-            if decision.stop:
-                self.stop_reason = decision.reason
-                self.log(f"training stops: {decision.reason}")
-            self.epoch, self.batch = self.epoch + 1, 0
-            self.partial = {"loss": 0.0, "steps": 0, "seconds": 0.0}
-            self.save()
-            preempt.stop_if_agreed(f"the end of epoch {self.epoch - 1}")  # all stop, or none
-            if not self.finished and self._lighting() != lighting:  # e.g. [C]'s epoch 67
-                self.log(f"lighting noise from epoch {self.epoch}: {self._lighting()}")
-                self._open_train_stream()
-        if self._train is not None:
-            self._train.close()  # its workers are not needed for the test
-        return self.test()
+    def validate(self, views: int = 1, split: str = "val") -> dict[str, float]:
+        """Top-1/top-5 error on ``split`` from ``views`` (1 or 10) views; ten-view batches hold
+        a tenth of the images, so that the network sees the same batch size."""
+        batch_size = max(1, self.config.eval_batch_size // views)
+        batches = self._evals.batches(split, batch_size=batch_size, views=views)  # by run()
+        return evaluate(
+            self.model,
+            batches,
+            progress=self.progress,
+            desc=f"{'10-view' if views == 10 else 'centre'} eval",
+            reduce=distributed.all_sum if self.world.size > 1 else None,
+        )
 
     def test(self) -> dict[str, Any]:
         """The final centre-crop and (unless disabled) ten-view errors, into results.json."""

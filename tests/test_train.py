@@ -479,14 +479,16 @@ def test_resume_refuses_options_that_change_the_computation(tmp_path):
 
 def test_resume_finds_a_moved_cache_and_records_changed_settings(tiny, tmp_path, monkeypatch):
     shutil.copytree(tiny / "cache", tmp_path / "cache_a")
-    real_epoch = Trainer.train_epoch
+    per_epoch, steps = cache_info(tiny / "cache").train_images // 8, [0]
+    real_step = TrainStep.__call__
 
-    def stop_in_epoch_2(self):
-        if self.epoch == 2:
+    def stop_in_epoch_2(self, x, y):  # at its first step, after epoch 1's checkpoint
+        steps[0] += 1
+        if steps[0] > per_epoch:
             raise Crash()
-        return real_epoch(self)
+        return real_step(self, x, y)
 
-    monkeypatch.setattr(Trainer, "train_epoch", stop_in_epoch_2)
+    monkeypatch.setattr(TrainStep, "__call__", stop_in_epoch_2)
     out = tmp_path / "run"
     with pytest.raises(Crash):
         Trainer(
@@ -494,7 +496,7 @@ def test_resume_finds_a_moved_cache_and_records_changed_settings(tiny, tmp_path,
             progress=False,
             log=lambda s: None,
         ).run()
-    monkeypatch.setattr(Trainer, "train_epoch", real_epoch)
+    monkeypatch.setattr(TrainStep, "__call__", real_step)
     (tmp_path / "cache_a").rename(tmp_path / "cache_b")
     with pytest.raises(
         UsageError, match="cache_a is gone; if it moved, give its new place with --data"
@@ -556,7 +558,7 @@ def test_ctrl_c_says_how_to_continue(tiny, tmp_path, monkeypatch, written):
         if written == "a checkpoint":
             self.save()
         elif written == "an epoch's metrics":  # Ctrl-C during the first checkpoint's write
-            (self.dir / "metrics.jsonl").write_text('{"epoch": 1}\n')
+            (self.folder / "metrics.jsonl").write_text('{"epoch": 1}\n')
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Trainer, "run", interrupted)
@@ -583,7 +585,7 @@ def test_a_failed_save_says_how_to_continue(tiny, tmp_path, monkeypatch, saved):
         if saved:
             self.save()
         raise SaveError(
-            f"cannot write {self.dir / 'metrics.jsonl'} (No space left on device): "
+            f"cannot write {self.folder / 'metrics.jsonl'} (No space left on device): "
             "it needs 1.2 KB, 0 bytes left on its disk",
             "metrics.jsonl",
             no_space=True,

@@ -314,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         job = f"; {world.size} replicas under torchrun" if world.size > 1 else ""
         print(f"run folder: {config.out}; devices: {', '.join(config.devices)}{job}")
-        differences = deviations(config, run.num_classes, run.cache)
+        differences = deviations(config, run.cache.num_classes, run.cache)
         print(
             "differences from the paper:" + "".join(f"\n  - {d}" for d in differences or ["none"])
         )
@@ -337,9 +337,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         distributed.stop()
         preempt.uninstall(handlers)
-    print(
-        format_comparison(results, config.dataset, run.num_classes, run.cache.subset, config.recipe)
-    )
+    data = run.cache
+    print(format_comparison(results, config.dataset, data.num_classes, data.subset, config.recipe))
     print(f"report: {report}")
     return 0
 
