@@ -127,9 +127,9 @@ def _with_overrides(
 
 def load_trained_model(path: str, devices: str | tuple[str, ...] | None = None) -> AlexNet:
     """The trained network of a checkpoint (a run's, or one ``scripts/import_weights.py``
-    wrote) in eval mode on ``devices`` ("cuda:0", "cuda:0,cuda:1", ...; default: the run's
-    own, or the CPU for an imported one). It takes ``(N, 3, S, S)`` RGB crops on 0..255 minus
-    the mean crop (``model.input_size``: S)."""
+    wrote) in eval mode on ``devices`` ("cuda:0", "cuda:0,cuda:1", ...; default: the run's own;
+    for an imported one ``cuda:0``, else the CPU). It takes ``(N, 3, S, S)`` RGB crops on 0..255
+    minus the mean crop (``model.input_size``: S)."""
     if isinstance(devices, str):
         devices = tuple(devices.split(","))
     return load_trained(path, devices)[0]
