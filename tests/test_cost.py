@@ -123,7 +123,7 @@ def test_a_training_step_counts_forward_backward_and_the_paper_sgd_update_by_pha
     fan_in = 3 * size * size
     with torch.device("meta"):
         model = nn.Sequential(nn.Flatten(), nn.Linear(fan_in, classes))
-    c = training_step_cost(model, n, input_size=size, num_classes=classes)
+    c = training_step_cost(model, n, input_size=size)
     names = {
         phase: [op.name for op in c.ops if op.phase == phase]
         for phase in ("forward", "backward", "optimizer")

@@ -1,5 +1,4 @@
-"""The cost of one training step of each compared model, its ratios to torchvision's, the
-per-op and per-phase breakdown, the roofline projections and the issue's targets."""
+"""Each compared model's step cost, its ratios to torchvision's, breakdown, projections, targets."""
 
 from __future__ import annotations
 

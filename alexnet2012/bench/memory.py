@@ -26,8 +26,7 @@ PEAK_MEMORY = (
 
 class MemoryMeter:
     """Peak memory of a block above what was in use at its start: CUDA allocator statistics per
-    GPU; on the CPU the process's resident set (Linux ``/proc``), a lower bound: the C allocator
-    keeps freed pages for reuse, and a block reusing them does not grow the resident set."""
+    GPU; on the CPU the resident set (Linux ``/proc``), a lower bound (freed pages are reused)."""
 
     def __init__(self, devices: Sequence[torch.device]):
         self.gpus = sorted({d for d in devices if d.type == "cuda"}, key=str)

@@ -1,8 +1,6 @@
-"""A step's time projected from datasheet figures, an estimate, not a measurement: per op
-``max(FLOPs / (efficiency x peak), bytes / (efficiency x bandwidth))``, summed; fp32 products at
-the TF32 tensor-core peak (the training default), bf16/fp16 at the BF16 peak. With launch
-overhead, the host launches one kernel per op every ``launch_s`` and each starts once launched
-and the previous one is done."""
+"""A step's time estimated from datasheet figures: per op ``max(FLOPs / (efficiency x peak),
+bytes / (efficiency x bandwidth))``, summed; fp32 products at the TF32 peak, bf16/fp16 at the
+BF16 peak. With launch overhead, one kernel launched every ``launch_s``."""
 
 from __future__ import annotations
 
@@ -37,9 +35,8 @@ PEAK_SOURCE = "NVIDIA H100 and H200 datasheets; dense: half the with-sparsity fi
 
 @dataclass(frozen=True)
 class Assumptions:
-    """Assumed, not measured (rules of thumb): products reach 50-70% of the tensor-core peak at
-    AlexNet's shapes, element-wise ops 70-90% of the bandwidth, a launch costs 3-5 us of host
-    time; the defaults sit in those ranges."""
+    """Rules of thumb: products reach 50-70% of the peak, element-wise ops 70-90% of the
+    bandwidth, a launch costs 3-5 us of host time."""
 
     compute_efficiency: float = 0.6
     memory_efficiency: float = 0.8

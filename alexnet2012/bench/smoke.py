@@ -1,6 +1,5 @@
-"""The first minute on a GPU: the versions, each fused op against its reference (float32 and
-bfloat16, forward and backward), one training step on each placement and one compiled step.
-Each check is recorded as it ends (the JSON rewritten), so a run cut short keeps what it did."""
+"""The first minute on a GPU: versions, each fused op against its reference, a training step on
+each placement and a compiled one, each recorded as it ends (a run cut short keeps what it did)."""
 
 from __future__ import annotations
 
@@ -96,9 +95,8 @@ def dropout_against_reference(device: torch.device, dtype: torch.dtype) -> dict[
 
 
 def training_step(placement: tuple[str, ...], batch: int, compiled: str | None) -> dict:
-    """Steps of the paper's network on ``placement``: the loss, finite, and seconds per step
-    (the first, compiled or not, apart); ``compiled``: the backend, bf16 autocast, and a
-    second call that must not recompile."""
+    """Three steps of the paper's network on ``placement``: losses and seconds per step;
+    ``compiled``: the backend, with bf16 autocast, and no recompiling after the first."""
     torch.manual_seed(0)
     if len(placement) == 1:
         model = AlexNet(1000).to(placement[0])

@@ -1,11 +1,7 @@
-"""Training and inference speed of the compared models in one process.
-
-Every model trains with the run's own step (:class:`step.TrainStep`: ``PaperSGD``,
-cross-entropy) on the same synthetic batch and device. Timing runs in rounds: each round runs
-``steps`` steps of every (model, train/infer) entry, the order rotated by one each round, so
-that noise from other processes hits every model alike; a rate is the batch over the median
-per-step time. With a data cache, one more row trains the one-device net on the real loader.
-"""
+"""Training and inference speed of the compared models, each trained by the run's own step on
+the same synthetic batch. Each round runs ``steps`` steps of every (model, mode) entry in an order
+rotated each round, so that noise hits every model alike. With a data cache, one more row trains
+the one-device net on the real loader."""
 
 from __future__ import annotations
 
@@ -53,16 +49,14 @@ class Settings:
 
     @property
     def lead_in_steps(self) -> int:
-        """Untimed data-row steps before its timed ones each round: the batches the workers may
-        have made ready meanwhile (DataLoader's prefetch_factor 2 each), so timing sees the
-        steady state, not a full queue."""
+        """Untimed data-row steps each round: what the workers prefetched meanwhile (2 each)."""
         return 2 * max(self.workers, 1)
 
 
 @dataclass
 class Case:
-    """One row: a model, its optimizer and step, its devices, its batches (the data row's loader;
-    else synthetic), and per mode the per-step seconds of each round and the step's peak memory."""
+    """One row; ``batches``: the data row's loader (else synthetic); per mode, the per-step
+    seconds of each round and the step's peak memory."""
 
     name: str
     model: nn.Module
@@ -81,8 +75,7 @@ def default_schedule(device: torch.device) -> tuple[int, int, int]:
 
 
 def build_cases(settings: Settings) -> list[Case]:
-    """The model rows; with ``settings.compile`` also ``torch.compile``d twins of the one-device
-    and reference rows, so that one run shows what compiling changes."""
+    """The model rows; ``settings.compile``: with compiled twins of the one-device and reference."""
     builders = models.on_devices(settings.devices)
     if settings.compile:
         builders += [
@@ -94,12 +87,7 @@ def build_cases(settings: Settings) -> list[Case]:
     for name, build, devs in builders:
         torch.manual_seed(settings.seed)
         model = build()
-        optimizer = PaperSGD(
-            model.parameters(),
-            lr=paper.LEARNING_RATE,
-            momentum=paper.MOMENTUM,
-            weight_decay=paper.WEIGHT_DECAY,
-        )
+        optimizer = PaperSGD(model.parameters())
         eager = None
         if name.endswith(models.COMPILED):  # trains with TrainStep(compile=True), infers compiled
             eager, model = model, torch.compile(model)
@@ -109,9 +97,8 @@ def build_cases(settings: Settings) -> list[Case]:
 
 
 def start_loader(settings: Settings) -> Generator[tuple[Tensor, Tensor], None, None]:
-    """The data row's batches from the run's loader over ``settings.data``, its workers started
-    now: workers forked after the models exist would turn every later write to the models' pages
-    into a copy-on-write fault, slowing the other rows."""
+    """The data row's batches, its workers started now: workers forked after the models exist
+    would make every later write to the models' pages a copy-on-write fault."""
     if not Path(settings.data).is_dir():
         raise UsageError(f"--data {settings.data}: no such directory (give a prepared data cache)")
     stream = TrainStream(
@@ -185,8 +172,7 @@ def run_block(
 
 
 def run_rounds(cases: list[Case], settings: Settings, progress: bool = True) -> None:
-    """Warm every entry up, time ``repeats`` rotated rounds (into ``case.times``), then measure
-    each entry's peak memory over one more step (into ``case.step_peak``)."""
+    """Warm-up, ``repeats`` rotated rounds (``case.times``), a step's peak (``case.step_peak``)."""
     synthetic = itertools.repeat(
         synthetic_batch(settings.batch_size, settings.devices[0], settings.seed)
     )
@@ -254,9 +240,8 @@ def measure_replicas(
     warmup: int,
     repeats: int = 3,
 ) -> dict[str, Any]:
-    """Under torchrun: the whole job's training images/s with the batch split over the
-    replicas (DDP), against replica 0 alone with the whole batch while the others wait; in
-    ``repeats`` alternating rounds, each rate the median of its rounds."""
+    """Under torchrun: the job's training images/s (DDP) against replica 0 alone with the whole
+    batch, each the median of ``repeats`` alternating rounds."""
     world = distributed.environment()
     first = torch.device(names[0])
     if first.type == "cuda":  # before NCCL starts: each rank's communicator on its own GPU
