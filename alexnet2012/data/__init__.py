@@ -1,5 +1,4 @@
-"""Data: ILSVRC layout, the paper's preprocessing into a cache (raw rows, or the same rows as
-JPEG), statistics, augmentation and loaders (P §2, §4.1; [C]'s convdata.py)."""
+"""Data: ILSVRC layout, preprocessing into a cache, statistics, augmentation, loaders (P §2, §4)."""
 
 from alexnet2012.data.augment import (
     Lighting,

@@ -1,6 +1,5 @@
-"""Augmentation (P §4.1): uint8 crops (``crop_flip``, ``centre_view``, ``ten_views``; the
-loader's workers), then ``to_input`` on the device: float32 ``(crop - central mean crop + lighting)
-* scale`` on the 0..255 scale that the N(0, 0.01) init assumes ([C], Caffe)."""
+"""Augmentation (P §4.1): uint8 crops in the loader's workers, then ``to_input`` on the device:
+float32 ``(crop - mean crop + lighting) * scale`` on the 0..255 scale the init assumes ([C])."""
 
 from __future__ import annotations
 
@@ -107,9 +106,8 @@ def mean_crop(mean_image: np.ndarray, size: int) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Lighting:
-    """P §4.1's PCA lighting. ``paper``: add ``P [a_i l_i]`` on [0,1] (fb.resnet.torch's
-    reading); ``2012``: [C]'s ``convdata.py``, ``P (a * sqrt(l))`` with l on 0..255, then the
-    training crop / 1.1; ``none``."""
+    """P §4.1's PCA lighting. ``paper``: add ``P [a_i l_i]`` on [0,1]; ``2012``: [C]'s
+    ``P (a * sqrt(l))`` with l on 0..255, then the crop / 1.1; ``none``."""
 
     mode: str
     eigenvalues: np.ndarray

@@ -1,6 +1,5 @@
-"""One image file -> the paper's 256x256 RGB array (P §2 says only "rescaled"). Pillow decodes,
-``convert("RGB")`` fixes ILSVRC's grayscale, CMYK and PNG-named files; the shorter side goes to
-256 (bilinear, antialiased when shrinking), then the centre 256x256: pixel for pixel
+"""One image file -> the paper's 256x256 RGB array (P §2): RGB (ILSVRC has grayscale, CMYK and
+PNG-named files), the shorter side to 256 (bilinear), the centre 256x256: pixel for pixel
 torchvision's ``Resize(256)`` + ``CenterCrop(256)``."""
 
 from __future__ import annotations

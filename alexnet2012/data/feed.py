@@ -1,6 +1,5 @@
-"""Loader items -> (x, y) on the device: ``augment.to_input`` runs there, after the uint8 crops
-arrive. Towards a GPU the pinned crops are copied (a JPEG cache's: decoded and cropped) on a side
-stream one batch ahead, so that work on batch b + 1 overlaps the step on batch b."""
+"""Loader items -> (x, y) on the device, where ``augment.to_input`` runs. Towards a GPU the
+crops are copied (a JPEG cache's decoded) on a side stream one batch ahead of the step."""
 
 from __future__ import annotations
 
@@ -18,8 +17,7 @@ from alexnet2012.data.worker import Item
 
 @dataclass
 class Batches:
-    """Iterable of (x float32 channels-last, y int64) on ``device``; each iteration is a pass of
-    ``loader``; ``len()``: its batches."""
+    """(x float32 channels-last, y int64) on ``device``, a pass of ``loader`` per iteration."""
 
     loader: DataLoader
     device: torch.device
@@ -35,8 +33,7 @@ class Batches:
 
 @cache
 def side_stream(device: torch.device) -> torch.cuda.Stream:
-    """One copy stream per device for every pass: the caching allocator keeps blocks per
-    stream, so a new stream each pass would strand the last one's and allocate afresh."""
+    """One copy stream per device for every pass: the allocator keeps blocks per stream."""
     return torch.cuda.Stream(device)
 
 
@@ -44,8 +41,7 @@ def feed(
     raw: Iterable[Item], device: torch.device, mean: torch.Tensor, scale: float
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """CUDA: batch b + 1 is queued on the side stream before b is handed out; the caller's stream
-    waits for its copy's event, and ``record_stream`` keeps the allocator from reusing the copies
-    (made on the side stream) before the caller's work on them is done."""
+    waits for its copy, and ``record_stream`` keeps the copies until its work on them is done."""
     if device.type != "cuda":
         for crops, labels, shift in raw:
             crops = crops.to(device, non_blocking=True)

@@ -1,14 +1,6 @@
-"""Image folders as users have them, with torchvision's conventions (``.samples``, ``.targets``,
-``.wnids`` sorted, ``.classes``, ``.class_to_idx``), in one of two layouts (``.layout``):
-
-- "ilsvrc": train ``train/<wnid>/*.JPEG``; val (and 2010 test) class folders, or the flat
-  ``ILSVRC<year>_<split>_<8 digits>.JPEG`` labelled by the devkit through the number in the name.
-- "imagefolder": any train class folder not named like a WNID. Classes and samples as
-  torchvision's ``ImageFolder`` finds them (``.wnids`` are the folder names); every split needs
-  the same class folders, as nothing else can label them.
-
-``subset`` (``subset.py``) keeps only its classes, relabelled 0..k-1, and its training images.
-"""
+"""Image folders with torchvision's conventions (``.samples``, ``.targets``, ``.wnids``, ...) in
+one of two layouts: "ilsvrc" (class folders named by WNID, or flat val files labelled by the
+devkit) or "imagefolder" (every split with the same class folders). ``subset``: see subset.py."""
 
 from __future__ import annotations
 

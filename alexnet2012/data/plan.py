@@ -1,8 +1,6 @@
-"""One epoch's random draws, fixed by (seed, epoch) (P §4.1): ``default_rng([seed, epoch])``
-drawn in a fixed order (row permutation, crop offsets over all 256 - S + 1 positions as [C],
-flips, lighting a ~ N(0, 0.1)), so batches do not depend on the workers and a resume restarts at
-a batch of the same plan. floor(n / B) batches, rows ascending in each. Unlike [C] (32 images
-cropped alike, colour noise reused) every image gets its own draws."""
+"""One epoch's random draws (P §4.1), fixed by (seed, epoch): row order, crop offsets, flips and
+lighting, so batches do not depend on the workers and a resume restarts at a batch of the same
+plan. floor(n / B) batches, rows ascending in each; every image gets its own draws."""
 
 from __future__ import annotations
 
@@ -41,8 +39,7 @@ def make_plan(
     rows: np.ndarray, batch_size: int, crop: int, seed: int, epoch: int, crop_chunk: int = 1
 ) -> EpochPlan:
     """The plan of epoch ``epoch`` over the usable cache ``rows``. ``crop_chunk`` > 1: runs of
-    that many images in plan order share one crop and flip, as [C]'s ``crop_chunk`` (32); the
-    draws are the same, so a chunk takes its first image's."""
+    that many images share their first image's crop and flip, as [C]'s ``crop_chunk``."""
     assert crop in paper.INPUT_SIZES and 1 <= batch_size <= len(rows), (crop, batch_size)
     assert seed >= 0 and epoch >= 0, (seed, epoch)
     rng = np.random.default_rng([seed, epoch])

@@ -1,7 +1,5 @@
-"""Training-set statistics (P §2, §4.1): the per-pixel mean image and the RGB covariance over
-all pixels with its eigen-decomposition (the paper's PCA). Exact: integer sums in uint64 and
-float64 (ILSVRC-2012's second moments, ~5.5e15, stay below 2^53), scaled to [0,1] at the end.
-Eigenvalues descending; eigenvector columns (RGB) with their largest entry positive."""
+"""Training-set statistics (P §2, §4.1) on [0,1], from exact sums: the per-pixel mean image and
+the RGB covariance's eigenvalues (descending) and eigenvectors (largest entry positive)."""
 
 from __future__ import annotations
 
@@ -80,9 +78,7 @@ class PixelSums:
 
 
 def nonnegative(eigenvalues: np.ndarray) -> np.ndarray:
-    """A covariance's eigenvalues with round-off negatives set to 0. Data of fewer than three
-    colour directions (grey images: rank 1) leaves values around 0, some negative, whose square
-    root (the 2012 code's colour noise) would be NaN."""
+    """Eigenvalues with round-off negatives set to 0: [C]'s colour noise takes their root."""
     return np.clip(eigenvalues, 0.0, None)
 
 

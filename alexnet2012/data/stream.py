@@ -1,7 +1,5 @@
-"""Loaders made once per run, whose workers persist: the training batches of every epoch from one
-DataLoader (so the workers prefetch the next epoch while validation runs), and one evaluation
-loader per kind of batch. ``loader.py``'s ``train_loader`` is one epoch of a TrainStream; its
-``eval_loader`` gives the same batches as EvalStreams for the same arguments."""
+"""Loaders made once per run, whose workers persist: every epoch's training batches from one
+DataLoader (prefetching the next epoch during validation), one evaluation loader per kind."""
 
 from __future__ import annotations
 
@@ -16,21 +14,20 @@ from torch.utils.data import DataLoader
 from alexnet2012 import paper
 from alexnet2012.data.feed import Batches, feed
 from alexnet2012.data.worker import (
+    EvalBatches,
     Item,
     Positions,
+    TrainBatches,
     check_start,
     dataloader,
-    eval_batches,
-    train_batches,
 )
 from alexnet2012.errors import UsageError
 
 
 class TrainStream:
-    """Training batches of a run, from (``start_epoch``, ``start_batch``) on: the package's one
-    way to get them. ``epoch(e)`` gives epoch e's; another position than the workers' restarts
-    them there (same workers). ``last_epoch``: no prefetching after it. ``shard`` (rank, world): a
-    replica's part of each batch; ``crop_chunk``: see ``make_plan``. ``close()`` stops them."""
+    """Training batches of a run from (``start_epoch``, ``start_batch``) on; ``epoch(e)`` gives
+    epoch e's, moving the workers there if need be. ``last_epoch``: no prefetching after it.
+    ``shard``, ``crop_chunk``: as ``TrainBatches``'. ``close()`` stops the workers."""
 
     def __init__(
         self,
@@ -49,26 +46,26 @@ class TrainStream:
         crop_chunk: int = 1,
     ) -> None:
         self.device = torch.device(device)
-        data, mean, scale = train_batches(
+        data = TrainBatches(
             Path(cache_dir),
             batch_size,
             crop,
             seed,
             start_epoch,
-            start_batch,
             lighting,
             workers,
             self.device,
             shard,
             crop_chunk,
         )
+        check_start(start_batch, data.per_epoch)
         if last_epoch is not None and last_epoch < start_epoch:
             raise UsageError(
                 f"last_epoch must be at least start_epoch {start_epoch}, not {last_epoch}"
             )
         self.per_epoch = data.per_epoch
         self.start_epoch, self.start_batch, self.last_epoch = start_epoch, start_batch, last_epoch
-        self._mean, self._scale = mean.to(self.device), scale
+        self._mean, self._scale = data.mean.to(self.device), data.lighting.scale
         stop = None if last_epoch is None else (last_epoch + 1) * data.per_epoch
         self._positions = Positions(start_epoch * data.per_epoch + start_batch, stop)
         self._loader: DataLoader | None = dataloader(
@@ -78,8 +75,7 @@ class TrainStream:
         self._next = self._positions.start  # the batch number the iterator yields next
 
     def epoch(self, epoch: int, start_batch: int | None = None) -> EpochBatches:
-        """Epoch ``epoch`` from ``start_batch`` (default: the stream's for ``start_epoch``, else
-        0). Iterate one epoch at a time."""
+        """Epoch ``epoch`` from ``start_batch`` (default: the stream's, else 0), one at a time."""
         assert epoch >= 0, epoch
         if start_batch is None:
             start_batch = self.start_batch if epoch == self.start_epoch else 0
@@ -158,7 +154,7 @@ class EvalStreams:
     def batches(self, split: str = "val", *, batch_size: int, views: int = 1) -> Batches:
         key = (split, views, batch_size)
         if key not in self._batches:
-            data, mean = eval_batches(
+            data = EvalBatches(
                 self.cache,
                 split,
                 batch_size,
@@ -169,7 +165,7 @@ class EvalStreams:
                 self.shard,
             )
             loader = dataloader(data, self.workers, self.device, persistent=True)
-            self._batches[key] = Batches(loader, self.device, mean.to(self.device))
+            self._batches[key] = Batches(loader, self.device, data.mean.to(self.device))
         return self._batches[key]
 
     def close(self) -> None:
