@@ -22,18 +22,9 @@ from alexnet2012.schedule import PaperSchedule, RecipeSchedule, describe_event
 
 # settings --resume may change, or that follow from the data: two runs differing only in these
 # compute the same thing
-NOT_COMPUTATION = (
-    "out",
-    "cache",
-    "devices",
-    "workers",
-    "epochs",
-    "checkpoint_minutes",
-    "dataset",
-    "test_split",
-    "deviations",
-    "replicas",
-    "devices_per_replica",
+NOT_COMPUTATION = tuple(
+    "out cache devices workers epochs checkpoint_minutes dataset test_split deviations replicas "
+    "devices_per_replica".split()
 )
 
 
@@ -168,8 +159,7 @@ class TrainConfig:
 
 
 def default_workers(names: Sequence[str | torch.device]) -> int:
-    """Loader processes: none for a CPU-only run (workers would take the training threads'
-    cores for a load that costs little), else up to 8."""
+    """Loader processes: none on the CPU (they would take the training threads' cores), else 8."""
     if not devices.any_cuda(names):
         return 0
     return min(8, os.cpu_count() or 1)
@@ -179,10 +169,9 @@ def deviations(config: TrainConfig, num_classes: int, cache: CacheInfo | None = 
     """How a run differs from the paper's, in words for the report (``cache``: its data)."""
     out = list(config.deviations)
     if cache is not None and cache.subset is not None:
-        out.append(
-            f"a subset of ImageNet, {Subset.from_dict(cache.subset).name} (--subset "
-            f"{Subset.from_dict(cache.subset).text}): not the paper's 1000-class task"
-        )
+        subset = Subset.from_dict(cache.subset)
+        task = "not the paper's 1000-class task"
+        out.append(f"a subset of ImageNet, {subset.name} (--subset {subset.text}): {task}")
     if cache is not None and cache.format == JPEG:
         out.append(
             f"the cache re-encodes the 256x256 images as JPEG (quality {cache.quality}): "

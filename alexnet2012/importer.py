@@ -1,7 +1,6 @@
-"""Trained AlexNet weights from other frameworks (BVLC's ``bvlc_alexnet`` as a Caffe
-``.caffemodel`` or the ONNX model zoo's ``.onnx``) into this package's checkpoint. A file is read
-into a list of operations in graph order; the operations are matched by type and order (not by
-layer names, which differ between files) against a recipe's layer table (``paper.RECIPES``)."""
+"""Trained AlexNet weights from other frameworks (BVLC's ``bvlc_alexnet`` as a ``.caffemodel`` or
+the ONNX model zoo's ``.onnx``): a file's operations in graph order, matched by type and order
+(layer names differ between files) against a recipe's layer table (``paper.RECIPES``)."""
 
 from __future__ import annotations
 
@@ -36,8 +35,7 @@ ONNX_KINDS = {
 @dataclass
 class Op:
     """One operation of a file's network: ``kind`` (conv, fc, relu, lrn, pool, dropout), its
-    settings (``kernel``, ``stride``, ``pad``, ``group``; ``size``, ``alpha``, ``beta``, ``k``;
-    ``max``) and weights: conv (out, in/group, k, k), fc (out, in)."""
+    settings and weights: conv (out, in/group, k, k), fc (out, in)."""
 
     kind: str
     name: str
@@ -226,10 +224,9 @@ def _check(layer: paper.Layer, op: Op, after: list[Op], name: str) -> None:
 
 
 def grouped_weights(ops: list[Op], recipe: str, bgr: bool = True) -> dict[str, torch.Tensor]:
-    """The matched file's weights in :func:`interchange.load_grouped_state_dict`'s layout, for
-    a network that takes RGB input (``bgr``: conv1's input channels reversed) and has the
-    paper's dropout, which scales by 1 - p at test time where Caffe's and ONNX's do nothing:
-    the weights after a dropout are divided by 1 - p to compute the same function."""
+    """The matched file's weights in :func:`interchange.load_grouped_state_dict`'s layout, for RGB
+    input (``bgr``: conv1's input channels reversed); the weights after a dropout divided by
+    1 - p, as the paper's dropout scales at test time where Caffe's does not."""
     layers = paper.RECIPES[recipe].layers
     out, previous = {}, None
     for layer, op in zip(layers, match(ops, recipe)):

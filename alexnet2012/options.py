@@ -1,9 +1,5 @@
-"""The checks of the values users give on command lines, one function per value.
-
-Every script and :class:`alexnet2012.config.TrainConfig` call these, so a bad value gets the
-same one-line message wherever it is given. Library code below (loaders, plans, schedules)
-only asserts. Devices are checked by :func:`alexnet2012.devices.parse`.
-"""
+"""The checks of the values users give on command lines, one function per value, so that a bad
+value gets the same one-line message wherever it is given (devices: ``devices.parse``)."""
 
 from __future__ import annotations
 

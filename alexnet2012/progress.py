@@ -20,9 +20,8 @@ T = TypeVar("T")
 
 
 class Progress:
-    """``total`` items (``unit``: images, batches, ...), ``initial`` done before. In a log:
-    ``<desc>: <start>`` (if given), a line every tenth or 5 minutes (none within 30 s) and
-    ``<desc>: done, ...`` at a clean exit."""
+    """``total`` items, ``initial`` done before. In a log: ``<desc>: <start>``, a line every tenth
+    or 5 minutes (none within 30 s) and ``<desc>: done, ...`` at a clean exit."""
 
     def __init__(
         self,
@@ -91,8 +90,7 @@ class Progress:
 def track(
     items: Iterable[T], desc: str, *, enabled: bool = True, unit: str = "batches"
 ) -> Iterator[T]:
-    """``items`` with :class:`Progress` over them (``len(items)`` where it has one); the bar
-    goes when they are done."""
+    """``items`` with :class:`Progress` over them; the bar goes when they are done."""
     total = len(items) if hasattr(items, "__len__") else 0
     with Progress(desc, total, enabled=enabled, unit=unit, leave=False) as bar:
         for item in items:

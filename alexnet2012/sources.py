@@ -1,5 +1,4 @@
-"""Where a run's data comes from: a prepared cache, an ImageNet root (prepared on first use),
-or the demo's synthetic set (generated and prepared once)."""
+"""Where a run's data comes from: a cache, an ImageNet root (prepared once), or the demo's set."""
 
 from __future__ import annotations
 
@@ -24,8 +23,7 @@ DEMO_FILES = ("images", "cache", "spec.json")  # all that the demo puts in DEMO_
 
 
 def default_cache(root: Path, subset: Subset | None = None) -> Path:
-    """Where the cache of ImageNet root ``root`` (of ``subset``) goes without ``--cache``:
-    beside it, ``ROOT_cache`` or ``ROOT_cache_subsetCxN``."""
+    """``root``'s cache without ``--cache``: ``ROOT_cache`` or ``ROOT_cache_subsetCxN``."""
     suffix = "" if subset is None else "_subset" + subset.text.replace(":", "x")
     return root.with_name(root.name + "_cache" + suffix)
 
@@ -38,9 +36,8 @@ def resolve_cache(
     progress: bool,
     subset: tuple[int, int | None] | None = None,
 ) -> tuple[str, str, str]:
-    """The prepared cache for ``--data`` (prepared now if missing, of ``subset`` when given),
-    the test set's name and the split the final test runs on: ILSVRC-2010's test split
-    (P Table 1), else val. Only full ILSVRC data gets the name of a set the paper reports on."""
+    """The prepared cache for ``--data`` (prepared now if missing), the test set's name and the
+    split the final test runs on: ILSVRC-2010's test split (P Table 1), else val."""
     data = Path(data).resolve()
     if data.is_file():
         raise UsageError(

@@ -1,5 +1,4 @@
-"""Sizes and durations as the package's messages, logs and tables print them: one format each,
-so that a number reads the same wherever it appears."""
+"""Sizes and durations in one format each, wherever the package prints them."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""The paper's ablation table (P §3.2-§3.4, §4.1, §4.2, §7) from finished runs: each run's error,
-its change from the baseline beside the paper's (``paper.ABLATIONS``), and its train-validation
-gap, the measure of the overfitting dropout prevents."""
+"""The paper's ablation table from finished runs: each run's error, its change from the baseline
+beside the paper's (``paper.ABLATIONS``), and its train-validation gap (overfitting)."""
 
 from __future__ import annotations
 
@@ -11,6 +10,7 @@ from typing import Any
 from alexnet2012 import paper
 from alexnet2012.data import eval_loader
 from alexnet2012.evaluate import evaluate
+from alexnet2012.report import change
 from alexnet2012.resume import load_trained
 from alexnet2012.runfolder import CHECKPOINT, RunFolder
 
@@ -67,10 +67,6 @@ def _change(value: float, base: float) -> str:
     return f"{100 * (value - base):+.2f}"
 
 
-def _paper(figure: float | None) -> str:
-    return "not given" if figure is None else f"{figure:+g}"
-
-
 def table(outcomes: list[Outcome], dataset: str, failed: dict[str, str]) -> str:
     """``ablations.md``: the baseline first, then each ablation, errors in % and changes in
     points; the views are the ten views when every run has them, else the centre crop."""
@@ -91,8 +87,8 @@ def table(outcomes: list[Outcome], dataset: str, failed: dict[str, str]) -> str:
                 _points(val["top5"]),
                 "" if a is None else _change(val["top1"], base_val["top1"]),
                 "" if a is None else _change(val["top5"], base_val["top5"]),
-                "" if a is None else _paper(a.top1),
-                "" if a is None else _paper(a.top5),
+                "" if a is None else change(a.top1),
+                "" if a is None else change(a.top5),
                 _points(o.train["top1"]),
                 _change(o.center["top1"], o.train["top1"]),
             ]

@@ -1,5 +1,4 @@
-"""Figures 3 and 4 of a trained network into a folder: three PNGs and ``figures.md`` with the
-numbers behind them."""
+"""Figures 3 and 4 of a trained network: three PNGs and ``figures.md`` with their numbers."""
 
 from __future__ import annotations
 
@@ -78,15 +77,8 @@ def make_figures(
     picture = figure4_neighbours(queries.pictures, queries.labels, found, found_labels, names)
     write_file(out / FILES[2], picture)
 
-    text = report(
-        source,
-        info,
-        stats,
-        (shown, probs, classes),
-        (queries, found_rows, distances, found_labels),
-        names,
-    )
-    write_file(out / FILES[3], text)
+    left, right = (shown, probs, classes), (queries, found_rows, distances, found_labels)
+    write_file(out / FILES[3], report(source, info, stats, left, right, names))
     return out / FILES[3]
 
 

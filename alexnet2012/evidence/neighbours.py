@@ -1,7 +1,5 @@
-"""Figure 4, right: the training images nearest to a few query images in fc7's activations (the
-last hidden layer, fc8's input), by Euclidean distance. One centre-crop pass over the training
-set; the search keeps only the best k per query, so memory stays a batch's features whatever the
-set's size (ILSVRC's 1.28M images: no 21 GB feature matrix)."""
+"""Figure 4, right: the training images nearest to a few query images in fc7's activations, by
+Euclidean distance, in one pass keeping the best k per query (no feature matrix in memory)."""
 
 from __future__ import annotations
 
@@ -14,7 +12,7 @@ import torch
 from torch import Tensor
 
 from alexnet2012.evidence.predictions import picture, wrap
-from alexnet2012.evidence.render import GREEN, INK, RED, Colour, canvas
+from alexnet2012.evidence.render import GREEN, INK, RED, Canvas, Colour
 from alexnet2012.model import AlexNet
 from alexnet2012.progress import track
 
@@ -97,7 +95,7 @@ def figure4_neighbours(
     neighbour's label in green when it is the query's class, else red."""
     side, step, k = 128, 136, found_labels.shape[1]
     row_height = side + 44
-    c = canvas(40 + step * (k + 1) + 10, 52 + len(queries) * row_height + 20)
+    c = Canvas(40 + step * (k + 1) + 10, 52 + len(queries) * row_height + 20)
     title = "validation images (left) and the training images nearest in fc7 (Euclidean)"
     c.text(c.size[0] / 2, 20, title, 16, align="center")
     for i, query in enumerate(queries):
@@ -108,14 +106,8 @@ def figure4_neighbours(
         for j in range(k):
             left = 40 + step * (j + 1)
             c.image(picture(found[i][j], side), left, top)
-            same = found_labels[i, j] == query_labels[i]
-            _name(
-                c,
-                left + side / 2,
-                top + side + 12,
-                names[found_labels[i, j]],
-                GREEN if same else RED,
-            )
+            colour = GREEN if found_labels[i, j] == query_labels[i] else RED
+            _name(c, left + side / 2, top + side + 12, names[found_labels[i, j]], colour)
     return c.png()
 
 

@@ -13,15 +13,14 @@ from PIL import Image
 
 from alexnet2012.data import centre_view, load_stats, mean_crop, to_input
 from alexnet2012.data.cache import open_split
-from alexnet2012.evidence.render import BLUE, GREY, RED, canvas
+from alexnet2012.evidence.render import BLUE, GREY, RED, Canvas
 
 CELL, SIDE, BAR = 310, 180, 80
 
 
 @dataclass
 class Images:
-    """Cache rows of one split: the network's inputs (centre crops minus the mean crop), the
-    crops as pictures (uint8 HWC) and the labels."""
+    """Cache rows of one split: the network's inputs, the crops as pictures (uint8), labels."""
 
     rows: np.ndarray
     inputs: torch.Tensor
@@ -44,8 +43,7 @@ def centre_crops(
     device,
     mean_image: np.ndarray | torch.Tensor | None = None,
 ) -> Images:
-    """``count`` images of ``split`` spread through it (:func:`spread`), minus ``mean_image``
-    (default: the cache's)."""
+    """``count`` images spread through ``split``, minus ``mean_image`` (default: the cache's)."""
     data = open_split(cache, split)
     rows = spread(data.usable, min(count, len(data.usable)), offset)
     crops = centre_view(torch.from_numpy(np.ascontiguousarray(data.rows(rows))), crop)
@@ -95,7 +93,7 @@ def figure4_predictions(
     per_row, count = 4, len(images.rows)
     rows = -(-count // per_row)
     height_cell = SIDE + 40 + 18 * probs.shape[1]
-    c = canvas(per_row * CELL + 20, 50 + rows * height_cell + 24)
+    c = Canvas(per_row * CELL + 20, 50 + rows * height_cell + 24)
     title = "validation images (centre crop) and the network's five most probable labels"
     c.text(c.size[0] / 2, 20, title, 16, align="center")
     for i in range(count):

@@ -1,5 +1,4 @@
-"""A pixel canvas for the figures: images, text, boxes, laid out in pixels and drawn by
-matplotlib (Agg, no display)."""
+"""A pixel canvas for the figures: images, text and boxes, drawn by matplotlib."""
 
 from __future__ import annotations
 
@@ -17,15 +16,9 @@ GREEN: Colour = (44, 160, 44)
 RED: Colour = (214, 39, 40)
 
 
-def canvas(width: int, height: int) -> Canvas:
-    """A white ``width`` x ``height`` canvas."""
-    return Canvas(width, height)
-
-
 class Canvas:
-    """A matplotlib figure with one axes over all of it, in pixels (y down), at 100 dpi. Each
-    thing drawn lies above those drawn before it, as on paper (matplotlib's own order puts
-    every image below every patch: a frame drawn before its picture hid it)."""
+    """A matplotlib figure with one axes over all of it, in pixels (y down). Each thing drawn
+    lies above those drawn before it (matplotlib's own order puts images below patches)."""
 
     DPI = 100
 
