@@ -143,19 +143,11 @@ def onnx_ops(path: Path) -> list[Op]:
                 w = w.T
             op.weight = w
         elif kind == "pool":
-            op.settings = {
-                "kernel": int(a["kernel_shape"][0]),
-                "stride": int(a.get("strides", [1, 1])[0]),
-                "max": True,
-            }
+            stride = int(a.get("strides", [1, 1])[0])
+            op.settings = {"kernel": int(a["kernel_shape"][0]), "stride": stride, "max": True}
         elif kind == "lrn":
-            op.settings = {
-                "size": int(a["size"]),
-                "alpha": a.get("alpha", 1e-4),
-                "beta": a.get("beta", 0.75),
-                "k": a.get("bias", 1.0),
-                "across": True,
-            }
+            op.settings = {"size": int(a["size"]), "alpha": a.get("alpha", 1e-4)}
+            op.settings.update(beta=a.get("beta", 0.75), k=a.get("bias", 1.0), across=True)
         ops.append(op)
     return ops
 

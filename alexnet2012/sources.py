@@ -93,7 +93,11 @@ def demo_cache(workers: int, progress: bool) -> str:
     images, cache = DEMO_DATA / "images", DEMO_DATA / "cache"
     spec = {k: DEMO[k] for k in ("classes", "train_per_class", "val_per_class")}
     marker = DEMO_DATA / "spec.json"
-    if _demo_spec(marker) != spec:
+    try:
+        recorded = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        recorded = None
+    if recorded != spec:
         check_demo_folder()
         shutil.rmtree(DEMO_DATA, ignore_errors=True)  # a partial or older demo set
         print(
@@ -105,14 +109,6 @@ def demo_cache(workers: int, progress: bool) -> str:
         marker.write_text(json.dumps(spec))
     prepare_cache(images, cache, workers=workers, progress=progress)
     return str(cache)
-
-
-def _demo_spec(marker: Path) -> dict | None:
-    """The demo set's recorded spec; None when missing or unreadable."""
-    try:
-        return json.loads(marker.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def check_demo_folder() -> None:

@@ -133,13 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         run = out / name
         ledger.setdefault(name, {})["argv"] = given
         _write_ledger(out, ledger)
-        state = (
-            "finished"
-            if (run / RESULTS).exists()
-            else "resumed"
-            if (run / CONFIG).exists()
-            else "new"
-        )
+        state = "resumed" if (run / CONFIG).exists() else "new"
+        state = "finished" if (run / RESULTS).exists() else state
         print(
             f"[{number}/{len(runs)}] {name}: {'reused' if state == 'finished' else state} ({run})"
         )

@@ -102,18 +102,8 @@ def _write(path: Path | None, report: dict) -> None:
 
 
 def _cost_only(args: argparse.Namespace) -> None:
-    timing = [
-        name
-        for name, given in (
-            ("--devices", args.devices),
-            ("--steps", args.steps),
-            ("--warmup", args.warmup),
-            ("--repeats", args.repeats),
-            ("--compile", args.compile),
-            ("--data", args.data),
-        )
-        if given not in (None, False)
-    ]
+    timing = ("--devices", "--steps", "--warmup", "--repeats", "--compile", "--data")
+    timing = [name for name in timing if getattr(args, name[2:]) not in (None, False)]
     if timing:
         raise UsageError(
             f"--cost-only times nothing: {', '.join(timing)} would not apply "

@@ -3,8 +3,6 @@ float32 ``(crop - mean crop + lighting) * scale`` on the 0..255 scale the init a
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,10 +44,14 @@ def _slice_crops(
     images: torch.Tensor, oy: np.ndarray, ox: np.ndarray, flip: np.ndarray, size: int
 ) -> torch.Tensor:
     out = _empty((len(images), size, size, 3), torch.uint8, images.device)
-    with _one_cpu_thread(images.device):
+    threads = torch.get_num_threads()  # one: small copies would wait for descheduled threads
+    torch.set_num_threads(1)
+    try:
         for i, (y, x, f) in enumerate(zip(oy.tolist(), ox.tolist(), flip.tolist())):
             crop = images[i, y : y + size, x : x + size]
             out[i] = crop.flip(1) if f else crop
+    finally:
+        torch.set_num_threads(threads)
     return out
 
 
@@ -64,20 +66,6 @@ def _gather_crops(
     cols = ox[:, None] + torch.where(flip[:, None], size - 1 - r, r)
     batch = torch.arange(len(images), device=device)
     return images[batch[:, None, None], rows[:, :, None], cols[:, None, :]]
-
-
-@contextmanager
-def _one_cpu_thread(device: torch.device) -> Iterator[None]:
-    """One thread: small copies on a busy machine otherwise wait for descheduled OpenMP threads."""
-    threads = torch.get_num_threads()
-    if device.type != "cpu" or threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def centre_view(images: torch.Tensor, size: int) -> torch.Tensor:
