@@ -134,11 +134,13 @@ def loader_batches(
         close()
 
 
-def synthetic_batch(batch_size: int, device: torch.device, seed: int = 0) -> tuple[Tensor, Tensor]:
+def synthetic_batch(
+    batch_size: int, device: torch.device, seed: int = 0, size: int = paper.CROP_SIZE
+) -> tuple[Tensor, Tensor]:
     """Random inputs laid out as the loader feeds them (channels-last): a compiled step traced
     on another layout would recompile on real batches."""
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch_size, 3, paper.CROP_SIZE, paper.CROP_SIZE, generator=g)
+    x = torch.randn(batch_size, 3, size, size, generator=g)
     y = torch.randint(0, paper.NUM_CLASSES, (batch_size,), generator=g)
     return x.to(device).contiguous(memory_format=torch.channels_last), y.to(device)
 
@@ -252,9 +254,7 @@ def measure_replicas(
         model = AlexNet(input_size=input_size).to(names[0])
     else:
         model = AlexNet(input_size=input_size, devices=names)
-    x = torch.randn(batch_size, 3, input_size, input_size, device=first)
-    x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, paper.NUM_CLASSES, (batch_size,), device=first)
+    x, y = synthetic_batch(batch_size, first, size=input_size)
 
     def rate(step: TrainStep, n: int, warm: int) -> float:
         for _ in range(warm):

@@ -1,18 +1,24 @@
-"""Loaders made once per run, whose workers persist: every epoch's training batches from one
-DataLoader (prefetching the next epoch during validation), one evaluation loader per kind."""
+"""The loaders: items -> (x, y) on the device, where ``augment.to_input`` runs (towards a GPU the
+crops are copied on a side stream one batch ahead); a run's loaders, whose workers persist
+(training batches of every epoch from one DataLoader, one evaluation loader per kind); and
+``train_loader``, ``eval_loader``: one epoch or evaluation, new workers per call."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from alexnet2012 import paper
-from alexnet2012.data.feed import Batches, feed
+from alexnet2012.data import packed
+from alexnet2012.data.augment import hwc_mean, mean_crop, to_input
 from alexnet2012.data.worker import (
     EvalBatches,
     Item,
@@ -22,6 +28,68 @@ from alexnet2012.data.worker import (
     dataloader,
 )
 from alexnet2012.errors import UsageError
+
+
+@dataclass
+class Batches:
+    """(x float32 channels-last, y int64) on ``device``, a pass of ``loader`` per iteration."""
+
+    loader: DataLoader
+    device: torch.device
+    mean: torch.Tensor
+    scale: float = 1.0
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return feed(iter(self.loader), self.device, self.mean, self.scale)
+
+
+@cache
+def side_stream(device: torch.device) -> torch.cuda.Stream:
+    """One copy stream per device for every pass: the allocator keeps blocks per stream."""
+    return torch.cuda.Stream(device)
+
+
+def feed(
+    raw: Iterable[Item], device: torch.device, mean: torch.Tensor, scale: float
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """CUDA: batch b + 1 is queued on the side stream before b is handed out; the caller's stream
+    waits for its copy, and ``record_stream`` keeps the copies until its work on them is done."""
+    if device.type != "cuda":
+        for crops, labels, shift in raw:
+            crops = crops.to(device, non_blocking=True)
+            if shift is not None:
+                shift = shift.to(device, non_blocking=True)
+            yield to_input(crops, mean, shift, scale), labels.to(device, non_blocking=True)
+        return
+    side = side_stream(device)
+
+    def send(item: Item) -> tuple[list, torch.cuda.Event]:
+        with torch.cuda.stream(side):
+            if isinstance(item, packed.Encoded):
+                item = packed.to_device(item, device)
+            copies = [None if t is None else t.to(device, non_blocking=True) for t in item]
+            return copies, side.record_event()
+
+    def receive(sent: tuple[list, torch.cuda.Event]) -> tuple[torch.Tensor, torch.Tensor]:
+        (crops, labels, shift), copied = sent
+        stream = torch.cuda.current_stream(device)
+        stream.wait_event(copied)
+        for t in (crops, labels, shift):
+            if t is not None:
+                t.record_stream(stream)
+        return to_input(crops, mean, shift, scale), labels
+
+    ahead = None
+    for item in raw:
+        sent = send(item)
+        if ahead is not None:
+            yield receive(ahead)
+        ahead = sent
+    if ahead is not None:
+        yield receive(ahead)
 
 
 class TrainStream:
@@ -179,6 +247,42 @@ class EvalStreams:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def train_loader(
+    cache_dir: str | os.PathLike, *, epoch: int = 0, start_batch: int = 0, **settings: Any
+) -> EpochBatches:
+    """Training batches of ``epoch`` from ``start_batch`` on, the same as a run's: a
+    :class:`TrainStream` (``settings``: its options) stopped after that epoch. x float32
+    (B, 3, S, S) channels-last, y int64 (B,)."""
+    stream = TrainStream(
+        cache_dir, start_epoch=epoch, start_batch=start_batch, last_epoch=epoch, **settings
+    )
+    return stream.epoch(epoch)
+
+
+def eval_loader(
+    cache_dir: str | os.PathLike,
+    split: str = "val",
+    *,
+    batch_size: int,
+    crop: int = 224,
+    views: int = 1,
+    workers: int = 2,
+    device: str | torch.device = "cpu",
+    shard: tuple[int, int] = (0, 1),
+    mean_image: np.ndarray | torch.Tensor | None = None,
+) -> Batches:
+    """Every usable image of ``split``: x (B, 3, S, S) from the centre crop (``views=1``) or
+    (B, 10, 3, S, S) from P §4.1's ten views, channels-last; y int64 (B,). ``shard`` (rank,
+    world): every world-th batch from the rank-th. ``mean_image``: (3, 256, 256) RGB on [0,1] to
+    subtract instead of the cache's (an imported network's)."""
+    device = torch.device(device)
+    data = EvalBatches(Path(cache_dir), split, batch_size, crop, views, workers, device, shard)
+    mean = data.mean
+    if mean_image is not None:
+        mean = hwc_mean(mean_crop(np.asarray(mean_image, dtype=np.float32), crop))
+    return Batches(dataloader(data, workers, device), device, mean.to(device))
 
 
 def _shut_down(iterator: object) -> None:

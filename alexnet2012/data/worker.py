@@ -1,6 +1,6 @@
 """What the loader's worker processes do: an item is one whole batch, read from the cache with one
 gather (a JPEG cache: decoded by threads) and cropped as uint8; the float stage waits for the
-device (``feed.py``). Towards a GPU a JPEG cache's items are its bytes, decoded there."""
+device (``stream.feed``). Towards a GPU a JPEG cache's items are its bytes, decoded there."""
 
 from __future__ import annotations
 
