@@ -1,4 +1,4 @@
-"""The cost model (alexnet2012/bench: cost, roofline, cost_report) against counts, bytes, FLOPs
+"""The cost model (alexnet2012/bench: cost, cost_report) against counts, bytes, FLOPs
 and times worked out by hand, and scripts/benchmark.py's --cost and --cost-only."""
 
 import json
@@ -21,8 +21,14 @@ from alexnet2012.bench.cost import (
     tensor_bytes,
     training_step_cost,
 )
-from alexnet2012.bench.cost_report import cost_report
-from alexnet2012.bench.roofline import GPU, Assumptions, launch_bound_seconds, op_seconds, project
+from alexnet2012.bench.cost_report import (
+    GPU,
+    Assumptions,
+    cost_report,
+    launch_bound_seconds,
+    op_seconds,
+    project,
+)
 from alexnet2012.bench.tables import cost_table
 from alexnet2012.cli import benchmark as cli
 

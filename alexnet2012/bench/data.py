@@ -31,10 +31,10 @@ from alexnet2012.bench.baselines import (
 from alexnet2012.data import packed
 from alexnet2012.data.augment import Lighting, crop_flip, mean_crop, to_input
 from alexnet2012.data.cache import SplitCache, open_split, require_manifest
-from alexnet2012.data.decode import BadImage, load_256
-from alexnet2012.data.plan import make_plan
+from alexnet2012.data.prepare import BadImage, load_256
 from alexnet2012.data.stats import load_stats
 from alexnet2012.data.stream import train_loader
+from alexnet2012.data.worker import make_plan
 from alexnet2012.errors import UsageError
 
 TARGETS = {  # name: (minimum, or maximum when negative)

@@ -18,8 +18,7 @@ from torch import Tensor, nn
 
 from alexnet2012 import devices, distributed, paper
 from alexnet2012.bench import models
-from alexnet2012.bench.memory import MemoryMeter
-from alexnet2012.bench.training_report import training_report
+from alexnet2012.bench.training_report import MemoryMeter, training_report
 from alexnet2012.data import TrainStream
 from alexnet2012.errors import UsageError
 from alexnet2012.model import AlexNet

@@ -15,7 +15,6 @@ from pathlib import Path
 
 from alexnet2012 import devices, distributed, options, paper
 from alexnet2012.bench.cost_report import cost_report
-from alexnet2012.bench.provenance import code_version
 from alexnet2012.bench.tables import cost_table, training_table
 from alexnet2012.bench.training import (
     DEFAULT_SCHEDULE,
@@ -24,6 +23,7 @@ from alexnet2012.bench.training import (
     measure_replicas,
     measure_training,
 )
+from alexnet2012.bench.training_report import code_version
 from alexnet2012.config import TrainConfig
 from alexnet2012.errors import UsageError, check_writable
 

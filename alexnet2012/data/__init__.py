@@ -11,11 +11,11 @@ from alexnet2012.data.augment import (
 )
 from alexnet2012.data.cache import CacheInfo, cache_info
 from alexnet2012.data.imagenet import ImageNet
-from alexnet2012.data.plan import EpochPlan, make_plan
 from alexnet2012.data.prepare import prepare_cache
 from alexnet2012.data.stats import Stats, load_stats
 from alexnet2012.data.stream import Batches, EvalStreams, TrainStream, eval_loader, train_loader
 from alexnet2012.data.synthetic import make_synthetic_imagenet
+from alexnet2012.data.worker import EpochPlan, make_plan
 
 __all__ = [
     "Batches",

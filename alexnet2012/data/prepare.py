@@ -1,6 +1,9 @@
 """``prepare_cache``: the paper's preprocessing, once (P §2): every image decoded to 256x256 into
 the cache by worker processes, then the training statistics. The images are synced, then the row
-status saved, every few thousand rows or 30 s and on any exit, so a re-run redoes little."""
+status saved, every few thousand rows or 30 s and on any exit, so a re-run redoes little.
+
+``load_256``: one image file as RGB (ILSVRC has grayscale, CMYK and PNG-named files), the shorter
+side to 256 (bilinear), the centre 256x256: torchvision's ``Resize(256)`` + ``CenterCrop(256)``."""
 
 from __future__ import annotations
 
@@ -10,10 +13,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
+from alexnet2012 import paper
 from alexnet2012.data import cache as fmt
 from alexnet2012.data import packed
-from alexnet2012.data.decode import BadImage, load_256
 from alexnet2012.data.imagenet import ImageNet
 from alexnet2012.data.stats import PixelSums, compute_stats, load_stats, save_stats
 from alexnet2012.data.subset import Subset
@@ -25,6 +29,31 @@ CHUNK = 32  # rows per worker task
 CHECKPOINT_ROWS, CHECKPOINT_SECONDS = 5000, 30.0
 # a worker's task: (format, image file or quality, sums wanted), source root, [(row, path)]
 Task = tuple[tuple, str, list[tuple[int, str]]]
+
+
+def load_256(path: str | os.PathLike) -> np.ndarray:
+    """uint8 (256, 256, 3) of ``path``; ``BadImage`` with a short reason if it cannot be decoded."""
+    if os.path.getsize(path) == 0:
+        raise BadImage("empty file (0 bytes)")
+    try:
+        with Image.open(path) as img:
+            rgb = img.convert("RGB")  # forces the full decode
+    except UnidentifiedImageError:
+        raise BadImage("not an image Pillow can identify") from None
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+        raise BadImage(
+            f"cannot decode: {' '.join(str(exc).split()) or type(exc).__name__}"
+        ) from None
+    w, h, size = *rgb.size, paper.IMAGE_SIZE  # the longer side truncated, as torchvision's
+    width, height = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)
+    rgb = rgb.resize((width, height), Image.BILINEAR)
+    top = int(round((height - size) / 2.0))
+    left = int(round((width - size) / 2.0))
+    return np.asarray(rgb.crop((left, top, left + size, top + size)))
+
+
+class BadImage(Exception):
+    """A file that cannot be turned into an image; the message is the bad-file report's reason."""
 
 
 def prepare_cache(
