@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from alexnet2012.evidence.render import GREY, Canvas, stretch
+from alexnet2012.evidence.predictions import GREY, Canvas, stretch
 from alexnet2012.model import AlexNet
 
 PER_ROW, SCALE, GAP = 16, 6, 4

@@ -11,8 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from alexnet2012.evidence.predictions import picture, wrap
-from alexnet2012.evidence.render import GREEN, INK, RED, Canvas, Colour
+from alexnet2012.evidence.predictions import GREEN, INK, RED, Canvas, Colour, picture, wrap
 from alexnet2012.model import AlexNet
 from alexnet2012.progress import track
 
