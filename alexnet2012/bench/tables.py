@@ -132,12 +132,10 @@ def cost_table(report: dict[str, Any]) -> str:
             )
         )
     text = [
-        (
-            f"Cost of one training step at batch {report['batch_size']}, counted on the meta "
-            f"device (CUDA code path, fp32): memory-bound ops and the bytes they read + write; "
-            f"comp(ute) = convolutions and matrix products; not counted: views, allocations, "
-            f"metadata ops"
-        ),
+        f"Cost of one training step at batch {report['batch_size']}, counted on the meta "
+        f"device (CUDA code path, fp32): memory-bound ops and the bytes they read + write; "
+        f"comp(ute) = convolutions and matrix products; not counted: views, allocations, "
+        f"metadata ops",
         *_columns(lines),
     ]
     a = report["assumptions"]
@@ -166,15 +164,13 @@ def cost_table(report: dict[str, Any]) -> str:
     )
     text += [
         "",
-        (
-            f"Projected step time, ESTIMATE (not a measurement) from datasheet figures: per op "
-            f"max(FLOPs / ({a['compute_efficiency']:.0%} of peak), bytes / "
-            f"({a['memory_efficiency']:.0%} of bandwidth)), summed; fp32 products at the "
-            f"{'TF32 tensor' if a['tf32'] else 'FP32'} peak; launch ms: "
-            f"{a['launch_s'] * 1e6:g} us of host time per op; +launch: each kernel starts "
-            f"once launched and the previous one is done; x tv: +launch time over "
-            f"torchvision's"
-        ),
+        f"Projected step time, ESTIMATE (not a measurement) from datasheet figures: per op "
+        f"max(FLOPs / ({a['compute_efficiency']:.0%} of peak), bytes / "
+        f"({a['memory_efficiency']:.0%} of bandwidth)), summed; fp32 products at the "
+        f"{'TF32 tensor' if a['tf32'] else 'FP32'} peak; launch ms: "
+        f"{a['launch_s'] * 1e6:g} us of host time per op; +launch: each kernel starts "
+        f"once launched and the previous one is done; x tv: +launch time over "
+        f"torchvision's",
         *projected,
         f"peaks assumed ({a['peak_source']}): {peaks}",
     ]

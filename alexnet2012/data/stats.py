@@ -67,14 +67,8 @@ class PixelSums:
         values, vectors = np.linalg.eigh(covariance)
         values, vectors = nonnegative(values[::-1]), vectors[:, ::-1]
         vectors = vectors * np.sign(vectors[np.abs(vectors).argmax(axis=0), range(3)])
-        return Stats(
-            mean_image=(mean_image / 255.0).transpose(2, 0, 1).astype(np.float32),
-            mean_rgb=mean_rgb / 255.0,
-            covariance=covariance,
-            eigenvalues=values,
-            eigenvectors=vectors,
-            num_images=n,
-        )
+        image = (mean_image / 255.0).transpose(2, 0, 1).astype(np.float32)
+        return Stats(image, mean_rgb / 255.0, covariance, values, vectors, n)
 
 
 def nonnegative(eigenvalues: np.ndarray) -> np.ndarray:
