@@ -32,11 +32,6 @@ def _points(run_view: dict[str, float], row: paper.Result) -> str:
     return f"{100 * run_view['top1'] - row.top1:+.2f} / {top5}"
 
 
-def chance_error(num_classes: int) -> tuple[float, float]:
-    """Top-1 and top-5 error (fractions) of guessing uniformly among ``num_classes`` classes."""
-    return 1 - 1 / num_classes, 1 - min(5, num_classes) / num_classes
-
-
 def comparison(
     results: dict[str, Any],
     dataset: str,
@@ -70,7 +65,7 @@ def comparison(
     ]
     notes = []
     if num_classes is not None:
-        top1, top5 = map(_pct, chance_error(num_classes))
+        top1, top5 = _pct(1 - 1 / num_classes), _pct(1 - min(5, num_classes) / num_classes)
         rows.append([f"chance ({num_classes} classes)", dataset, top1, top5, "", ""])
         notes.append(f"Chance error with {num_classes} classes: {top1}% top-1, {top5}% top-5.")
     if subset is not None:
@@ -115,16 +110,10 @@ def comparison(
 TERMINAL_LABEL = 29  # characters of a row label before it is footnoted
 
 
-def format_comparison(
-    results: dict[str, Any],
-    dataset: str,
-    num_classes: int | None = None,
-    subset: dict | None = None,
-    recipe: str = "paper",
-) -> str:
-    """The comparison as a plain-text table with its notes, for a terminal of 100 columns: the
+def format_comparison(*args: Any, **kwargs: Any) -> str:
+    """:func:`comparison` as a plain-text table with its notes, for a terminal of 100 columns: the
     row this run replicates starred, long row labels shortened with a numbered footnote."""
-    headers, rows, notes = comparison(results, dataset, num_classes, subset, recipe)
+    headers, rows, notes = comparison(*args, **kwargs)
     headers = ["", *headers[1:4], "centre - row", "10-view - row"][: len(headers)]
     footnotes, starred = [], ""
     for row in rows:
