@@ -220,10 +220,7 @@ class RecipeSchedule:
     """A recipe's events by epoch with :class:`PaperSchedule`'s interface, scaled by ``lr``."""
 
     def __init__(
-        self,
-        recipe: paper.Recipe,
-        lr: float = paper.LEARNING_RATE,
-        max_epochs: int | None = None,
+        self, recipe: paper.Recipe, lr: float = paper.LEARNING_RATE, max_epochs: int | None = None
     ) -> None:
         assert recipe.events and lr > 0, (recipe.name, lr)
         self.recipe, self.initial_lr = recipe, float(lr)

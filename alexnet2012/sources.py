@@ -63,13 +63,7 @@ def resolve_cache(
         cache = Path(cache) if cache else default_cache(data, chosen)
         splits = ("train", "val", "test") if year == 2010 else ("train", "val")
         prepare_cache(
-            data,
-            cache,
-            splits=splits,
-            workers=workers,
-            year=year,
-            progress=progress,
-            subset=chosen,
+            data, cache, splits=splits, workers=workers, year=year, progress=progress, subset=chosen
         )
     info = cache_info(cache)
     full = all(WNID.fullmatch(w) for w in info.wnids) and info.num_classes == paper.NUM_CLASSES

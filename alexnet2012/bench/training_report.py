@@ -167,11 +167,7 @@ def training_report(
             "bf16_autocast": settings.bf16,
             "precision": "bf16 autocast" if settings.bf16 else ("fp32/TF32" if cuda else "fp32"),
             "backends": backends,
-            "memory_method": {
-                "cpu": CPU_METHOD,
-                "cuda": CUDA_METHOD,
-                "peak_memory": PEAK_MEMORY,
-            },
+            "memory_method": {"cpu": CPU_METHOD, "cuda": CUDA_METHOD, "peak_memory": PEAK_MEMORY},
             "data": None
             if settings.data is None
             else {

@@ -21,8 +21,7 @@ def parser() -> argparse.ArgumentParser:
         "run", help="a run folder (its checkpoint.pt), or a checkpoint (e.g. an imported one)"
     )
     p.add_argument(
-        "--data",
-        help="the prepared cache (default: the run's; needed for an imported checkpoint)",
+        "--data", help="the prepared cache (default: the run's; needed for an imported checkpoint)"
     )
     p.add_argument(
         "--out", help="where the figures go (default: RUN/figures, or CHECKPOINT_figures)"

@@ -117,7 +117,7 @@ def report(source: Source, info: Any, stats: Any, left: tuple, right: tuple, nam
             f"the {sum(len(i) for i in stats.index)} kernels: p = {stats.p_value:.4f} "
             f"({stats.permutations} random relabellings, seed {stats.seed}). P §6.1: one "
             "column's kernels largely colour-agnostic, the other's largely colour-specific, in "
-            "every run (which column is which may change).",
+            "every run (which column is which may change)."
         ]
     lines += [
         f"Tiles: {PER_ROW} a row, column 0 on top; each kernel contrast-stretched on its own.",

@@ -184,10 +184,7 @@ def picture(pixels: np.ndarray, side: int) -> np.ndarray:
 
 
 def figure4_predictions(
-    images: Images,
-    probs: np.ndarray,
-    classes: np.ndarray,
-    names: list[str],
+    images: Images, probs: np.ndarray, classes: np.ndarray, names: list[str]
 ) -> bytes:
     """The PNG: each image, its true label under it, and bars for the five most probable
     labels, the true one's in red (as in the paper)."""
