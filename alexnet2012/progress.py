@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
 from time import monotonic
 from typing import TypeVar
 
@@ -19,7 +20,7 @@ QUIET_SECONDS = 300.0  # and one at least this often
 T = TypeVar("T")
 
 
-class Progress:
+class Progress(AbstractContextManager):
     """``total`` items, ``initial`` done before. In a log: ``<desc>: <start>``, a line every tenth
     or 5 minutes (none within 30 s) and ``<desc>: done, ...`` at a clean exit."""
 
@@ -68,9 +69,6 @@ class Progress:
                 f"{duration_text(elapsed)} so far, about {duration_text(left)} left"
             )
             self.last_count, self.last_time = self.count, now
-
-    def __enter__(self) -> Progress:
-        return self
 
     def __exit__(self, error: type[BaseException] | None, *_: object) -> None:
         self.bar.close()

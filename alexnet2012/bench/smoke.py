@@ -103,12 +103,9 @@ def training_step(placement: tuple[str, ...], batch: int, compiled: str | None) 
     else:
         model = AlexNet(1000, devices=placement)
     first = torch.device(placement[0])
+    on, backend = compiled is not None, compiled or "inductor"
     step = TrainStep(
-        model,
-        PaperSGD(model.parameters()),
-        bf16=compiled is not None,
-        compile=compiled is not None,
-        compile_backend=compiled or "inductor",
+        model, PaperSGD(model.parameters()), bf16=on, compile=on, compile_backend=backend
     )
     x, y = synthetic_batch(batch, first)  # channels-last, as the loader feeds
     times, losses = [], []

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -92,7 +93,7 @@ def feed(
         yield receive(ahead)
 
 
-class TrainStream:
+class TrainStream(AbstractContextManager):
     """Training batches of a run from (``start_epoch``, ``start_batch``) on; ``epoch(e)`` gives
     epoch e's, moving the workers there if need be. ``last_epoch``: no prefetching after it.
     ``shard``, ``crop_chunk``: as ``TrainBatches``'. ``close()`` stops the workers."""
@@ -176,9 +177,6 @@ class TrainStream:
         iterator, self._iterator, self._loader = self._iterator, None, None
         _shut_down(iterator)
 
-    def __enter__(self) -> TrainStream:
-        return self
-
     def __exit__(self, *exc: object) -> None:
         self.close()
 
@@ -201,7 +199,7 @@ class EpochBatches:
         return feed(raw, s.device, s._mean, s._scale)
 
 
-class EvalStreams:
+class EvalStreams(AbstractContextManager):
     """``eval_loader``'s batches from one loader per (split, views, batch_size), made on first use
     and reused, each holding ``workers`` processes until ``close()``; ``shard`` as there."""
 
@@ -241,9 +239,6 @@ class EvalStreams:
         for batches in loaders.values():
             iterator, batches.loader._iterator = batches.loader._iterator, None
             _shut_down(iterator)
-
-    def __enter__(self) -> EvalStreams:
-        return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
