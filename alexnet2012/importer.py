@@ -132,16 +132,11 @@ def onnx_ops(path: Path) -> list[Op]:
                 "group": int(a.get("group", 1)),
             }
             op.weight, op.bias = weights[0], weights[1] if len(weights) > 1 else None
-        elif kind == "fc":
-            w = weights[0]
-            if node.op_type == "Gemm":
-                w = w.T if not a.get("transB", 0) else w
-                w = w * a.get("alpha", 1.0)
-                bias = weights[1] if len(weights) > 1 else None
-                op.bias = None if bias is None else bias * a.get("beta", 1.0)
-            else:
-                w = w.T
-            op.weight = w
+        elif kind == "fc":  # Gemm: alpha A B(^T) + beta C; MatMul: A B
+            gemm, w = node.op_type == "Gemm", weights[0]
+            op.weight = (w if gemm and a.get("transB", 0) else w.T) * a.get("alpha", 1.0)
+            if gemm and len(weights) > 1 and weights[1] is not None:
+                op.bias = weights[1] * a.get("beta", 1.0)
         elif kind == "pool":
             stride = int(a.get("strides", [1, 1])[0])
             op.settings = {"kernel": int(a["kernel_shape"][0]), "stride": stride, "max": True}
@@ -163,7 +158,6 @@ def match(ops: list[Op], recipe: str) -> list[Op]:
     is checked against the table; the first difference as a :class:`UsageError`."""
     layers = paper.RECIPES[recipe].layers
     starts = [i for i, op in enumerate(ops) if op.kind in WEIGHTED]
-    names = [layer.name for layer in layers]
     kinds = [ops[i].kind for i in starts]
     if kinds != [layer.kind for layer in layers]:
         raise UsageError(
@@ -183,11 +177,12 @@ def match(ops: list[Op], recipe: str) -> list[Op]:
             )
         if op.weight is None:
             raise UsageError(f"the file's {op.name!r} ({layer.name}) holds no weights")
-        _check(layer, op, after, names[n])
+        _check(layer, op, after)
     return [ops[i] for i in starts]
 
 
-def _check(layer: paper.Layer, op: Op, after: list[Op], name: str) -> None:
+def _check(layer: paper.Layer, op: Op, after: list[Op]) -> None:
+    name = layer.name
     if layer.kind == "conv":
         group = 2 if layer.sees == "own" else 1
         want = {"kernel": layer.kernel, "stride": layer.stride, "pad": layer.pad, "group": group}
