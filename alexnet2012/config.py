@@ -160,9 +160,7 @@ class TrainConfig:
 
 def default_workers(names: Sequence[str | torch.device]) -> int:
     """Loader processes: none on the CPU (they would take the training threads' cores), else 8."""
-    if not devices.any_cuda(names):
-        return 0
-    return min(8, os.cpu_count() or 1)
+    return min(8, os.cpu_count() or 1) if devices.any_cuda(names) else 0
 
 
 def deviations(config: TrainConfig, num_classes: int, cache: CacheInfo | None = None) -> list[str]:

@@ -1,10 +1,7 @@
 """Training and inference images/s of AlexNet (one device, two-device path, columns=1) next to
-torchvision's alexnet on the same device and batch, with the projected 90-epoch time.
-
-With --data CACHE, one more row adds the real train loader (end to end, data included).
-With --cost, a second table: one training step of each model counted on the meta device (no GPU
-needed) and its time projected on an H100 and an H200 from datasheet figures (an estimate);
---cost-only prints that table without timing anything."""
+torchvision's alexnet on the same device and batch, with the projected 90-epoch time; --data CACHE
+adds the real train loader's row. --cost adds one training step of each model counted on the meta
+device and its time projected on an H100 and an H200 (an estimate); --cost-only times nothing."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""The first minute on a GPU: library versions, the fused ops against their references (float32
-and bfloat16, forward and backward), one training step on each placement, one compiled step.
-The JSON is rewritten after every check, so a run cut short keeps what it did."""
+"""The first minute on a GPU: versions, the fused ops against their references (float32 and
+bfloat16), a training step on each placement and a compiled one; the JSON rewritten after each."""
 
 from __future__ import annotations
 
