@@ -132,15 +132,12 @@ def cost_report(
         )
     ref = next((r for r in rows if r["name"] == reference), None)
     for row in rows:
-        row["ratio_to_torchvision"] = (
-            None if ref is None else {key: _ratio(row[key], ref[key]) for key in TOTALS}
-        )
+        row["ratio_to_torchvision"] = None
         if ref is not None:
+            row["ratio_to_torchvision"] = {key: _ratio(row[key], ref[key]) for key in TOTALS}
             for mine, theirs in zip(row["projection"], ref["projection"]):
-                mine["step_s_ratio_to_torchvision"] = _ratio(mine["step_s"], theirs["step_s"])
-                mine["step_s_with_launch_ratio_to_torchvision"] = _ratio(
-                    mine["step_s_with_launch"], theirs["step_s_with_launch"]
-                )
+                for key in ("step_s", "step_s_with_launch"):
+                    mine[f"{key}_ratio_to_torchvision"] = _ratio(mine[key], theirs[key])
     targets = {}
     for row in rows:
         if row["name"] in (ONE_DEVICE, TWO_DEVICE) and row["ratio_to_torchvision"]:

@@ -231,29 +231,23 @@ def targets(report: dict, workers: int) -> list[dict]:
     end = f"end to end: train_loader, workers={workers} ({device})"
     tv_stage = f"end to end: ImageFolder + DataLoader, workers={workers} ({device})"
     tv = per_cpu.get(("torchvision", tv_stage))
-    jpeg_e2e = per_cpu.get((packed.JPEG, end))
-    sizes = report["cache_bytes"]
+    jpeg_e2e, sizes = per_cpu.get((packed.JPEG, end)), report["cache_bytes"]
+    decode = (packed.JPEG, "read and decode JPEG rows (torchvision, 1 thread)")
     values = {
         "end-to-end raw loader, img/cpu-s": per_cpu.get((packed.RAW, end)),
-        "JPEG cache bytes / raw cache bytes": sizes[packed.JPEG] / sizes[packed.RAW]
-        if len(sizes) == 2
-        else None,
-        "JPEG decode (torchvision, CPU), img/cpu-s": per_cpu.get(
-            (packed.JPEG, "read and decode JPEG rows (torchvision, 1 thread)")
+        "JPEG cache bytes / raw cache bytes": (
+            sizes[packed.JPEG] / sizes[packed.RAW] if len(sizes) == 2 else None
         ),
-        "end-to-end JPEG loader / torchvision ImageFolder, per core": jpeg_e2e / tv
-        if jpeg_e2e and tv
-        else None,
+        "JPEG decode (torchvision, CPU), img/cpu-s": per_cpu.get(decode),
+        "end-to-end JPEG loader / torchvision ImageFolder, per core": (
+            jpeg_e2e / tv if jpeg_e2e and tv else None
+        ),
     }
-    return [
-        {
-            "target": name,
-            "value": values[name],
-            "bound": abs(bound),
-            "at_most": bound < 0,
-            "met": None
-            if values[name] is None
-            else (values[name] <= -bound if bound < 0 else values[name] >= bound),
-        }
-        for name, bound in TARGETS.items()
-    ]
+    rows = []
+    for name, bound in TARGETS.items():
+        v = values[name]
+        met = None if v is None else (v <= -bound if bound < 0 else v >= bound)
+        rows.append(
+            {"target": name, "value": v, "bound": abs(bound), "at_most": bound < 0, "met": met}
+        )
+    return rows

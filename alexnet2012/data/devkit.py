@@ -54,8 +54,7 @@ def find_devkit(
                 f"or its .tar.gz"
             )
         return path
-    root = Path(root)
-    found = sorted(root.glob(f"ILSVRC{year}_devkit*"))
+    found = sorted(Path(root).glob(f"ILSVRC{year}_devkit*"))
     folders = [p for p in found if p.is_dir()]
     archives = [p for p in found if p.name.endswith((".tar.gz", ".tgz", ".tar"))]
     return (folders or archives or [None])[0]
