@@ -183,24 +183,21 @@ def deviations(config: TrainConfig, num_classes: int, cache: CacheInfo | None = 
     if config.batch_size != paper.BATCH_SIZE:
         out.append(f"batch {config.batch_size} instead of {paper.BATCH_SIZE}")
     recipe = paper.recipe(config.recipe, config.bias_lr)
+    events = "; ".join(map(describe_event, recipe.events))
     if recipe.name == "caffe":
         out.append(
             "Caffe's bvlc_alexnet recipe: conv1 ungrouped, LRN with k=1 across both columns' "
             "maps, biases 0.1 and N(0, 0.005) in fc6/fc7, biases at 2x the weights' rate, lr / 10 "
-            "every 20 epochs (" + "; ".join(map(describe_event, recipe.events)) + ")"
+            f"every 20 epochs ({events})"
         )
     elif recipe.events:
-        events = "; ".join(map(describe_event, recipe.events))
+        fixed = "keep their rate until their layer freezes"
+        how = fixed if recipe.bias_lr == "fixed" else "follow the weights' rate down"
         out.append(
             f"the 2012 code's recipe (layers-145): LRN before ReLU in conv1, a within-map "
             f"normalization after conv2, its init, biases at {recipe.bias_lr_scale:g}x the "
-            f"weights' rate (reading '{recipe.bias_lr}': "
-            + (
-                "biases keep their rate until their layer freezes"
-                if recipe.bias_lr == "fixed"
-                else "biases follow the weights' rate down"
-            )
-            + f"), and its fixed events by epoch ({events}) instead of the paper's"
+            f"weights' rate (reading '{recipe.bias_lr}': biases {how}), and its fixed events by "
+            f"epoch ({events}) instead of the paper's"
         )
     if config.epochs != recipe.epochs:
         about = "about " if recipe.name == "paper" else ""
