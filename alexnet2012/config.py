@@ -1,5 +1,4 @@
-"""A run's configuration: its settings, their checks (once, here) and its deviations from the
-paper. The defaults are the paper's (P §5; where it is silent, [C]'s, see ``paper``)."""
+"""A run's configuration: its settings (the paper's by default), checks and deviations from it."""
 
 from __future__ import annotations
 

@@ -106,8 +106,7 @@ def name(device: torch.device | str) -> str:
 
 
 def describe(devices: Sequence[torch.device | str]) -> dict[str, Any]:
-    """What a measurement ran on, for its JSON: devices, GPU names, the CPU and the vector
-    instructions PyTorch uses on it, cores and threads."""
+    """What a measurement ran on: devices, GPU names, the CPU and its vector ISA, cores, threads."""
     gpus = sorted({torch.device(d) for d in devices if torch.device(d).type == "cuda"}, key=str)
     return {
         "devices": [str(d) for d in devices],

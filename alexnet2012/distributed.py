@@ -290,8 +290,7 @@ def check_losses(watch: LossWatch, epoch: int) -> float | None:
 
 
 def wrap(model: nn.Module, devices: tuple[str, ...]) -> nn.Module:
-    """``model`` whose gradients are averaged over the replicas (DDP), the gradients views of the
-    all-reduce buckets (no copy of them each step)."""
+    """``model`` whose gradients are averaged over the replicas (DDP, views of its buckets)."""
     if not active():
         return model
     one_gpu = len(devices) == 1 and torch.device(devices[0]).type == "cuda"
@@ -300,8 +299,7 @@ def wrap(model: nn.Module, devices: tuple[str, ...]) -> nn.Module:
 
 
 def finish() -> None:
-    """Leave the process group after a run that went well, once every replica is there (none
-    closes its connections while another may still read from them)."""
+    """Leave the process group after a run that went well, once every replica is there."""
     barrier()
     stop()
 

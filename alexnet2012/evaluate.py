@@ -78,8 +78,7 @@ def predictions(
     progress: bool = False,
     desc: str = "eval",
 ) -> tuple[Tensor, Tensor]:
-    """Every image's view-averaged class probabilities (float64, on the CPU) and its label, in
-    the batches' order: what an ensemble averages (P Table 2's 5 CNNs)."""
+    """Every image's view-averaged class probabilities (float64, CPU) and label: for ensembles."""
     probs, labels = [], []
     for p, y in _probabilities(model, batches, progress, desc):
         probs.append(p.double().cpu())

@@ -1,5 +1,4 @@
-"""Files that are always whole: atomic writes that fail with one line (the file, the space it
-needed and the space left), and the temporary files such writes leave when killed."""
+"""Files that are always whole: atomic writes that fail with one line, and their leftovers."""
 
 from __future__ import annotations
 

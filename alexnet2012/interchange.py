@@ -1,5 +1,4 @@
-"""The "grouped" layout of Caffe's bvlc_alexnet and groups=2 ports: a tensor per layer, column
-0's half then column 1's along the output dimension."""
+"""The "grouped" layout of bvlc_alexnet: a tensor per layer, the columns' halves concatenated."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Learning curves as a PNG drawn by matplotlib: training loss and validation top-1/top-5 error
-(%) per epoch; lr drops as dashed lines labelled with the rate."""
+"""Learning curves as a PNG: training loss and validation errors per epoch, lr drops dashed."""
 
 from __future__ import annotations
 

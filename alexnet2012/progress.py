@@ -1,5 +1,4 @@
-"""Progress of anything long, the one helper of every script: a tqdm bar on a terminal, plain
-lines in a log (nohup, Slurm), where a bar would print nothing for hours, or raw ``\r`` frames."""
+"""Progress of anything long: a tqdm bar on a terminal, plain lines in a log (nohup, Slurm)."""
 
 from __future__ import annotations
 

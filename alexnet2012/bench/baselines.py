@@ -1,5 +1,4 @@
-"""What the data benchmark compares with: the cache in the other format, and torchvision's
-``ImageFolder`` + ``DataLoader`` with paper-like transforms on the same images; the timing."""
+"""What the data benchmark compares with (the other format, torchvision's path), and its timing."""
 
 from __future__ import annotations
 

@@ -171,8 +171,7 @@ _DROPOUTS = {  # their positional arguments
 
 
 class _CudaOps(TorchFunctionMode):
-    """On ``meta``, ``F.dropout`` (training, 0 < p < 1, not in place) runs as CUDA's fused
-    ``native_dropout`` (elsewhere it is ``bernoulli_``, ``div_`` and ``mul``)."""
+    """On ``meta``, ``F.dropout`` (training, 0 < p < 1) runs as CUDA's fused ``native_dropout``."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}

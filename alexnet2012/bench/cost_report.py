@@ -38,8 +38,7 @@ PEAK_SOURCE = "NVIDIA H100 and H200 datasheets; dense: half the with-sparsity fi
 
 @dataclass(frozen=True)
 class Assumptions:
-    """Rules of thumb: products reach 50-70% of the peak, element-wise ops 70-90% of the
-    bandwidth, a launch costs 3-5 us of host time."""
+    """Rules of thumb: products at 50-70% of the peak, element-wise ops 70-90% of the bandwidth."""
 
     compute_efficiency: float = 0.6
     memory_efficiency: float = 0.8

@@ -1,5 +1,4 @@
-"""The models the benchmarks compare, on devices to be timed or on ``meta`` to be counted: this
-project's net (one device, two-device path, one column) and torchvision's, the reference."""
+"""The models the benchmarks compare (ours three ways, torchvision's), to be timed or counted."""
 
 from __future__ import annotations
 

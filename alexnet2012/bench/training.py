@@ -54,8 +54,7 @@ class Settings:
 
 @dataclass
 class Case:
-    """One row; ``batches``: the data row's loader (else synthetic); per mode, the per-step
-    seconds of each round and the step's peak memory."""
+    """One row; ``batches``: the data row's loader; per mode, each round's step time and a peak."""
 
     name: str
     model: nn.Module
@@ -136,8 +135,7 @@ def loader_batches(
 def synthetic_batch(
     batch_size: int, device: torch.device, seed: int = 0, size: int = paper.CROP_SIZE
 ) -> tuple[Tensor, Tensor]:
-    """Random inputs laid out as the loader feeds them (channels-last): a compiled step traced
-    on another layout would recompile on real batches."""
+    """Random inputs laid out as the loader feeds them (channels-last), so none recompiles."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch_size, 3, size, size, generator=g)
     y = torch.randint(0, paper.NUM_CLASSES, (batch_size,), generator=g)

@@ -1,5 +1,4 @@
-"""The training benchmark's memory meter and JSON report: rates, ratios, memory, 90 epochs,
-targets, the machine and the code measured."""
+"""The training benchmark's memory meter and JSON report (rates, memory, targets, machine, code)."""
 
 from __future__ import annotations
 

@@ -242,8 +242,7 @@ def check_finished(cache: Path, split: str, status: np.ndarray, manifest: dict) 
 
 @dataclass
 class SplitCache:
-    """One prepared split: the image rows (raw: a read-only memmap; jpeg: None), labels, row
-    status; ``rows(r)``: uint8 (len(r), 256, 256, 3) in either format."""
+    """One prepared split; ``rows(r)``: uint8 (len(r), 256, 256, 3) in either format."""
 
     split: str
     images: np.ndarray | None
@@ -287,8 +286,7 @@ def open_split(cache_dir: str | os.PathLike, split: str) -> SplitCache:
 
 @dataclass(frozen=True)
 class CacheInfo:
-    """Classes and usable images per finished split; how the images are stored (``format``
-    "raw" or "jpeg", ``quality`` of the JPEGs) and the subset prepared (``Subset.as_dict()``)."""
+    """Classes and usable images per finished split, the images' format and the subset prepared."""
 
     num_classes: int
     wnids: list[str]

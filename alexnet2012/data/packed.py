@@ -122,8 +122,7 @@ def _quiet() -> Iterator[None]:
 
 
 def decode_gpu(data: torch.Tensor, lengths: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 (B, 256, 256, 3) on ``device``. nvJPEG writes on a stream of its own into memory of
-    the current one, whose earlier work must be done first."""
+    """uint8 (B, 256, 256, 3) on ``device``, after the current stream's work (nvJPEG's own)."""
     files = list(torch.split(data, lengths.tolist()))
     torch.cuda.current_stream(device).synchronize()
     with _quiet():

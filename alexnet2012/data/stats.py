@@ -32,8 +32,7 @@ class Stats:
 
 @dataclass
 class PixelSums:
-    """Exact sums over images: per pixel (uint64) and of the RGB products (float64), whatever the
-    order they are added in; a JPEG cache keeps those of the original rows while it is made."""
+    """Exact sums over images: per pixel (uint64) and of the RGB products (float64)."""
 
     pixel: np.ndarray
     second: np.ndarray

@@ -200,8 +200,7 @@ class EpochBatches:
 
 
 class EvalStreams(AbstractContextManager):
-    """``eval_loader``'s batches from one loader per (split, views, batch_size), made on first use
-    and reused, each holding ``workers`` processes until ``close()``; ``shard`` as there."""
+    """``eval_loader``'s batches from one persistent loader per (split, views, batch_size)."""
 
     def __init__(
         self,

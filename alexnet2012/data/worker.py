@@ -129,8 +129,7 @@ class _CacheBatches(Dataset):
 
 
 class TrainBatches(_CacheBatches):
-    """Item g: batch g % per_epoch of epoch g // per_epoch, from the plan of (seed, epoch);
-    ``shard`` (rank, world): a replica's part of each batch; ``crop_chunk``: see ``make_plan``."""
+    """Item g: batch g % per_epoch of epoch g // per_epoch; ``shard``: (rank, world) of a batch."""
 
     KEEP_PLANS = 2  # the epoch being read and the next one
 

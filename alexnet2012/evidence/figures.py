@@ -42,8 +42,7 @@ def make_figures(
     workers: int = 0,
     progress: bool = True,
 ) -> Path:
-    """Write :data:`FILES` into ``out`` (made if missing); the network runs on its first
-    column's device; ``progress``: a bar over the training set. Returns ``figures.md``'s path."""
+    """Write :data:`FILES` into ``out`` (made if missing); returns ``figures.md``'s path."""
     out.mkdir(parents=True, exist_ok=True)
     device = next(model.columns[0].parameters()).device
     info = cache_info(source.cache)

@@ -1,5 +1,4 @@
-"""Figure 3: conv1's kernels by column, and how colour-specific each column is (P §6.1), as an
-index and a permutation test's p-value."""
+"""Figure 3: conv1's kernels by column, and how colour-specific each column is (P §6.1)."""
 
 from __future__ import annotations
 

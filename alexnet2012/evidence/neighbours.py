@@ -90,8 +90,7 @@ def figure4_neighbours(
     found_labels: np.ndarray,
     names: list[str],
 ) -> bytes:
-    """The PNG: a row per query (framed, first) and its neighbours, nearest first; a
-    neighbour's label in green when it is the query's class, else red."""
+    """The PNG: a row per query and its neighbours, labels green for the query's class, else red."""
     side, step, k = 128, 136, found_labels.shape[1]
     row_height = side + 44
     c = Canvas(40 + step * (k + 1) + 10, 52 + len(queries) * row_height + 20)

@@ -186,8 +186,7 @@ def picture(pixels: np.ndarray, side: int) -> np.ndarray:
 def figure4_predictions(
     images: Images, probs: np.ndarray, classes: np.ndarray, names: list[str]
 ) -> bytes:
-    """The PNG: each image, its true label under it, and bars for the five most probable
-    labels, the true one's in red (as in the paper)."""
+    """The PNG: each image, its true label, bars for its five most probable labels (true: red)."""
     per_row, count = 4, len(images.rows)
     rows = -(-count // per_row)
     height_cell = SIDE + 40 + 18 * probs.shape[1]
