@@ -1,5 +1,4 @@
-"""Data parallelism over replicas launched by torchrun: the process group, each replica's devices,
-sums and agreements over replicas, per-rank seeds. Without torchrun nothing here talks."""
+"""Data parallelism over torchrun's replicas: process group, devices, sums, agreements, seeds."""
 
 from __future__ import annotations
 
@@ -194,8 +193,7 @@ def from_peers(exc: BaseException) -> bool:
 
 
 def _silent(wait_s: float = 3.0) -> list[int]:
-    """The ranks that do not check in within ``wait_s`` ([]: unknown) at torchrun's store
-    (MASTER_ADDR:MASTER_PORT), which its agent holds and a dead replica does not take down."""
+    """The ranks that do not check in within ``wait_s`` at torchrun's store ([]: unknown)."""
     try:
         store = dist.TCPStore(
             os.environ["MASTER_ADDR"],

@@ -55,8 +55,7 @@ def _check_space(path: str, needed: int) -> None:
 
 
 def _os_error(exc: BaseException) -> OSError | None:
-    """The OS error behind ``exc``: itself, or what it was raised while handling (torch.save's
-    zip writer turns a full disk into a RuntimeError)."""
+    """The OS error behind ``exc`` (torch.save's zip writer turns one into a RuntimeError)."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, OSError):

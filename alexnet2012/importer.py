@@ -34,8 +34,7 @@ ONNX_KINDS = {
 
 @dataclass
 class Op:
-    """One operation of a file's network: ``kind`` (conv, fc, relu, lrn, pool, dropout), its
-    settings and weights: conv (out, in/group, k, k), fc (out, in)."""
+    """One operation of a file's network: its kind, settings and weights (fc: out, in)."""
 
     kind: str
     name: str
@@ -154,8 +153,7 @@ def _expected(layer: paper.Layer) -> list[str]:
 
 
 def match(ops: list[Op], recipe: str) -> list[Op]:
-    """The weighted operations, one per layer of ``recipe``'s table, once the file's structure
-    is checked against the table; the first difference as a :class:`UsageError`."""
+    """The weighted operations, one per layer of ``recipe``'s table, the structure checked."""
     layers = paper.RECIPES[recipe].layers
     starts = [i for i, op in enumerate(ops) if op.kind in WEIGHTED]
     kinds = [ops[i].kind for i in starts]

@@ -1,5 +1,4 @@
-"""The checks of the values users give on command lines, one function per value, so that a bad
-value gets the same one-line message wherever it is given (devices: ``devices.parse``)."""
+"""The checks of command-line values, one function each: one message wherever a value is given."""
 
 from __future__ import annotations
 

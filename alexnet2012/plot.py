@@ -96,8 +96,7 @@ def curves_figure(
     drops: Sequence[dict[str, Any]],
     title: str = "AlexNet learning curves",
 ) -> Figure:
-    """One panel per entry of :data:`PANELS` (``figure.axes``). ``metrics``: a dict per epoch
-    (missing values skipped); ``drops``: dicts with ``epoch`` and ``new_lr``."""
+    """One panel per entry of :data:`PANELS`; ``drops``: dicts with ``epoch`` and ``new_lr``."""
     if not metrics:
         raise ValueError("learning_curves: no epochs to plot")
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # here, not at import: every

@@ -1,5 +1,4 @@
-"""P §5's lr schedule, divided by 10 "when the validation error rate stopped improving": here a
-plateau rule or fixed drop epochs; and a recipe's fixed events (:class:`RecipeSchedule`)."""
+"""P §5's lr schedule (a plateau rule or fixed drop epochs), and a recipe's fixed events."""
 
 from __future__ import annotations
 

@@ -137,8 +137,7 @@ def _dtype(args: tuple, kwargs: dict) -> torch.dtype | None:
 
 
 class OpCounter(TorchDispatchMode):
-    """Records each op as an :class:`Op` in ``ops``, those without a kernel in ``skipped`` (by
-    name); ``flops`` (entered before it) is read around each op."""
+    """Records each op as an :class:`Op` in ``ops``, those without a kernel in ``skipped``."""
 
     def __init__(self, flops: FlopCounterMode):
         super().__init__()

@@ -1,5 +1,4 @@
-"""The first minute on a GPU: versions, each fused op against its reference, a training step on
-each placement and a compiled one, each recorded as it ends (a run cut short keeps what it did)."""
+"""The first minute on a GPU: versions, fused ops against references, steps; recorded as done."""
 
 from __future__ import annotations
 

@@ -185,8 +185,7 @@ def training_report(
 
 
 def training_targets(rows: list[dict[str, Any]]) -> dict[str, float | None]:
-    """The issue's targets as ratios of training rates: the one-device net over torchvision's
-    (>= 1.0) and the two-device path over the one-device net (on one GPU: >= 0.9)."""
+    """The issue's targets: one-device over torchvision's (>= 1), two-device over one (>= 0.9)."""
     rate = {r["name"].split(" (")[0]: r["train"]["images_per_s"] for r in rows if r["train"]}
     one = rate.get(models.ONE_DEVICE)
     return {

@@ -1,5 +1,4 @@
-"""Augmentation (P §4.1): uint8 crops in the loader's workers, then ``to_input`` on the device:
-float32 ``(crop - mean crop + lighting) * scale`` on the 0..255 scale the init assumes ([C])."""
+"""Augmentation (P §4.1): uint8 crops in the workers, then float32 on the device (``to_input``)."""
 
 from __future__ import annotations
 
@@ -22,8 +21,7 @@ def centre_offset(size: int, full: int = paper.IMAGE_SIZE) -> int:
 def crop_flip(
     images: torch.Tensor, oy: np.ndarray, ox: np.ndarray, flip: np.ndarray, size: int
 ) -> torch.Tensor:
-    """uint8 (B, H, W, 3) -> (B, S, S, 3): image i cropped at (oy[i], ox[i]), mirrored where
-    flip[i]. CPU: a slice copy per image (torch's CPU gather is far slower); else one gather."""
+    """uint8 (B, H, W, 3) -> (B, S, S, 3), image i cropped at (oy[i], ox[i]), flipped if flip[i]."""
     oy, ox, flip = np.asarray(oy), np.asarray(ox), np.asarray(flip, bool)
     if len(images) and not (
         len(oy) == len(ox) == len(flip) == len(images)

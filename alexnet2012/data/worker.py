@@ -178,8 +178,7 @@ class TrainBatches(_CacheBatches):
 
 
 class EvalBatches(_CacheBatches):
-    """Every usable image of ``split`` in cache order, in batches of ``batch_size`` (``views``: 1,
-    the centre crop, or 10); ``shard`` (rank, world): every world-th batch from the rank-th."""
+    """Every usable image of ``split``; ``shard``: every world-th batch from the rank-th."""
 
     def __init__(
         self,
@@ -211,8 +210,7 @@ class EvalBatches(_CacheBatches):
 
 
 class Positions:
-    """Sampler of batch numbers ``start`` .. ``stop`` - 1 (None: no end); ``start`` is read when
-    an iteration begins, so a persistent loader moves by starting a new iteration."""
+    """Batch numbers ``start`` .. ``stop`` - 1, ``start`` read as an iteration begins."""
 
     def __init__(self, start: int, stop: int | None) -> None:
         self.start, self.stop = start, stop

@@ -1,5 +1,4 @@
-"""The paper's ablation table from finished runs: each run's error, its change from the baseline
-beside the paper's (``paper.ABLATIONS``), and its train-validation gap (overfitting)."""
+"""The paper's ablation table: each run's error and change beside the paper's, and overfitting."""
 
 from __future__ import annotations
 
@@ -19,8 +18,7 @@ BASELINE = "baseline"
 
 @dataclass
 class Outcome:
-    """A finished run: validation errors (fractions) of the centre crop and of the ten views
-    (None when not tested), and the centre-crop error on its own training images."""
+    """A finished run's validation errors (centre crop, ten views) and training-set error."""
 
     name: str
     ablation: paper.Ablation | None  # None: the baseline
@@ -32,8 +30,7 @@ class Outcome:
 
 
 def training_error(run: Path, devices: tuple[str, ...], batch_size: int, workers: int) -> dict:
-    """Top-1/top-5 error of the run's final network on every image of its training set, centre
-    crop, eval mode (dropout's x0.5, no augmentation): what it fits, to set beside validation."""
+    """Top-1/top-5 error of the run's network on its training set (centre crop, eval mode)."""
     model, config, _ = load_trained(str(run / CHECKPOINT), devices)
     device = next(model.columns[0].parameters()).device
     batches = eval_loader(

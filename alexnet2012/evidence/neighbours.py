@@ -1,5 +1,4 @@
-"""Figure 4, right: the training images nearest to a few query images in fc7's activations, by
-Euclidean distance, in one pass keeping the best k per query (no feature matrix in memory)."""
+"""Figure 4, right: the training images nearest to a few query images in fc7, in one pass."""
 
 from __future__ import annotations
 
@@ -69,8 +68,7 @@ def search_training_set(
     k: int,
     progress: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Distances, positions (in the loader's order) and labels of the ``k`` training images
-    nearest to each query's fc7 activations, from ``batches`` (the centre-crop loader)."""
+    """Distances, positions and labels of the ``k`` images of ``batches`` nearest each query."""
     search, labels, seen = Nearest(queries, k), [], 0
     model.eval()
     with fc7_of(model) as fc7:
