@@ -87,7 +87,8 @@ def layout(metrics: Sequence[dict[str, Any]], drops: Sequence[dict[str, Any]]) -
     return tuple(Ticks(xticks, _value_ticks(v, p.bounds, p.empty)) for v, p in zip(values, PANELS))
 
 
-def _rgb(colour: Colour) -> tuple[float, float, float]:
+def rgb(colour: Colour) -> tuple[float, float, float]:
+    """0..255 RGB as matplotlib takes it."""
     return tuple(c / 255 for c in colour)  # type: ignore[return-value]
 
 
@@ -110,20 +111,20 @@ def curves_figure(
             points = series(metrics, curve.key, curve.scale)
             if points:
                 x, y = zip(*points)
-                axes.plot(x, y, "o-", color=_rgb(curve.colour), markersize=3, label=curve.label)
+                axes.plot(x, y, "o-", color=rgb(curve.colour), markersize=3, label=curve.label)
         for i, drop in enumerate(drops):
-            line = axes.axvline(drop["epoch"] - 0.5, color=_rgb(DROP_COLOR), ls="--", lw=1)
+            line = axes.axvline(drop["epoch"] - 0.5, color=rgb(DROP_COLOR), ls="--", lw=1)
             axes.annotate(
                 f"lr {drop['new_lr']:g}", (drop["epoch"] - 0.5, 1 - 0.05 * (1 + i % 2)),
                 xycoords=("data", "axes fraction"), xytext=(3, 0), textcoords="offset points",
-                color=_rgb(DROP_COLOR), fontsize=8,
+                color=rgb(DROP_COLOR), fontsize=8,
             )  # fmt: skip
             if i == 0:
                 line.set_label("lr drop (new rate)")
         axes.set(title=panel.title, xlabel="epoch", xticks=ticks.xticks, yticks=ticks.yticks)
         axes.set_xlim(ticks.xticks[0], ticks.xticks[-1])
         axes.set_ylim(ticks.yticks[0], ticks.yticks[-1])
-        axes.grid(color=_rgb(GRID))
+        axes.grid(color=rgb(GRID))
         if axes.get_legend_handles_labels()[0]:
             axes.legend(loc="upper right", fontsize=9)
         else:

@@ -70,8 +70,7 @@ def format_table(model: AlexNet) -> str:
             f"{r.name:<6} {shape:>14} {r.columns:>4} {r.parameters:>12,} "
             f"{r.neurons:>9,} {paper_n:>9}{mark:2} {sees[r.sees]}"
         )
-    total_p = sum(r.parameters for r in rows)
-    total_n = sum(r.neurons for r in rows)
+    total_p, total_n = sum(r.parameters for r in rows), sum(r.neurons for r in rows)
     lines.append(f"total  {'':>14} {'':>4} {total_p:>12,} {total_n:>9,}")
     lines.append(
         textwrap.fill(

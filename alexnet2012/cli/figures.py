@@ -71,10 +71,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.run, str(cache), config.test_split, config.input_size, done,
         checkpoint.get("mean_image"),
     )  # fmt: skip
-    if args.out:
-        out = Path(args.out)
-    else:
-        out = run / "figures" if run.is_dir() else run.with_name(run.stem + "_figures")
+    default = run / "figures" if run.is_dir() else run.with_name(run.stem + "_figures")
+    out = Path(args.out) if args.out else default
     report = make_figures(
         model, source, out, batch_size=args.batch_size, workers=workers, progress=not args.quiet
     )

@@ -16,8 +16,8 @@ from PIL import Image
 
 from alexnet2012.data import centre_view, load_stats, mean_crop, to_input
 from alexnet2012.data.cache import open_split
+from alexnet2012.plot import Colour, rgb
 
-Colour = tuple[int, int, int]
 INK: Colour = (0, 0, 0)
 GREY: Colour = (150, 150, 150)
 BLUE: Colour = (31, 119, 180)
@@ -72,7 +72,7 @@ class Canvas:
             y,
             words,
             fontsize=size * 72 / self.DPI,
-            color=_rgb(colour),
+            color=rgb(colour),
             ha=align,
             va="center_baseline",
             weight="bold" if bold else "normal",
@@ -92,8 +92,8 @@ class Canvas:
                 (left, top),
                 right - left,
                 bottom - top,
-                facecolor=_rgb(fill) if fill else "none",
-                edgecolor=_rgb(colour) if colour else "none",
+                facecolor=rgb(fill) if fill else "none",
+                edgecolor=rgb(colour) if colour else "none",
                 linewidth=outline.get("width", 1) * 72 / self.DPI,
                 zorder=self._next(),
             )
@@ -103,10 +103,6 @@ class Canvas:
         out = io.BytesIO()
         self.figure.savefig(out, format="png", dpi=self.DPI)
         return out.getvalue()
-
-
-def _rgb(colour: Colour) -> tuple[float, float, float]:
-    return tuple(c / 255 for c in colour)  # type: ignore[return-value]
 
 
 def stretch(pixels: np.ndarray) -> np.ndarray:
