@@ -16,8 +16,7 @@ class UsageError(ValueError):
 
 
 class SaveError(UsageError):
-    """A file could not be written: one line naming the file, the space it needed and the space
-    left (``no_space``: freeing space is the remedy); its previous version is intact."""
+    """A file could not be written (``no_space``: for lack of space); its old version is intact."""
 
     def __init__(self, message: str, path: str, no_space: bool = False):
         super().__init__(message)
@@ -25,8 +24,7 @@ class SaveError(UsageError):
 
 
 def check_writable(path: Path, option: str = "--json") -> None:
-    """Refuse, before anything is measured, an output file that could not be written (a folder,
-    a missing folder, a place where no file can be made); leaves no trace."""
+    """Refuse, before anything is measured, an output file that could not be written."""
     if path.is_dir():
         raise UsageError(
             f"{option} {path} is a directory: give a file name, e.g. {path / 'benchmark.json'}"

@@ -49,8 +49,7 @@ def evaluate(
     desc: str = "eval",
     reduce: Callable[[Tensor], Tensor] | None = None,
 ) -> dict[str, float]:
-    """Error rates (fractions) and mean loss in eval mode, summed on the device (one sync);
-    ``reduce``: the sums and count over replicas, each holding a shard of the images."""
+    """Error rates and mean loss in eval mode; ``reduce``: the sums over replicas (each a shard)."""
     sums, count = None, 0
     for probs, y in _probabilities(model, batches, progress, desc):
         y = y.to(probs.device, non_blocking=True)

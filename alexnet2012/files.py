@@ -66,8 +66,7 @@ def _os_error(exc: BaseException) -> OSError | None:
 
 
 def write_atomic(path: PathLike, needed: int, write: Callable[[Any], None], what: str) -> None:
-    """Write ``path`` through ``write(file)`` into a temporary file beside it, fsync, rename; an OS
-    error is a one-line :class:`SaveError` with the ``needed`` bytes and the space left."""
+    """Write ``path`` by ``write(file)`` to a temporary file, fsync, rename (else SaveError)."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     _check_space(path, needed)

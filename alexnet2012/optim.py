@@ -74,8 +74,7 @@ def _update(
 
 
 def layer_groups(model: torch.nn.Module, lr: float = paper.LEARNING_RATE) -> list[dict[str, Any]]:
-    """An ``AlexNet``'s groups "conv1.weight", "conv1.bias", ... (both columns), each with its
-    ``layer``, ``lr_scale`` (the recipe's ``bias_lr_scale`` for biases), ``lr`` x ``lr_scale``."""
+    """An ``AlexNet``'s groups "conv1.weight", "conv1.bias", ... with ``layer``, ``lr_scale``."""
     groups = []
     for layer in model.layers:
         for kind, scale in (("weight", 1.0), ("bias", model.recipe.bias_lr_scale)):

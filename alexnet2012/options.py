@@ -88,8 +88,7 @@ def int_list(option: str, text: str) -> tuple[int, ...]:
 
 
 def subset(text: str | None, option: str = "--subset") -> tuple[int, int | None] | None:
-    """``"100"`` -> ``(100, None)``, ``"100:260"`` -> ``(100, 260)``: the classes and training
-    images per class of a subset (``data.subset.Subset``); None: all the data."""
+    """``"100"`` -> ``(100, None)``, ``"100:260"`` -> ``(100, 260)`` (a ``Subset``); None: all."""
     if text is None:
         return None
     match = re.fullmatch(r"([0-9]+)(?::([0-9]+))?", text)

@@ -111,8 +111,7 @@ TERMINAL_LABEL = 29  # characters of a row label before it is footnoted
 
 
 def format_comparison(*args: Any, **kwargs: Any) -> str:
-    """:func:`comparison` as a plain-text table with its notes, for a terminal of 100 columns: the
-    row this run replicates starred, long row labels shortened with a numbered footnote."""
+    """:func:`comparison` in 100 columns, the replicated row starred, long labels footnoted."""
     headers, rows, notes = comparison(*args, **kwargs)
     headers = ["", *headers[1:4], "centre - row", "10-view - row"][: len(headers)]
     footnotes, starred = [], ""

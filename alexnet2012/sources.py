@@ -36,8 +36,7 @@ def resolve_cache(
     progress: bool,
     subset: tuple[int, int | None] | None = None,
 ) -> tuple[str, str, str]:
-    """The prepared cache for ``--data`` (prepared now if missing), the test set's name and the
-    split the final test runs on: ILSVRC-2010's test split (P Table 1), else val."""
+    """The cache for ``--data`` (prepared if missing), the test set's name and its split."""
     data = Path(data).resolve()
     if data.is_file():
         raise UsageError(

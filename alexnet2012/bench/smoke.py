@@ -68,8 +68,7 @@ def lrn_against_reference(device: torch.device, dtype: torch.dtype) -> dict[str,
 
 
 def dropout_against_reference(device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
-    """fc6's shape, positive inputs: the kept fraction, fresh masks per call, the backward
-    through the forward's mask, and test time's exact 0.5 relu(z)."""
+    """fc6's shape: the kept fraction, fresh masks, the backward's mask, test time's 0.5 relu(z)."""
     g = torch.Generator(device=device).manual_seed(1)
     z = (torch.rand(128, 2048, device=device, generator=g) + 0.5).to(dtype).requires_grad_()
     y = fused_dropout.relu_dropout(z, 0.5, True)
@@ -94,8 +93,7 @@ def dropout_against_reference(device: torch.device, dtype: torch.dtype) -> dict[
 
 
 def training_step(placement: tuple[str, ...], batch: int, compiled: str | None) -> dict:
-    """Three steps of the paper's network on ``placement``: losses and seconds per step;
-    ``compiled``: the backend, with bf16 autocast, and no recompiling after the first."""
+    """Three steps on ``placement``; ``compiled``: the backend, bf16, no recompiling."""
     torch.manual_seed(0)
     if len(placement) == 1:
         model = AlexNet(1000).to(placement[0])

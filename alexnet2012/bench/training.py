@@ -95,8 +95,7 @@ def build_cases(settings: Settings) -> list[Case]:
 
 
 def start_loader(settings: Settings) -> Generator[tuple[Tensor, Tensor], None, None]:
-    """The data row's batches, its workers started now: workers forked after the models exist
-    would make every later write to the models' pages a copy-on-write fault."""
+    """The data row's batches, workers started before the models exist (no copy-on-write faults)."""
     if not Path(settings.data).is_dir():
         raise UsageError(f"--data {settings.data}: no such directory (give a prepared data cache)")
     stream = TrainStream(
@@ -239,8 +238,7 @@ def measure_replicas(
     warmup: int,
     repeats: int = 3,
 ) -> dict[str, Any]:
-    """Under torchrun: the job's training images/s (DDP) against replica 0 alone with the whole
-    batch, each the median of ``repeats`` alternating rounds."""
+    """Under torchrun: the job's training images/s (DDP) against replica 0's alone."""
     world = distributed.environment()
     first = torch.device(names[0])
     if first.type == "cuda":  # before NCCL starts: each rank's communicator on its own GPU

@@ -35,8 +35,7 @@ PEAK_MEMORY = (
 
 
 class MemoryMeter:
-    """Peak memory of a block above what was in use at its start: CUDA allocator statistics per
-    GPU; on the CPU the resident set (Linux ``/proc``), a lower bound (freed pages are reused)."""
+    """Peak memory of a block over its start: CUDA's statistics, or the CPU's resident set."""
 
     def __init__(self, devices: Sequence[torch.device]):
         self.gpus = sorted({d for d in devices if d.type == "cuda"}, key=str)

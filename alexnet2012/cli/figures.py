@@ -1,5 +1,4 @@
-"""Figures 3 and 4 of the paper from a run's checkpoint: conv1's kernels by column with their
-colour-specificity, validation images with their top-5 labels, and nearest neighbours in fc7."""
+"""Figures 3 and 4 of the paper from a checkpoint: conv1's kernels, top-5 labels, fc7 neighbours."""
 
 import argparse
 import json

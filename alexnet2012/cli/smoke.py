@@ -1,5 +1,4 @@
-"""The first minute on a GPU: versions, the fused ops against their references (float32 and
-bfloat16), a training step on each placement and a compiled one; the JSON rewritten after each."""
+"""The first minute on a GPU: fused ops against their references, steps; JSON after each check."""
 
 from __future__ import annotations
 

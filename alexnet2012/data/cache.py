@@ -90,9 +90,8 @@ def _parse_manifest(path: Path) -> dict:
             f"{manifest['format']}, this one reads formats 1 and 2): prepare it again with "
             f"{PREPARE} SRC CACHE into a new CACHE folder"
         )
-    manifest.setdefault("images", packed.RAW)
-    manifest.setdefault("quality", None)
-    manifest.setdefault("subset", None)
+    for key, default in (("images", packed.RAW), ("quality", None), ("subset", None)):
+        manifest.setdefault(key, default)
     jpeg = manifest["images"] == packed.JPEG
     if VERSIONS.get(manifest["images"]) != manifest["format"] or not (
         isinstance(manifest["quality"], int) and 1 <= manifest["quality"] <= 100

@@ -54,8 +54,7 @@ def check_offsets(offsets: np.ndarray, done: np.ndarray, size: int) -> None:
 
 
 class Encoded(NamedTuple):
-    """A loader item of still encoded images, decoded on the GPU (``to_device``): training crops
-    at ``where`` rows (oy, ox, flip), or evaluation's ``views`` when ``where`` is empty."""
+    """Still encoded images for the GPU: crops at ``where`` (oy, ox, flip), or else ``views``."""
 
     data: torch.Tensor  # uint8: the batch's JPEG files end to end
     lengths: torch.Tensor  # int64 bytes per image

@@ -272,8 +272,7 @@ def _read_bad(path: Path) -> dict[str, str]:
 
 
 def _decode_rows(task: Task) -> tuple[list[tuple[int, str | None, bytes | None]], PixelSums | None]:
-    """Decode rows into the memmap (raw; the parent syncs it) or encode them (jpeg, with the pixel
-    sums for train): (row, None, bytes or None) or (row, reason, None) each."""
+    """Rows decoded into the memmap or encoded: (row, None, bytes or None), (row, reason, None)."""
     (kind, spec, want_sums), root, rows = task
     images = np.load(spec, mmap_mode="r+") if kind == packed.RAW else None
     outcome, decoded = [], []

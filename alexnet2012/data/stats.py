@@ -1,5 +1,4 @@
-"""Training-set statistics (P §2, §4.1) on [0,1], from exact sums: the per-pixel mean image and
-the RGB covariance's eigenvalues (descending) and eigenvectors (largest entry positive)."""
+"""Training-set statistics (P §2, §4.1) on [0,1], exact: mean image, RGB covariance, PCA."""
 
 from __future__ import annotations
 

@@ -53,8 +53,7 @@ def make_synthetic_imagenet(
     workers: int | None = None,
     progress: bool = True,
 ) -> None:
-    """Write the set into the new or empty folder ``out``. ``workers``: drawing processes (None:
-    one per core; under 64 images: this process); the bytes do not depend on it."""
+    """Write the set into the new or empty ``out``; ``workers`` change no byte."""
     out = Path(out)
     assert 1 <= classes <= MAX_CLASSES and train_per_class >= 1 and val_per_class >= 1
     assert seed >= 0 and (workers is None or workers >= 0), (seed, workers)

@@ -64,8 +64,7 @@ class EpochPlan:
 def make_plan(
     rows: np.ndarray, batch_size: int, crop: int, seed: int, epoch: int, crop_chunk: int = 1
 ) -> EpochPlan:
-    """The plan of epoch ``epoch`` over the usable cache ``rows``. ``crop_chunk`` > 1: runs of
-    that many images share their first image's crop and flip, as [C]'s ``crop_chunk``."""
+    """Epoch ``epoch``'s plan over ``rows``; ``crop_chunk``: images sharing a crop, as [C]'s."""
     assert crop in paper.INPUT_SIZES and 1 <= batch_size <= len(rows), (crop, batch_size)
     assert seed >= 0 and epoch >= 0, (seed, epoch)
     rng = np.random.default_rng([seed, epoch])

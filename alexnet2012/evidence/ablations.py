@@ -65,8 +65,7 @@ def _change(value: float, base: float) -> str:
 
 
 def table(outcomes: list[Outcome], dataset: str, failed: dict[str, str]) -> str:
-    """``ablations.md``: the baseline first, then each ablation, errors in % and changes in
-    points; the views are the ten views when every run has them, else the centre crop."""
+    """``ablations.md``: the baseline, then each ablation (ten views if every run has them)."""
     base = next(o for o in outcomes if o.ablation is None)
     ten = all(o.ten_view for o in outcomes)
     views = "ten views (P §4.1)" if ten else "centre crop"

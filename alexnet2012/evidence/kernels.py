@@ -36,8 +36,7 @@ def colour_specificity(kernels: np.ndarray) -> np.ndarray:
 def permutation_test(
     a: np.ndarray, b: np.ndarray, permutations: int = PERMUTATIONS, seed: int = 0
 ) -> tuple[float, float]:
-    """mean(b) - mean(a), and its two-sided p-value ``(1 + hits) / (1 + permutations)``: hits are
-    random relabellings whose |difference| is at least as large."""
+    """mean(b) - mean(a) and its two-sided p-value ``(1 + hits) / (1 + permutations)``."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     pooled = np.concatenate([a, b])
     observed = b.mean() - a.mean()

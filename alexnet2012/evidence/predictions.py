@@ -26,8 +26,7 @@ RED: Colour = (214, 39, 40)
 
 
 class Canvas:
-    """A matplotlib figure with one axes over all of it, in pixels (y down). Each thing drawn
-    lies above those drawn before it (matplotlib's own order puts images below patches)."""
+    """A matplotlib figure in pixels (y down), each thing drawn above those drawn before it."""
 
     DPI = 100
 
