@@ -1,8 +1,6 @@
-"""Caffe's ``.caffemodel`` and ``.binaryproto`` files read with the protobuf library, the
-messages of caffe.proto (BVLC/caffe ``src/caffe/proto/caffe.proto``) built at run time from
-their field numbers: no protoc step. Only the fields an AlexNet's weights need are declared;
-protobuf skips the others. Both of Caffe's layer lists are read: ``layer`` (field 100) and the
-older V1 ``layers`` (field 2, the type as an enum)."""
+"""Caffe's ``.caffemodel`` and ``.binaryproto`` files read with protobuf, caffe.proto's messages
+built at run time from their field numbers (no protoc step; only the fields an AlexNet needs).
+Both layer lists are read: ``layer`` and the older V1 ``layers`` (the type as an enum)."""
 
 from __future__ import annotations
 
@@ -116,8 +114,7 @@ def messages() -> dict[str, Any]:
 
 
 def blob_array(blob: Any) -> np.ndarray:
-    """A BlobProto's values in its shape (``shape.dim``, else the old num/channels/height/width),
-    float32."""
+    """A BlobProto's float32 values in its shape (``shape.dim``, else num/channels/height/width)."""
     data = np.asarray(blob.data if len(blob.data) else blob.double_data, dtype=np.float32)
     if blob.HasField("shape"):
         dims = tuple(blob.shape.dim)
@@ -160,21 +157,18 @@ def read_net(path: Path) -> list[CaffeLayer]:
     if len(net.layer) and len(net.layers):
         raise UsageError(f"{path} has both V1 'layers' and 'layer' lists: cannot tell which")
     layers = []
-    for layer in net.layer:
-        layers.append(CaffeLayer(layer.name, layer.type, _params(layer)))
-        layers[-1].blobs = [blob_array(b) for b in layer.blobs]
-    for layer in net.layers:
-        kind = V1_TYPES.get(layer.type, f"V1 type {layer.type}")
-        layers.append(CaffeLayer(layer.name, kind, _params(layer)))
-        layers[-1].blobs = [blob_array(b) for b in layer.blobs]
+    for layer in [*net.layer, *net.layers]:  # one of the two lists is empty
+        kind = V1_TYPES.get(layer.type, f"V1 type {layer.type}") if net.layers else layer.type
+        layers.append(
+            CaffeLayer(layer.name, kind, _params(layer), [blob_array(b) for b in layer.blobs])
+        )
     if not layers:
         raise UsageError(f"{path} holds no layers: give a .caffemodel with weights")
     return layers
 
 
 def read_mean(path: Path) -> np.ndarray:
-    """Caffe's mean file (``imagenet_mean.binaryproto``: a BlobProto 1x3xHxW, BGR, 0..255) as
-    ``(3, H, W)`` BGR float32."""
+    """Caffe's mean file (``imagenet_mean.binaryproto``) as ``(3, H, W)`` BGR float32, 0..255."""
     blob = messages()["BlobProto"]()
     try:
         blob.ParseFromString(path.read_bytes())

@@ -1,5 +1,4 @@
-"""A run's configuration: its settings, their checks (once, here) and its deviations from the
-paper. The defaults are the paper's (P §5; where it is silent, [C]'s, see ``paper``)."""
+"""A run's configuration: its settings (the paper's by default), checks and deviations from it."""
 
 from __future__ import annotations
 
@@ -22,18 +21,9 @@ from alexnet2012.schedule import PaperSchedule, RecipeSchedule, describe_event
 
 # settings --resume may change, or that follow from the data: two runs differing only in these
 # compute the same thing
-NOT_COMPUTATION = (
-    "out",
-    "cache",
-    "devices",
-    "workers",
-    "epochs",
-    "checkpoint_minutes",
-    "dataset",
-    "test_split",
-    "deviations",
-    "replicas",
-    "devices_per_replica",
+NOT_COMPUTATION = tuple(
+    "out cache devices workers epochs checkpoint_minutes dataset test_split deviations replicas "
+    "devices_per_replica".split()
 )
 
 
@@ -168,21 +158,17 @@ class TrainConfig:
 
 
 def default_workers(names: Sequence[str | torch.device]) -> int:
-    """Loader processes: none for a CPU-only run (workers would take the training threads'
-    cores for a load that costs little), else up to 8."""
-    if not devices.any_cuda(names):
-        return 0
-    return min(8, os.cpu_count() or 1)
+    """Loader processes: none on the CPU (they would take the training threads' cores), else 8."""
+    return min(8, os.cpu_count() or 1) if devices.any_cuda(names) else 0
 
 
 def deviations(config: TrainConfig, num_classes: int, cache: CacheInfo | None = None) -> list[str]:
     """How a run differs from the paper's, in words for the report (``cache``: its data)."""
     out = list(config.deviations)
     if cache is not None and cache.subset is not None:
-        out.append(
-            f"a subset of ImageNet, {Subset.from_dict(cache.subset).name} (--subset "
-            f"{Subset.from_dict(cache.subset).text}): not the paper's 1000-class task"
-        )
+        subset = Subset.from_dict(cache.subset)
+        task = "not the paper's 1000-class task"
+        out.append(f"a subset of ImageNet, {subset.name} (--subset {subset.text}): {task}")
     if cache is not None and cache.format == JPEG:
         out.append(
             f"the cache re-encodes the 256x256 images as JPEG (quality {cache.quality}): "
@@ -196,24 +182,21 @@ def deviations(config: TrainConfig, num_classes: int, cache: CacheInfo | None = 
     if config.batch_size != paper.BATCH_SIZE:
         out.append(f"batch {config.batch_size} instead of {paper.BATCH_SIZE}")
     recipe = paper.recipe(config.recipe, config.bias_lr)
+    events = "; ".join(map(describe_event, recipe.events))
     if recipe.name == "caffe":
         out.append(
             "Caffe's bvlc_alexnet recipe: conv1 ungrouped, LRN with k=1 across both columns' "
             "maps, biases 0.1 and N(0, 0.005) in fc6/fc7, biases at 2x the weights' rate, lr / 10 "
-            "every 20 epochs (" + "; ".join(map(describe_event, recipe.events)) + ")"
+            f"every 20 epochs ({events})"
         )
     elif recipe.events:
-        events = "; ".join(map(describe_event, recipe.events))
+        fixed = "keep their rate until their layer freezes"
+        how = fixed if recipe.bias_lr == "fixed" else "follow the weights' rate down"
         out.append(
             f"the 2012 code's recipe (layers-145): LRN before ReLU in conv1, a within-map "
             f"normalization after conv2, its init, biases at {recipe.bias_lr_scale:g}x the "
-            f"weights' rate (reading '{recipe.bias_lr}': "
-            + (
-                "biases keep their rate until their layer freezes"
-                if recipe.bias_lr == "fixed"
-                else "biases follow the weights' rate down"
-            )
-            + f"), and its fixed events by epoch ({events}) instead of the paper's"
+            f"weights' rate (reading '{recipe.bias_lr}': biases {how}), and its fixed events by "
+            f"epoch ({events}) instead of the paper's"
         )
     if config.epochs != recipe.epochs:
         about = "about " if recipe.name == "paper" else ""

@@ -1,5 +1,4 @@
-"""Devices: parsing and checking ``--devices``, the CUDA library settings, synchronisation and
-descriptions. Every script, the trainer and the model go through this module."""
+"""Devices: parsing and checking ``--devices``, CUDA library settings, syncing, descriptions."""
 
 from __future__ import annotations
 
@@ -25,9 +24,8 @@ def default() -> torch.device:
 def parse(
     spec: DeviceSpec, columns: int | None = None, option: str = "--devices"
 ) -> tuple[torch.device, ...]:
-    """The devices of ``spec`` ("cuda:0,cuda:1", a device, or a list of them), checked: one or
-    two existing CPU or CUDA devices, two only for a two-column net (one column on each).
-    Empty or None: :func:`default`. The one place a device is validated."""
+    """The devices of ``spec`` ("cuda:0,cuda:1", a device or a list), checked: one or two existing
+    CPU or CUDA devices, two only for a two-column net. Empty or None: :func:`default`."""
     if spec is None or isinstance(spec, torch.device):
         names = [] if spec is None else [spec]
     elif isinstance(spec, str):
@@ -73,9 +71,8 @@ def any_cuda(devices: Iterable[torch.device | str]) -> bool:
 
 
 def configure_backends(devices: Iterable[torch.device | str], tf32: bool = True) -> dict[str, Any]:
-    """Where any device is a GPU: cuDNN autotuning on, TF32 in matmul and cuDNN as ``tf32``
-    says (process-wide). The run, evaluation and benchmark all call this, so the benchmark
-    measures what the run does. Returns the settings for config.json and the reports."""
+    """Where any device is a GPU: cuDNN autotuning on, TF32 as ``tf32`` says (process-wide, the
+    same for runs and benchmarks). Returns the settings for config.json and the reports."""
     if not any_cuda(devices):
         return {"cuda": False}
     torch.backends.cudnn.benchmark = True
@@ -101,8 +98,7 @@ def cpu_name() -> str:
 
 
 def name(device: torch.device | str) -> str:
-    """One line for a report, e.g. 'cuda:0 (NVIDIA H200)' or 'cpu (AMD EPYC ..., 2 cores, 2
-    threads)'."""
+    """One line for a report, e.g. 'cuda:0 (NVIDIA H200)' or 'cpu (AMD EPYC ..., 2 cores, ...)'."""
     device = torch.device(device)
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
@@ -110,9 +106,7 @@ def name(device: torch.device | str) -> str:
 
 
 def describe(devices: Sequence[torch.device | str]) -> dict[str, Any]:
-    """What a measurement ran on, for its JSON: devices, GPU names, the CPU, the vector
-    instructions PyTorch's CPU kernels use on it (AVX2 or AVX512 differ twofold), cores and
-    threads."""
+    """What a measurement ran on: devices, GPU names, the CPU and its vector ISA, cores, threads."""
     gpus = sorted({torch.device(d) for d in devices if torch.device(d).type == "cuda"}, key=str)
     return {
         "devices": [str(d) for d in devices],

@@ -1,9 +1,8 @@
-"""Data parallelism over replicas launched by torchrun: the process group from torchrun's
-environment, each replica's devices, sums and agreements over replicas, per-rank seeds. Without
-torchrun (no WORLD_SIZE), or with one process, a run is one replica and nothing here talks."""
+"""Data parallelism over torchrun's replicas: process group, devices, sums, agreements, seeds."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pickle
@@ -76,9 +75,8 @@ def replica_devices(spec: str | None, world: World, per_replica: int) -> tuple[s
 def start(
     world: World, gpu: bool, shared: bool = False, timeout_minutes: float = TIMEOUT_MINUTES
 ) -> None:
-    """Join the process group (once): NCCL for the CUDA tensors of ``gpu`` replicas, gloo for
-    the rest; gloo alone when the replicas ``shared`` GPUs (NCCL refuses two ranks on one). A
-    collective that waits ``timeout_minutes`` for a replica fails: it hung or died."""
+    """Join the process group (once): NCCL for ``gpu`` replicas' CUDA tensors, else gloo (also when
+    they ``shared`` GPUs); a collective that waits ``timeout_minutes`` fails."""
     if world.size == 1 or dist.is_initialized():
         return
     backend = "cpu:gloo,cuda:nccl" if gpu and not shared else "gloo"
@@ -97,9 +95,8 @@ def start(
 
 
 def on_main(fn: Any) -> Any:
-    """``fn()`` on replica 0 (which may prepare data meanwhile: the others wait up to
-    PREPARE_MINUTES), its result on every replica. A :class:`UsageError` of ``fn`` is raised on
-    replica 0 and ends the others quietly, so that the line is printed once."""
+    """``fn()`` on replica 0 (the others wait up to PREPARE_MINUTES), its result on every replica;
+    its :class:`UsageError` is raised on replica 0 and ends the others quietly."""
     if not active():
         return fn()
     result, error = None, None
@@ -125,22 +122,17 @@ def refuse(message: str) -> None:
 
 
 def check_sees(folder: Path) -> None:
-    """Every replica sees the run folder replica 0 made, through a file replica 0 writes there
-    (removed after): the run folder must be on a filesystem every node shares."""
+    """Every replica sees the run folder replica 0 made (through a file replica 0 writes there)."""
     if not active():
         return
     marker, token = folder / f".config.json.{secrets.token_hex(4)}.tmp", secrets.token_hex(8)
     if dist.get_rank() == 0:
         marker.write_text(token)  # a killed save's leftover, to the run folder's cleanup
     marker, token = broadcast((marker, token))
-    deadline, seen = time.monotonic() + SEE_SECONDS, False
-    while not seen:
-        try:
+    seen, deadline = False, time.monotonic() + SEE_SECONDS
+    while not seen and time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
             seen = marker.read_text() == token
-        except OSError:
-            pass
-        if not seen and time.monotonic() > deadline:
-            break
         time.sleep(0 if seen else 0.2)
     views = gather((seen, socket.gethostname()))
     if dist.get_rank() == 0:
@@ -154,8 +146,7 @@ def check_sees(folder: Path) -> None:
 
 
 def check_same_cache(cache: str) -> None:
-    """Every replica's cache at ``cache`` holds the same data: the same manifest.json and
-    stats.json (the classes, images and format; the mean image and PCA) as replica 0's."""
+    """Every replica's cache has replica 0's manifest.json and stats.json (the same data)."""
     if not active():
         return
     digest = hashlib.sha256()
@@ -202,8 +193,7 @@ def from_peers(exc: BaseException) -> bool:
 
 
 def _silent(wait_s: float = 3.0) -> list[int]:
-    """The ranks that do not check in within ``wait_s`` ([]: unknown) at torchrun's store
-    (MASTER_ADDR:MASTER_PORT), which its agent holds and a dead replica does not take down."""
+    """The ranks that do not check in within ``wait_s`` at torchrun's store ([]: unknown)."""
     try:
         store = dist.TCPStore(
             os.environ["MASTER_ADDR"],
@@ -298,9 +288,7 @@ def check_losses(watch: LossWatch, epoch: int) -> float | None:
 
 
 def wrap(model: nn.Module, devices: tuple[str, ...]) -> nn.Module:
-    """``model`` whose gradients are averaged over the replicas (DistributedDataParallel; a
-    model on two devices, one column each, takes ``device_ids=None``). The gradients are views
-    of the all-reduce buckets: no copy of the 61M gradients in and out of them each step."""
+    """``model`` whose gradients are averaged over the replicas (DDP, views of its buckets)."""
     if not active():
         return model
     one_gpu = len(devices) == 1 and torch.device(devices[0]).type == "cuda"
@@ -309,9 +297,7 @@ def wrap(model: nn.Module, devices: tuple[str, ...]) -> nn.Module:
 
 
 def finish() -> None:
-    """Leave the process group after the last collective of a run that went well: the
-    replicas meet first, so that none closes its connections while another may still be
-    reading from them."""
+    """Leave the process group after a run that went well, once every replica is there."""
     barrier()
     stop()
 

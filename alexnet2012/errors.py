@@ -12,16 +12,11 @@ import torch
 
 
 class UsageError(ValueError):
-    """A problem with the user's input (paths, options, files) rather than a bug.
-
-    Command-line scripts print its message as one line and exit with status 2.
-    """
+    """A problem with the user's input, not a bug: scripts print it as one line, exit status 2."""
 
 
 class SaveError(UsageError):
-    """A file of a run could not be written (a full disk, no permission): one line naming the
-    file, the space it needed and the space left. ``no_space``: freeing space is the remedy.
-    The file's previous version is intact and no temporary file is left."""
+    """A file could not be written (``no_space``: for lack of space); its old version is intact."""
 
     def __init__(self, message: str, path: str, no_space: bool = False):
         super().__init__(message)
@@ -29,9 +24,7 @@ class SaveError(UsageError):
 
 
 def check_writable(path: Path, option: str = "--json") -> None:
-    """Refuse, before anything is measured, an output file that could not be written: a
-    directory, a missing folder, a place where no file can be made (e.g. ``/proc``). Leaves an
-    existing file as it is and makes no new one."""
+    """Refuse, before anything is measured, an output file that could not be written."""
     if path.is_dir():
         raise UsageError(
             f"{option} {path} is a directory: give a file name, e.g. {path / 'benchmark.json'}"
@@ -52,42 +45,28 @@ def check_writable(path: Path, option: str = "--json") -> None:
 
 
 def foreign_files(folder: Path, own: tuple[str, ...], hidden: bool = True) -> str:
-    """The names in ``folder`` (if it is one) other than ``own`` (and, with ``hidden=False``,
-    other than dot-files), the first three listed for a message ("" when there are none)."""
-    names = (
-        sorted(
-            p.name
-            for p in folder.iterdir()
-            if p.name not in own and (hidden or not p.name.startswith("."))
-        )
-        if folder.is_dir()
-        else []
+    """The first names in ``folder`` other than ``own`` (``hidden``: dot-files too), or ""."""
+    if not folder.is_dir():
+        return ""
+    names = sorted(
+        p.name for p in folder.iterdir() if p.name not in own and (hidden or p.name[:1] != ".")
     )
     return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
 
 
 def ignore_interrupt() -> None:
-    """A worker pool's initializer: Ctrl-C is the parent process's to handle (it stops the pool),
-    so that workers do not each print a KeyboardInterrupt traceback; SIGTERM ends a worker, as
-    ``Pool.terminate`` (and leaving a ``with Pool``) expects, whatever handler the parent had."""
+    """A worker pool's initializer: Ctrl-C is the parent's to handle, not each worker's; SIGTERM
+    ends a worker, as ``Pool.terminate`` expects, whatever handler the parent had."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-def out_of_memory(exc: BaseException) -> bool:
-    """Whether ``exc`` is PyTorch failing to allocate memory (CUDA or CPU)."""
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
-        isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
-    )
 
 
 def run_cli(
     main: Callable[[], int | None], *, oom_hint: str = "use a smaller --batch-size"
 ) -> NoReturn:
-    """Run a script's ``main``; turn a :class:`UsageError` into ``error: <message>`` (exit 2),
-    running out of memory into ``error: out of memory ...; <oom_hint>`` (exit 2), and Ctrl-C
-    into ``interrupted`` plus the interrupt's message, if any (e.g. how to resume; exit 130); a
-    run stopped by a signal prints its line and exits with the signal's status."""
+    """Run a script's ``main``: a :class:`UsageError` becomes ``error: <message>`` (exit 2), out of
+    memory ``error: out of memory ...; <oom_hint>`` (exit 2), Ctrl-C ``interrupted`` and its
+    message (exit 130); a run stopped by a signal exits with the signal's status."""
     try:
         code = main()
     except UsageError as exc:
@@ -101,7 +80,8 @@ def run_cli(
         )
         sys.exit(code or 130)
     except (RuntimeError, MemoryError) as exc:
-        if not (isinstance(exc, MemoryError) or out_of_memory(exc)):
+        oom = (MemoryError, torch.cuda.OutOfMemoryError)
+        if not (isinstance(exc, oom) or "can't allocate memory" in str(exc)):
             raise
         detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         print(f"error: out of memory ({detail}); {oom_hint}", file=sys.stderr)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +27,19 @@ def topk_errors(probs: Tensor, targets: Tensor, k: int = 5) -> tuple[Tensor, Ten
     return (top[:, 0] != targets).float(), (~hit_k).float()
 
 
+def _probabilities(
+    model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], progress: bool, desc: str
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """Each batch's view-averaged probabilities and labels, the model in eval mode meanwhile."""
+    was_training = model.training
+    model.eval()
+    try:
+        for x, y in track(batches, desc, enabled=progress):
+            yield view_probabilities(model, x), y
+    finally:
+        model.train(was_training)
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -36,24 +49,15 @@ def evaluate(
     desc: str = "eval",
     reduce: Callable[[Tensor], Tensor] | None = None,
 ) -> dict[str, float]:
-    """Error rates (fractions) and mean loss (-log of the true class's view-averaged
-    probability) in eval mode; sums stay on the device: one sync per evaluation. ``reduce``:
-    the sums and count over replicas, each holding a shard of the images."""
-    was_training = model.training
-    model.eval()
-    sums = None
-    count = 0
-    try:
-        for x, y in track(batches, desc, enabled=progress):
-            probs = view_probabilities(model, x)
-            y = y.to(probs.device, non_blocking=True)
-            top1, top5 = topk_errors(probs, y)
-            nll = F.nll_loss(probs.clamp_min(1e-12).log(), y, reduction="sum")
-            batch = torch.stack([top1.sum(), top5.sum(), nll])
-            sums = batch if sums is None else sums + batch
-            count += y.shape[0]
-    finally:
-        model.train(was_training)
+    """Error rates and mean loss in eval mode; ``reduce``: the sums over replicas (each a shard)."""
+    sums, count = None, 0
+    for probs, y in _probabilities(model, batches, progress, desc):
+        y = y.to(probs.device, non_blocking=True)
+        top1, top5 = topk_errors(probs, y)
+        nll = F.nll_loss(probs.clamp_min(1e-12).log(), y, reduction="sum")
+        batch = torch.stack([top1.sum(), top5.sum(), nll])
+        sums = batch if sums is None else sums + batch
+        count += y.shape[0]
     if reduce is not None:
         if sums is None:
             sums = torch.zeros(3, device=next(model.parameters()).device)
@@ -73,25 +77,18 @@ def predictions(
     progress: bool = False,
     desc: str = "eval",
 ) -> tuple[Tensor, Tensor]:
-    """Every image's view-averaged class probabilities (float64, on the CPU) and its label, in
-    the batches' order: what an ensemble averages (P Table 2's 5 CNNs)."""
-    was_training = model.training
-    model.eval()
+    """Every image's view-averaged class probabilities (float64, CPU) and label: for ensembles."""
     probs, labels = [], []
-    try:
-        for x, y in track(batches, desc, enabled=progress):
-            probs.append(view_probabilities(model, x).double().cpu())
-            labels.append(y.cpu())
-    finally:
-        model.train(was_training)
+    for p, y in _probabilities(model, batches, progress, desc):
+        probs.append(p.double().cpu())
+        labels.append(y.cpu())
     if not probs:
         raise ValueError("no images to evaluate")
     return torch.cat(probs), torch.cat(labels)
 
 
 def errors(probs: Tensor, targets: Tensor) -> dict[str, float]:
-    """Top-1 and top-5 error rates (fractions) of ``probs`` (N, classes), and the mean loss
-    (-log of the true class's probability)."""
+    """Top-1 and top-5 error rates (fractions) of ``probs`` (N, classes), and the mean loss."""
     top1, top5 = topk_errors(probs, targets)
     loss = -probs.gather(1, targets[:, None]).clamp_min(1e-12).log().mean().item()
     return {

@@ -1,14 +1,13 @@
-"""Files that are always whole: atomic writes that fail with one line (the file, the space it
-needed and the space left), and the temporary files such writes leave when killed."""
+"""Files that are always whole: atomic writes that fail with one line, and their leftovers."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
 import os
+import re
 import secrets
 import shutil
-import string
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,19 +27,8 @@ def temporary_name(path: PathLike) -> str:
 
 
 def is_temporary(name: str, of: tuple[str, ...]) -> bool:
-    """Whether the file ``name`` is a temporary copy of one of the files ``of``, left by a write
-    that was killed (``.<name>.tmp`` too, as older versions wrote JSON files)."""
-    for own in of:
-        prefix = f".{own}."
-        rest = name[len(prefix) :] if name.startswith(prefix) else None
-        if rest == "tmp" or (
-            rest is not None
-            and len(rest) == 12
-            and rest.endswith(".tmp")
-            and all(c in string.hexdigits.lower() for c in rest[:8])
-        ):
-            return True
-    return False
+    """Whether the file ``name`` is a killed write's temporary copy of one of the files ``of``."""
+    return any(re.fullmatch(rf"\.{re.escape(own)}\.([0-9a-f]{{8}}\.)?tmp", name) for own in of)
 
 
 def free_space(path: PathLike) -> int:
@@ -67,9 +55,7 @@ def _check_space(path: str, needed: int) -> None:
 
 
 def _os_error(exc: BaseException) -> OSError | None:
-    """The OS error behind ``exc``: itself, or what torch's zip writer was handling when it
-    failed in turn (a full disk reaches ``torch.save``'s caller as a RuntimeError, ``unexpected
-    pos``, raised while the writer closed the file after the OSError)."""
+    """The OS error behind ``exc`` (torch.save's zip writer turns one into a RuntimeError)."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, OSError):
@@ -80,9 +66,7 @@ def _os_error(exc: BaseException) -> OSError | None:
 
 
 def write_atomic(path: PathLike, needed: int, write: Callable[[Any], None], what: str) -> None:
-    """Write ``path`` through ``write(file)`` into a temporary file beside it, fsync, rename:
-    ``path`` is always the old or the new file whole. An OS error is a one-line
-    :class:`SaveError` with the ``needed`` bytes and the space left."""
+    """Write ``path`` by ``write(file)`` to a temporary file, fsync, rename (else SaveError)."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     _check_space(path, needed)
@@ -115,20 +99,15 @@ def write_atomic(path: PathLike, needed: int, write: Callable[[Any], None], what
             path,
             no_space=no_space,
         ) from None
-    _fsync_directory(directory)
+    with contextlib.suppress(OSError):  # the rename made durable (Windows cannot open a folder)
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def write_file(path: PathLike, data: bytes | str) -> None:
     """Write ``data`` (text as UTF-8) to ``path`` with :func:`write_atomic`."""
     data = data.encode("utf-8") if isinstance(data, str) else data
     write_atomic(path, len(data), lambda f: f.write(data), "")
-
-
-def _fsync_directory(directory: str) -> None:
-    """Make the rename durable; some systems (Windows) cannot open a directory, so skip there."""
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

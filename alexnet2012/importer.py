@@ -1,7 +1,6 @@
-"""Trained AlexNet weights from other frameworks (BVLC's ``bvlc_alexnet`` as a Caffe
-``.caffemodel`` or the ONNX model zoo's ``.onnx``) into this package's checkpoint. A file is read
-into a list of operations in graph order; the operations are matched by type and order (not by
-layer names, which differ between files) against a recipe's layer table (``paper.RECIPES``)."""
+"""Trained AlexNet weights from other frameworks (BVLC's ``bvlc_alexnet`` as a ``.caffemodel`` or
+the ONNX model zoo's ``.onnx``): a file's operations in graph order, matched by type and order
+(layer names differ between files) against a recipe's layer table (``paper.RECIPES``)."""
 
 from __future__ import annotations
 
@@ -35,9 +34,7 @@ ONNX_KINDS = {
 
 @dataclass
 class Op:
-    """One operation of a file's network: ``kind`` (conv, fc, relu, lrn, pool, dropout), its
-    settings (``kernel``, ``stride``, ``pad``, ``group``; ``size``, ``alpha``, ``beta``, ``k``;
-    ``max``) and weights: conv (out, in/group, k, k), fc (out, in)."""
+    """One operation of a file's network: its kind, settings and weights (fc: out, in)."""
 
     kind: str
     name: str
@@ -134,30 +131,17 @@ def onnx_ops(path: Path) -> list[Op]:
                 "group": int(a.get("group", 1)),
             }
             op.weight, op.bias = weights[0], weights[1] if len(weights) > 1 else None
-        elif kind == "fc":
-            w = weights[0]
-            if node.op_type == "Gemm":
-                w = w.T if not a.get("transB", 0) else w
-                w = w * a.get("alpha", 1.0)
-                bias = weights[1] if len(weights) > 1 else None
-                op.bias = None if bias is None else bias * a.get("beta", 1.0)
-            else:
-                w = w.T
-            op.weight = w
+        elif kind == "fc":  # Gemm: alpha A B(^T) + beta C; MatMul: A B
+            gemm, w = node.op_type == "Gemm", weights[0]
+            op.weight = (w if gemm and a.get("transB", 0) else w.T) * a.get("alpha", 1.0)
+            if gemm and len(weights) > 1 and weights[1] is not None:
+                op.bias = weights[1] * a.get("beta", 1.0)
         elif kind == "pool":
-            op.settings = {
-                "kernel": int(a["kernel_shape"][0]),
-                "stride": int(a.get("strides", [1, 1])[0]),
-                "max": True,
-            }
+            stride = int(a.get("strides", [1, 1])[0])
+            op.settings = {"kernel": int(a["kernel_shape"][0]), "stride": stride, "max": True}
         elif kind == "lrn":
-            op.settings = {
-                "size": int(a["size"]),
-                "alpha": a.get("alpha", 1e-4),
-                "beta": a.get("beta", 0.75),
-                "k": a.get("bias", 1.0),
-                "across": True,
-            }
+            op.settings = {"size": int(a["size"]), "alpha": a.get("alpha", 1e-4)}
+            op.settings.update(beta=a.get("beta", 0.75), k=a.get("bias", 1.0), across=True)
         ops.append(op)
     return ops
 
@@ -169,11 +153,9 @@ def _expected(layer: paper.Layer) -> list[str]:
 
 
 def match(ops: list[Op], recipe: str) -> list[Op]:
-    """The weighted operations, one per layer of ``recipe``'s table, once the file's structure
-    is checked against the table; the first difference as a :class:`UsageError`."""
+    """The weighted operations, one per layer of ``recipe``'s table, the structure checked."""
     layers = paper.RECIPES[recipe].layers
     starts = [i for i, op in enumerate(ops) if op.kind in WEIGHTED]
-    names = [layer.name for layer in layers]
     kinds = [ops[i].kind for i in starts]
     if kinds != [layer.kind for layer in layers]:
         raise UsageError(
@@ -193,11 +175,12 @@ def match(ops: list[Op], recipe: str) -> list[Op]:
             )
         if op.weight is None:
             raise UsageError(f"the file's {op.name!r} ({layer.name}) holds no weights")
-        _check(layer, op, after, names[n])
+        _check(layer, op, after)
     return [ops[i] for i in starts]
 
 
-def _check(layer: paper.Layer, op: Op, after: list[Op], name: str) -> None:
+def _check(layer: paper.Layer, op: Op, after: list[Op]) -> None:
+    name = layer.name
     if layer.kind == "conv":
         group = 2 if layer.sees == "own" else 1
         want = {"kernel": layer.kernel, "stride": layer.stride, "pad": layer.pad, "group": group}
@@ -226,10 +209,9 @@ def _check(layer: paper.Layer, op: Op, after: list[Op], name: str) -> None:
 
 
 def grouped_weights(ops: list[Op], recipe: str, bgr: bool = True) -> dict[str, torch.Tensor]:
-    """The matched file's weights in :func:`interchange.load_grouped_state_dict`'s layout, for
-    a network that takes RGB input (``bgr``: conv1's input channels reversed) and has the
-    paper's dropout, which scales by 1 - p at test time where Caffe's and ONNX's do nothing:
-    the weights after a dropout are divided by 1 - p to compute the same function."""
+    """The matched file's weights in :func:`interchange.load_grouped_state_dict`'s layout, for RGB
+    input (``bgr``: conv1's input channels reversed); the weights after a dropout divided by
+    1 - p, as the paper's dropout scales at test time where Caffe's does not."""
     layers = paper.RECIPES[recipe].layers
     out, previous = {}, None
     for layer, op in zip(layers, match(ops, recipe)):

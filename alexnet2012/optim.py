@@ -12,10 +12,9 @@ from alexnet2012 import paper
 
 
 class PaperSGD(torch.optim.Optimizer):
-    """P §5's ``v <- momentum * v - weight_decay * lr * w - lr * g; w <- w + v``: after an lr drop
-    ``v`` still decays the old rate's steps (``torch.optim.SGD`` rescales it). Biases (ndim <= 1)
-    are not decayed, as in [C]. A group at lr 0 is frozen, velocity kept ([C] skips a layer whose
-    rate is 0). Float hyper-parameters: no device sync."""
+    """P §5's ``v <- momentum * v - weight_decay * lr * w - lr * g; w <- w + v`` (after an lr drop
+    ``v`` keeps the old rate's steps, unlike ``torch.optim.SGD``). Biases (ndim <= 1) are not
+    decayed, and a group at lr 0 is frozen, as in [C]."""
 
     def __init__(
         self,
@@ -30,8 +29,7 @@ class PaperSGD(torch.optim.Optimizer):
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Each parameter's velocity starts at zero here, not at its first step: a compiled
-        step then sees the same state on every call and is traced once."""
+        """Velocities start at zero here: a compiled step then sees the same state every call."""
         super().add_param_group(param_group)
         for p in self.param_groups[-1]["params"]:
             self.state[p]["velocity"] = torch.zeros_like(p, memory_format=torch.preserve_format)
@@ -76,8 +74,7 @@ def _update(
 
 
 def layer_groups(model: torch.nn.Module, lr: float = paper.LEARNING_RATE) -> list[dict[str, Any]]:
-    """An ``AlexNet``'s groups "conv1.weight", "conv1.bias", ... (both columns), each with its
-    ``layer``, ``lr_scale`` (the recipe's ``bias_lr_scale`` for biases), ``lr`` x ``lr_scale``."""
+    """An ``AlexNet``'s groups "conv1.weight", "conv1.bias", ... with ``layer``, ``lr_scale``."""
     groups = []
     for layer in model.layers:
         for kind, scale in (("weight", 1.0), ("bias", model.recipe.bias_lr_scale)):

@@ -1,9 +1,4 @@
-"""The checks of the values users give on command lines, one function per value.
-
-Every script and :class:`alexnet2012.config.TrainConfig` call these, so a bad value gets the
-same one-line message wherever it is given. Library code below (loaders, plans, schedules)
-only asserts. Devices are checked by :func:`alexnet2012.devices.parse`.
-"""
+"""The checks of command-line values, one function each: one message wherever a value is given."""
 
 from __future__ import annotations
 
@@ -93,8 +88,7 @@ def int_list(option: str, text: str) -> tuple[int, ...]:
 
 
 def subset(text: str | None, option: str = "--subset") -> tuple[int, int | None] | None:
-    """``"100"`` -> ``(100, None)``, ``"100:260"`` -> ``(100, 260)``: the classes and training
-    images per class of a subset (``data.subset.Subset``); None: all the data."""
+    """``"100"`` -> ``(100, None)``, ``"100:260"`` -> ``(100, 260)`` (a ``Subset``); None: all."""
     if text is None:
         return None
     match = re.fullmatch(r"([0-9]+)(?::([0-9]+))?", text)

@@ -1,6 +1,4 @@
-"""Learning curves as a PNG drawn by matplotlib (Agg, no display): training loss and validation
-top-1/top-5 error (%) per epoch; lr drops as dashed lines before their first epoch, labelled
-with the rate."""
+"""Learning curves as a PNG: training loss and validation errors per epoch, lr drops dashed."""
 
 from __future__ import annotations
 
@@ -45,25 +43,17 @@ class Ticks(NamedTuple):
     yticks: list[float]
 
 
+LOSS = Curve("train loss", "train_loss", 1, LOSS_COLOR)
+TOP1 = Curve("val top-1", "val_top1", 100, TOP1_COLOR)
+TOP5 = Curve("val top-5", "val_top5", 100, TOP5_COLOR)
 PANELS = (
-    Panel(
-        "training loss", (0, math.inf), (0, 1), (Curve("train loss", "train_loss", 1, LOSS_COLOR),)
-    ),
-    Panel(
-        "validation error (%)",
-        (0, 100),
-        (0, 100),
-        (
-            Curve("val top-1", "val_top1", 100, TOP1_COLOR),
-            Curve("val top-5", "val_top5", 100, TOP5_COLOR),
-        ),
-    ),
+    Panel("training loss", (0, math.inf), (0, 1), (LOSS,)),
+    Panel("validation error (%)", (0, 100), (0, 100), (TOP1, TOP5)),
 )
 
 
 def nice_ticks(lo: float, hi: float, target: int = 6, min_step: float = 0.0) -> list[float]:
-    """Round values (steps 1, 2 or 5 x 10^n, at least ``min_step``) covering lo < hi in about
-    ``target`` intervals."""
+    """Round values (steps 1, 2 or 5 x 10^n) covering lo < hi in about ``target`` intervals."""
     raw = (hi - lo) / target
     magnitude = 10 ** math.floor(math.log10(raw))
     step = max(next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw), min_step)
@@ -93,18 +83,12 @@ def layout(metrics: Sequence[dict[str, Any]], drops: Sequence[dict[str, Any]]) -
     """The ticks of each of :data:`PANELS`; x from 0 past the last epoch and drop."""
     last = max([m["epoch"] for m in metrics] + [d["epoch"] for d in drops])
     xticks = nice_ticks(0, last + 0.5, target=8, min_step=1)
-    return tuple(
-        Ticks(
-            xticks,
-            _value_ticks(
-                [y for c in p.curves for _, y in series(metrics, c.key, c.scale)], p.bounds, p.empty
-            ),
-        )
-        for p in PANELS
-    )
+    values = [[y for c in p.curves for _, y in series(metrics, c.key, c.scale)] for p in PANELS]
+    return tuple(Ticks(xticks, _value_ticks(v, p.bounds, p.empty)) for v, p in zip(values, PANELS))
 
 
-def _rgb(colour: Colour) -> tuple[float, float, float]:
+def rgb(colour: Colour) -> tuple[float, float, float]:
+    """0..255 RGB as matplotlib takes it."""
     return tuple(c / 255 for c in colour)  # type: ignore[return-value]
 
 
@@ -113,10 +97,7 @@ def curves_figure(
     drops: Sequence[dict[str, Any]],
     title: str = "AlexNet learning curves",
 ) -> Figure:
-    """The figure: one panel per entry of :data:`PANELS` (its axes are ``figure.axes`` in that
-    order), on an Agg canvas. ``metrics``: a dict per epoch (``epoch``, ``train_loss``,
-    ``val_top1``, ``val_top5``; missing values skipped); ``drops``: dicts with ``epoch`` and
-    ``new_lr``."""
+    """One panel per entry of :data:`PANELS`; ``drops``: dicts with ``epoch`` and ``new_lr``."""
     if not metrics:
         raise ValueError("learning_curves: no epochs to plot")
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # here, not at import: every
@@ -130,20 +111,20 @@ def curves_figure(
             points = series(metrics, curve.key, curve.scale)
             if points:
                 x, y = zip(*points)
-                axes.plot(x, y, "o-", color=_rgb(curve.colour), markersize=3, label=curve.label)
+                axes.plot(x, y, "o-", color=rgb(curve.colour), markersize=3, label=curve.label)
         for i, drop in enumerate(drops):
-            line = axes.axvline(drop["epoch"] - 0.5, color=_rgb(DROP_COLOR), ls="--", lw=1)
+            line = axes.axvline(drop["epoch"] - 0.5, color=rgb(DROP_COLOR), ls="--", lw=1)
             axes.annotate(
                 f"lr {drop['new_lr']:g}", (drop["epoch"] - 0.5, 1 - 0.05 * (1 + i % 2)),
                 xycoords=("data", "axes fraction"), xytext=(3, 0), textcoords="offset points",
-                color=_rgb(DROP_COLOR), fontsize=8,
+                color=rgb(DROP_COLOR), fontsize=8,
             )  # fmt: skip
             if i == 0:
                 line.set_label("lr drop (new rate)")
         axes.set(title=panel.title, xlabel="epoch", xticks=ticks.xticks, yticks=ticks.yticks)
         axes.set_xlim(ticks.xticks[0], ticks.xticks[-1])
         axes.set_ylim(ticks.yticks[0], ticks.yticks[-1])
-        axes.grid(color=_rgb(GRID))
+        axes.grid(color=rgb(GRID))
         if axes.get_legend_handles_labels()[0]:
             axes.legend(loc="upper right", fontsize=9)
         else:

@@ -1,10 +1,10 @@
-"""Progress of anything long, the one helper of every script: a tqdm bar on a terminal, plain
-lines in a log (nohup, Slurm), where a bar would print nothing for hours, or raw ``\r`` frames."""
+"""Progress of anything long: a tqdm bar on a terminal, plain lines in a log (nohup, Slurm)."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
 from time import monotonic
 from typing import TypeVar
 
@@ -19,10 +19,9 @@ QUIET_SECONDS = 300.0  # and one at least this often
 T = TypeVar("T")
 
 
-class Progress:
-    """``total`` items (``unit``: images, batches, ...), ``initial`` done before. In a log:
-    ``<desc>: <start>`` (if given), a line every tenth or 5 minutes (none within 30 s) and
-    ``<desc>: done, ...`` at a clean exit."""
+class Progress(AbstractContextManager):
+    """``total`` items, ``initial`` done before. In a log: ``<desc>: <start>``, a line every tenth
+    or 5 minutes (none within 30 s) and ``<desc>: done, ...`` at a clean exit."""
 
     def __init__(
         self,
@@ -70,9 +69,6 @@ class Progress:
             )
             self.last_count, self.last_time = self.count, now
 
-    def __enter__(self) -> Progress:
-        return self
-
     def __exit__(self, error: type[BaseException] | None, *_: object) -> None:
         self.bar.close()
         if error is None:
@@ -91,8 +87,7 @@ class Progress:
 def track(
     items: Iterable[T], desc: str, *, enabled: bool = True, unit: str = "batches"
 ) -> Iterator[T]:
-    """``items`` with :class:`Progress` over them (``len(items)`` where it has one); the bar
-    goes when they are done."""
+    """``items`` with :class:`Progress` over them; the bar goes when they are done."""
     total = len(items) if hasattr(items, "__len__") else 0
     with Progress(desc, total, enabled=enabled, unit=unit, leave=False) as bar:
         for item in items:

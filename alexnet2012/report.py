@@ -1,5 +1,4 @@
-"""The run report: ``report.md`` and ``curves.png`` from a finished run's folder, its errors
-(fractions in the files) as percentages beside the paper's (``paper.RESULTS``)."""
+"""The run report: ``report.md`` and ``curves.png``, its errors beside the paper's (percent)."""
 
 from __future__ import annotations
 
@@ -21,11 +20,6 @@ from alexnet2012.units import duration_text
 PathLike = str | os.PathLike
 
 
-def read_run(run_dir: PathLike) -> RunRecord:
-    """The checked contents of a finished run's folder (see :mod:`alexnet2012.runfolder`)."""
-    return RunFolder(run_dir).read()
-
-
 def _pct(fraction: float | None) -> str:
     return "-" if fraction is None else f"{100 * fraction:.2f}"
 
@@ -38,11 +32,6 @@ def _points(run_view: dict[str, float], row: paper.Result) -> str:
     return f"{100 * run_view['top1'] - row.top1:+.2f} / {top5}"
 
 
-def chance_error(num_classes: int) -> tuple[float, float]:
-    """Top-1 and top-5 error (fractions) of guessing uniformly among ``num_classes`` classes."""
-    return 1 - 1 / num_classes, 1 - min(5, num_classes) / num_classes
-
-
 def comparison(
     results: dict[str, Any],
     dataset: str,
@@ -50,12 +39,10 @@ def comparison(
     subset: dict | None = None,
     recipe: str = "paper",
 ) -> tuple[list[str], list[list[str]], list[str]]:
-    """Headers, rows and notes comparing this run's test errors with every ``paper.RESULTS`` row.
-
-    Differences (this run minus the row, points) are given only for rows on ``dataset``; the
-    paper's own figure for it (``paper.result_for``) is marked. ``num_classes`` adds chance. A
-    run on a ``subset`` of ImageNet gets no rows of 1000-class figures; a 2012-code ``recipe``
-    run is marked against [C]'s logged figures, a paper run against the paper's."""
+    """Headers, rows and notes comparing this run's test errors with every ``paper.RESULTS`` row:
+    differences (points) only for rows on ``dataset``, the figure it replicates (the paper's, or
+    [C]'s for ``recipe`` 2012-code) marked; ``num_classes`` adds chance. A run on a ``subset``
+    gets no rows of 1000-class figures."""
     center, ten_view = results["center"], results.get("ten_view") or {}
     headers = [
         "",
@@ -78,7 +65,7 @@ def comparison(
     ]
     notes = []
     if num_classes is not None:
-        top1, top5 = map(_pct, chance_error(num_classes))
+        top1, top5 = _pct(1 - 1 / num_classes), _pct(1 - min(5, num_classes) / num_classes)
         rows.append([f"chance ({num_classes} classes)", dataset, top1, top5, "", ""])
         notes.append(f"Chance error with {num_classes} classes: {top1}% top-1, {top5}% top-5.")
     if subset is not None:
@@ -89,15 +76,12 @@ def comparison(
             "compares with it.",
         )
         return headers[:4], [row[:4] for row in rows], notes
-    if recipe == "2012-code":
-        own = [r for r in paper.RESULTS if r.source.startswith("[C]") and r.dataset == dataset]
-        mark = "the 2012 code's"
-    else:
-        own = [paper.result_for(dataset)] if _has_paper_row(dataset) else []
-        mark = "the paper's"
+    code = recipe == "2012-code"
+    mark = "the 2012 code's" if code else "the paper's"
     for r in paper.RESULTS:
-        label = f"{r.source} ({r.note})" + (f" <- {mark} figure" if r in own else "")
         same = r.dataset == dataset
+        own = same and r.source.startswith("[C]" if code else "P ")
+        label = f"{r.source} ({r.note})" + (f" <- {mark} figure" if own else "")
         rows.append(
             [
                 label,
@@ -123,26 +107,12 @@ def comparison(
     return headers[:4], [row[:4] for row in rows], notes  # no differences to show
 
 
-def _has_paper_row(dataset: str) -> bool:
-    try:
-        return paper.result_for(dataset) is not None
-    except KeyError:
-        return False
-
-
 TERMINAL_LABEL = 29  # characters of a row label before it is footnoted
 
 
-def format_comparison(
-    results: dict[str, Any],
-    dataset: str,
-    num_classes: int | None = None,
-    subset: dict | None = None,
-    recipe: str = "paper",
-) -> str:
-    """The comparison as a plain-text table with its notes, for a terminal of 100 columns: the
-    row this run replicates starred, long row labels shortened with a numbered footnote."""
-    headers, rows, notes = comparison(results, dataset, num_classes, subset, recipe)
+def format_comparison(*args: Any, **kwargs: Any) -> str:
+    """:func:`comparison` in 100 columns, the replicated row starred, long labels footnoted."""
+    headers, rows, notes = comparison(*args, **kwargs)
     headers = ["", *headers[1:4], "centre - row", "10-view - row"][: len(headers)]
     footnotes, starred = [], ""
     for row in rows:
@@ -171,15 +141,14 @@ def _markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> st
     return "\n".join([line(headers), line(["---"] * len(headers))] + [line(r) for r in rows])
 
 
+def change(points: float | None) -> str:
+    """A change the paper reports, in points, signed."""
+    return "not given" if points is None else f"{points:+g}"
+
+
 def _ablation_section(settings: dict[str, Any]) -> list[str]:
     rows = [
-        [
-            a.feature,
-            f"{a.setting}={settings[a.setting]}",
-            "not given" if a.top1 is None else f"{a.top1:+g}",
-            "not given" if a.top5 is None else f"{a.top5:+g}",
-            a.note,
-        ]
+        [a.feature, f"{a.setting}={settings[a.setting]}", change(a.top1), change(a.top5), a.note]
         for a in paper.ABLATIONS
         if settings.get(a.setting, "unset") in a.off
     ]
@@ -253,23 +222,17 @@ def _markdown(run: RunRecord) -> str:
     ]
     lines += [f"- {d}" for d in config["deviations"]] or ["- none"]
     lines += ["", "## Learning-rate drops", ""]
-    if run.drops:
-        lines.append(
-            _markdown_table(
-                ["from epoch", "lr", "val error before (%)", "reason"],
-                [
-                    [
-                        d["epoch"],
-                        f"{d['old_lr']:g} -> {d['new_lr']:g}",
-                        _pct(d["val_error"]),
-                        d["reason"],
-                    ]
-                    for d in run.drops
-                ],
-            )
-        )
-    else:
-        lines.append("none")
+    drops = [
+        [d["epoch"], f"{d['old_lr']:g} -> {d['new_lr']:g}", _pct(d["val_error"]), d["reason"]]
+        for d in run.drops
+    ]
+    drop_headers = ["from epoch", "lr", "val error before (%)", "reason"]
+    lines.append(_markdown_table(drop_headers, drops) if drops else "none")
+    epochs = [
+        [m["epoch"], f"{m['lr']:g}", f"{m['train_loss']:.4f}"]
+        + [_pct(m.get("val_top1")), _pct(m.get("val_top5")), f"{m['images_per_s']:.1f}"]
+        for m in metrics
+    ]
     lines += [
         "",
         "## Learning curves",
@@ -279,18 +242,7 @@ def _markdown(run: RunRecord) -> str:
         "## Per epoch",
         "",
         _markdown_table(
-            ["epoch", "lr", "train loss", "val top-1 (%)", "val top-5 (%)", "images/s"],
-            [
-                [
-                    m["epoch"],
-                    f"{m['lr']:g}",
-                    f"{m['train_loss']:.4f}",
-                    _pct(m.get("val_top1")),
-                    _pct(m.get("val_top5")),
-                    f"{m['images_per_s']:.1f}",
-                ]
-                for m in metrics
-            ],
+            ["epoch", "lr", "train loss", "val top-1 (%)", "val top-5 (%)", "images/s"], epochs
         ),
         "",
     ]
@@ -298,9 +250,8 @@ def _markdown(run: RunRecord) -> str:
 
 
 def write_report(run_dir: PathLike) -> Path:
-    """Write ``report.md`` and ``curves.png`` into ``run_dir``, each atomically (a full disk
-    raises ``SaveError`` naming the file and leaves the previous one); return the report's path."""
-    run = read_run(run_dir)
+    """Write ``report.md`` and ``curves.png`` into ``run_dir``, atomically; the report's path."""
+    run = RunFolder(run_dir).read()
     folder = Path(run_dir)
     png = io.BytesIO()
     learning_curves(

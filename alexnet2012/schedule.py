@@ -1,6 +1,4 @@
-"""P §5's lr schedule: 0.01, divided by 10 three times "when the validation error rate stopped
-improving" (by hand), about 90 epochs; here a plateau rule, or [C]'s drop epochs replayed; and a
-recipe's fixed events (:class:`RecipeSchedule`, [C]'s logged run)."""
+"""P §5's lr schedule (a plateau rule or fixed drop epochs), and a recipe's fixed events."""
 
 from __future__ import annotations
 
@@ -42,10 +40,9 @@ class Decision:
 
 
 class PaperSchedule:
-    """:meth:`step` after each epoch (top-1 error as a fraction) returns the next rate. A plateau:
-    ``patience`` epochs not beating the rate's best by over ``threshold``. Our defaults (the paper
-    has none): 0.1 pt (50 val images) is noise; 5 epochs ride out noise yet drop at 25 after a
-    best at 19, as [C]. ``drop_epochs``: the first epochs at each lower rate, instead."""
+    """:meth:`step` after each epoch (top-1 error as a fraction) decides the next rate. A plateau:
+    ``patience`` epochs not beating the rate's best by over ``threshold`` (defaults of ours: the
+    paper has none). ``drop_epochs``: the first epochs at each lower rate, instead."""
 
     colour_noise = True
 
@@ -71,12 +68,9 @@ class PaperSchedule:
             drop_epochs = tuple(int(e) for e in drop_epochs)
             increasing = all(a < b for a, b in zip(drop_epochs, drop_epochs[1:]))
             in_range = all(2 <= e <= max_epochs for e in drop_epochs)
+            rule = "drop_epochs must increase strictly and lie in 2..max_epochs"
             checks.append(
-                (
-                    increasing and in_range,
-                    "drop_epochs must increase strictly and lie "
-                    f"in 2..max_epochs ({max_epochs}), got {list(drop_epochs)}",
-                )
+                (increasing and in_range, f"{rule} ({max_epochs}), got {list(drop_epochs)}")
             )
         for ok, message in checks:
             if not ok:
@@ -114,12 +108,8 @@ class PaperSchedule:
             return Decision(lr, False, False, f"fixed schedule: keep lr {lr:g}")
         if self._best is None or val_error < self._best - self.threshold:
             self._best, self._stalled = val_error, 0
-            return Decision(
-                lr,
-                False,
-                False,
-                f"val error {100 * val_error:.2f}% is the best at lr {lr:g}: keep lr {lr:g}",
-            )
+            best = f"val error {100 * val_error:.2f}% is the best at lr {lr:g}"
+            return Decision(lr, False, False, f"{best}: keep lr {lr:g}")
         self._stalled += 1
         stalled = (
             f"no improvement > {100 * self.threshold:g} pt on {100 * self._best:.2f}% for "
@@ -183,8 +173,7 @@ class PaperSchedule:
 
 
 def epoch_limit(epochs: int) -> str:
-    """Why training stops at its last epoch, worded to follow "training stops: " and to sit in
-    parentheses or a report sentence."""
+    """Why training stops at its last epoch, worded to follow "training stops: "."""
     return f"the epoch limit of {epochs} is reached"
 
 
@@ -227,14 +216,10 @@ def describe_event(event: paper.Event) -> str:
 
 
 class RecipeSchedule:
-    """A recipe's events by epoch with :class:`PaperSchedule`'s interface; ``lr`` scales every
-    rate; ``max_epochs`` (default the recipe's) may change on resume."""
+    """A recipe's events by epoch with :class:`PaperSchedule`'s interface, scaled by ``lr``."""
 
     def __init__(
-        self,
-        recipe: paper.Recipe,
-        lr: float = paper.LEARNING_RATE,
-        max_epochs: int | None = None,
+        self, recipe: paper.Recipe, lr: float = paper.LEARNING_RATE, max_epochs: int | None = None
     ) -> None:
         assert recipe.events and lr > 0, (recipe.name, lr)
         self.recipe, self.initial_lr = recipe, float(lr)

@@ -1,5 +1,4 @@
-"""Where a run's data comes from: a prepared cache, an ImageNet root (prepared on first use),
-or the demo's synthetic set (generated and prepared once)."""
+"""Where a run's data comes from: a cache, an ImageNet root (prepared once), or the demo's set."""
 
 from __future__ import annotations
 
@@ -24,8 +23,7 @@ DEMO_FILES = ("images", "cache", "spec.json")  # all that the demo puts in DEMO_
 
 
 def default_cache(root: Path, subset: Subset | None = None) -> Path:
-    """Where the cache of ImageNet root ``root`` (of ``subset``) goes without ``--cache``:
-    beside it, ``ROOT_cache`` or ``ROOT_cache_subsetCxN``."""
+    """``root``'s cache without ``--cache``: ``ROOT_cache`` or ``ROOT_cache_subsetCxN``."""
     suffix = "" if subset is None else "_subset" + subset.text.replace(":", "x")
     return root.with_name(root.name + "_cache" + suffix)
 
@@ -38,9 +36,7 @@ def resolve_cache(
     progress: bool,
     subset: tuple[int, int | None] | None = None,
 ) -> tuple[str, str, str]:
-    """The prepared cache for ``--data`` (prepared now if missing, of ``subset`` when given),
-    the test set's name and the split the final test runs on: ILSVRC-2010's test split
-    (P Table 1), else val. Only full ILSVRC data gets the name of a set the paper reports on."""
+    """The cache for ``--data`` (prepared if missing), the test set's name and its split."""
     data = Path(data).resolve()
     if data.is_file():
         raise UsageError(
@@ -66,13 +62,7 @@ def resolve_cache(
         cache = Path(cache) if cache else default_cache(data, chosen)
         splits = ("train", "val", "test") if year == 2010 else ("train", "val")
         prepare_cache(
-            data,
-            cache,
-            splits=splits,
-            workers=workers,
-            year=year,
-            progress=progress,
-            subset=chosen,
+            data, cache, splits=splits, workers=workers, year=year, progress=progress, subset=chosen
         )
     info = cache_info(cache)
     full = all(WNID.fullmatch(w) for w in info.wnids) and info.num_classes == paper.NUM_CLASSES
@@ -96,7 +86,11 @@ def demo_cache(workers: int, progress: bool) -> str:
     images, cache = DEMO_DATA / "images", DEMO_DATA / "cache"
     spec = {k: DEMO[k] for k in ("classes", "train_per_class", "val_per_class")}
     marker = DEMO_DATA / "spec.json"
-    if _demo_spec(marker) != spec:
+    try:
+        recorded = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        recorded = None
+    if recorded != spec:
         check_demo_folder()
         shutil.rmtree(DEMO_DATA, ignore_errors=True)  # a partial or older demo set
         print(
@@ -108,14 +102,6 @@ def demo_cache(workers: int, progress: bool) -> str:
         marker.write_text(json.dumps(spec))
     prepare_cache(images, cache, workers=workers, progress=progress)
     return str(cache)
-
-
-def _demo_spec(marker: Path) -> dict | None:
-    """The demo set's recorded spec; None when missing or unreadable."""
-    try:
-        return json.loads(marker.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def check_demo_folder() -> None:

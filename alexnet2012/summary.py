@@ -1,8 +1,8 @@
-"""The layer table of a model next to the paper's figures, and its recipe
-(``scripts/summary.py``)."""
+"""The layer table of a model next to the paper's figures, and its recipe."""
 
 from __future__ import annotations
 
+import math
 import textwrap
 from dataclasses import dataclass
 
@@ -27,6 +27,7 @@ def layer_table(model: AlexNet) -> list[Row]:
     """Rows for conv1..fc8 of ``model``, in the 2012 geometry."""
     rows, size = [], model.input_size
     pool_kernel, pool_stride = model.pool
+    as_paper = model.num_classes == 1000 and model.num_columns == 2
     for index, layer in enumerate(model.layers):
         modules = model._modules_of(layer)
         out = modules[0].weight.shape[0]
@@ -37,23 +38,11 @@ def layer_table(model: AlexNet) -> list[Row]:
                 size = (size - pool_kernel) // pool_stride + 1
         else:
             shape = (out,)
-        count = 1
-        for d in shape:
-            count *= d
+        parameters = sum(p.numel() for m in modules for p in m.parameters())
+        paper_neurons = paper.PAPER_NEURONS[index] if as_paper else None
+        neurons = math.prod(shape) * len(modules)
         rows.append(
-            Row(
-                name=layer.name,
-                column_shape=shape,
-                columns=len(modules),
-                parameters=sum(p.numel() for m in modules for p in m.parameters()),
-                neurons=count * len(modules),
-                sees=layer.sees,
-                paper_neurons=(
-                    paper.PAPER_NEURONS[index]
-                    if model.num_classes == 1000 and model.num_columns == 2
-                    else None
-                ),
-            )
+            Row(layer.name, shape, len(modules), parameters, neurons, layer.sees, paper_neurons)
         )
     return rows
 
@@ -81,8 +70,7 @@ def format_table(model: AlexNet) -> str:
             f"{r.name:<6} {shape:>14} {r.columns:>4} {r.parameters:>12,} "
             f"{r.neurons:>9,} {paper_n:>9}{mark:2} {sees[r.sees]}"
         )
-    total_p = sum(r.parameters for r in rows)
-    total_n = sum(r.neurons for r in rows)
+    total_p, total_n = sum(r.parameters for r in rows), sum(r.neurons for r in rows)
     lines.append(f"total  {'':>14} {'':>4} {total_p:>12,} {total_n:>9,}")
     lines.append(
         textwrap.fill(

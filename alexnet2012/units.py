@@ -1,5 +1,4 @@
-"""Sizes and durations as the package's messages, logs and tables print them: one format each,
-so that a number reads the same wherever it appears."""
+"""Sizes and durations in one format each, wherever the package prints them."""
 
 from __future__ import annotations
 
@@ -15,8 +14,7 @@ def size_text(n: float | None) -> str:
 
 
 def duration_text(seconds: float) -> str:
-    """``h:mm:ss`` under a day (``0:00:30``, ``3:07:00``), else ``Nd Mh`` rounded to the hour
-    (``13d 8h``): the clock's form for a run or a progress line, days for a projection."""
+    """``h:mm:ss`` under a day (``3:07:00``), else ``Nd Mh`` rounded to the hour (``13d 8h``)."""
     s = round(seconds)
     if s < 86_400:
         return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"

@@ -1,4 +1,4 @@
-"""The cost model (alexnet2012/bench: cost, roofline, cost_report) against counts, bytes, FLOPs
+"""The cost model (alexnet2012/bench: cost, cost_report) against counts, bytes, FLOPs
 and times worked out by hand, and scripts/benchmark.py's --cost and --cost-only."""
 
 import json
@@ -21,8 +21,14 @@ from alexnet2012.bench.cost import (
     tensor_bytes,
     training_step_cost,
 )
-from alexnet2012.bench.cost_report import cost_report
-from alexnet2012.bench.roofline import GPU, Assumptions, launch_bound_seconds, op_seconds, project
+from alexnet2012.bench.cost_report import (
+    GPU,
+    Assumptions,
+    cost_report,
+    launch_bound_seconds,
+    op_seconds,
+    project,
+)
 from alexnet2012.bench.tables import cost_table
 from alexnet2012.cli import benchmark as cli
 
@@ -123,7 +129,7 @@ def test_a_training_step_counts_forward_backward_and_the_paper_sgd_update_by_pha
     fan_in = 3 * size * size
     with torch.device("meta"):
         model = nn.Sequential(nn.Flatten(), nn.Linear(fan_in, classes))
-    c = training_step_cost(model, n, input_size=size, num_classes=classes)
+    c = training_step_cost(model, n, input_size=size)
     names = {
         phase: [op.name for op in c.ops if op.phase == phase]
         for phase in ("forward", "backward", "optimizer")

@@ -160,7 +160,7 @@ def test_loader_errors(cache, tmp_path):
 def test_on_a_gpu_every_pass_copies_on_one_side_stream(cache, monkeypatch):
     """Two passes over a loader make one side stream, and the second pass reserves no more
     memory (a fresh stream per pass would strand the last one's cached blocks)."""
-    from alexnet2012.data import feed as feeding
+    from alexnet2012.data import stream as feeding
 
     made = []
 

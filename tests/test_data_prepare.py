@@ -18,7 +18,7 @@ from torchvision import transforms
 from alexnet2012.data import cache_info, make_synthetic_imagenet, prepare_cache, train_loader
 from alexnet2012.data import prepare as prepare_module
 from alexnet2012.data import writers as writers_module
-from alexnet2012.data.decode import load_256
+from alexnet2012.data.prepare import load_256
 from alexnet2012.errors import UsageError, ignore_interrupt
 
 REPO = Path(__file__).resolve().parents[1]

@@ -103,7 +103,7 @@ def test_the_2012_code_crops_and_flips_32_images_alike():
     """[C]'s convdata.py draws one crop and flip per chunk of 32 images (crop_chunk = 32)."""
     import numpy as np
 
-    from alexnet2012.data.plan import make_plan
+    from alexnet2012.data import make_plan
 
     rows = np.arange(300)
     own = make_plan(rows, 128, 224, seed=3, epoch=1)

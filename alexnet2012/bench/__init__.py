@@ -1,2 +1,1 @@
-"""Benchmarks: tools that time training and the data pipeline and count a step's cost. Scripts
-run them; no library module imports this package."""
+"""Benchmarks: training and data pipeline timings, a step's cost; only scripts import these."""

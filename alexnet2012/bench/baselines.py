@@ -1,13 +1,11 @@
-"""What the data benchmark compares with: the cache in the other format (given, or built from
-the same source images), and torchvision's own path, ``ImageFolder`` + ``DataLoader`` with the
-paper-like transforms (``Resize(256)``, ``RandomCrop``, flip, ``ToTensor``, ``Normalize``) on
-the images the cache holds; and the timing both use."""
+"""What the data benchmark compares with (the other format, torchvision's path), and its timing."""
 
 from __future__ import annotations
 
 import os
 import resource
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -27,11 +25,8 @@ REAP_S = 0.1  # lets the last workers exit and be reaped, so their CPU time coun
 
 def cpu_seconds() -> float:
     """CPU time of this process and of its reaped children (the loader's workers)."""
-    own, children = (
-        resource.getrusage(resource.RUSAGE_SELF),
-        resource.getrusage(resource.RUSAGE_CHILDREN),
-    )
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return sum(u.ru_utime + u.ru_stime for u in usage)
 
 
 def stage(name: str, fmt: str, images: int, wall: float, cpu: float, cores: int) -> dict:
@@ -46,6 +41,39 @@ def stage(name: str, fmt: str, images: int, wall: float, cpu: float, cores: int)
         "images_per_cpu_s": images / cpu if cpu > 0 else None,
         "images_per_s_per_core": images / wall / cores,
     }
+
+
+def timed_stage(name: str, fmt: str, images: int, run: Callable[[], object], device) -> dict:
+    """The stage of ``run()`` on ``images`` images in this process, ``device`` synchronised."""
+    start, cpu = time.perf_counter(), cpu_seconds()
+    run()
+    devices.synchronize([device])
+    return stage(name, fmt, images, time.perf_counter() - start, cpu_seconds() - cpu, 1)
+
+
+def loader_stage(
+    name: str,
+    fmt: str,
+    passes: Callable[[int], Iterable],
+    batch_size: int,
+    batches: int,
+    workers: int,
+    device: torch.device,
+) -> dict:
+    """``batches`` batches of ``passes(epoch=0)``, ``(epoch=1)``, ..., the workers' time counted."""
+    start, cpu, done, epoch = time.perf_counter(), cpu_seconds(), 0, 0
+    while done < batches:
+        for x, y in passes(epoch=epoch):
+            x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            done += 1
+            if done == batches:
+                break
+        epoch += 1
+    devices.synchronize([device])
+    time.sleep(REAP_S)
+    cores = min(workers + 1, len(os.sched_getaffinity(0))) if workers else 1
+    wall, cpu = time.perf_counter() - start - REAP_S, cpu_seconds() - cpu
+    return stage(f"{name}, workers={workers} ({device})", fmt, batch_size * done, wall, cpu, cores)
 
 
 def other_cache(cache: Path, main: SplitCache, jpeg_cache: Path) -> Path:
@@ -99,8 +127,7 @@ def torchvision_stage(
     workers: int,
     device: torch.device,
 ) -> dict:
-    """Images/s of torchvision's path on the cache's usable training images (``usable``: paths
-    relative to ``source``), batches of ``batch_size`` shuffled onto ``device``."""
+    """torchvision's path on the cache's usable training images (``usable``: under ``source``)."""
     keep = {os.path.normpath(source / p) for p in usable}
     transform = transforms.Compose(
         [
@@ -114,7 +141,6 @@ def torchvision_stage(
     folder = datasets.ImageFolder(
         source / "train", transform=transform, is_valid_file=lambda p: os.path.normpath(p) in keep
     )
-    start, cpu, done = time.perf_counter(), cpu_seconds(), 0
     loader = DataLoader(
         folder,
         batch_size=batch_size,
@@ -124,16 +150,7 @@ def torchvision_stage(
         pin_memory=device.type == "cuda",
         generator=torch.Generator().manual_seed(0),
     )
-    while done < batches:
-        for x, y in loader:
-            x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            done += 1
-            if done == batches:
-                break
-    devices.synchronize([device])
-    del loader
-    time.sleep(REAP_S)
-    cores = min(workers + 1, len(os.sched_getaffinity(0))) if workers else 1
-    wall, cpu = time.perf_counter() - start - REAP_S, cpu_seconds() - cpu
-    name = f"end to end: ImageFolder + DataLoader, workers={workers} ({device})"
-    return stage(name, "torchvision", batch_size * done, wall, cpu, cores)
+    name = "end to end: ImageFolder + DataLoader"
+    return loader_stage(
+        name, "torchvision", lambda epoch: loader, batch_size, batches, workers, device
+    )

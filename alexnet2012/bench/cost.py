@@ -1,35 +1,28 @@
 """The kernels a GPU would launch for one training step, their bytes and FLOPs, counted on the
-``meta`` device (tensors without data: no GPU needed). The step runs as on CUDA: on ``meta`` the
-model takes its non-CPU branches (no CPU chunking, ``PaperSGD``'s ``_foreach`` update), and
-:func:`cuda_path` covers where PyTorch itself differs by device: ``F.dropout`` (CUDA's fused
-``native_dropout``) and a convolution's output layout (cuDNN's channels-last for a channels-last
-input or weight). A first, uncounted step makes the optimizer's state. Counting rules, per aten
-op dispatched below autograd (backward ops count, composite ops as what they decompose into):
+``meta`` device (no GPU needed). On ``meta`` the model takes its non-CPU branches; :func:`cuda_path`
+covers where PyTorch itself differs by device: ``F.dropout`` (CUDA's fused ``native_dropout``) and
+a convolution's output layout (cuDNN's channels-last). Per aten op dispatched below autograd
+(backward ops count, composite ops as what they decompose into):
 
-- compute-bound: convolutions and their backward, matrix products (:data:`COMPUTE_OPS`), one op
-  each; an ``addmm``'s bias add is part of it.
-- no kernel, not counted: views and metadata ops (every op whose outputs all alias an input
-  without writing it, in-place view ops, ops that return and mutate no tensor) and allocations
-  (:data:`NO_KERNEL_OPS`).
-- memory-bound: every other op, one each; a ``_foreach_*`` op and a custom op
-  (``alexnet2012::relu_lrn_pool``) count as one, whatever their kernels.
-- bytes: the stored sizes (an expanded input counts what it stores) of tensor inputs, read, and
-  outputs, written; a mutated tensor is read and written once each, an ``out=`` tensor only
-  written (so ``zero_``/``fill_``/``copy_`` count a read the GPU skips). No caches modelled.
-- FLOPs: ``FlopCounterMode``'s total read around each op (products only).
+- compute-bound: convolutions and matrix products (:data:`COMPUTE_OPS`), one op each.
+- not counted (no kernel): views, in-place view ops, ops that return and mutate no tensor, and
+  allocations (:data:`NO_KERNEL_OPS`).
+- memory-bound: every other op, one each (a ``_foreach_*`` or custom op too).
+- bytes: the stored sizes of tensor inputs, read, and outputs, written; a mutated tensor is read
+  and written, an ``out=`` tensor only written. No caches modelled.
+- FLOPs: ``FlopCounterMode``'s total read around each op.
 
-Limits: an aten op launching several kernels counts once (cuDNN's separate bias add,
-``constant_pad_nd``); two columns on two GPUs add device-to-device copies that ``meta`` lacks.
-``TorchDispatchMode`` is the private class the "Extending PyTorch" notes document (the public
-``TorchFunctionMode`` sees neither backward nor decomposed ops); ``FlopCounterMode`` uses it too.
+Limits: an op launching several kernels counts once; two GPUs' device-to-device copies are not
+seen. ``TorchDispatchMode`` is private (``TorchFunctionMode`` sees no backward or decomposed ops).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,9 +37,7 @@ from alexnet2012 import paper
 from alexnet2012.model import AlexNet
 from alexnet2012.optim import PaperSGD
 
-COMPUTE = "compute"
-MEMORY = "memory"
-NO_KERNEL = "none"
+COMPUTE, MEMORY, NO_KERNEL = "compute", "memory", "none"
 
 COMPUTE_OPS = frozenset(
     "convolution _convolution convolution_backward conv2d conv1d conv3d cudnn_convolution "
@@ -141,18 +132,14 @@ def op_bytes(func, args: tuple, kwargs: dict, out: Any) -> tuple[int, int]:
 
 
 def _dtype(args: tuple, kwargs: dict) -> torch.dtype | None:
-    for t in _tensors(list(args) + list(kwargs.values())):
-        if t.is_floating_point():
-            return t.dtype
-    return None
+    tensors = _tensors(list(args) + list(kwargs.values()))
+    return next((t.dtype for t in tensors if t.is_floating_point()), None)
 
 
 class OpCounter(TorchDispatchMode):
-    """Records each op dispatched as an :class:`Op` in ``ops`` (``skipped`` counts the ops
-    without a kernel by name); ``flops``, entered before it, is read around each op; ``phase``
-    names the part of the step the ops belong to."""
+    """Records each op as an :class:`Op` in ``ops``, those without a kernel in ``skipped``."""
 
-    def __init__(self, flops: FlopCounterMode | None = None):
+    def __init__(self, flops: FlopCounterMode):
         super().__init__()
         self.flops = flops
         self.phase = "step"
@@ -161,7 +148,7 @@ class OpCounter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        before = self.flops.get_total_flops() if self.flops is not None else 0
+        before = self.flops.get_total_flops()
         out = func(*args, **kwargs)
         if not hasattr(func, "overloadpacket"):  # not an ATen or custom op overload
             return out
@@ -170,61 +157,50 @@ class OpCounter(TorchDispatchMode):
         if kind == NO_KERNEL:
             self.skipped[name] += 1
             return out
-        flops = self.flops.get_total_flops() - before if self.flops is not None else 0
+        flops = self.flops.get_total_flops() - before
         read, written = op_bytes(func, args, kwargs, out)
         self.ops.append(Op(name, kind, self.phase, flops, read, written, _dtype(args, kwargs)))
         return out
 
 
-_DROPOUTS = (F.dropout, torch.dropout)
+_DROPOUTS = {  # their positional arguments
+    F.dropout: ("input", "p", "training", "inplace"),
+    torch.dropout: ("input", "p", "train"),
+}
 
 
 class _CudaOps(TorchFunctionMode):
-    """On ``meta``, ``F.dropout`` (training, 0 < p < 1, not in place) runs as CUDA's fused
-    ``native_dropout`` (elsewhere it is ``bernoulli_``, ``div_`` and ``mul``)."""
+    """On ``meta``, ``F.dropout`` (training, 0 < p < 1) runs as CUDA's fused ``native_dropout``."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func in _DROPOUTS and args and isinstance(args[0], Tensor) and args[0].is_meta:
-            names = (
-                ("input", "p", "training", "inplace")
-                if func is F.dropout
-                else ("input", "p", "train")
-            )
-            given = {**dict(zip(names, args)), **kwargs}
-            p = given.get("p", 0.5)
+            given = {**dict(zip(_DROPOUTS[func], args)), **kwargs}
+            p, x = given.get("p", 0.5), given["input"]
             training = given.get("training", given.get("train", True))
-            x = given["input"]
             if training and 0 < p < 1 and not given.get("inplace", False) and x.numel():
                 return torch.native_dropout(x, p, True)[0]
         return func(*args, **kwargs)
 
 
+def _channels_last(t: Tensor) -> bool:
+    """ATen's ``suggest_memory_format`` for 4-d tensors: laid out channels-last, not contiguous."""
+    return (
+        t.dim() == 4
+        and t.is_contiguous(memory_format=torch.channels_last)
+        and not t.is_contiguous()
+    )
+
+
 class _CudaLayouts(TorchDispatchMode):
-    """On ``meta``, a 4-d convolution with a channels-last input or weight returns channels-last,
-    as cuDNN does (else a later channels-last ``contiguous`` would count a copy CUDA skips)."""
+    """On ``meta``, a convolution of a channels-last input or weight is channels-last (cuDNN)."""
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         if func.name() == "aten::convolution" and out.is_meta and out.dim() == 4:
-            x, weight = args[0], args[1]
-            if weight.dim() == 4 and torch.channels_last in (
-                _memory_format(x),
-                _memory_format(weight),
-            ):
-                out = torch.empty(
-                    out.shape, dtype=out.dtype, device=out.device, memory_format=torch.channels_last
-                )
+            if args[1].dim() == 4 and (_channels_last(args[0]) or _channels_last(args[1])):
+                out = torch.empty_like(out, memory_format=torch.channels_last)
         return out
-
-
-def _memory_format(t: Tensor) -> torch.memory_format:
-    """ATen's ``suggest_memory_format`` for these shapes: channels-last if laid out so and not
-    also contiguous."""
-    channels_last = t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)
-    return (
-        torch.channels_last if channels_last and not t.is_contiguous() else torch.contiguous_format
-    )
 
 
 @contextlib.contextmanager
@@ -236,6 +212,15 @@ def cuda_path() -> Iterator[None]:
 TOTALS = ("memory_ops", "memory_bytes", "compute_ops", "compute_bytes", "flops")
 
 
+def _totals(ops: Iterable[Op]) -> dict[str, int]:
+    row = dict.fromkeys(TOTALS, 0)
+    for op in ops:
+        row[f"{op.kind}_ops"] += 1
+        row[f"{op.kind}_bytes"] += op.bytes
+        row["flops"] += op.flops
+    return row
+
+
 @dataclass
 class StepCost:
     """The ops of one step; ``flops`` is ``FlopCounterMode``'s total."""
@@ -244,24 +229,13 @@ class StepCost:
     skipped: dict[str, int] = field(default_factory=dict)
     flops: int = 0
 
-    def _of(self, kind: str) -> list[Op]:
-        return [op for op in self.ops if op.kind == kind]
+    def summary(self) -> dict[str, int]:
+        return {**_totals(self.ops), "flops": self.flops}
 
-    @property
-    def memory_ops(self) -> int:
-        return len(self._of(MEMORY))
-
-    @property
-    def memory_bytes(self) -> int:
-        return sum(op.bytes for op in self._of(MEMORY))
-
-    @property
-    def compute_ops(self) -> int:
-        return len(self._of(COMPUTE))
-
-    @property
-    def compute_bytes(self) -> int:
-        return sum(op.bytes for op in self._of(COMPUTE))
+    memory_ops = property(lambda self: self.summary()["memory_ops"])
+    memory_bytes = property(lambda self: self.summary()["memory_bytes"])
+    compute_ops = property(lambda self: self.summary()["compute_ops"])
+    compute_bytes = property(lambda self: self.summary()["compute_bytes"])
 
     def by_op(self) -> dict[str, dict[str, Any]]:
         """Op name -> kind, count, bytes, FLOPs; most bytes first."""
@@ -274,16 +248,8 @@ class StepCost:
         return dict(sorted(table.items(), key=lambda kv: -kv[1]["bytes"]))
 
     def by_phase(self) -> dict[str, dict[str, int]]:
-        table: dict[str, dict[str, int]] = {}
-        for op in self.ops:
-            row = table.setdefault(op.phase, dict.fromkeys(TOTALS, 0))
-            row[f"{op.kind}_ops"] += 1
-            row[f"{op.kind}_bytes"] += op.bytes
-            row["flops"] += op.flops
-        return table
-
-    def summary(self) -> dict[str, Any]:
-        return {key: getattr(self, key) for key in TOTALS}
+        phases = dict.fromkeys(op.phase for op in self.ops)
+        return {phase: _totals(op for op in self.ops if op.phase == phase) for phase in phases}
 
 
 def count(step: Callable[[OpCounter], Any]) -> StepCost:
@@ -295,52 +261,30 @@ def count(step: Callable[[OpCounter], Any]) -> StepCost:
     return StepCost(counter.ops, dict(counter.skipped), flop_counter.get_total_flops())
 
 
-def training_step(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    x: Tensor,
-    y: Tensor,
-    counter: OpCounter | None = None,
-) -> None:
-    """``zero_grad(set_to_none=True)``, forward, cross-entropy, backward, optimizer step."""
-
-    def phase(name: str) -> None:
-        if counter is not None:
-            counter.phase = name
-
+def _training_step(model: nn.Module, optimizer, x: Tensor, y: Tensor, counter: OpCounter) -> None:
     optimizer.zero_grad(set_to_none=True)
-    phase("forward")
+    counter.phase = "forward"
     loss = F.cross_entropy(model(x), y)
-    phase("backward")
+    counter.phase = "backward"
     loss.backward()
-    phase("optimizer")
+    counter.phase = "optimizer"
     optimizer.step()
 
 
 def training_step_cost(
-    model: nn.Module,
-    batch_size: int,
-    input_size: int | None = None,
-    num_classes: int = paper.NUM_CLASSES,
-    optimizer: torch.optim.Optimizer | None = None,
+    model: nn.Module, batch_size: int, input_size: int | None = None
 ) -> StepCost:
-    """One steady-state :func:`training_step` of ``model`` (on ``meta``) on a meta batch, with
-    ``PaperSGD`` unless ``optimizer`` is given. The batch is laid out as each model's loader gives
-    it: channels-last for this project's net (its loader writes that at no cost), NCHW for
-    torchvision's."""
+    """One steady-state training step of ``model`` (on ``meta``) with ``PaperSGD``:
+    ``zero_grad(set_to_none=True)``, forward, cross-entropy, backward, update; a first, uncounted
+    step makes the optimizer's state. The batch is laid out as each model's loader gives it:
+    channels-last for this project's net, NCHW for torchvision's."""
     size = input_size or getattr(model, "input_size", paper.CROP_SIZE)
     model.train()
-    if optimizer is None:
-        optimizer = PaperSGD(
-            model.parameters(),
-            lr=paper.LEARNING_RATE,
-            momentum=paper.MOMENTUM,
-            weight_decay=paper.WEIGHT_DECAY,
-        )
+    optimizer = PaperSGD(model.parameters())
     x = torch.empty(batch_size, 3, size, size, device="meta")
     if isinstance(model, AlexNet):
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.empty(batch_size, dtype=torch.long, device="meta")
-    with cuda_path():
-        training_step(model, optimizer, x, y)
-    return count(lambda counter: training_step(model, optimizer, x, y, counter))
+    step = functools.partial(_training_step, model, optimizer, x, y)
+    count(step)  # makes the optimizer's state
+    return count(step)

@@ -1,9 +1,6 @@
-"""Images/s of each data stage per CPU core, for the raw and the JPEG cache side by side: decoding
-(source JPEGs to 256x256, what a cache saves every epoch; cache rows: a memmap gather or a JPEG
-decode), the augmentation, and the training loader end to end into the model's input, with and
-without worker processes; beside them torchvision's own path (``baselines.py``). "Per core" is
-images per CPU-second of this process and its workers (``getrusage``), meaningful on a shared
-machine; wall-clock rate over cores in use is beside it."""
+"""Images/s of each data stage, raw and JPEG cache side by side (decoding, augmentation, the loader
+end to end) and torchvision's path; "per core": images per CPU-second of this process and its
+workers, meaningful on a shared machine."""
 
 from __future__ import annotations
 
@@ -13,6 +10,7 @@ import platform
 import tempfile
 import time
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -21,21 +19,22 @@ from PIL import Image
 
 from alexnet2012 import devices, paper
 from alexnet2012.bench.baselines import (
-    REAP_S,
     build_cache,
     cache_bytes,
     cpu_seconds,
+    loader_stage,
     other_cache,
     stage,
+    timed_stage,
     torchvision_stage,
 )
 from alexnet2012.data import packed
 from alexnet2012.data.augment import Lighting, crop_flip, mean_crop, to_input
 from alexnet2012.data.cache import SplitCache, open_split, require_manifest
-from alexnet2012.data.decode import BadImage, load_256
-from alexnet2012.data.loader import train_loader
-from alexnet2012.data.plan import make_plan
+from alexnet2012.data.prepare import BadImage, load_256
 from alexnet2012.data.stats import load_stats
+from alexnet2012.data.stream import train_loader
+from alexnet2012.data.worker import make_plan
 from alexnet2012.errors import UsageError
 
 TARGETS = {  # name: (minimum, or maximum when negative)
@@ -62,18 +61,14 @@ def measure_data_pipeline(
     threads: int = 1,
     torchvision: bool = True,
 ) -> dict:
-    """Every stage on the cache and, for the other format in ``formats``, on ``jpeg_cache`` or
-    one built from the cache's source (``src``: its source images) in a temporary folder.
-
-    ``workers``: None, one per usable core. ``threads``: torch threads of this process (workers
-    use one), so that every figure is one core's work; more only help the main process's float
-    stage on idle cores, and on a busy machine their OpenMP spinning costs CPU time."""
+    """Every stage on the cache and, for the other format, on ``jpeg_cache`` or one built from
+    ``src`` in a temporary folder. ``workers``: None, one per usable core. ``threads``: torch
+    threads of this process, so that every figure is one core's work."""
     assert min(batch_size, batches, decode_images, threads) >= 1 and (workers or 0) >= 0
     assert formats and set(formats) <= set(packed.FORMATS) and 1 <= quality <= 100
     load_at_start = os.getloadavg()
     device = torch.device(device)
-    cores = len(os.sched_getaffinity(0))
-    workers = cores if workers is None else workers
+    workers = len(os.sched_getaffinity(0)) if workers is None else workers
     cache = Path(cache_dir)
     main = open_split(cache, "train")
     if batch_size > len(main.usable):
@@ -107,7 +102,7 @@ def measure_data_pipeline(
                 )
         sizes = {fmt: cache_bytes(caches[fmt], fmt) for fmt in formats}
         built = {fmt: str(caches[fmt]) for fmt in formats}
-        jpeg_quality = quality_of(caches, formats)
+        jpeg = require_manifest(caches[packed.JPEG])["quality"] if packed.JPEG in formats else None
     report = {
         "machine": machine(device, load_at_start),
         "settings": {
@@ -118,7 +113,7 @@ def measure_data_pipeline(
             "batches": batches,
             "workers": workers,
             "torch_threads": threads,
-            "jpeg_quality": jpeg_quality,
+            "jpeg_quality": jpeg,
         },
         "cache_bytes": sizes,
         "stages": stages,
@@ -138,10 +133,6 @@ def check_source(source: Path, paths: list[str]) -> None:
             f"{source} is not the cache's source ({missing} is missing): give --src, "
             f"the ImageNet root the cache was made from"
         )
-
-
-def quality_of(caches: dict[str, Path], formats: tuple[str, ...]) -> int | None:
-    return require_manifest(caches[packed.JPEG])["quality"] if packed.JPEG in formats else None
 
 
 def machine(device: torch.device, load_at_start: tuple[float, ...]) -> dict:
@@ -185,17 +176,21 @@ def format_stages(
     lighting = Lighting("paper", stats.eigenvalues, stats.eigenvectors)
     mean = mean_crop(stats.mean_image, size).to(device)
     rows = [torch.from_numpy(split.rows(r)).to(device) for r in picks[:4]]
-    start, cpu = time.perf_counter(), cpu_seconds()
-    for k in range(batches):
-        b = k % len(plan)
-        crops = crop_flip(rows[k % len(rows)], plan.oy[b], plan.ox[b], plan.flip[b], size)
-        to_input(crops, mean, lighting.shift(plan.alpha[b]), lighting.scale)
-    devices.synchronize([device])
-    wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu
+
+    def augment() -> None:
+        for k in range(batches):
+            b = k % len(plan)
+            crops = crop_flip(rows[k % len(rows)], plan.oy[b], plan.ox[b], plan.flip[b], size)
+            to_input(crops, mean, lighting.shift(plan.alpha[b]), lighting.scale)
+
     name = f"augment: crop, flip, lighting, mean ({device})"
-    out.append(stage(name, fmt, batch_size * batches, wall, cpu, 1))
+    out.append(timed_stage(name, fmt, batch_size * batches, augment, device))
     for w in sorted({0, workers}):
-        out.append(loader_stage(cache, fmt, batch_size, size, batches, w, device))
+        passes = partial(
+            train_loader, cache, batch_size=batch_size, crop=size, workers=w, device=device
+        )
+        name = "end to end: train_loader"
+        out.append(loader_stage(name, fmt, passes, batch_size, batches, w, device))
     return out
 
 
@@ -204,11 +199,7 @@ def decode_stages(split: SplitCache, fmt: str, picks: list, device: torch.device
     n = sum(len(r) for r in picks)
 
     def timed(name: str, run) -> dict:
-        start, cpu = time.perf_counter(), cpu_seconds()
-        for rows in picks:
-            run(rows)
-        devices.synchronize([device])
-        return stage(name, fmt, n, time.perf_counter() - start, cpu_seconds() - cpu, 1)
+        return timed_stage(name, fmt, n, lambda: [run(rows) for rows in picks], device)
 
     if split.packed is None:
         return [timed("read cache rows (memmap gather)", lambda rows: split.images[rows])]
@@ -233,27 +224,6 @@ def _pillow(files: list[bytes]) -> None:
             np.asarray(img)
 
 
-def loader_stage(
-    cache: Path, fmt: str, batch_size: int, size: int, batches: int, workers: int, device
-) -> dict:
-    start, cpu, done, epoch = time.perf_counter(), cpu_seconds(), 0, 0
-    while done < batches:
-        loader = train_loader(
-            cache, batch_size=batch_size, crop=size, epoch=epoch, workers=workers, device=device
-        )
-        for _batch in loader:
-            done += 1
-            if done == batches:
-                break
-        epoch += 1
-    devices.synchronize([device])
-    time.sleep(REAP_S)
-    cores = min(workers + 1, len(os.sched_getaffinity(0))) if workers else 1
-    wall, cpu = time.perf_counter() - start - REAP_S, cpu_seconds() - cpu
-    name = f"end to end: train_loader, workers={workers} ({device})"
-    return stage(name, fmt, batch_size * done, wall, cpu, cores)
-
-
 def targets(report: dict, workers: int) -> list[dict]:
     """The issue's targets that this report measures: value, bound, met."""
     per_cpu = {(s["format"], s["stage"]): s["images_per_cpu_s"] for s in report["stages"]}
@@ -261,29 +231,23 @@ def targets(report: dict, workers: int) -> list[dict]:
     end = f"end to end: train_loader, workers={workers} ({device})"
     tv_stage = f"end to end: ImageFolder + DataLoader, workers={workers} ({device})"
     tv = per_cpu.get(("torchvision", tv_stage))
-    jpeg_e2e = per_cpu.get((packed.JPEG, end))
-    sizes = report["cache_bytes"]
+    jpeg_e2e, sizes = per_cpu.get((packed.JPEG, end)), report["cache_bytes"]
+    decode = (packed.JPEG, "read and decode JPEG rows (torchvision, 1 thread)")
     values = {
         "end-to-end raw loader, img/cpu-s": per_cpu.get((packed.RAW, end)),
-        "JPEG cache bytes / raw cache bytes": sizes[packed.JPEG] / sizes[packed.RAW]
-        if len(sizes) == 2
-        else None,
-        "JPEG decode (torchvision, CPU), img/cpu-s": per_cpu.get(
-            (packed.JPEG, "read and decode JPEG rows (torchvision, 1 thread)")
+        "JPEG cache bytes / raw cache bytes": (
+            sizes[packed.JPEG] / sizes[packed.RAW] if len(sizes) == 2 else None
         ),
-        "end-to-end JPEG loader / torchvision ImageFolder, per core": jpeg_e2e / tv
-        if jpeg_e2e and tv
-        else None,
+        "JPEG decode (torchvision, CPU), img/cpu-s": per_cpu.get(decode),
+        "end-to-end JPEG loader / torchvision ImageFolder, per core": (
+            jpeg_e2e / tv if jpeg_e2e and tv else None
+        ),
     }
-    return [
-        {
-            "target": name,
-            "value": values[name],
-            "bound": abs(bound),
-            "at_most": bound < 0,
-            "met": None
-            if values[name] is None
-            else (values[name] <= -bound if bound < 0 else values[name] >= bound),
-        }
-        for name, bound in TARGETS.items()
-    ]
+    rows = []
+    for name, bound in TARGETS.items():
+        v = values[name]
+        met = None if v is None else (v <= -bound if bound < 0 else v >= bound)
+        rows.append(
+            {"target": name, "value": v, "bound": abs(bound), "at_most": bound < 0, "met": met}
+        )
+    return rows

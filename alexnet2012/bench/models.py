@@ -1,6 +1,4 @@
-"""The models the benchmarks compare, built on devices to be timed or on ``meta`` to be counted:
-this project's net on one device, on the two-device path and with one column, and torchvision's
-AlexNet, the reference."""
+"""The models the benchmarks compare (ours three ways, torchvision's), to be timed or counted."""
 
 from __future__ import annotations
 
@@ -35,8 +33,7 @@ def on_devices(devices: Sequence[torch.device]) -> list[tuple[str, Builder, tupl
 
 
 def per_column_on_meta(**kwargs: object) -> nn.Module:
-    """The two-device path on ``meta``: built for ``("cpu", "cpu")`` (devices.parse takes no
-    ``meta``), then moved; the forward places each column's activations with its parameters."""
+    """The two-device path on ``meta``: built for ``("cpu", "cpu")`` (no ``meta`` device), moved."""
     model = AlexNet(devices=("cpu", "cpu"), **kwargs).to("meta")
     if isinstance(getattr(model, "devices", None), (list, tuple)):
         model.devices = [torch.device("meta")] * len(model.devices)

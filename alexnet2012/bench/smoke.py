@@ -1,6 +1,4 @@
-"""The first minute on a GPU: the versions, each fused op against its reference (float32 and
-bfloat16, forward and backward), one training step on each placement and one compiled step.
-Each check is recorded as it ends (the JSON rewritten), so a run cut short keeps what it did."""
+"""The first minute on a GPU: versions, fused ops against references, steps; recorded as done."""
 
 from __future__ import annotations
 
@@ -70,8 +68,7 @@ def lrn_against_reference(device: torch.device, dtype: torch.dtype) -> dict[str,
 
 
 def dropout_against_reference(device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
-    """fc6's shape, positive inputs: the kept fraction, fresh masks per call, the backward
-    through the forward's mask, and test time's exact 0.5 relu(z)."""
+    """fc6's shape: the kept fraction, fresh masks, the backward's mask, test time's 0.5 relu(z)."""
     g = torch.Generator(device=device).manual_seed(1)
     z = (torch.rand(128, 2048, device=device, generator=g) + 0.5).to(dtype).requires_grad_()
     y = fused_dropout.relu_dropout(z, 0.5, True)
@@ -96,21 +93,16 @@ def dropout_against_reference(device: torch.device, dtype: torch.dtype) -> dict[
 
 
 def training_step(placement: tuple[str, ...], batch: int, compiled: str | None) -> dict:
-    """Steps of the paper's network on ``placement``: the loss, finite, and seconds per step
-    (the first, compiled or not, apart); ``compiled``: the backend, bf16 autocast, and a
-    second call that must not recompile."""
+    """Three steps on ``placement``; ``compiled``: the backend, bf16, no recompiling."""
     torch.manual_seed(0)
     if len(placement) == 1:
         model = AlexNet(1000).to(placement[0])
     else:
         model = AlexNet(1000, devices=placement)
     first = torch.device(placement[0])
+    on, backend = compiled is not None, compiled or "inductor"
     step = TrainStep(
-        model,
-        PaperSGD(model.parameters()),
-        bf16=compiled is not None,
-        compile=compiled is not None,
-        compile_backend=compiled or "inductor",
+        model, PaperSGD(model.parameters()), bf16=on, compile=on, compile_backend=backend
     )
     x, y = synthetic_batch(batch, first)  # channels-last, as the loader feeds
     times, losses = [], []

@@ -1,5 +1,4 @@
-"""The benchmarks' reports as text tables: the training benchmark's, the cost model's and the
-data pipeline's."""
+"""The benchmarks' reports as text tables: training, the cost model, the data pipeline."""
 
 from __future__ import annotations
 
@@ -15,8 +14,7 @@ WIDTH = 100  # every printed line fits this many columns: prose wraps, tables st
 
 
 def _wrap(text: str) -> str:
-    """A line of prose as lines of at most :data:`WIDTH` columns, the continuation lines
-    indented; a line that fits (a table's row) as it is."""
+    """A line of prose in lines of at most :data:`WIDTH` columns; a line that fits as it is."""
     if len(text) <= WIDTH:
         return text
     return textwrap.fill(
@@ -58,29 +56,14 @@ def training_title(report: dict[str, Any]) -> str:
 
 def training_table(report: dict[str, Any]) -> str:
     """Images/s, ratio to torchvision, peak memory and 90 epochs per row, then notes."""
-    lines = [
-        (
-            "model",
-            "train/s",
-            "x tv",
-            "infer/s",
-            "x tv",
-            "train mem",
-            "infer mem",
-            f"{paper.EPOCHS} epochs",
-        )
-    ]
+    head = ("model", "train/s", "x tv", "infer/s", "x tv", "train mem", "infer mem")
+    lines = [(*head, f"{paper.EPOCHS} epochs")]
     for row in report["models"]:
         cells = [row["name"]]
-        for mode in ("train", "infer"):
-            r = row[mode]
-            cells += (
-                ["-", "-"]
-                if r is None
-                else [f"{r['images_per_s']:.1f}", f"{r['ratio_to_torchvision']:.2f}x"]
-            )
-        for mode in ("train", "infer"):
-            r = row[mode]
+        for r in (row["train"], row["infer"]):
+            rate = None if r is None else (r["images_per_s"], r["ratio_to_torchvision"])
+            cells += ["-", "-"] if rate is None else [f"{rate[0]:.1f}", f"{rate[1]:.2f}x"]
+        for r in (row["train"], row["infer"]):
             cells.append("-" if r is None else size_text(r["peak_memory_bytes"]))
         cells.append(row.get("projected_90_epochs", "-"))
         lines.append(tuple(cells))
@@ -130,21 +113,9 @@ def top_ops(row: dict[str, Any], n: int = 5) -> str:
 
 
 def cost_table(report: dict[str, Any]) -> str:
-    """The counts and their ratios to torchvision's, the roofline projection (labelled as an
-    estimate), the peaks assumed, the top op types by bytes and the issue's targets."""
-    lines = [
-        (
-            "model",
-            "mem ops",
-            "x tv",
-            "mem bytes",
-            "x tv",
-            "comp ops",
-            "GFLOP",
-            "comp bytes",
-            "not counted",
-        )
-    ]
+    """The counts and ratios to torchvision's, the projections, peaks, top ops and targets."""
+    head = ("model", "mem ops", "x tv", "mem bytes", "x tv", "comp ops", "GFLOP", "comp bytes")
+    lines = [(*head, "not counted")]
     for row in report["models"]:
         r = row["ratio_to_torchvision"] or {}
         lines.append(
@@ -161,12 +132,10 @@ def cost_table(report: dict[str, Any]) -> str:
             )
         )
     text = [
-        (
-            f"Cost of one training step at batch {report['batch_size']}, counted on the meta "
-            f"device (CUDA code path, fp32): memory-bound ops and the bytes they read + write; "
-            f"comp(ute) = convolutions and matrix products; not counted: views, allocations, "
-            f"metadata ops"
-        ),
+        f"Cost of one training step at batch {report['batch_size']}, counted on the meta "
+        f"device (CUDA code path, fp32): memory-bound ops and the bytes they read + write; "
+        f"comp(ute) = convolutions and matrix products; not counted: views, allocations, "
+        f"metadata ops",
         *_columns(lines),
     ]
     a = report["assumptions"]
@@ -195,15 +164,13 @@ def cost_table(report: dict[str, Any]) -> str:
     )
     text += [
         "",
-        (
-            f"Projected step time, ESTIMATE (not a measurement) from datasheet figures: per op "
-            f"max(FLOPs / ({a['compute_efficiency']:.0%} of peak), bytes / "
-            f"({a['memory_efficiency']:.0%} of bandwidth)), summed; fp32 products at the "
-            f"{'TF32 tensor' if a['tf32'] else 'FP32'} peak; launch ms: "
-            f"{a['launch_s'] * 1e6:g} us of host time per op; +launch: each kernel starts "
-            f"once launched and the previous one is done; x tv: +launch time over "
-            f"torchvision's"
-        ),
+        f"Projected step time, ESTIMATE (not a measurement) from datasheet figures: per op "
+        f"max(FLOPs / ({a['compute_efficiency']:.0%} of peak), bytes / "
+        f"({a['memory_efficiency']:.0%} of bandwidth)), summed; fp32 products at the "
+        f"{'TF32 tensor' if a['tf32'] else 'FP32'} peak; launch ms: "
+        f"{a['launch_s'] * 1e6:g} us of host time per op; +launch: each kernel starts "
+        f"once launched and the previous one is done; x tv: +launch time over "
+        f"torchvision's",
         *projected,
         f"peaks assumed ({a['peak_source']}): {peaks}",
     ]

@@ -1,11 +1,7 @@
-"""Training and inference speed of the compared models in one process.
-
-Every model trains with the run's own step (:class:`step.TrainStep`: ``PaperSGD``,
-cross-entropy) on the same synthetic batch and device. Timing runs in rounds: each round runs
-``steps`` steps of every (model, train/infer) entry, the order rotated by one each round, so
-that noise from other processes hits every model alike; a rate is the batch over the median
-per-step time. With a data cache, one more row trains the one-device net on the real loader.
-"""
+"""Training and inference speed of the compared models, each trained by the run's own step on
+the same synthetic batch. Each round runs ``steps`` steps of every (model, mode) entry in an order
+rotated each round, so that noise hits every model alike. With a data cache, one more row trains
+the one-device net on the real loader."""
 
 from __future__ import annotations
 
@@ -22,8 +18,7 @@ from torch import Tensor, nn
 
 from alexnet2012 import devices, distributed, paper
 from alexnet2012.bench import models
-from alexnet2012.bench.memory import MemoryMeter
-from alexnet2012.bench.training_report import training_report
+from alexnet2012.bench.training_report import MemoryMeter, training_report
 from alexnet2012.data import TrainStream
 from alexnet2012.errors import UsageError
 from alexnet2012.model import AlexNet
@@ -53,16 +48,13 @@ class Settings:
 
     @property
     def lead_in_steps(self) -> int:
-        """Untimed data-row steps before its timed ones each round: the batches the workers may
-        have made ready meanwhile (DataLoader's prefetch_factor 2 each), so timing sees the
-        steady state, not a full queue."""
+        """Untimed data-row steps each round: what the workers prefetched meanwhile (2 each)."""
         return 2 * max(self.workers, 1)
 
 
 @dataclass
 class Case:
-    """One row: a model, its optimizer and step, its devices, its batches (the data row's loader;
-    else synthetic), and per mode the per-step seconds of each round and the step's peak memory."""
+    """One row; ``batches``: the data row's loader; per mode, each round's step time and a peak."""
 
     name: str
     model: nn.Module
@@ -81,8 +73,7 @@ def default_schedule(device: torch.device) -> tuple[int, int, int]:
 
 
 def build_cases(settings: Settings) -> list[Case]:
-    """The model rows; with ``settings.compile`` also ``torch.compile``d twins of the one-device
-    and reference rows, so that one run shows what compiling changes."""
+    """The model rows; ``settings.compile``: with compiled twins of the one-device and reference."""
     builders = models.on_devices(settings.devices)
     if settings.compile:
         builders += [
@@ -94,12 +85,7 @@ def build_cases(settings: Settings) -> list[Case]:
     for name, build, devs in builders:
         torch.manual_seed(settings.seed)
         model = build()
-        optimizer = PaperSGD(
-            model.parameters(),
-            lr=paper.LEARNING_RATE,
-            momentum=paper.MOMENTUM,
-            weight_decay=paper.WEIGHT_DECAY,
-        )
+        optimizer = PaperSGD(model.parameters())
         eager = None
         if name.endswith(models.COMPILED):  # trains with TrainStep(compile=True), infers compiled
             eager, model = model, torch.compile(model)
@@ -109,9 +95,7 @@ def build_cases(settings: Settings) -> list[Case]:
 
 
 def start_loader(settings: Settings) -> Generator[tuple[Tensor, Tensor], None, None]:
-    """The data row's batches from the run's loader over ``settings.data``, its workers started
-    now: workers forked after the models exist would turn every later write to the models' pages
-    into a copy-on-write fault, slowing the other rows."""
+    """The data row's batches, workers started before the models exist (no copy-on-write faults)."""
     if not Path(settings.data).is_dir():
         raise UsageError(f"--data {settings.data}: no such directory (give a prepared data cache)")
     stream = TrainStream(
@@ -147,11 +131,12 @@ def loader_batches(
         close()
 
 
-def synthetic_batch(batch_size: int, device: torch.device, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """Random inputs laid out as the loader feeds them (channels-last): a compiled step traced
-    on another layout would recompile on real batches."""
+def synthetic_batch(
+    batch_size: int, device: torch.device, seed: int = 0, size: int = paper.CROP_SIZE
+) -> tuple[Tensor, Tensor]:
+    """Random inputs laid out as the loader feeds them (channels-last), so none recompiles."""
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch_size, 3, paper.CROP_SIZE, paper.CROP_SIZE, generator=g)
+    x = torch.randn(batch_size, 3, size, size, generator=g)
     y = torch.randint(0, paper.NUM_CLASSES, (batch_size,), generator=g)
     return x.to(device).contiguous(memory_format=torch.channels_last), y.to(device)
 
@@ -185,8 +170,7 @@ def run_block(
 
 
 def run_rounds(cases: list[Case], settings: Settings, progress: bool = True) -> None:
-    """Warm every entry up, time ``repeats`` rotated rounds (into ``case.times``), then measure
-    each entry's peak memory over one more step (into ``case.step_peak``)."""
+    """Warm-up, ``repeats`` rotated rounds (``case.times``), a step's peak (``case.step_peak``)."""
     synthetic = itertools.repeat(
         synthetic_batch(settings.batch_size, settings.devices[0], settings.seed)
     )
@@ -254,9 +238,7 @@ def measure_replicas(
     warmup: int,
     repeats: int = 3,
 ) -> dict[str, Any]:
-    """Under torchrun: the whole job's training images/s with the batch split over the
-    replicas (DDP), against replica 0 alone with the whole batch while the others wait; in
-    ``repeats`` alternating rounds, each rate the median of its rounds."""
+    """Under torchrun: the job's training images/s (DDP) against replica 0's alone."""
     world = distributed.environment()
     first = torch.device(names[0])
     if first.type == "cuda":  # before NCCL starts: each rank's communicator on its own GPU
@@ -267,9 +249,7 @@ def measure_replicas(
         model = AlexNet(input_size=input_size).to(names[0])
     else:
         model = AlexNet(input_size=input_size, devices=names)
-    x = torch.randn(batch_size, 3, input_size, input_size, device=first)
-    x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, paper.NUM_CLASSES, (batch_size,), device=first)
+    x, y = synthetic_batch(batch_size, first, size=input_size)
 
     def rate(step: TrainStep, n: int, warm: int) -> float:
         for _ in range(warm):

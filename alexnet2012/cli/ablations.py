@@ -32,6 +32,7 @@ SWITCHES = {
 }
 MIDDLE = "no-middle-conv"  # paper.ABLATIONS' name of P §7's comparison, one run per layer
 MIDDLE_RUNS = {f"no-{layer}": layer for layer in paper.MIDDLE_CONVS}
+ARGV = {**SWITCHES, **{run: ["--remove-conv", layer] for run, layer in MIDDLE_RUNS.items()}}
 RUNS = (*SWITCHES, *MIDDLE_RUNS)  # the names of --only, the run folders and ablations.md
 REMOVED = "conv4"  # the middle layer of the full set
 
@@ -86,19 +87,14 @@ def plan(args: argparse.Namespace) -> dict[str, tuple[list[str], paper.Ablation 
     unknown = [n for n in chosen if n not in RUNS]
     if unknown or not chosen:
         raise UsageError(f"--only takes ablations of {', '.join(RUNS)}, got {args.only!r}")
-    common = [] if args.data is None else ["--data", args.data]
-    if args.subset is not None:
-        common += ["--subset", args.subset]
-    for option in ("epochs", "batch_size"):
+    common = []
+    for option in ("data", "subset", "epochs", "batch_size"):
         if getattr(args, option) is not None:
             common += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
     common += ["--seed", str(args.seed)]
     runs: dict[str, tuple[list[str], paper.Ablation | None]] = {BASELINE: (common, None)}
     for name in dict.fromkeys(chosen):
-        if name in MIDDLE_RUNS:
-            runs[name] = (common + ["--remove-conv", MIDDLE_RUNS[name]], paper.ablation(MIDDLE))
-        else:
-            runs[name] = (common + SWITCHES[name], paper.ablation(name))
+        runs[name] = (common + ARGV[name], paper.ablation(MIDDLE if name in MIDDLE_RUNS else name))
     return runs
 
 
@@ -133,18 +129,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         run = out / name
         ledger.setdefault(name, {})["argv"] = given
         _write_ledger(out, ledger)
-        state = (
-            "finished"
-            if (run / RESULTS).exists()
-            else "resumed"
-            if (run / CONFIG).exists()
-            else "new"
-        )
-        print(
-            f"[{number}/{len(runs)}] {name}: {'reused' if state == 'finished' else state} ({run})"
-        )
+        state = "resumed" if (run / CONFIG).exists() else "new"
+        state = "reused" if (run / RESULTS).exists() else state
+        print(f"[{number}/{len(runs)}] {name}: {state} ({run})")
         try:
-            if state != "finished":
+            if state != "reused":
                 resume = ["--resume", "--out", str(run)] if state == "resumed" else None
                 replicate.main((resume or [*given, "--out", str(run)]) + places)
             if "train" not in ledger[name]:

@@ -1,10 +1,7 @@
 """Training and inference images/s of AlexNet (one device, two-device path, columns=1) next to
-torchvision's alexnet on the same device and batch, with the projected 90-epoch time.
-
-With --data CACHE, one more row adds the real train loader (end to end, data included).
-With --cost, a second table: one training step of each model counted on the meta device (no GPU
-needed) and its time projected on an H100 and an H200 from datasheet figures (an estimate);
---cost-only prints that table without timing anything."""
+torchvision's alexnet on the same device and batch, with the projected 90-epoch time; --data CACHE
+adds the real train loader's row. --cost adds one training step of each model counted on the meta
+device and its time projected on an H100 and an H200 (an estimate); --cost-only times nothing."""
 
 from __future__ import annotations
 
@@ -15,7 +12,6 @@ from pathlib import Path
 
 from alexnet2012 import devices, distributed, options, paper
 from alexnet2012.bench.cost_report import cost_report
-from alexnet2012.bench.provenance import code_version
 from alexnet2012.bench.tables import cost_table, training_table
 from alexnet2012.bench.training import (
     DEFAULT_SCHEDULE,
@@ -24,6 +20,7 @@ from alexnet2012.bench.training import (
     measure_replicas,
     measure_training,
 )
+from alexnet2012.bench.training_report import code_version
 from alexnet2012.config import TrainConfig
 from alexnet2012.errors import UsageError, check_writable
 
@@ -102,18 +99,8 @@ def _write(path: Path | None, report: dict) -> None:
 
 
 def _cost_only(args: argparse.Namespace) -> None:
-    timing = [
-        name
-        for name, given in (
-            ("--devices", args.devices),
-            ("--steps", args.steps),
-            ("--warmup", args.warmup),
-            ("--repeats", args.repeats),
-            ("--compile", args.compile),
-            ("--data", args.data),
-        )
-        if given not in (None, False)
-    ]
+    timing = ("--devices", "--steps", "--warmup", "--repeats", "--compile", "--data")
+    timing = [name for name in timing if getattr(args, name[2:]) not in (None, False)]
     if timing:
         raise UsageError(
             f"--cost-only times nothing: {', '.join(timing)} would not apply "

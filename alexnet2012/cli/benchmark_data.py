@@ -44,12 +44,6 @@ def parser() -> argparse.ArgumentParser:
         help="its source images, for the decode stage (default: where the cache was made from)",
     )
     p.add_argument(
-        "--batch-size",
-        type=int,
-        default=paper.BATCH_SIZE,
-        help="images per batch (default: %(default)s)",
-    )
-    p.add_argument(
         "--workers",
         type=int,
         help="loader workers for the end-to-end stages, which are also timed with 0 (default: "
@@ -62,25 +56,17 @@ def parser() -> argparse.ArgumentParser:
         help="crop size (default: %(default)s, the paper's; 227: Caffe's)",
     )
     p.add_argument(
-        "--batches", type=int, default=30, help="batches timed per stage (default: %(default)s)"
-    )
-    p.add_argument(
-        "--decode-images",
-        type=int,
-        default=200,
-        help="source images decoded in the decode stage (default: %(default)s)",
-    )
-    p.add_argument(
         "--devices",
         default="cpu",
         help="cuda:0 | cpu, where the augment and end-to-end stages run (default: %(default)s)",
     )
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch threads of the main process (default: %(default)s)",
-    )
+    for name, default, what in (
+        ("--batch-size", paper.BATCH_SIZE, "images per batch"),
+        ("--batches", 30, "batches timed per stage"),
+        ("--decode-images", 200, "source images decoded in the decode stage"),
+        ("--threads", 1, "torch threads of the main process"),
+    ):
+        p.add_argument(name, type=int, default=default, help=f"{what} (default: %(default)s)")
     p.add_argument(
         "--no-torchvision",
         action="store_true",

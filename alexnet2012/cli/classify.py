@@ -9,7 +9,7 @@ import torch
 
 from alexnet2012 import devices, options
 from alexnet2012.data.augment import centre_view, mean_crop, to_input
-from alexnet2012.data.decode import BadImage, load_256
+from alexnet2012.data.prepare import BadImage, load_256
 from alexnet2012.errors import UsageError
 from alexnet2012.resume import load_trained
 

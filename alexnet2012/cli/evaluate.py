@@ -98,23 +98,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         if labels is not None and not torch.equal(labels, y):
             raise UsageError(f"{path} was evaluated on other images than {args.checkpoint[0]}")
         total, labels = (probs if total is None else total + probs), y
-        r = errors(probs, y)
-        who = f"{path}: " if len(args.checkpoint) > 1 else ""
-        print(
-            f"{who}{dataset}, {views}, {r['images']} images: "
-            f"top-1 error {100 * r['top1']:.2f}%, top-5 error {100 * r['top5']:.2f}% "
-            f"(loss {r['loss']:.4f})",
-            flush=True,
-        )
+        r, who = errors(probs, y), f"{path}: " if len(args.checkpoint) > 1 else ""
+        print(f"{who}{dataset}, {views}, {r['images']} images: {_errors_text(r)}", flush=True)
         del model, batches, probs
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     if len(args.checkpoint) > 1:
         r = errors(total / len(args.checkpoint), labels)
-        print(
-            f"ensemble of {len(args.checkpoint)} (mean softmax): top-1 error "
-            f"{100 * r['top1']:.2f}%, top-5 error {100 * r['top5']:.2f}% (loss {r['loss']:.4f})"
-        )
+        print(f"ensemble of {len(args.checkpoint)} (mean softmax): {_errors_text(r)}")
         for row in (paper.result_for("ILSVRC-2012 val"), paper.ENSEMBLE_RESULT):
             print(f"  paper, {row.dataset}, {row.note}: top-1 {row.top1}%, top-5 {row.top5}%")
+
+
+def _errors_text(r: dict) -> str:
+    top1, top5 = f"{100 * r['top1']:.2f}%", f"{100 * r['top5']:.2f}%"
+    return f"top-1 error {top1}, top-5 error {top5} (loss {r['loss']:.4f})"

@@ -1,5 +1,4 @@
-"""Figures 3 and 4 of the paper from a run's checkpoint: conv1's kernels by column with their
-colour-specificity, validation images with their top-5 labels, and nearest neighbours in fc7."""
+"""Figures 3 and 4 of the paper from a checkpoint: conv1's kernels, top-5 labels, fc7 neighbours."""
 
 import argparse
 import json
@@ -21,8 +20,7 @@ def parser() -> argparse.ArgumentParser:
         "run", help="a run folder (its checkpoint.pt), or a checkpoint (e.g. an imported one)"
     )
     p.add_argument(
-        "--data",
-        help="the prepared cache (default: the run's; needed for an imported checkpoint)",
+        "--data", help="the prepared cache (default: the run's; needed for an imported checkpoint)"
     )
     p.add_argument(
         "--out", help="where the figures go (default: RUN/figures, or CHECKPOINT_figures)"
@@ -72,10 +70,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.run, str(cache), config.test_split, config.input_size, done,
         checkpoint.get("mean_image"),
     )  # fmt: skip
-    if args.out:
-        out = Path(args.out)
-    else:
-        out = run / "figures" if run.is_dir() else run.with_name(run.stem + "_figures")
+    default = run / "figures" if run.is_dir() else run.with_name(run.stem + "_figures")
+    out = Path(args.out) if args.out else default
     report = make_figures(
         model, source, out, batch_size=args.batch_size, workers=workers, progress=not args.quiet
     )

@@ -131,8 +131,7 @@ def read_classes(path: Path) -> tuple[list[str], list[tuple[str, ...]]]:
 
 
 def mean_image(mean_file: str | None, mean: str) -> np.ndarray:
-    """The (3, 256, 256) RGB mean on [0,1] (a prepared cache's layout), from Caffe's BGR file or
-    from per-channel B,G,R values on 0..255."""
+    """The (3, 256, 256) RGB mean on [0,1], from Caffe's BGR file or B,G,R values on 0..255."""
     if mean_file is not None:
         from alexnet2012.caffe_format import read_mean
 

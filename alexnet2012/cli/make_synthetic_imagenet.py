@@ -1,5 +1,4 @@
-"""Write a small synthetic dataset in the real ILSVRC-2012 layout (train folders, flat val, devkit),
-with classes of shapes x colours x textures and a few real-world file oddities. Deterministic."""
+"""Write a small deterministic dataset of shapes in the ILSVRC-2012 layout, with its oddities."""
 
 import argparse
 from collections.abc import Sequence

@@ -1,5 +1,4 @@
-"""Data: ILSVRC layout, the paper's preprocessing into a cache (raw rows, or the same rows as
-JPEG), statistics, augmentation and loaders (P §2, §4.1; [C]'s convdata.py)."""
+"""Data: ILSVRC layout, preprocessing into a cache, statistics, augmentation, loaders (P §2, §4)."""
 
 from alexnet2012.data.augment import (
     Lighting,
@@ -11,14 +10,12 @@ from alexnet2012.data.augment import (
     to_input,
 )
 from alexnet2012.data.cache import CacheInfo, cache_info
-from alexnet2012.data.feed import Batches
 from alexnet2012.data.imagenet import ImageNet
-from alexnet2012.data.loader import eval_loader, train_loader
-from alexnet2012.data.plan import EpochPlan, make_plan
 from alexnet2012.data.prepare import prepare_cache
 from alexnet2012.data.stats import Stats, load_stats
-from alexnet2012.data.stream import EvalStreams, TrainStream
+from alexnet2012.data.stream import Batches, EvalStreams, TrainStream, eval_loader, train_loader
 from alexnet2012.data.synthetic import make_synthetic_imagenet
+from alexnet2012.data.worker import EpochPlan, make_plan
 
 __all__ = [
     "Batches",

@@ -1,11 +1,7 @@
-"""Augmentation (P §4.1): uint8 crops (``crop_flip``, ``centre_view``, ``ten_views``; the
-loader's workers), then ``to_input`` on the device: float32 ``(crop - central mean crop + lighting)
-* scale`` on the 0..255 scale that the N(0, 0.01) init assumes ([C], Caffe)."""
+"""Augmentation (P §4.1): uint8 crops in the workers, then float32 on the device (``to_input``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,8 +21,7 @@ def centre_offset(size: int, full: int = paper.IMAGE_SIZE) -> int:
 def crop_flip(
     images: torch.Tensor, oy: np.ndarray, ox: np.ndarray, flip: np.ndarray, size: int
 ) -> torch.Tensor:
-    """uint8 (B, H, W, 3) -> (B, S, S, 3): image i cropped at (oy[i], ox[i]), mirrored where
-    flip[i]. CPU: a slice copy per image (torch's CPU gather is far slower); else one gather."""
+    """uint8 (B, H, W, 3) -> (B, S, S, 3), image i cropped at (oy[i], ox[i]), flipped if flip[i]."""
     oy, ox, flip = np.asarray(oy), np.asarray(ox), np.asarray(flip, bool)
     if len(images) and not (
         len(oy) == len(ox) == len(flip) == len(images)
@@ -47,10 +42,14 @@ def _slice_crops(
     images: torch.Tensor, oy: np.ndarray, ox: np.ndarray, flip: np.ndarray, size: int
 ) -> torch.Tensor:
     out = _empty((len(images), size, size, 3), torch.uint8, images.device)
-    with _one_cpu_thread(images.device):
+    threads = torch.get_num_threads()  # one: small copies would wait for descheduled threads
+    torch.set_num_threads(1)
+    try:
         for i, (y, x, f) in enumerate(zip(oy.tolist(), ox.tolist(), flip.tolist())):
             crop = images[i, y : y + size, x : x + size]
             out[i] = crop.flip(1) if f else crop
+    finally:
+        torch.set_num_threads(threads)
     return out
 
 
@@ -65,20 +64,6 @@ def _gather_crops(
     cols = ox[:, None] + torch.where(flip[:, None], size - 1 - r, r)
     batch = torch.arange(len(images), device=device)
     return images[batch[:, None, None], rows[:, :, None], cols[:, None, :]]
-
-
-@contextmanager
-def _one_cpu_thread(device: torch.device) -> Iterator[None]:
-    """One thread: small copies on a busy machine otherwise wait for descheduled OpenMP threads."""
-    threads = torch.get_num_threads()
-    if device.type != "cpu" or threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def centre_view(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -107,9 +92,8 @@ def mean_crop(mean_image: np.ndarray, size: int) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Lighting:
-    """P §4.1's PCA lighting. ``paper``: add ``P [a_i l_i]`` on [0,1] (fb.resnet.torch's
-    reading); ``2012``: [C]'s ``convdata.py``, ``P (a * sqrt(l))`` with l on 0..255, then the
-    training crop / 1.1; ``none``."""
+    """P §4.1's PCA lighting. ``paper``: add ``P [a_i l_i]`` on [0,1]; ``2012``: [C]'s
+    ``P (a * sqrt(l))`` with l on 0..255, then the crop / 1.1; ``none``."""
 
     mode: str
     eigenvalues: np.ndarray

@@ -1,11 +1,7 @@
-"""The preprocessed cache on disk. Format "raw" (1, the default): uint8 rows, as a memmap row is
-a memcpy where a JPEG takes about a millisecond to decode, 196,608 bytes an image (~252 GB for
-ILSVRC-2012 train; [C] kept JPEGs); "jpeg" (2): the same rows re-encoded (``packed.py``).
-``manifest.json`` (written first: it marks a cache), per split ``_images.npy`` ((N, 256, 256, 3)
-uint8 RGB) or the packed files, ``_index.tsv`` (path, label), ``_status.npy`` (per row 0 pending,
-1 done, 2 unreadable; saved after the images are synced), ``_bad.tsv``; ``stats.json``,
-``mean_image.npy``.
-"""
+"""The preprocessed cache on disk: ``manifest.json`` (written first: it marks a cache); per split
+``_images.npy`` ((N, 256, 256, 3) uint8 RGB, format "raw") or the same rows as JPEGs ("jpeg"),
+``_index.tsv`` (path, label), ``_status.npy`` (per row 0 pending, 1 done, 2 unreadable; saved
+after the images are synced), ``_bad.tsv``; ``stats.json``, ``mean_image.npy``."""
 
 from __future__ import annotations
 
@@ -94,9 +90,8 @@ def _parse_manifest(path: Path) -> dict:
             f"{manifest['format']}, this one reads formats 1 and 2): prepare it again with "
             f"{PREPARE} SRC CACHE into a new CACHE folder"
         )
-    manifest.setdefault("images", packed.RAW)
-    manifest.setdefault("quality", None)
-    manifest.setdefault("subset", None)
+    for key, default in (("images", packed.RAW), ("quality", None), ("subset", None)):
+        manifest.setdefault(key, default)
     jpeg = manifest["images"] == packed.JPEG
     if VERSIONS.get(manifest["images"]) != manifest["format"] or not (
         isinstance(manifest["quality"], int) and 1 <= manifest["quality"] <= 100
@@ -127,12 +122,10 @@ def _require_folder(cache: Path) -> None:
 
 
 def refuse_foreign_folder(cache: Path) -> None:
-    """Refuse a folder with files but no manifest (e.g. a run folder), so that prepare
-    overwrites none; hidden files (a killed write's temporary) and lost+found do not count."""
+    """Refuse a folder with files (not hidden) but no manifest, so that prepare overwrites none."""
     if not cache.is_dir() or read_manifest(cache) is not None:
         return
-    ignored = ("manifest.json.tmp", "lost+found")  # .tmp: as versions before files.py wrote it
-    others = foreign_files(cache, ignored, hidden=False)
+    others = foreign_files(cache, ("manifest.json.tmp", "lost+found"), hidden=False)
     if others:
         raise UsageError(
             f"{cache} is not empty and not a cache ({others}): give CACHE a new or empty "
@@ -164,8 +157,7 @@ def write_manifest(
     names: list[tuple[str, ...]],
     extra: dict | None = None,
 ) -> None:
-    """``extra``: ``images`` ("jpeg"), ``quality``, ``subset``, ... (a raw cache's manifest
-    without them is format 1's as before)."""
+    """``extra``: ``images``, ``quality``, ``subset`` (None values left out)."""
     extra = {k: v for k, v in (extra or {}).items() if v is not None}
     manifest = {
         "format": VERSIONS[extra.get("images", packed.RAW)],
@@ -181,10 +173,6 @@ def write_manifest(
 def save_npy(path: Path, array: np.ndarray) -> None:
     """``np.save(path, array)``, atomically."""
     write_atomic(path, array.nbytes + 128, lambda f: np.save(f, array), "")
-
-
-def save_status(cache: Path, split: str, status: np.ndarray) -> None:
-    save_npy(status_path(cache, split), status)
 
 
 def _parse_index(path: Path, classes: int) -> list[tuple[str, str]]:
@@ -253,8 +241,7 @@ def check_finished(cache: Path, split: str, status: np.ndarray, manifest: dict) 
 
 @dataclass
 class SplitCache:
-    """One prepared split: the image rows (raw: a read-only memmap; jpeg: None), labels, row
-    status; ``rows(r)``: uint8 (len(r), 256, 256, 3) in either format."""
+    """One prepared split; ``rows(r)``: uint8 (len(r), 256, 256, 3) in either format."""
 
     split: str
     images: np.ndarray | None
@@ -298,8 +285,7 @@ def open_split(cache_dir: str | os.PathLike, split: str) -> SplitCache:
 
 @dataclass(frozen=True)
 class CacheInfo:
-    """Classes and usable images per finished split; how the images are stored (``format``
-    "raw" or "jpeg", ``quality`` of the JPEGs) and the subset prepared (``Subset.as_dict()``)."""
+    """Classes and usable images per finished split, the images' format and the subset prepared."""
 
     num_classes: int
     wnids: list[str]

@@ -1,8 +1,6 @@
-"""The ILSVRC devkit, as a folder or its ``.tar.gz``: the classes are the leaf synsets
-(``num_children == 0``) of ``data/meta.mat``; ``ILSVRC20xx_validation_ground_truth.txt`` (2010
-also ``_test_``) holds one 1-based devkit ID per image in filename order. Devkit IDs are not in
-WNID order; the class index is the position in the sorted WNIDs ([TV], [Caffe]).
-"""
+"""The ILSVRC devkit, a folder or its ``.tar.gz``: the classes are the leaf synsets of
+``data/meta.mat``; ``ILSVRC20xx_validation_ground_truth.txt`` (2010 also ``_test_``) holds one
+devkit ID per image in filename order. A class's index is its place in the sorted WNIDs."""
 
 from __future__ import annotations
 
@@ -56,8 +54,7 @@ def find_devkit(
                 f"or its .tar.gz"
             )
         return path
-    root = Path(root)
-    found = sorted(root.glob(f"ILSVRC{year}_devkit*"))
+    found = sorted(Path(root).glob(f"ILSVRC{year}_devkit*"))
     folders = [p for p in found if p.is_dir()]
     archives = [p for p in found if p.name.endswith((".tar.gz", ".tgz", ".tar"))]
     return (folders or archives or [None])[0]

@@ -1,14 +1,6 @@
-"""Image folders as users have them, with torchvision's conventions (``.samples``, ``.targets``,
-``.wnids`` sorted, ``.classes``, ``.class_to_idx``), in one of two layouts (``.layout``):
-
-- "ilsvrc": train ``train/<wnid>/*.JPEG``; val (and 2010 test) class folders, or the flat
-  ``ILSVRC<year>_<split>_<8 digits>.JPEG`` labelled by the devkit through the number in the name.
-- "imagefolder": any train class folder not named like a WNID. Classes and samples as
-  torchvision's ``ImageFolder`` finds them (``.wnids`` are the folder names); every split needs
-  the same class folders, as nothing else can label them.
-
-``subset`` (``subset.py``) keeps only its classes, relabelled 0..k-1, and its training images.
-"""
+"""Image folders with torchvision's conventions (``.samples``, ``.targets``, ``.wnids``, ...) in
+one of two layouts: "ilsvrc" (class folders named by WNID, or flat val files labelled by the
+devkit) or "imagefolder" (every split with the same class folders). ``subset``: see subset.py."""
 
 from __future__ import annotations
 
@@ -84,31 +76,24 @@ class ImageNet:
                 f"{folder} mixes class folders and flat ILSVRC{year}_{split}_* files: "
                 f"keep one layout ({_expected(split, year)})"
             )
-        devkit_data = None
         if class_dirs:
             self.wnids = _check_wnids(class_dirs, folder, split, year)
             self.samples = _folder_samples(folder, self.wnids)
-        elif flat and split != "train":
-            devkit_data = self._require_devkit(folder)
-            self.wnids = sorted(devkit_data.id_to_wnid.values())
-            self.samples = _flat_samples(folder, flat, split, year, devkit_data, self.wnids)
-        else:
+        elif not flat or split == "train":
             raise UsageError(
                 f"{folder} has no images in a known layout: expected {_expected(split, year)}"
             )
-        if devkit_data is None and self._devkit_path is not None:
-            devkit_data = load_devkit(self._devkit_path, year, (self.root,))
-        return devkit_data.wnid_to_words if devkit_data else {}
-
-    def _require_devkit(self, folder: Path) -> Devkit:
-        if self._devkit_path is None:
+        elif self._devkit_path is None:
             raise UsageError(
-                f"{folder} holds flat ILSVRC{self.year}_{self.split}_*.JPEG files, "
-                f"which need the devkit for their labels: "
-                f"expected {self.root}/ILSVRC{self.year}_devkit*/ (extracted) or its "
-                f".tar.gz beside it, or pass the devkit's path"
+                f"{folder} holds flat ILSVRC{year}_{split}_*.JPEG files, which need the devkit "
+                f"for their labels: expected {self.root}/ILSVRC{year}_devkit*/ (extracted) or "
+                f"its .tar.gz beside it, or pass the devkit's path"
             )
-        return load_devkit(self._devkit_path, self.year, (self.root,))
+        devkit = self._devkit_path and load_devkit(self._devkit_path, year, (self.root,))
+        if not class_dirs:
+            self.wnids = sorted(devkit.id_to_wnid.values())
+            self.samples = _flat_samples(folder, flat, split, year, devkit, self.wnids)
+        return devkit.wnid_to_words if devkit else {}
 
     def _keep(self, subset: Subset, chosen: list[str]) -> None:
         """Keep the samples of ``chosen`` (sorted), relabelled; in train, the subset's files."""

@@ -1,8 +1,6 @@
-"""The JPEG cache format: the 256x256 rows of the raw cache, each encoded once by Pillow at
-``quality`` (4:4:4, no chroma subsampling), end to end in ``<split>_jpeg.bin``; row r's bytes
-at ``offsets[r]`` (``<split>_jpeg_index.npy``, int64 (N, 2): offset, length; 0, 0 until done).
-Decoded by torchvision's ``decode_jpeg``: libjpeg-turbo on the CPU, nvJPEG in batches on a GPU.
-"""
+"""The JPEG cache format: the raw cache's rows encoded by Pillow at ``quality`` (4:4:4), end to
+end in ``<split>_jpeg.bin``; row r's bytes at ``offsets[r]`` (``<split>_jpeg_index.npy``, int64
+(N, 2): offset, length). Decoded by ``decode_jpeg``: libjpeg-turbo on the CPU, nvJPEG on a GPU."""
 
 from __future__ import annotations
 
@@ -56,8 +54,7 @@ def check_offsets(offsets: np.ndarray, done: np.ndarray, size: int) -> None:
 
 
 class Encoded(NamedTuple):
-    """A loader item of still encoded images, decoded on the GPU (``to_device``): training crops
-    at ``where`` rows (oy, ox, flip), or evaluation's ``views`` when ``where`` is empty."""
+    """Still encoded images for the GPU: crops at ``where`` (oy, ox, flip), or else ``views``."""
 
     data: torch.Tensor  # uint8: the batch's JPEG files end to end
     lengths: torch.Tensor  # int64 bytes per image
@@ -69,8 +66,7 @@ class Encoded(NamedTuple):
 
 
 class PackedRows:
-    """Reads rows of a split's packed file (opened on first use: in each worker process) and
-    decodes them on the CPU with ``threads`` threads."""
+    """Rows of a split's packed file (opened in each worker), decoded with ``threads`` threads."""
 
     def __init__(self, cache: Path, split: str, threads: int = 1) -> None:
         self.path, self.threads = packed_path(cache, split), threads
@@ -112,11 +108,7 @@ def decode_cpu(
         out[i] = _decode(files[i]).permute(1, 2, 0).numpy()
 
     with _quiet():
-        if pool is None:
-            for i in range(len(files)):
-                one(i)
-        else:
-            list(pool.map(one, range(len(files))))
+        list((pool.map if pool else map)(one, range(len(files))))
     return torch.from_numpy(out)
 
 
@@ -129,9 +121,7 @@ def _quiet() -> Iterator[None]:
 
 
 def decode_gpu(data: torch.Tensor, lengths: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 (B, 256, 256, 3) on ``device`` (a channels-last view of nvJPEG's planar output).
-    nvJPEG writes on a stream of its own into memory allocated on the current one: that stream's
-    earlier work (on blocks it may reuse) must be done first."""
+    """uint8 (B, 256, 256, 3) on ``device``, after the current stream's work (nvJPEG's own)."""
     files = list(torch.split(data, lengths.tolist()))
     torch.cuda.current_stream(device).synchronize()
     with _quiet():
@@ -152,10 +142,8 @@ def to_device(item: Encoded, device: torch.device) -> tuple:
     return crops, item.labels, item.shift
 
 
-def _decode(data, device=None):
+def _decode(data, device: torch.device | str = "cpu"):
     # imported on first use: torchvision's import brings in Dynamo, seconds in every process
     from torchvision.io import ImageReadMode, decode_jpeg
 
-    if device is None:
-        return decode_jpeg(data, mode=ImageReadMode.RGB)
     return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)

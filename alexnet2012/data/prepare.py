@@ -1,12 +1,9 @@
-"""``prepare_cache``: the paper's preprocessing, once (P §2): every image decoded to 256x256
-(``decode.py``) into the cache (``cache.py``), in parallel, then the training statistics.
+"""``prepare_cache``: the paper's preprocessing, once (P §2): every image decoded to 256x256 into
+the cache by worker processes, then the training statistics. The images are synced, then the row
+status saved, every few thousand rows or 30 s and on any exit, so a re-run redoes little.
 
-Workers decode rows (``writers.py``); the parent records them and, every few thousand rows or
-30 s and on any exit, syncs the images and then saves the row status, so a re-run redoes at most
-the tasks in flight. Unreadable files go to ``<split>_bad.tsv`` and never stop the run. CACHE is
-a folder of its own: not SRC, nor inside or around it; new, empty or a cache. The statistics
-come from the decoded rows before any JPEG encoding: both formats share them.
-"""
+``load_256``: one image file as RGB (ILSVRC has grayscale, CMYK and PNG-named files), the shorter
+side to 256 (bilinear), the centre 256x256: torchvision's ``Resize(256)`` + ``CenterCrop(256)``."""
 
 from __future__ import annotations
 
@@ -16,10 +13,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
+from alexnet2012 import paper
 from alexnet2012.data import cache as fmt
 from alexnet2012.data import packed
-from alexnet2012.data.decode import BadImage, load_256
 from alexnet2012.data.imagenet import ImageNet
 from alexnet2012.data.stats import PixelSums, compute_stats, load_stats, save_stats
 from alexnet2012.data.subset import Subset
@@ -31,6 +29,31 @@ CHUNK = 32  # rows per worker task
 CHECKPOINT_ROWS, CHECKPOINT_SECONDS = 5000, 30.0
 # a worker's task: (format, image file or quality, sums wanted), source root, [(row, path)]
 Task = tuple[tuple, str, list[tuple[int, str]]]
+
+
+def load_256(path: str | os.PathLike) -> np.ndarray:
+    """uint8 (256, 256, 3) of ``path``; ``BadImage`` with a short reason if it cannot be decoded."""
+    if os.path.getsize(path) == 0:
+        raise BadImage("empty file (0 bytes)")
+    try:
+        with Image.open(path) as img:
+            rgb = img.convert("RGB")  # forces the full decode
+    except UnidentifiedImageError:
+        raise BadImage("not an image Pillow can identify") from None
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+        raise BadImage(
+            f"cannot decode: {' '.join(str(exc).split()) or type(exc).__name__}"
+        ) from None
+    w, h, size = *rgb.size, paper.IMAGE_SIZE  # the longer side truncated, as torchvision's
+    width, height = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)
+    rgb = rgb.resize((width, height), Image.BILINEAR)
+    top = int(round((height - size) / 2.0))
+    left = int(round((width - size) / 2.0))
+    return np.asarray(rgb.crop((left, top, left + size, top + size)))
+
+
+class BadImage(Exception):
+    """A file that cannot be turned into an image; the message is the bad-file report's reason."""
 
 
 def prepare_cache(
@@ -46,10 +69,9 @@ def prepare_cache(
     format: str = packed.RAW,
     quality: int = packed.DEFAULT_QUALITY,
 ) -> dict:
-    """Decode ``splits`` of ``src_root`` (only ``subset``'s images, if given) into ``cache_dir``
-    (resuming), as raw rows or, ``format="jpeg"``, as JPEGs at ``quality``. ``workers``: decoding
-    processes (None: one per core; 0 or 1: this process). Returns per split ``rows``, ``done``,
-    ``bad``, ``decoded_now``, ``bad_files`` [(path, reason)], and ``stats`` (its path)."""
+    """Decode ``splits`` of ``src_root`` (``subset``'s images) into ``cache_dir`` (resuming) as
+    raw rows or JPEGs at ``quality``; ``workers`` None: one per core. Returns per split ``rows``,
+    ``done``, ``bad``, ``decoded_now``, ``bad_files`` [(path, reason)]; ``stats``: its path."""
     src, cache = Path(src_root), Path(cache_dir)
     assert workers is None or workers >= 0, workers
     assert format in packed.FORMATS and 1 <= quality <= 100, (format, quality)
@@ -91,8 +113,7 @@ def _prepare_all(
         ):
             split = fmt.open_split(cache, "train")
             if split.images is None:  # the sums of the original rows, kept while encoding
-                path = packed.sums_path(cache, "train")
-                fix = fmt.split_fix(cache, "train")
+                path, fix = packed.sums_path(cache, "train"), fmt.split_fix(cache, "train")
                 sums = fmt.read_cache_file(path, lambda p: load_sums(p, len(split.status)), fix)[0]
                 save_stats(cache, sums.stats())
             else:
@@ -117,15 +138,8 @@ def _refuse_a_cache_as_source(src: Path) -> None:
 
 def _refuse_a_cache_around_source(src: Path, cache: Path) -> None:
     s, c = src.resolve(), cache.resolve()
-    relation = (
-        "is"
-        if c == s
-        else "lies inside"
-        if s in c.parents
-        else "contains"
-        if c in s.parents
-        else None
-    )
+    relations = {"is": c == s, "lies inside": s in c.parents, "contains": c in s.parents}
+    relation = next((words for words, holds in relations.items() if holds), None)
     if relation:
         raise UsageError(
             f"CACHE {cache} {relation} the ImageNet folder SRC {src}: give the cache a folder "
@@ -177,7 +191,7 @@ def _prepare_split(
     out = writer(cache, split, kind["images"], kind["quality"])
     if not fmt.index_path(cache, split).is_file():
         out.create(len(paths))
-        fmt.save_status(cache, split, np.zeros(len(paths), np.uint8))
+        fmt.save_npy(fmt.status_path(cache, split), np.zeros(len(paths), np.uint8))
         fmt.bad_path(cache, split).unlink(missing_ok=True)
         # written last: it marks the split as created
         fmt.write_tsv(fmt.index_path(cache, split), ("path", "label"), index)
@@ -200,7 +214,7 @@ def _prepare_split(
 
     def checkpoint() -> None:
         out.checkpoint(status)  # rows reach the disk before they are marked done
-        fmt.save_status(cache, split, status)
+        fmt.save_npy(fmt.status_path(cache, split), status)
         fmt.write_tsv(fmt.bad_path(cache, split), ("path", "reason"), sorted(bad.items()))
 
     pool = (
@@ -258,9 +272,7 @@ def _read_bad(path: Path) -> dict[str, str]:
 
 
 def _decode_rows(task: Task) -> tuple[list[tuple[int, str | None, bytes | None]], PixelSums | None]:
-    """Decode rows into the memmap (raw) or encode them (jpeg: the bytes return, with the
-    rows' pixel sums for train): (row, None, bytes or None) or (row, reason, None). The parent
-    syncs the memmap (an msync per task would make every worker wait for the disk)."""
+    """Rows decoded into the memmap or encoded: (row, None, bytes or None), (row, reason, None)."""
     (kind, spec, want_sums), root, rows = task
     images = np.load(spec, mmap_mode="r+") if kind == packed.RAW else None
     outcome, decoded = [], []

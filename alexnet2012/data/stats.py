@@ -1,7 +1,4 @@
-"""Training-set statistics (P §2, §4.1): the per-pixel mean image and the RGB covariance over
-all pixels with its eigen-decomposition (the paper's PCA). Exact: integer sums in uint64 and
-float64 (ILSVRC-2012's second moments, ~5.5e15, stay below 2^53), scaled to [0,1] at the end.
-Eigenvalues descending; eigenvector columns (RGB) with their largest entry positive."""
+"""Training-set statistics (P §2, §4.1) on [0,1], exact: mean image, RGB covariance, PCA."""
 
 from __future__ import annotations
 
@@ -34,8 +31,7 @@ class Stats:
 
 @dataclass
 class PixelSums:
-    """Exact sums over images: per pixel (uint64) and of the RGB products (float64), whatever the
-    order they are added in; a JPEG cache keeps those of the original rows while it is made."""
+    """Exact sums over images: per pixel (uint64) and of the RGB products (float64)."""
 
     pixel: np.ndarray
     second: np.ndarray
@@ -69,20 +65,12 @@ class PixelSums:
         values, vectors = np.linalg.eigh(covariance)
         values, vectors = nonnegative(values[::-1]), vectors[:, ::-1]
         vectors = vectors * np.sign(vectors[np.abs(vectors).argmax(axis=0), range(3)])
-        return Stats(
-            mean_image=(mean_image / 255.0).transpose(2, 0, 1).astype(np.float32),
-            mean_rgb=mean_rgb / 255.0,
-            covariance=covariance,
-            eigenvalues=values,
-            eigenvectors=vectors,
-            num_images=n,
-        )
+        image = (mean_image / 255.0).transpose(2, 0, 1).astype(np.float32)
+        return Stats(image, mean_rgb / 255.0, covariance, values, vectors, n)
 
 
 def nonnegative(eigenvalues: np.ndarray) -> np.ndarray:
-    """A covariance's eigenvalues with round-off negatives set to 0. Data of fewer than three
-    colour directions (grey images: rank 1) leaves values around 0, some negative, whose square
-    root (the 2012 code's colour noise) would be NaN."""
+    """Eigenvalues with round-off negatives set to 0: [C]'s colour noise takes their root."""
     return np.clip(eigenvalues, 0.0, None)
 
 

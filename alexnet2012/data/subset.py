@@ -1,10 +1,6 @@
-"""Subsets (``--subset CLASSES[:TRAIN_PER_CLASS]``), a fixed seeded choice. Kept: the ``classes``
-train class names of smallest ``sha256(f"{seed}:{name}")``, and in each the ``train_per_class``
-files of smallest ``sha256(f"{seed}:{name}/{path in the class folder}")``, in sorted order; all
-val images of those classes; labels 0..k-1 in name order. A hash, not numpy's ``choice`` (NEP 19
-lets its stream change): stable across versions and file systems, and nested (``--subset 50``
-keeps a part of ``--subset 100``). Not CMC's "ImageNet-100" list.
-"""
+"""Subsets (``--subset CLASSES[:TRAIN_PER_CLASS]``): the classes, and in each the training files,
+of smallest ``sha256(f"{seed}:{name}")`` (``f"{seed}:{name}/{path}"``), all their val images, labels
+in name order: stable across versions and file systems, and nested (50 classes are part of 100)."""
 
 from __future__ import annotations
 

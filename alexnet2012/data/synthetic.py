@@ -1,8 +1,6 @@
-"""A small, deterministic stand-in for ILSVRC-2012 in its real layout: train class folders,
-flat val, a devkit (``meta.mat`` as the real one: leaf IDs not in WNID order, parents after) and
-``oddities.tsv``. Class c: shape x colours x texture ``(c % 8, c % 9, c % 5)`` at a random place,
-scale and turn on 180-500 px canvases. Oddities as in the real set: grayscale, CMYK, PNG-named
-(must become RGB rows), truncated, empty (must be reported bad). Same arguments, same bytes."""
+"""A small, deterministic stand-in for ILSVRC-2012 in its real layout, class c a shape x colours x
+texture ``(c % 8, c % 9, c % 5)``, with the real set's oddities (grayscale, CMYK, PNG-named,
+truncated, empty) listed in ``oddities.tsv``. Same arguments, same bytes."""
 
 from __future__ import annotations
 
@@ -55,8 +53,7 @@ def make_synthetic_imagenet(
     workers: int | None = None,
     progress: bool = True,
 ) -> None:
-    """Write the set into the new or empty folder ``out``. ``workers``: drawing processes (None:
-    one per core; under 64 images: this process); the bytes do not depend on it."""
+    """Write the set into the new or empty ``out``; ``workers`` change no byte."""
     out = Path(out)
     assert 1 <= classes <= MAX_CLASSES and train_per_class >= 1 and val_per_class >= 1
     assert seed >= 0 and (workers is None or workers >= 0), (seed, workers)
@@ -70,8 +67,7 @@ def make_synthetic_imagenet(
 
 @contextmanager
 def _all_or_nothing(out: Path) -> Iterator[None]:
-    """Make ``out``; an error or Ctrl-C in the block removes the set's files, and the folders
-    made for it if nothing else was written there."""
+    """Make ``out``; an error or Ctrl-C removes what the block wrote and the folders made for it."""
     made = [p for p in (out, *out.absolute().parents) if not p.exists()]  # deepest first
     make_folder(out)  # a file: UsageError
     try:
@@ -114,14 +110,8 @@ def _write_set(
     truth = []
     for number, k in enumerate(order):
         c, i = divmod(int(k), val_per_class)
-        jobs.append(
-            (
-                out / "val" / f"ILSVRC{YEAR}_val_{number + 1:08d}.JPEG",
-                c,
-                (seed, 3, c, i),
-                val_kinds.get(number),
-            )
-        )
+        path = out / "val" / f"ILSVRC{YEAR}_val_{number + 1:08d}.JPEG"
+        jobs.append((path, c, (seed, 3, c, i), val_kinds.get(number)))
         truth.append(int(devkit_ids[c]))
     workers = (os.cpu_count() or 1) if workers is None else workers
     workers = workers if workers > 1 and len(jobs) >= 64 else 1
@@ -249,61 +239,26 @@ def _texture(texture: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 def _synsets(wnids: list[str], devkit_ids: np.ndarray, train_per_class: int) -> np.ndarray:
     """``synsets``: the leaves (shuffled IDs), one parent per shape, a root."""
-    fields = (
-        "ILSVRC2012_ID",
-        "WNID",
-        "words",
-        "gloss",
-        "num_children",
-        "children",
-        "wordnet_height",
-        "num_train_images",
-    )
+    fields = "ILSVRC2012_ID WNID words gloss num_children children wordnet_height num_train_images"
+
+    def row(n, wnid, words, gloss, kids, height, images=0):
+        return (n, wnid, words, gloss, len(kids), np.array(kids, np.uint16), height, images)
+
     rows = []
-    for c in np.argsort(devkit_ids):  # rows in devkit ID order, as in the real file
-        palette, texture, shape = class_description(int(c))
-        rows.append(
-            (
-                int(devkit_ids[c]),
-                wnids[c],
-                f"{palette} {texture} {shape}",
-                f"synthetic class {int(c)}: a {texture} {shape} in {palette}",
-                0,
-                np.zeros(0, np.uint16),
-                0,
-                train_per_class,
-            )
-        )
-    shapes = sorted({int(c) % len(SHAPES) for c in range(len(wnids))})
+    for c in map(int, np.argsort(devkit_ids)):  # rows in devkit ID order, as in the real file
+        palette, texture, shape = class_description(c)
+        gloss = f"synthetic class {c}: a {texture} {shape} in {palette}"
+        words = f"{palette} {texture} {shape}"
+        rows.append(row(int(devkit_ids[c]), wnids[c], words, gloss, [], 0, train_per_class))
+    shapes = sorted({c % len(SHAPES) for c in range(len(wnids))})
     parent_ids = {s: len(wnids) + 1 + k for k, s in enumerate(shapes)}
-    root_id = len(wnids) + len(shapes) + 1
     for s in shapes:
         children = sorted(int(devkit_ids[c]) for c in range(len(wnids)) if c % len(SHAPES) == s)
-        rows.append(
-            (
-                parent_ids[s],
-                f"n1{s:07d}",
-                f"{SHAPES[s]} family",
-                f"synthetic: every {SHAPES[s]}",
-                len(children),
-                np.array(children, np.uint16),
-                1,
-                0,
-            )
-        )
-    rows.append(
-        (
-            root_id,
-            "n19999999",
-            "synthetic object",
-            "synthetic: everything",
-            len(shapes),
-            np.array([parent_ids[s] for s in shapes], np.uint16),
-            2,
-            0,
-        )
-    )
-    synsets = np.empty((len(rows), 1), dtype=[(f, object) for f in fields])
-    for k, row in enumerate(rows):
-        synsets[k, 0] = row
+        gloss = f"synthetic: every {SHAPES[s]}"
+        rows.append(row(parent_ids[s], f"n1{s:07d}", f"{SHAPES[s]} family", gloss, children, 1))
+    root_id, root = len(wnids) + len(shapes) + 1, [parent_ids[s] for s in shapes]
+    rows.append(row(root_id, "n19999999", "synthetic object", "synthetic: everything", root, 2))
+    synsets = np.empty((len(rows), 1), dtype=[(f, object) for f in fields.split()])
+    for k, r in enumerate(rows):
+        synsets[k, 0] = r
     return synsets

@@ -1,6 +1,5 @@
-"""Where ``prepare.py`` puts the decoded rows: ``RawWriter`` (workers write the memmap; the
-parent syncs it) or ``JpegWriter`` (workers encode; the parent appends the bytes to the packed
-file and keeps the pixel sums of the original rows, for statistics shared by both formats). A
+"""Where ``prepare.py`` puts the decoded rows: ``RawWriter`` (workers write the memmap) or
+``JpegWriter`` (the parent appends the workers' JPEGs and keeps the original rows' pixel sums). A
 checkpoint syncs the images, then saves what points at them; the caller then saves the status."""
 
 from __future__ import annotations
@@ -70,8 +69,7 @@ class JpegWriter:
         self._save_sums(np.zeros(rows, np.uint8), PixelSums.zeros())
 
     def resume(self, status: np.ndarray) -> None:
-        """Loads the offsets and sums; their status is the newer one (saved before the status
-        file) and replaces ``status``'s."""
+        """Loads the offsets and sums, whose status (saved first) replaces ``status``'s."""
         fix = fmt.split_fix(self.cache, self.split)
         self.offsets = np.load(packed.offsets_path(self.cache, self.split))
         path = packed.sums_path(self.cache, self.split)

@@ -1,6 +1,4 @@
-"""The paper's ablation table (P §3.2-§3.4, §4.1, §4.2, §7) from finished runs: each run's error,
-its change from the baseline beside the paper's (``paper.ABLATIONS``), and its train-validation
-gap, the measure of the overfitting dropout prevents."""
+"""The paper's ablation table: each run's error and change beside the paper's, and overfitting."""
 
 from __future__ import annotations
 
@@ -11,6 +9,7 @@ from typing import Any
 from alexnet2012 import paper
 from alexnet2012.data import eval_loader
 from alexnet2012.evaluate import evaluate
+from alexnet2012.report import change
 from alexnet2012.resume import load_trained
 from alexnet2012.runfolder import CHECKPOINT, RunFolder
 
@@ -19,8 +18,7 @@ BASELINE = "baseline"
 
 @dataclass
 class Outcome:
-    """A finished run: validation errors (fractions) of the centre crop and of the ten views
-    (None when not tested), and the centre-crop error on its own training images."""
+    """A finished run's validation errors (centre crop, ten views) and training-set error."""
 
     name: str
     ablation: paper.Ablation | None  # None: the baseline
@@ -32,8 +30,7 @@ class Outcome:
 
 
 def training_error(run: Path, devices: tuple[str, ...], batch_size: int, workers: int) -> dict:
-    """Top-1/top-5 error of the run's final network on every image of its training set, centre
-    crop, eval mode (dropout's x0.5, no augmentation): what it fits, to set beside validation."""
+    """Top-1/top-5 error of the run's network on its training set (centre crop, eval mode)."""
     model, config, _ = load_trained(str(run / CHECKPOINT), devices)
     device = next(model.columns[0].parameters()).device
     batches = eval_loader(
@@ -67,13 +64,8 @@ def _change(value: float, base: float) -> str:
     return f"{100 * (value - base):+.2f}"
 
 
-def _paper(figure: float | None) -> str:
-    return "not given" if figure is None else f"{figure:+g}"
-
-
 def table(outcomes: list[Outcome], dataset: str, failed: dict[str, str]) -> str:
-    """``ablations.md``: the baseline first, then each ablation, errors in % and changes in
-    points; the views are the ten views when every run has them, else the centre crop."""
+    """``ablations.md``: the baseline, then each ablation (ten views if every run has them)."""
     base = next(o for o in outcomes if o.ablation is None)
     ten = all(o.ten_view for o in outcomes)
     views = "ten views (P §4.1)" if ten else "centre crop"
@@ -91,8 +83,8 @@ def table(outcomes: list[Outcome], dataset: str, failed: dict[str, str]) -> str:
                 _points(val["top5"]),
                 "" if a is None else _change(val["top1"], base_val["top1"]),
                 "" if a is None else _change(val["top5"], base_val["top5"]),
-                "" if a is None else _paper(a.top1),
-                "" if a is None else _paper(a.top5),
+                "" if a is None else change(a.top1),
+                "" if a is None else change(a.top5),
                 _points(o.train["top1"]),
                 _change(o.center["top1"], o.train["top1"]),
             ]

@@ -1,5 +1,4 @@
-"""Figures 3 and 4 of a trained network into a folder: three PNGs and ``figures.md`` with the
-numbers behind them."""
+"""Figures 3 and 4 of a trained network: three PNGs and ``figures.md`` with their numbers."""
 
 from __future__ import annotations
 
@@ -43,8 +42,7 @@ def make_figures(
     workers: int = 0,
     progress: bool = True,
 ) -> Path:
-    """Write :data:`FILES` into ``out`` (made if missing); the network runs on its first
-    column's device; ``progress``: a bar over the training set. Returns ``figures.md``'s path."""
+    """Write :data:`FILES` into ``out`` (made if missing); returns ``figures.md``'s path."""
     out.mkdir(parents=True, exist_ok=True)
     device = next(model.columns[0].parameters()).device
     info = cache_info(source.cache)
@@ -78,15 +76,8 @@ def make_figures(
     picture = figure4_neighbours(queries.pictures, queries.labels, found, found_labels, names)
     write_file(out / FILES[2], picture)
 
-    text = report(
-        source,
-        info,
-        stats,
-        (shown, probs, classes),
-        (queries, found_rows, distances, found_labels),
-        names,
-    )
-    write_file(out / FILES[3], text)
+    left, right = (shown, probs, classes), (queries, found_rows, distances, found_labels)
+    write_file(out / FILES[3], report(source, info, stats, left, right, names))
     return out / FILES[3]
 
 
@@ -125,7 +116,7 @@ def report(source: Source, info: Any, stats: Any, left: tuple, right: tuple, nam
             f"the {sum(len(i) for i in stats.index)} kernels: p = {stats.p_value:.4f} "
             f"({stats.permutations} random relabellings, seed {stats.seed}). P §6.1: one "
             "column's kernels largely colour-agnostic, the other's largely colour-specific, in "
-            "every run (which column is which may change).",
+            "every run (which column is which may change)."
         ]
     lines += [
         f"Tiles: {PER_ROW} a row, column 0 on top; each kernel contrast-stretched on its own.",

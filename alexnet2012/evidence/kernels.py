@@ -1,6 +1,4 @@
-"""Figure 3: conv1's kernels by column, and how colour-specific each column is. P §6.1: "the
-kernels on GPU 1 are largely color-agnostic, while the kernels on GPU 2 are largely
-color-specific"; the index and the permutation test make that a number with a p-value."""
+"""Figure 3: conv1's kernels by column, and how colour-specific each column is (P §6.1)."""
 
 from __future__ import annotations
 
@@ -8,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from alexnet2012.evidence.render import GREY, canvas, stretch
+from alexnet2012.evidence.predictions import GREY, Canvas, stretch
 from alexnet2012.model import AlexNet
 
 PER_ROW, SCALE, GAP = 16, 6, 4
@@ -24,13 +22,9 @@ def conv1_kernels(model: AlexNet) -> list[np.ndarray]:
 
 
 def colour_specificity(kernels: np.ndarray) -> np.ndarray:
-    """Per kernel of ``kernels`` (n, 3, h, w): the fraction of its energy off the grey axis.
-
-    With w the kernel minus its mean over all 3hw weights, and g its projection per pixel onto
-    the grey (luminance) axis (1, 1, 1)/sqrt(3): ``1 - |g|^2 / |w|^2``. 0: R, G and B weights
-    equal at every pixel (colour-agnostic); 1: they sum to 0 at every pixel (pure colour
-    opponency); 2/3 expected for white noise. The mean goes first, as a constant offset reads
-    the input's mean brightness, not colour or pattern. A constant kernel gives 0."""
+    """Per kernel of ``kernels`` (n, 3, h, w): ``1 - |g|^2 / |w|^2``, with w the kernel minus its
+    mean and g its projection per pixel onto the grey axis (1, 1, 1)/sqrt(3). 0: colour-agnostic;
+    1: pure colour opponency; 2/3 for white noise; 0 for a constant kernel."""
     w = np.asarray(kernels, dtype=np.float64)
     w = w - w.mean(axis=(1, 2, 3), keepdims=True)
     total = (w**2).sum(axis=(1, 2, 3))
@@ -42,9 +36,7 @@ def colour_specificity(kernels: np.ndarray) -> np.ndarray:
 def permutation_test(
     a: np.ndarray, b: np.ndarray, permutations: int = PERMUTATIONS, seed: int = 0
 ) -> tuple[float, float]:
-    """mean(b) - mean(a), and its two-sided p-value: the share of random relabellings of the
-    pooled values into groups of the same sizes whose |difference| is at least as large,
-    counting the observed labelling, ``(1 + hits) / (1 + permutations)``."""
+    """mean(b) - mean(a) and its two-sided p-value ``(1 + hits) / (1 + permutations)``."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     pooled = np.concatenate([a, b])
     observed = b.mean() - a.mean()
@@ -84,7 +76,7 @@ def figure3(kernels: list[np.ndarray], stats: KernelStats) -> bytes:
     rows = [-(-len(k) // PER_ROW) for k in kernels]
     width = 20 + PER_ROW * step
     height = 50 + sum(header + r * row_height for r in rows) + 40
-    c = canvas(width, height)
+    c = Canvas(width, height)
     c.text(width / 2, 18, "conv1 kernels (11x11x3), each contrast-stretched", 16, align="center")
     top = 44
     for number, (k, index) in enumerate(zip(kernels, stats.index)):
@@ -106,11 +98,6 @@ def figure3(kernels: list[np.ndarray], stats: KernelStats) -> bytes:
     else:
         line = "a one-column network: no columns to compare"
     c.text(20, top + 14, line, 12)
-    c.text(
-        20,
-        top + 30,
-        "index: share of a kernel's energy off the grey axis (0 grey, 1 colour)",
-        11,
-        GREY,
-    )
+    index = "index: share of a kernel's energy off the grey axis (0 grey, 1 colour)"
+    c.text(20, top + 30, index, 11, GREY)
     return c.png()

@@ -1,7 +1,4 @@
-"""Figure 4, right: the training images nearest to a few query images in fc7's activations (the
-last hidden layer, fc8's input), by Euclidean distance. One centre-crop pass over the training
-set; the search keeps only the best k per query, so memory stays a batch's features whatever the
-set's size (ILSVRC's 1.28M images: no 21 GB feature matrix)."""
+"""Figure 4, right: the training images nearest to a few query images in fc7, in one pass."""
 
 from __future__ import annotations
 
@@ -13,8 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from alexnet2012.evidence.predictions import picture, wrap
-from alexnet2012.evidence.render import GREEN, INK, RED, Colour, canvas
+from alexnet2012.evidence.predictions import GREEN, INK, RED, Canvas, Colour, picture, wrap
 from alexnet2012.model import AlexNet
 from alexnet2012.progress import track
 
@@ -72,8 +68,7 @@ def search_training_set(
     k: int,
     progress: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Distances, positions (in the loader's order) and labels of the ``k`` training images
-    nearest to each query's fc7 activations, from ``batches`` (the centre-crop loader)."""
+    """Distances, positions and labels of the ``k`` images of ``batches`` nearest each query."""
     search, labels, seen = Nearest(queries, k), [], 0
     model.eval()
     with fc7_of(model) as fc7:
@@ -93,11 +88,10 @@ def figure4_neighbours(
     found_labels: np.ndarray,
     names: list[str],
 ) -> bytes:
-    """The PNG: a row per query (framed, first) and its neighbours, nearest first; a
-    neighbour's label in green when it is the query's class, else red."""
+    """The PNG: a row per query and its neighbours, labels green for the query's class, else red."""
     side, step, k = 128, 136, found_labels.shape[1]
     row_height = side + 44
-    c = canvas(40 + step * (k + 1) + 10, 52 + len(queries) * row_height + 20)
+    c = Canvas(40 + step * (k + 1) + 10, 52 + len(queries) * row_height + 20)
     title = "validation images (left) and the training images nearest in fc7 (Euclidean)"
     c.text(c.size[0] / 2, 20, title, 16, align="center")
     for i, query in enumerate(queries):
@@ -108,14 +102,8 @@ def figure4_neighbours(
         for j in range(k):
             left = 40 + step * (j + 1)
             c.image(picture(found[i][j], side), left, top)
-            same = found_labels[i, j] == query_labels[i]
-            _name(
-                c,
-                left + side / 2,
-                top + side + 12,
-                names[found_labels[i, j]],
-                GREEN if same else RED,
-            )
+            colour = GREEN if found_labels[i, j] == query_labels[i] else RED
+            _name(c, left + side / 2, top + side + 12, names[found_labels[i, j]], colour)
     return c.png()
 
 

@@ -1,11 +1,14 @@
 """Figure 4, left: validation images with the network's five most probable labels. Also the
-inputs of chosen cache rows, as the centre-crop loader makes them, and the figure's pictures."""
+inputs of chosen cache rows, as the centre-crop loader makes them, the figure's pictures, and the
+pixel canvas every figure is drawn on (matplotlib)."""
 
 from __future__ import annotations
 
+import io
 import os
 import textwrap
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,15 +16,107 @@ from PIL import Image
 
 from alexnet2012.data import centre_view, load_stats, mean_crop, to_input
 from alexnet2012.data.cache import open_split
-from alexnet2012.evidence.render import BLUE, GREY, RED, canvas
+from alexnet2012.plot import Colour, rgb
+
+INK: Colour = (0, 0, 0)
+GREY: Colour = (150, 150, 150)
+BLUE: Colour = (31, 119, 180)
+GREEN: Colour = (44, 160, 44)
+RED: Colour = (214, 39, 40)
+
+
+class Canvas:
+    """A matplotlib figure in pixels (y down), each thing drawn above those drawn before it."""
+
+    DPI = 100
+
+    def __init__(self, width: int, height: int):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        self.size = (width, height)
+        self.figure = Figure(figsize=(width / self.DPI, height / self.DPI), dpi=self.DPI)
+        FigureCanvasAgg(self.figure)
+        self.axes = self.figure.add_axes((0, 0, 1, 1))
+        self.axes.set_xlim(0, width)
+        self.axes.set_ylim(height, 0)
+        self.axes.set_autoscale_on(False)
+        self.axes.axis("off")
+        self.drawn = 0
+
+    def _next(self) -> int:
+        self.drawn += 1
+        return self.drawn
+
+    def image(self, pixels: np.ndarray, left: int, top: int, scale: int = 1) -> None:
+        h, w = pixels.shape[:2]
+        extent = (left, left + w * scale, top + h * scale, top)
+        self.axes.imshow(
+            pixels, extent=extent, interpolation="nearest", aspect="auto", zorder=self._next()
+        )
+
+    def text(
+        self,
+        x: float,
+        y: float,
+        words: str,
+        size: int = 12,
+        colour: Colour = INK,
+        align: str = "left",
+        bold: bool = False,
+    ) -> None:
+        """``words`` with their vertical middle at ``y``; ``align``: where ``x`` is."""
+        self.axes.text(
+            x,
+            y,
+            words,
+            fontsize=size * 72 / self.DPI,
+            color=rgb(colour),
+            ha=align,
+            va="center_baseline",
+            weight="bold" if bold else "normal",
+            zorder=self._next(),
+        )
+
+    def rect(
+        self, box: tuple[float, float, float, float], fill: Colour | None = None, **outline: Any
+    ) -> None:
+        """``box``: left, top, right, bottom; ``outline``: ``colour``, ``width``."""
+        from matplotlib.patches import Rectangle
+
+        left, top, right, bottom = box
+        colour = outline.get("colour")
+        self.axes.add_patch(
+            Rectangle(
+                (left, top),
+                right - left,
+                bottom - top,
+                facecolor=rgb(fill) if fill else "none",
+                edgecolor=rgb(colour) if colour else "none",
+                linewidth=outline.get("width", 1) * 72 / self.DPI,
+                zorder=self._next(),
+            )
+        )
+
+    def png(self) -> bytes:
+        out = io.BytesIO()
+        self.figure.savefig(out, format="png", dpi=self.DPI)
+        return out.getvalue()
+
+
+def stretch(pixels: np.ndarray) -> np.ndarray:
+    """Values of one tile mapped linearly onto 0..255 (min to 0, max to 255), as uint8."""
+    lo, hi = float(pixels.min()), float(pixels.max())
+    scaled = (pixels - lo) / (hi - lo) if hi > lo else np.full_like(pixels, 0.5, dtype=float)
+    return np.round(scaled * 255).astype(np.uint8)
+
 
 CELL, SIDE, BAR = 310, 180, 80
 
 
 @dataclass
 class Images:
-    """Cache rows of one split: the network's inputs (centre crops minus the mean crop), the
-    crops as pictures (uint8 HWC) and the labels."""
+    """Cache rows of one split: the network's inputs, the crops as pictures (uint8), labels."""
 
     rows: np.ndarray
     inputs: torch.Tensor
@@ -44,8 +139,7 @@ def centre_crops(
     device,
     mean_image: np.ndarray | torch.Tensor | None = None,
 ) -> Images:
-    """``count`` images of ``split`` spread through it (:func:`spread`), minus ``mean_image``
-    (default: the cache's)."""
+    """``count`` images spread through ``split``, minus ``mean_image`` (default: the cache's)."""
     data = open_split(cache, split)
     rows = spread(data.usable, min(count, len(data.usable)), offset)
     crops = centre_view(torch.from_numpy(np.ascontiguousarray(data.rows(rows))), crop)
@@ -85,17 +179,13 @@ def picture(pixels: np.ndarray, side: int) -> np.ndarray:
 
 
 def figure4_predictions(
-    images: Images,
-    probs: np.ndarray,
-    classes: np.ndarray,
-    names: list[str],
+    images: Images, probs: np.ndarray, classes: np.ndarray, names: list[str]
 ) -> bytes:
-    """The PNG: each image, its true label under it, and bars for the five most probable
-    labels, the true one's in red (as in the paper)."""
+    """The PNG: each image, its true label, bars for its five most probable labels (true: red)."""
     per_row, count = 4, len(images.rows)
     rows = -(-count // per_row)
     height_cell = SIDE + 40 + 18 * probs.shape[1]
-    c = canvas(per_row * CELL + 20, 50 + rows * height_cell + 24)
+    c = Canvas(per_row * CELL + 20, 50 + rows * height_cell + 24)
     title = "validation images (centre crop) and the network's five most probable labels"
     c.text(c.size[0] / 2, 20, title, 16, align="center")
     for i in range(count):
