@@ -24,26 +24,32 @@ def local_response_norm(
     relu: bool = False,
 ) -> Tensor:
     """``F.local_response_norm`` (alpha/size: [C]'s scaling, P §3.3) within each of ``groups``
-    columns, of ``relu(x)`` with ``relu``; half precision runs in float32, as in bf16
-    ``k + alpha/size * sum`` rounds to ``k``."""
+    columns, of ``relu(x)`` with ``relu``. In float32 whatever the input or autocast: in bf16
+    ``k + alpha/size * sum`` rounds to ``k``. Eager on the CPU as :class:`WindowNorm`; elsewhere
+    (a GPU's reference path, torch.compile, export, tracing) as the formula."""
     n, c, h, w = x.shape
     if c % groups:
         raise ValueError(f"{c} channels cannot be split into {groups} groups")
     z = (x.float() if x.dtype in HALF_DTYPES else x).permute(0, 2, 3, 1)
     z = z.reshape(n * h * w * groups, c // groups)
     window = channel_window(c // groups, size, alpha, z)
-    if torch.compiler.is_compiling():  # a compiler fuses the formula's passes itself
-        b = window_norm(z, window, k, beta, relu)
-    else:
-        b = WindowNorm.apply(z, window, k, beta, relu)
+    blocked = z.device.type == "cpu" and not (
+        torch.compiler.is_compiling() or torch.jit.is_tracing()
+    )
+    with torch.autocast(z.device.type, enabled=False):
+        if blocked:
+            b = WindowNorm.apply(z, window, k, beta, relu)
+        else:
+            b = window_norm(z, window, k, beta, relu)
     return b.reshape(n, h, w, c).permute(0, 3, 1, 2).to(x.dtype)
 
 
 def window_norm(z: Tensor, window: Tensor, k: float, beta: float, relu: bool) -> Tensor:
-    """The LRN over rows of channels, in differentiable ops: ``a * (k + (a * a) @ W)^-beta`` with
-    ``a = relu(z)`` or ``z``."""
+    """The LRN over rows of channels, in differentiable ops: ``a * s^-beta`` with
+    ``s = k + (a * a) @ W`` and ``a = relu(z)`` or ``z``; ``s^-3/4`` as ``rsqrt(s * sqrt(s))``."""
     a = F.relu(z) if relu else z
-    return a * (torch.mm(a * a, window) + k).pow(-beta)
+    s = torch.mm(a * a, window) + k
+    return a * ((s * s.sqrt()).rsqrt() if beta == 0.75 else s.pow(-beta))
 
 
 class WindowNorm(torch.autograd.Function):
@@ -87,12 +93,10 @@ BLOCK_ELEMENTS = 1 << 16  # 256 KiB of float32 per buffer: a block's buffers fit
 
 
 class Scratch:
-    """``count`` buffers of one block each, reused from block to block; off the CPU one block
-    is the whole tensor (one launch per op)."""
+    """``count`` buffers of one block each, reused from block to block."""
 
     def __init__(self, z: Tensor, count: int):
-        rows = len(z) if z.device.type != "cpu" else BLOCK_ELEMENTS // max(z.shape[1], 1)
-        self.rows = max(1, min(len(z), rows))
+        self.rows = max(1, min(len(z), BLOCK_ELEMENTS // max(z.shape[1], 1)))
         self.buffers = [z.new_empty(self.rows, z.shape[1]) for _ in range(count)]
 
 

@@ -140,6 +140,20 @@ def test_half_precision_input_is_normalized_in_float32(dtype):
         assert ((ours.double() - exact).abs() <= half_ulp * exact.abs()).all()
 
 
+@pytest.mark.parametrize("compiling", [False, True])  # WindowNorm, and the formula
+def test_lrn_stays_float32_under_autocast(monkeypatch, compiling):
+    # Under bf16 autocast the window's products would run in bf16 (the sum of squares off by
+    # about 2^-8); the LRN is computed as outside autocast, to float32's rounding.
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: compiling)
+    g = torch.Generator().manual_seed(12)
+    z = (torch.randn(2, 32, 9, 9, generator=g) * 40).requires_grad_()
+    expected = lrn_reference(F.relu(z.double()), 2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = local_response_norm(z, 2, relu=True)
+    assert out.dtype == torch.float32
+    assert torch.allclose(out.double(), expected, rtol=1e-6, atol=1e-7)
+
+
 def test_any_input_layout_gives_the_same_values_and_gradients():
     g = torch.Generator().manual_seed(8)
     z = torch.randn(3, 32, 15, 15, generator=g) * 30
