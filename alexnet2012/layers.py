@@ -33,15 +33,18 @@ def local_response_norm(
     z = (x.float() if x.dtype in HALF_DTYPES else x).permute(0, 2, 3, 1)
     z = z.reshape(n * h * w * groups, c // groups)
     window = channel_window(c // groups, size, alpha, z)
-    blocked = z.device.type == "cpu" and not (
-        torch.compiler.is_compiling() or torch.jit.is_tracing()
-    )
     with torch.autocast(z.device.type, enabled=False):
-        if blocked:
+        if blocked(z):
             b = WindowNorm.apply(z, window, k, beta, relu)
         else:
             b = window_norm(z, window, k, beta, relu)
     return b.reshape(n, h, w, c).permute(0, 3, 1, 2).to(x.dtype)
+
+
+def blocked(z: Tensor) -> bool:
+    """Whether the LRN runs as :class:`WindowNorm`: eager on the CPU (a compiler fuses the
+    formula itself; tracers and exporters record its ops). Tests patch it to compare paths."""
+    return z.device.type == "cpu" and not (torch.compiler.is_compiling() or torch.jit.is_tracing())
 
 
 def window_norm(z: Tensor, window: Tensor, k: float, beta: float, relu: bool) -> Tensor:

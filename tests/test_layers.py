@@ -140,11 +140,11 @@ def test_half_precision_input_is_normalized_in_float32(dtype):
         assert ((ours.double() - exact).abs() <= half_ulp * exact.abs()).all()
 
 
-@pytest.mark.parametrize("compiling", [False, True])  # WindowNorm, and the formula
-def test_lrn_stays_float32_under_autocast(monkeypatch, compiling):
+@pytest.mark.parametrize("blocked", [True, False])  # WindowNorm, and the formula
+def test_lrn_stays_float32_under_autocast(monkeypatch, blocked):
     # Under bf16 autocast the window's products would run in bf16 (the sum of squares off by
     # about 2^-8); the LRN is computed as outside autocast, to float32's rounding.
-    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: compiling)
+    monkeypatch.setattr(layers, "blocked", lambda z: blocked)
     g = torch.Generator().manual_seed(12)
     z = (torch.randn(2, 32, 9, 9, generator=g) * 40).requires_grad_()
     expected = lrn_reference(F.relu(z.double()), 2)
