@@ -86,7 +86,7 @@ class WindowNorm(torch.autograd.Function):
             s, n = scratch.buffers[2][: len(a)], len(a)
             torch.mul(g[rows], b[rows], out=t[:n]).div_(s)  # g * b / s
             torch.mm(t[:n], window.t(), out=s)
-            if relu:  # ReLU's mask: sign(a) is 0 or 1 (10x faster than masked_fill_ on the CPU)
+            if relu:  # ReLU's mask: sign(a) is 0 or 1, far cheaper than masked_fill_
                 r.mul_(torch.sign(a, out=t[:n]))
             torch.mul(g[rows], r, out=grad[rows]).addcmul_(a, s, value=-2 * beta)
         return grad, None, None, None, None
@@ -106,7 +106,7 @@ class Scratch:
 def blocks(z: Tensor, window: Tensor, k: float, beta: float, relu: bool, scratch: Scratch):
     """``(rows, (a, r))`` block by block: ``a`` (ReLU's output or ``z``'s rows) and
     ``r = s^-beta`` in scratch buffers 0 and 1, ``s`` in buffer 2; for beta 3/4 as
-    ``rsqrt(s * sqrt(s))``, 2.5x faster than ``pow`` on the CPU."""
+    ``rsqrt(s * sqrt(s))``, faster than ``pow`` on the CPU."""
     a_buf, r_buf, s_buf = scratch.buffers[:3]
     for start in range(0, len(z), scratch.rows):
         rows = slice(start, min(start + scratch.rows, len(z)))
