@@ -51,8 +51,17 @@ def window_norm(z: Tensor, window: Tensor, k: float, beta: float, relu: bool) ->
     """The LRN over rows of channels, in differentiable ops: ``a * s^-beta`` with
     ``s = k + (a * a) @ W`` and ``a = relu(z)`` or ``z``; ``s^-3/4`` as ``rsqrt(s * sqrt(s))``."""
     a = F.relu(z) if relu else z
-    s = torch.mm(a * a, window) + k
-    return a * ((s * s.sqrt()).rsqrt() if beta == 0.75 else s.pow(-beta))
+    return a * inverse_power(torch.mm(a * a, window) + k, beta)
+
+
+def inverse_power(s: Tensor, beta: float, out: Tensor | None = None) -> Tensor:
+    """``s^-beta``, into ``out`` if given; for beta 3/4 as ``rsqrt(s * sqrt(s))``, faster than
+    ``pow`` on the CPU."""
+    if beta != 0.75:
+        return torch.pow(s, -beta, out=out)
+    if out is None:
+        return (s * s.sqrt()).rsqrt()
+    return torch.sqrt(s, out=out).mul_(s).rsqrt_()
 
 
 class WindowNorm(torch.autograd.Function):
@@ -66,7 +75,7 @@ class WindowNorm(torch.autograd.Function):
     def forward(ctx, z: Tensor, window: Tensor, k: float, beta: float, relu: bool) -> Tensor:
         b = torch.empty_like(z)
         scratch = Scratch(z, 3)
-        for rows, (a, r) in blocks(z, window, k, beta, relu, scratch):
+        for rows, a, r, _ in blocks(z, window, k, beta, relu, scratch):
             torch.mul(a, r, out=b[rows])
         ctx.save_for_backward(z, window, b)
         ctx.settings = k, beta, relu
@@ -82,8 +91,8 @@ class WindowNorm(torch.autograd.Function):
             return grad, None, None, None, None
         g, grad, scratch = g.contiguous(), torch.empty_like(z), Scratch(z, 4)
         t = scratch.buffers[3]
-        for rows, (a, r) in blocks(z, window, k, beta, relu, scratch):
-            s, n = scratch.buffers[2][: len(a)], len(a)
+        for rows, a, r, s in blocks(z, window, k, beta, relu, scratch):
+            n = len(a)
             torch.mul(g[rows], b[rows], out=t[:n]).div_(s)  # g * b / s
             torch.mm(t[:n], window.t(), out=s)
             if relu:  # ReLU's mask: sign(a) is 0 or 1, far cheaper than masked_fill_
@@ -104,20 +113,15 @@ class Scratch:
 
 
 def blocks(z: Tensor, window: Tensor, k: float, beta: float, relu: bool, scratch: Scratch):
-    """``(rows, (a, r))`` block by block: ``a`` (ReLU's output or ``z``'s rows) and
-    ``r = s^-beta`` in scratch buffers 0 and 1, ``s`` in buffer 2; for beta 3/4 as
-    ``rsqrt(s * sqrt(s))``, faster than ``pow`` on the CPU."""
+    """``(rows, a, r, s)`` block by block: ``a`` (ReLU's output or ``z``'s rows),
+    ``r = s^-beta`` and ``s = k + (a * a) @ W`` in scratch buffers 0, 1 and 2."""
     a_buf, r_buf, s_buf = scratch.buffers[:3]
     for start in range(0, len(z), scratch.rows):
         rows = slice(start, min(start + scratch.rows, len(z)))
         n = rows.stop - start
         a = torch.clamp_min(z[rows], 0, out=a_buf[:n]) if relu else z[rows]
         s = torch.mm(torch.mul(a, a, out=r_buf[:n]), window, out=s_buf[:n]).add_(k)
-        if beta == 0.75:
-            r = torch.sqrt(s, out=r_buf[:n]).mul_(s).rsqrt_()
-        else:
-            r = torch.pow(s, -beta, out=r_buf[:n])
-        yield rows, (a, r)
+        yield rows, a, inverse_power(s, beta, out=r_buf[:n]), s
 
 
 def channel_window(channels: int, size: int, alpha: float, like: Tensor) -> Tensor:
